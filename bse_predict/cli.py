@@ -1,0 +1,220 @@
+"""The ``bse-predict`` command. Heavy modules are imported inside each command,
+so ``--help`` is instant and a serving install never imports training code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from configs.settings import Settings, load_settings
+from models.errors import BsePredictError
+
+__all__ = ["main", "app"]
+
+app = typer.Typer(help="Streaming first-touch barrier predictions for crypto candles.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+services_app = typer.Typer(help="Local single-node Kafka (KRaft) and Redis, without Docker.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry in BSE_MODELS_DIR.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(models_app, name="models")
+
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file layered over configs/default.yaml.")]
+DataOption = Annotated[list[Path], typer.Option("--data", help="Candle files or directories (repeatable).")]
+TargetsOption = Annotated[str | None, typer.Option("--targets", help="Targets in percent, e.g. 1,2,5.")]
+HorizonOption = Annotated[int | None, typer.Option("--horizon-hours", help="Label horizon in hours (default 72).")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(command: F) -> F:
+    """Expected failures end the command with one line on stderr and exit code 2."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from bse_predict.services import ServicesError
+
+        try:
+            return command(*args, **kwargs)
+        except (BsePredictError, ServicesError, ValueError, OSError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, ValidationError):
+                first = exc.errors()[0]
+                message = f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            errors.print(f"error: {message}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(config: Path | None, targets: str | None = None, horizon_hours: int | None = None) -> Settings:
+    market: dict[str, Any] = {}
+    if targets:
+        try:
+            market["targets_pct"] = [float(x) for x in targets.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--targets must be numbers separated by commas, got {targets!r}") from None
+    if horizon_hours is not None:
+        market["horizon_hours"] = horizon_hours
+    return load_settings(config, **({"market": market} if market else {}))
+
+
+# ---------------------------------------------------------------- services
+
+def _print_report(report: Any) -> None:
+    for state in (report.kafka, report.redis):
+        mark = "[green]up[/green]" if state.healthy else ("[yellow]starting[/yellow]" if state.running else "[red]down[/red]")
+        console.print(f"{state.name:<6} {mark}  {state.address}  pid={state.pid or '-'}  log={state.log_path}  {state.detail}")
+
+
+@services_app.command("up")
+@one_line_errors
+def services_up_command(config: ConfigOption = None) -> None:
+    """Start Kafka and Redis (idempotent); returns when both answer."""
+    from bse_predict.services import services_up
+
+    _print_report(services_up(_settings(config), progress=lambda m: errors.print(m, markup=False)))
+
+
+@services_app.command("down")
+@one_line_errors
+def services_down_command(config: ConfigOption = None) -> None:
+    """Stop the local Kafka and Redis started by `services up`."""
+    from bse_predict.services import services_down
+
+    _print_report(services_down(_settings(config), progress=lambda m: errors.print(m, markup=False)))
+
+
+@services_app.command("status")
+@one_line_errors
+def services_status_command(config: ConfigOption = None) -> None:
+    """Report Kafka and Redis; exit code 1 when either does not answer."""
+    from bse_predict.services import services_status
+
+    report = services_status(_settings(config))
+    _print_report(report)
+    if not (report.kafka.healthy and report.redis.healthy):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- training
+
+@app.command()
+@one_line_errors
+def train(
+    data: DataOption,
+    version: Annotated[str, typer.Option("--version", help="Version name to write, e.g. 2026-11-21a.")],
+    config: ConfigOption = None,
+    targets: TargetsOption = None,
+    horizon_hours: HorizonOption = None,
+    max_rows: Annotated[int | None, typer.Option("--max-rows", help="Train on the newest N rows per symbol.")] = None,
+) -> None:
+    """Train the model set on candle files and write ONNX models and a manifest to BSE_MODELS_DIR/VERSION."""
+    from export.train import train_version
+    from models.candle_files import read_candle_files
+
+    settings = _settings(config, targets, horizon_hours)
+    if max_rows is not None:
+        settings = settings.model_copy(update={"training": settings.training.model_copy(
+            update={"max_rows_per_symbol": max_rows})})
+    _check_version_name(version)
+    series = read_candle_files(data, settings.market.timeframe)
+    folder = train_version(series, settings, version)
+    console.print(f"version {version} written to {folder}")
+
+
+def _check_version_name(version: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", version):
+        raise ValueError(f"version {version!r} must be 1-64 letters, digits, '.', '_' or '-'")
+
+
+# ---------------------------------------------------------------- streaming
+
+@app.command()
+@one_line_errors
+def worker(
+    config: ConfigOption = None,
+    version: Annotated[str | None, typer.Option("--version", help="Serve this version (default: newest).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="onnx (production) or native (scikit-learn reference).")] = "onnx",
+    loglevel: Annotated[str, typer.Option("--loglevel", help="crit, error, warn, info or debug.")] = "info",
+) -> None:
+    """The streaming worker (a Faust app); run several for one consumer group."""
+    from workers.run import run_worker
+
+    if engine not in ("onnx", "native"):
+        raise ValueError(f"--engine must be onnx or native, got {engine!r}")
+    run_worker(_settings(config), version, engine, loglevel)  # type: ignore[arg-type]
+
+
+@app.command()
+@one_line_errors
+def replay(
+    data: DataOption,
+    config: ConfigOption = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Closed candles per second (default: as fast as possible).")] = None,
+    updates: Annotated[int, typer.Option("--updates", help="In-progress updates sent before each closed candle.")] = 0,
+    last_hours: Annotated[int | None, typer.Option("--last-hours", help="Only the newest N candles of each file.")] = None,
+) -> None:
+    """Produce candles from files to the candles topic."""
+    from rich.progress import Progress
+
+    from models.candle_files import read_candle_files
+    from workers.replay import candle_records, replay as run_replay
+
+    settings = _settings(config)
+    if updates < 0 or (rate is not None and rate <= 0):
+        raise ValueError("--updates must be >= 0 and --rate > 0")
+    series = read_candle_files(data, settings.market.timeframe)
+    if last_hours:
+        series = [s.tail(last_hours) for s in series]
+    records = list(candle_records(series, updates))
+    with Progress(console=errors) as progress:
+        task = progress.add_task("replaying candles", total=len(records))
+        report = asyncio.run(run_replay(settings, records, rate, on_sent=lambda *_: progress.advance(task)))
+    console.print(f"sent {report.closed} closed candles and {report.updates} updates in {report.seconds:.1f} s")
+
+
+# ---------------------------------------------------------------- registry
+
+@models_app.command("list")
+@one_line_errors
+def models_list(config: ConfigOption = None) -> None:
+    """Every version in BSE_MODELS_DIR, oldest first."""
+    from models.manifest import list_versions
+
+    settings = _settings(config)
+    versions = list_versions(settings.models_dir)
+    if not versions:
+        console.print(f"no versions in {settings.models_dir}")
+    for m in versions:
+        console.print(f"{m.version:<24} {m.created_at:%Y-%m-%d %H:%M}  {m.served_model:<16} targets {','.join(f'{t:g}%' for t in m.targets_pct)}")
+
+
+@models_app.command("show")
+@one_line_errors
+def models_show(version: str, config: ConfigOption = None) -> None:
+    """The manifest of one version."""
+    from models.manifest import load_manifest
+
+    settings = _settings(config)
+    console.print_json(load_manifest(settings.models_dir / version).model_dump_json())
+
+
+def main() -> None:
+    app(prog_name="bse-predict")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The one settings object of bse-predict.
+
+Layering, lowest to highest priority: ``configs/default.yaml``, the file given
+with ``--config`` (deep-merged), then environment variables (``BSE_*`` and the
+``TELEGRAM_*`` names of the contract). Build it once at start-up with
+:func:`load_settings` and pass it down; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings", "DEFAULT_CONFIG_PATH", "TIMEFRAME_MS"]
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
+
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MarketConfig(_Frozen):
+    timeframe: str = "1h"
+    targets_pct: tuple[float, ...] = (1, 2, 5)
+    horizon_hours: int = Field(72, gt=0)
+
+    @field_validator("timeframe")
+    @classmethod
+    def _known_timeframe(cls, value: str) -> str:
+        if value not in TIMEFRAME_MS:
+            raise ValueError(f"unknown timeframe {value!r}; known: {sorted(TIMEFRAME_MS)}")
+        return value
+
+    @property
+    def timeframe_ms(self) -> int:
+        return TIMEFRAME_MS[self.timeframe]
+
+    @property
+    def horizon_candles(self) -> int:
+        return self.horizon_hours * 3_600_000 // self.timeframe_ms
+
+
+class CandleRules(_Frozen):
+    symbol_pattern: str = r"^[A-Z0-9]{2,20}$"
+    max_message_bytes: int = Field(4096, gt=0)
+    max_future_ms: int = Field(7_200_000, ge=0)
+    min_open_time_ms: int = 1_230_768_000_000
+
+
+class WindowConfig(_Frozen):
+    retain_candles: int = Field(400, gt=1)
+
+
+class TopicsConfig(_Frozen):
+    partitions: int = Field(8, gt=0)
+    replication_factor: int = Field(1, gt=0)
+
+
+class WorkerConfig(_Frozen):
+    app_id: str = "bse-predict"
+    batch_max_events: int = Field(256, gt=0)
+    batch_within_ms: float = Field(2, gt=0)
+    inference_threads: int = Field(1, gt=0)
+    web_port: int = 6066
+    rebuild_from_files: tuple[Path, ...] = ()
+
+
+class SignalThresholds(_Frozen):
+    strong: float = Field(0.65, gt=0.5, le=1.0)
+    normal: float = Field(0.56, gt=0.5, le=1.0)
+
+
+class RandomForestConfig(_Frozen):
+    n_estimators: int = 200
+    max_depth: int | None = 8
+    min_samples_leaf: int = 200
+    max_features: str | float | None = "sqrt"
+    class_weight: str | None = None
+    seed: int = 7
+
+
+class TrainingConfig(_Frozen):
+    random_forest: RandomForestConfig = RandomForestConfig()
+    max_rows_per_symbol: int | None = None
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class Settings(BaseSettings):
+    """Every setting of bse-predict; frozen once built."""
+
+    model_config = SettingsConfigDict(env_prefix="BSE_", frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
+    topic_prefix: str = ""
+    models_dir: Path = Path("artifacts/models")
+    control_secret: SecretStr | None = None
+    telegram_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "telegram_bot_token")
+    )
+    telegram_chat_id: str | None = Field(
+        None, validation_alias=AliasChoices("TELEGRAM_CHAT_ID", "telegram_chat_id")
+    )
+    telegram_api_url: str = Field(
+        "https://api.telegram.org",
+        validation_alias=AliasChoices("TELEGRAM_API_URL", "telegram_api_url"),
+    )
+
+    market: MarketConfig = MarketConfig()
+    candles: CandleRules = CandleRules()
+    window: WindowConfig = WindowConfig()
+    topics: TopicsConfig = TopicsConfig()
+    worker: WorkerConfig = WorkerConfig()
+    signals: SignalThresholds = SignalThresholds()
+    training: TrainingConfig = TrainingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment beats the YAML files, which arrive as init kwargs.
+        return env_settings, init_settings
+
+    def topic(self, name: str) -> str:
+        """The full name of a contract topic, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: defaults, then ``config_file``, then ``overrides``, then the environment."""
+    layered = _read_yaml(DEFAULT_CONFIG_PATH)
+    if config_file is not None:
+        layered = _deep_merge(layered, _read_yaml(Path(config_file)))
+    layered = _deep_merge(layered, overrides)
+    return Settings(**layered)

@@ -1,0 +1,56 @@
+"""The plain approach, kept as a reference: the native scikit-learn models of a
+version, called with ``predict_proba``. ``bench`` runs the worker with it to show
+what ONNX buys; production serves ONNX (``models.onnx_runner``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import ManifestError
+from models.labels import expand_classes
+from models.manifest import Manifest, load_manifest, verify_files
+
+__all__ = ["NativeModelSet"]
+
+
+class NativeModelSet:
+    """Same interface as :class:`models.onnx_runner.ServedModelSet`, native models inside."""
+
+    def __init__(self, manifest: Manifest, models: dict[str, object]) -> None:
+        self.manifest = manifest
+        self._models = models
+
+    @classmethod
+    def load(cls, version_dir: Path) -> NativeModelSet:
+        import joblib  # the train extra; a serving install has no scikit-learn
+
+        manifest = load_manifest(version_dir)
+        verify_files(version_dir, manifest)
+        models = {}
+        for target, entry in manifest.entries_for(manifest.served_model).items():
+            if entry.native_file is None:
+                raise ManifestError(f"version {manifest.version} keeps no native model for {target}")
+            models[target] = joblib.load(version_dir / entry.native_file)
+        return cls(manifest, models)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.manifest.served_model}-native"
+
+    @property
+    def min_history(self) -> int:
+        return self.manifest.min_history
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        rows = features.astype(np.float32)
+        return {target: expand_classes(model.predict_proba(rows), model.classes_) for target, model in self._models.items()}

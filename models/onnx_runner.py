@@ -1,0 +1,108 @@
+"""Serve a manifest's ONNX models with onnxruntime, batched across symbols.
+
+One session per (model, target). Sessions run with one intra-op thread and no
+spinning: on a 2-core machine two threads were slower, and spinning steals the
+core the event loop needs (see docs/performance.md). The CUDA provider is used
+when onnxruntime offers it; tree ensembles only have CPU kernels, so
+onnxruntime places those nodes on the CPU anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from models.errors import ManifestError
+from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
+from models.labels import CLASS_NAMES, expand_classes
+from models.manifest import Manifest, load_manifest, verify_files
+
+__all__ = ["ServedModelSet", "choose_providers", "make_session"]
+
+log = logging.getLogger(__name__)
+
+
+def choose_providers() -> list[str]:
+    """CUDA first when this onnxruntime build offers it, CPU always as the fallback."""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(path: Path, providers: list[str], intra_op_threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+@dataclass(frozen=True)
+class _TargetSession:
+    session: ort.InferenceSession
+    input_name: str
+    output_name: str
+    class_indices: tuple[int, ...]
+
+
+class ServedModelSet:
+    """A loaded, verified model version: features in, class probabilities per target out."""
+
+    def __init__(self, manifest: Manifest, sessions: dict[str, _TargetSession]) -> None:
+        self.manifest = manifest
+        self._sessions = sessions
+
+    @classmethod
+    def load(cls, version_dir: Path, providers: list[str] | None = None, intra_op_threads: int = 1) -> ServedModelSet:
+        manifest = load_manifest(version_dir)
+        verify_files(version_dir, manifest)
+        if manifest.feature_spec_hash != FEATURE_SPEC_HASH or tuple(manifest.feature_names) != FEATURE_NAMES:
+            raise ManifestError(
+                f"version {manifest.version} was trained on other feature definitions "
+                f"(hash {manifest.feature_spec_hash[:12]}…, this code has {FEATURE_SPEC_HASH[:12]}…): retrain it"
+            )
+        chosen = providers or choose_providers()
+        sessions: dict[str, _TargetSession] = {}
+        for target, entry in manifest.entries_for(manifest.served_model).items():
+            session = make_session(version_dir / entry.file, chosen, intra_op_threads)
+            width = session.get_inputs()[0].shape[-1]
+            if width not in (None, len(FEATURE_NAMES)) and not isinstance(width, str):
+                raise ManifestError(f"{entry.file} expects {width} features, the manifest names {len(FEATURE_NAMES)}")
+            log.info("model %s %s target %s runs on %s", manifest.version, entry.name, target, session.get_providers()[0])
+            classes = tuple(CLASS_NAMES.index(name) for name in entry.classes)
+            sessions[target] = _TargetSession(session, entry.input_name, entry.output_name, classes)
+        return cls(manifest, sessions)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest.served_model
+
+    @property
+    def min_history(self) -> int:
+        return self.manifest.min_history
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self._sessions)
+
+    def providers(self) -> dict[str, str]:
+        return {target: s.session.get_providers()[0] for target, s in self._sessions.items()}
+
+    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """float64[B, F] -> {target: float64[B, 3]} with columns (up, down, none)."""
+        batch = np.ascontiguousarray(features, dtype=np.float32)
+        out: dict[str, np.ndarray] = {}
+        for target, s in self._sessions.items():
+            (probabilities,) = s.session.run([s.output_name], {s.input_name: batch})
+            out[target] = expand_classes(np.asarray(probabilities, dtype=np.float64), s.class_indices)
+        return out

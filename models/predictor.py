@@ -1,0 +1,35 @@
+"""What the stream needs from a served model set, and the step shared by the
+worker and the trainer-side checks: windows -> features -> probabilities."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from models.features import compute_features
+
+__all__ = ["Predictor", "predict_windows"]
+
+
+class Predictor(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def targets(self) -> tuple[str, ...]: ...
+
+    @property
+    def min_history(self) -> int:
+        """Candles of gap-filled history one prediction needs, the current one included."""
+        ...
+
+    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def predict_windows(predictor: Predictor, windows: np.ndarray, open_time_ms: np.ndarray) -> dict[str, np.ndarray]:
+    """float64[B, L, 5] gap-filled windows -> {target: float64[B, 3]} (up, down, none)."""
+    return predictor.predict(compute_features(windows, open_time_ms))

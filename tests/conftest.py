@@ -1,0 +1,82 @@
+"""Fixtures shared by the suites: real data, a small trained version, isolated topics.
+
+Integration tests use the real Kafka and Redis of ``bse-predict services up``
+(``make test`` starts them). When they do not answer, the tests fail with
+that reason: they never skip and never fake the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from configs.settings import Settings, load_settings
+from models.candle_files import CandleSeries, read_candle_files
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "candles"
+FUTURES = SHARED_DATA / "binance-futures"
+
+
+@pytest.fixture(scope="session")
+def futures_series() -> dict[str, CandleSeries]:
+    if not FUTURES.is_dir():
+        pytest.fail(f"real candles are missing: {FUTURES} (the repo expects ../shared beside it)")
+    return {s.symbol: s for s in read_candle_files([FUTURES])}
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def services(base_settings: Settings) -> Settings:
+    """The real services answer, or every integration test fails with the reason."""
+    try:
+        redis.Redis.from_url(base_settings.redis_url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {base_settings.redis_url} does not answer ({exc}); run `bse-predict services up`")
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=base_settings.kafka_bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        await admin.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), 15))
+    except Exception as exc:  # any failure to reach the broker is the same verdict
+        pytest.fail(f"Kafka at {base_settings.kafka_bootstrap} does not answer ({exc!r}); run `bse-predict services up`")
+    return base_settings
+
+
+@pytest.fixture
+def isolated(services: Settings, tmp_path: Path) -> Settings:
+    """Settings with a fresh topic and Redis key prefix, so tests never see each other's data."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    return services.model_copy(update={"topic_prefix": prefix})
+
+
+TRAINING_OVERRIDES = {
+    "training": {
+        "random_forest": {"n_estimators": 24, "max_depth": 6, "min_samples_leaf": 40, "seed": 3},
+        "max_rows_per_symbol": 2500,
+        "holdout_fraction": 0.2,
+    }
+}
+
+
+@pytest.fixture(scope="session")
+def trained_version(tmp_path_factory: pytest.TempPathFactory, futures_series: dict[str, CandleSeries]) -> Settings:
+    """A small real version (RandomForest on the newest 2,500 h of BTC, ETH, SOL futures)."""
+    from export.train import train_version
+
+    models_dir = tmp_path_factory.mktemp("models")
+    settings = load_settings(models_dir=str(models_dir), **TRAINING_OVERRIDES)
+    train_version(list(futures_series.values()), settings, "v-test", show_progress=False)
+    return settings

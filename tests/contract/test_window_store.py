@@ -1,0 +1,137 @@
+"""One contract, two stores: the Redis store (on the real server) and the in-memory twin.
+
+Whatever the arrival order, duplicates and late candles included, a store
+ends holding exactly what a clean, in-order run leaves: the newest
+``retain`` candles by open time, each with its last-written values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from configs.settings import Settings
+from models.schema import Candle
+from workers.window_store import MemoryWindowStore, RedisWindowStore, WindowStore
+
+HOUR = 3_600_000
+T0 = 1_735_689_600_000
+RETAIN = 12
+T = TypeVar("T")
+
+
+def candle(index: int, price: float = 100.0, closed: bool = True, symbol: str = "BTCUSDT") -> Candle:
+    return Candle(symbol=symbol, timeframe="1h", open_time=T0 + index * HOUR, open=price, high=price * 1.01,
+                  low=price * 0.99, close=price * 1.001, volume=float(index), closed=closed)
+
+
+StoreFactory = Callable[[], Awaitable[tuple[WindowStore, Callable[[], Awaitable[None]]]]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    if request.param == "memory":
+        async def memory() -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
+            async def nothing() -> None:
+                return None
+            return MemoryWindowStore(RETAIN), nothing
+        return memory
+    redis_settings: Settings = request.getfixturevalue("services")
+
+    async def real() -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
+        client = aioredis.Redis.from_url(redis_settings.redis_url)
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+
+        async def cleanup() -> None:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+        return RedisWindowStore(client, RETAIN, key_prefix=prefix), cleanup
+    return real
+
+
+def run(make_store: StoreFactory, scenario: Callable[[WindowStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store, cleanup = await make_store()
+        try:
+            return await scenario(store)
+        finally:
+            await cleanup()
+    return asyncio.run(main())
+
+
+def test_write_returns_history_up_to_the_candle(make_store: StoreFactory) -> None:
+    async def scenario(store: WindowStore) -> None:
+        await store.write_closed([candle(i) for i in range(8)], read_count=5)
+        (late,) = await store.write_closed([candle(3, price=101.0)], read_count=5)
+        assert late.open_time_ms.tolist() == [T0 + i * HOUR for i in range(4)]
+        assert late.ohlcv[-1, 0] == 101.0
+        (newest,) = await store.write_closed([candle(8)], read_count=5)
+        assert newest.open_time_ms.tolist() == [T0 + i * HOUR for i in range(4, 9)]
+        assert np.array_equal(newest.ohlcv[0], [100.0, 101.0, 99.0, 100.1, 4.0])
+    run(make_store, scenario)
+
+
+def test_retain_keeps_the_newest(make_store: StoreFactory) -> None:
+    async def scenario(store: WindowStore) -> None:
+        await store.write_closed([candle(i) for i in range(30)], read_count=100)
+        times, _ = await store.closed_candles("BTCUSDT", "1h")
+        assert times.tolist() == [T0 + i * HOUR for i in range(30 - RETAIN, 30)]
+    run(make_store, scenario)
+
+
+def test_predicted_marks_survive_and_report(make_store: StoreFactory) -> None:
+    async def scenario(store: WindowStore) -> None:
+        (first,) = await store.write_closed([candle(1)], read_count=3)
+        assert not first.already_predicted
+        await store.mark_predicted([candle(1)])
+        (again,) = await store.write_closed([candle(1)], read_count=3)
+        assert again.already_predicted
+        (other,) = await store.write_closed([candle(1, symbol="ETHUSDT")], read_count=3)
+        assert not other.already_predicted
+    run(make_store, scenario)
+
+
+def test_forming_candle_lifecycle(make_store: StoreFactory) -> None:
+    async def scenario(store: WindowStore) -> None:
+        await store.write_closed([candle(4)], read_count=3)
+        await store.write_forming([candle(5, 100.0, closed=False), candle(5, 102.0, closed=False)])
+        assert (await store.forming("BTCUSDT", "1h")).open == 102.0
+        await store.write_forming([candle(4, 90.0, closed=False)])  # older than the last close: ignored
+        assert (await store.forming("BTCUSDT", "1h")).open_time == T0 + 5 * HOUR
+        await store.write_closed([candle(5)], read_count=3)
+        assert await store.forming("BTCUSDT", "1h") is None
+        await store.write_forming([candle(5, 99.0, closed=False)])  # a stale update after the close
+        assert await store.forming("BTCUSDT", "1h") is None
+    run(make_store, scenario)
+
+
+arrival_orders = st.lists(st.integers(0, 24), min_size=1, max_size=60)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=arrival_orders, corrections=st.lists(st.integers(0, 24), max_size=5))
+def test_any_arrival_order_ends_as_a_clean_run(make_store: StoreFactory, order: list[int], corrections: list[int]) -> None:
+    """Duplicates, replays and late candles: the final window equals the in-order run's."""
+    def value(i: int) -> float:
+        return 100.0 + i + (0.5 if i in corrections else 0.0)
+
+    messy = [candle(i, 100.0 + i) for i in order] + [candle(i, value(i)) for i in corrections]
+    clean = [candle(i, value(i)) for i in sorted(set(order) | set(corrections))]
+
+    async def final(store: WindowStore, candles: list[Candle]) -> tuple[list[int], list[list[float]]]:
+        for one in candles:  # one at a time, as separate batches would arrive
+            await store.write_closed([one], read_count=RETAIN + 1)
+        times, ohlcv = await store.closed_candles("BTCUSDT", "1h")
+        return times.tolist(), ohlcv.tolist()
+
+    assert run(make_store, lambda s: final(s, messy)) == run(make_store, lambda s: final(s, clean))

@@ -1,0 +1,55 @@
+"""Real Kafka helpers for integration tests: read a topic to the end, send raw records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+__all__ = ["read_topic", "send_raw", "read_until"]
+
+
+async def read_topic(bootstrap: str, topic: str, idle_ms: int = 2000) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from the beginning, stopping after ``idle_ms`` without news."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=idle_ms)
+            if not batch:
+                return records
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+
+
+async def read_until(bootstrap: str, topic: str, count: int, timeout_s: float) -> list[ConsumerRecord]:
+    """Read ``topic`` from the beginning until ``count`` records arrived or ``timeout_s`` passed."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

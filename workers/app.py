@@ -1,0 +1,113 @@
+"""The Faust application of the worker: topics, the candle agent, and start-up.
+
+``create_app`` builds everything from the settings passed in; nothing exists at
+import time. The agent runs with concurrency 1 and takes events in batches
+(``take_events``): Faust acks a batch only after the loop body returns, and our
+body returns only after the predictions are acknowledged by Kafka and marked in
+Redis, so a crash replays, never skips (faust-streaming issue 606 is about
+concurrency > 1, which we do not use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import faust
+import redis.asyncio as aioredis
+
+from configs.settings import Settings
+from models.predictor import Predictor
+from models.schema import DeadLetter, Prediction
+from workers.streams import CandleProcessor, RawMessage
+from workers.topics import TopicNames
+from workers.window_store import RedisWindowStore
+
+__all__ = ["create_app", "faust_settings", "FaustPublisher"]
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 30.0
+
+
+def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
+    """Faust settings tuned for latency on a small machine (see docs/performance.md)."""
+    return {
+        "id": f"{settings.topic_prefix}{app_id}",
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "store": "memory://",
+        "web_enabled": False,
+        "topic_partitions": settings.topics.partitions,
+        "topic_replication_factor": settings.topics.replication_factor,
+        "topic_disable_leader": True,
+        "producer_linger_ms": 0,
+        "broker_max_poll_records": settings.worker.batch_max_events,
+        "stream_buffer_maxsize": max(4 * settings.worker.batch_max_events, 1024),
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        "datadir": str(Path("var") / "faust" / f"{settings.topic_prefix}{app_id}"),
+    }
+
+
+class FaustPublisher:
+    """Publishes through the app's producer and waits for every acknowledgement."""
+
+    def __init__(self, predictions: faust.TopicT, dead_letters: faust.TopicT) -> None:
+        self._predictions = predictions
+        self._dead_letters = dead_letters
+
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+        pending = [
+            await self._predictions.send(key=p.symbol.encode(), value=p.model_dump_json().encode())
+            for p in predictions
+        ]
+        pending += [
+            await self._dead_letters.send(key=(d.key or "").encode(), value=d.model_dump_json().encode())
+            for d in dead_letters
+        ]
+        if pending:
+            await asyncio.gather(*pending)
+
+
+def create_app(settings: Settings, predictor: Predictor) -> faust.App:
+    """The worker app serving ``predictor``; run it with :func:`faust.Worker`."""
+    conf = faust_settings(settings, settings.worker.app_id)
+    Path(str(conf["datadir"])).mkdir(parents=True, exist_ok=True)
+    app = faust.App(**conf)
+    names = TopicNames.of(settings)
+    candles = app.topic(names.candles, key_serializer="raw", value_serializer="raw",
+                        partitions=settings.topics.partitions)
+    predictions = app.topic(names.predictions, key_serializer="raw", value_serializer="raw",
+                            partitions=settings.topics.partitions)
+    dead_letters = app.topic(names.candles_dlq, key_serializer="raw", value_serializer="raw",
+                             partitions=settings.topics.partitions)
+    executor = ThreadPoolExecutor(max_workers=settings.worker.inference_threads, thread_name_prefix="inference")
+    processors: list[CandleProcessor] = []
+
+    @app.agent(candles, concurrency=1)
+    async def predict_candles(stream: faust.StreamT) -> None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
+        processor = CandleProcessor(settings, store, predictor, FaustPublisher(predictions, dead_letters), executor)
+        processors.append(processor)
+        log.info("serving %s %s for %s", predictor.model_name, predictor.version, names.candles)
+        try:
+            async for events in stream.take_events(settings.worker.batch_max_events,
+                                                   within=settings.worker.batch_within_ms / 1000.0):
+                await processor.process([
+                    RawMessage(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                               e.message.offset)
+                    for e in events
+                ])
+        finally:
+            await client.aclose()
+
+    @app.timer(STATS_INTERVAL_S)
+    async def log_stats() -> None:
+        for processor in processors:
+            log.info("stream counts: %s", dict(processor.counts))
+
+    return app

@@ -1,0 +1,45 @@
+"""Start a worker process: pick the served version, make sure the topics exist, run Faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+import faust
+
+from configs.settings import Settings
+from models.manifest import newest_version
+from models.predictor import Predictor
+from workers.app import create_app
+from workers.topics import ensure_topics
+
+__all__ = ["load_predictor", "run_worker", "Engine"]
+
+log = logging.getLogger(__name__)
+
+Engine = Literal["onnx", "native"]
+
+
+def load_predictor(settings: Settings, version: str | None = None, engine: Engine = "onnx") -> Predictor:
+    """The version to serve: the one asked for, else the newest in ``models_dir``."""
+    chosen = version or newest_version(settings.models_dir)
+    version_dir = settings.models_dir / chosen
+    if engine == "native":
+        from models.native_runner import NativeModelSet
+
+        return NativeModelSet.load(version_dir)
+    from models.onnx_runner import ServedModelSet
+
+    model_set = ServedModelSet.load(version_dir, intra_op_threads=1)
+    log.info("version %s loaded; providers per target: %s", chosen, model_set.providers())
+    return model_set
+
+
+def run_worker(settings: Settings, version: str | None = None, engine: Engine = "onnx", loglevel: str = "info") -> None:
+    """Blocks until the worker is stopped (SIGTERM/SIGINT)."""
+    predictor = load_predictor(settings, version, engine)
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings, predictor)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,158 @@
+"""The candle stream, one batch at a time: decode -> window -> features -> predict -> publish.
+
+Pure steps live in ``models/``; this module sequences them around the IO
+(the window store and the publisher) and keeps the event loop free by
+running features and inference in a one-thread executor. Expected bad input
+(:class:`InvalidCandle`) becomes a dead letter; anything else is a bug and is
+allowed to crash the worker, which then restarts from its committed offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from configs.settings import TIMEFRAME_MS, Settings
+from models.errors import InvalidCandle
+from models.predictor import Predictor, predict_windows
+from models.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
+from models.signals import target_prediction
+from models.window import window_ending_at
+from workers.window_store import ClosedWrite, WindowStore
+
+__all__ = ["RawMessage", "Publisher", "CandleProcessor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A Kafka record as the processor sees it: bytes plus where it came from."""
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+class Publisher(Protocol):
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+        """Send both and return only when the broker acknowledged every message."""
+
+
+def _dead_letter(message: RawMessage, error: InvalidCandle, now_ms: int) -> DeadLetter:
+    try:
+        text: str | None = message.value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return DeadLetter(
+        reason=error.reason,
+        kind=error.kind,
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key.decode("utf-8", "replace") if message.key is not None else None,
+        original_b64=base64.b64encode(message.value).decode("ascii"),
+        original_text=text,
+        received_at_ms=now_ms,
+    )
+
+
+def _last_of_each(candles: Sequence[Candle]) -> list[Candle]:
+    """One closed candle per id, the latest arrival winning, in arrival order."""
+    latest = {c.id: c for c in candles}
+    return list(latest.values())
+
+
+class CandleProcessor:
+    """Processes one batch of candle records; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: WindowStore,
+        predictor: Predictor,
+        publisher: Publisher,
+        executor: Executor,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._predictor = predictor
+        self._publisher = publisher
+        self._executor = executor
+        self._clock_ms = clock_ms
+        self._lookback = predictor.min_history
+        self._allowed_timeframes = frozenset({settings.market.timeframe})
+        self.counts: Counter[str] = Counter()
+
+    async def process(self, messages: Sequence[RawMessage]) -> None:
+        started = time.perf_counter()
+        now_ms = self._clock_ms()
+        closed: list[Candle] = []
+        forming: list[Candle] = []
+        dead_letters: list[DeadLetter] = []
+        for message in messages:
+            try:
+                candle = parse_candle(message.value, self._settings.candles, now_ms, message.key, self._allowed_timeframes)
+            except InvalidCandle as error:
+                self.counts[f"dlq.{error.kind}"] += 1
+                dead_letters.append(_dead_letter(message, error, now_ms))
+                continue
+            (closed if candle.closed else forming).append(candle)
+        await self._store.write_forming(forming)
+        writes = await self._store.write_closed(_last_of_each(closed), read_count=self._lookback + 1)
+        to_predict = self._windows_to_predict(writes)
+        predictions = await self._predict(to_predict, started) if to_predict else []
+        await self._publisher.publish(predictions, dead_letters)
+        await self._store.mark_predicted([w.candle for w, _ in to_predict])
+        self.counts.update(messages=len(messages), closed=len(closed), forming=len(forming),
+                           predicted=len(predictions), dead_letters=len(dead_letters))
+
+    def _windows_to_predict(self, writes: Sequence[ClosedWrite]) -> list[tuple[ClosedWrite, np.ndarray]]:
+        ready = []
+        for write in writes:
+            if write.already_predicted:
+                self.counts["already_predicted"] += 1
+                continue
+            window = window_ending_at(write.open_time_ms, write.ohlcv, write.candle.open_time, self._lookback,
+                                      TIMEFRAME_MS[write.candle.timeframe])
+            if window is None:
+                self.counts["insufficient_history"] += 1
+                continue
+            ready.append((write, window))
+        return ready
+
+    async def _predict(self, ready: Sequence[tuple[ClosedWrite, np.ndarray]], started: float) -> list[Prediction]:
+        windows = np.stack([window for _, window in ready])
+        open_times = np.array([w.candle.open_time for w, _ in ready], dtype=np.int64)
+        loop = asyncio.get_running_loop()
+        probabilities = await loop.run_in_executor(self._executor, predict_windows, self._predictor, windows, open_times)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        thresholds = self._settings.signals
+        model = ModelRef(name=self._predictor.model_name, version=self._predictor.version)
+        return [
+            Prediction(
+                id=write.candle.id,
+                symbol=write.candle.symbol,
+                timeframe=write.candle.timeframe,
+                open_time=write.candle.open_time,
+                close=write.candle.close,
+                horizon_hours=self._settings.market.horizon_hours,
+                targets={t: target_prediction(p[row], thresholds) for t, p in probabilities.items()},
+                model=model,
+                latency_ms=round(latency_ms, 3),
+            )
+            for row, (write, _) in enumerate(ready)
+        ]
+

@@ -1,0 +1,77 @@
+"""The contract's topics: their names (with the configured prefix) and their creation.
+
+Topics are created explicitly, with the partition count of the config, before
+anything produces to them: relying on broker auto-creation would give the
+broker's default partitioning, and candles keyed by symbol must hash the same
+way for every producer and worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from configs.settings import Settings
+
+__all__ = ["TopicNames", "ensure_topics"]
+
+_WEEK_MS = 7 * 24 * 3_600_000
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    candles: str
+    candles_dlq: str
+    predictions: str
+    predictions_shadow: str
+    outcomes: str
+    control: str
+    control_events: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> TopicNames:
+        return cls(
+            candles=settings.topic("candles"),
+            candles_dlq=settings.topic("candles.dlq"),
+            predictions=settings.topic("predictions"),
+            predictions_shadow=settings.topic("predictions.shadow"),
+            outcomes=settings.topic("outcomes"),
+            control=settings.topic("control"),
+            control_events=settings.topic("control.events"),
+        )
+
+
+def _topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    names = TopicNames.of(settings)
+    # Candles are kept five weeks, long enough to rebuild a window that Redis lost.
+    return {
+        names.candles: {"retention.ms": str(5 * _WEEK_MS)},
+        names.candles_dlq: {"retention.ms": str(4 * _WEEK_MS)},
+        names.predictions: {"retention.ms": str(4 * _WEEK_MS)},
+        names.predictions_shadow: {"retention.ms": str(_WEEK_MS)},
+        names.outcomes: {"retention.ms": str(4 * _WEEK_MS)},
+        names.control: {"retention.ms": str(4 * _WEEK_MS)},
+        names.control_events: {"retention.ms": str(4 * _WEEK_MS)},
+    }
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create every contract topic that does not exist yet; leave existing ones alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bse-predict-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.topics.partitions, settings.topics.replication_factor, topic_configs=configs)
+            for name, configs in _topic_configs(settings).items()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them between our list and create: the goal is met
+    finally:
+        await admin.close()
