@@ -160,6 +160,18 @@ def worker(
 
 @app.command()
 @one_line_errors
+def relay(
+    config: ConfigOption = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="crit, error, warn, info or debug.")] = "warn",
+) -> None:
+    """The benchmark's floor: forward every candle to the relay.out topic, nothing else."""
+    from workers.run import run_relay
+
+    run_relay(_settings(config), loglevel)
+
+
+@app.command()
+@one_line_errors
 def replay(
     data: DataOption,
     config: ConfigOption = None,
@@ -184,6 +196,38 @@ def replay(
         task = progress.add_task("replaying candles", total=len(records))
         report = asyncio.run(run_replay(settings, records, rate, on_sent=lambda *_: progress.advance(task)))
     console.print(f"sent {report.closed} closed candles and {report.updates} updates in {report.seconds:.1f} s")
+
+
+DEFAULT_DATA = (Path("../shared/data/candles/binance-futures"), Path("../shared/data/candles/binance-spot"))
+
+
+@app.command()
+@one_line_errors
+def bench(
+    config: ConfigOption = None,
+    symbols: Annotated[int, typer.Option("--symbols", help="Distinct symbols in the stream.")] = 100,
+    rate: Annotated[float, typer.Option("--rate", help="Closed candles per second, sent in ticks of one per symbol.")] = 1000.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the timed phase.")] = 30.0,
+    burst: Annotated[int, typer.Option("--burst", help="Candles sent at once to measure maximum throughput.")] = 20000,
+    phases: Annotated[str, typer.Option("--phases", help="Comma-separated: relay, onnx, native.")] = "relay,onnx,native",
+    data: Annotated[list[Path] | None, typer.Option("--data", help="Candle files or directories.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Model version (default: newest).")] = None,
+) -> None:
+    """End-to-end benchmark on the real stack against a bare relay and native predict; prints one JSON object."""
+    import json
+    from datetime import UTC, datetime
+
+    from workers.bench import BenchOptions, run_bench
+
+    chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
+    unknown = set(chosen) - {"relay", "onnx", "native"}
+    if unknown or symbols < 1 or rate <= 0 or seconds <= 0:
+        raise ValueError(f"bad bench options: phases {sorted(unknown) or chosen}, symbols {symbols}, rate {rate}, seconds {seconds}")
+    options = BenchOptions(symbols=symbols, rate=rate, seconds=seconds, burst_candles=burst,
+                           data=tuple(data or DEFAULT_DATA), version=version, phases=chosen)
+    log_dir = Path("var") / "bench" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = run_bench(_settings(config), options, log_dir, progress=lambda m: errors.print(m, markup=False))
+    print(json.dumps(report, indent=2))
 
 
 # ---------------------------------------------------------------- registry

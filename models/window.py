@@ -29,6 +29,8 @@ def window_ending_at(
     upto = int(np.searchsorted(open_time_ms, end_ms, side="right"))
     if upto == 0 or open_time_ms[upto - 1] != end_ms or open_time_ms[0] > start_ms:
         return None
+    if upto >= lookback and open_time_ms[upto - lookback] == start_ms:
+        return ohlcv[upto - lookback:upto]  # every slot present: the grid is the candles themselves
     first_inside = int(np.searchsorted(open_time_ms, start_ms, side="left"))
     anchor_close = float(ohlcv[first_inside - 1, 3]) if first_inside > 0 else None
     grid = fill_gaps(

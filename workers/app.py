@@ -35,6 +35,8 @@ STATS_INTERVAL_S = 30.0
 
 def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
     """Faust settings tuned for latency on a small machine (see docs/performance.md)."""
+    datadir = Path("var") / "faust" / f"{settings.topic_prefix}{app_id}"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return {
         "id": f"{settings.topic_prefix}{app_id}",
         "broker": f"kafka://{settings.kafka_bootstrap}",
@@ -48,7 +50,7 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
         "stream_buffer_maxsize": max(4 * settings.worker.batch_max_events, 1024),
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
-        "datadir": str(Path("var") / "faust" / f"{settings.topic_prefix}{app_id}"),
+        "datadir": str(datadir),
     }
 
 
@@ -74,9 +76,7 @@ class FaustPublisher:
 
 def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     """The worker app serving ``predictor``; run it with :func:`faust.Worker`."""
-    conf = faust_settings(settings, settings.worker.app_id)
-    Path(str(conf["datadir"])).mkdir(parents=True, exist_ok=True)
-    app = faust.App(**conf)
+    app = faust.App(**faust_settings(settings, settings.worker.app_id))
     names = TopicNames.of(settings)
     candles = app.topic(names.candles, key_serializer="raw", value_serializer="raw",
                         partitions=settings.topics.partitions)

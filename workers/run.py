@@ -14,7 +14,7 @@ from models.predictor import Predictor
 from workers.app import create_app
 from workers.topics import ensure_topics
 
-__all__ = ["load_predictor", "run_worker", "Engine"]
+__all__ = ["load_predictor", "run_worker", "run_relay", "Engine"]
 
 log = logging.getLogger(__name__)
 
@@ -42,4 +42,13 @@ def run_worker(settings: Settings, version: str | None = None, engine: Engine = 
     asyncio.run(ensure_topics(settings))
     app = create_app(settings, predictor)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+def run_relay(settings: Settings, loglevel: str = "warn") -> None:
+    """The benchmark's floor (``workers.relay``); blocks until stopped."""
+    from workers.relay import RELAY_OUTPUT, create_relay_app
+
+    asyncio.run(ensure_topics(settings, extra=(settings.topic(RELAY_OUTPUT),)))
+    worker = faust.Worker(create_relay_app(settings), loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

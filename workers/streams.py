@@ -25,7 +25,7 @@ from configs.settings import TIMEFRAME_MS, Settings
 from models.errors import InvalidCandle
 from models.predictor import Predictor, predict_windows
 from models.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
-from models.signals import target_prediction
+from models.signals import target_predictions
 from models.window import window_ending_at
 from workers.window_store import ClosedWrite, WindowStore
 
@@ -141,18 +141,22 @@ class CandleProcessor:
         latency_ms = (time.perf_counter() - started) * 1000.0
         thresholds = self._settings.signals
         model = ModelRef(name=self._predictor.model_name, version=self._predictor.version)
+        parts = {target: target_predictions(p, thresholds) for target, p in probabilities.items()}
+        horizon_hours = self._settings.market.horizon_hours
         return [
-            Prediction(
+            Prediction.model_construct(
                 id=write.candle.id,
                 symbol=write.candle.symbol,
                 timeframe=write.candle.timeframe,
                 open_time=write.candle.open_time,
                 close=write.candle.close,
-                horizon_hours=self._settings.market.horizon_hours,
-                targets={t: target_prediction(p[row], thresholds) for t, p in probabilities.items()},
+                horizon_hours=horizon_hours,
+                targets={target: rows[row] for target, rows in parts.items()},
                 model=model,
+                variant="control",
+                degraded=False,
+                regime=None,
                 latency_ms=round(latency_ms, 3),
             )
             for row, (write, _) in enumerate(ready)
         ]
-

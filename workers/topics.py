@@ -57,15 +57,15 @@ def _topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create every contract topic that does not exist yet; leave existing ones alone."""
+async def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> None:
+    """Create every contract topic (and ``extra`` ones) that does not exist yet; leave existing ones alone."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bse-predict-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, settings.topics.partitions, settings.topics.replication_factor, topic_configs=configs)
-            for name, configs in _topic_configs(settings).items()
+            for name, configs in (_topic_configs(settings) | {name: {} for name in extra}).items()
             if name not in existing
         ]
         if wanted:

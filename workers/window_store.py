@@ -13,9 +13,13 @@ cluster slot:
   is newer than every closed candle.
 - ``…:predicted`` sorted set of open_times whose prediction was published;
   a redelivered candle is not predicted twice.
+- ``…:generation`` a counter bumped by every closed write, from any worker:
+  it tells a worker whether its in-process copy of the window is current.
 
-All writes of one candle happen in one Lua script (atomic); a batch of
-candles is one pipelined round trip.
+A whole batch is one Lua script call (atomic, one round trip). A window
+travels back only when the worker's copy is stale, as one blob of fixed-size
+records: per-candle reads of hundreds of separate replies cost more than
+everything else the worker does (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -35,19 +39,57 @@ __all__ = ["ClosedWrite", "WindowStore", "RedisWindowStore", "MemoryWindowStore"
 _PACKED = struct.Struct("<q5d")
 _PACKED_DTYPE = np.dtype([("t", "<i8"), ("ohlcv", "<f8", (5,))])
 
-_WRITE_CLOSED = """
-local t = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], t, t)
-redis.call('ZADD', KEYS[1], t, ARGV[2])
-local n = redis.call('ZCARD', KEYS[1])
-local retain = tonumber(ARGV[3])
-if n > retain then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - retain - 1) end
-local ft = redis.call('HGET', KEYS[2], 't')
-if ft and tonumber(ft) <= t then redis.call('DEL', KEYS[2]) end
-local rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], t, '-inf', 'LIMIT', 0, tonumber(ARGV[4]))
-local done = redis.call('ZSCORE', KEYS[3], t)
-if done then return {rows, 1} end
-return {rows, 0}
+# One call per batch. First the predicted marks of the previous batch, then
+# each closed candle: replace by open_time, trim, drop an older forming
+# candle, bump the symbol's generation. The window comes back only when the
+# caller's cached copy cannot be extended by this candle alone. The copy is
+# good when the caller's generation equals the one before this write (for a
+# symbol's first candle in the batch) or when the symbol's previous candle in
+# this batch was in order (the caller then just refreshed its copy).
+_WRITE_BATCH = """
+local retain = tonumber(ARGV[1])
+local read_count = tonumber(ARGV[2])
+local marks = tonumber(ARGV[3])
+local candles = tonumber(ARGV[4])
+for i = 1, marks do
+  local key = KEYS[i]
+  local t = ARGV[4 + i]
+  redis.call('ZADD', key, t, t)
+  local n = redis.call('ZCARD', key)
+  if n > retain then redis.call('ZREMRANGEBYRANK', key, 0, n - retain - 1) end
+end
+local out = {}
+local cache_valid = {}
+for i = 1, candles do
+  local k = marks + (i - 1) * 4
+  local a = 4 + marks + (i - 1) * 3
+  local win, forming, predicted, generation = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local t = tonumber(ARGV[a + 1])
+  local newest = redis.call('ZREVRANGE', win, 0, 0, 'WITHSCORES')
+  local in_order = (newest[2] == nil) or (tonumber(newest[2]) < t)
+  local before = redis.call('GET', generation) or '0'
+  redis.call('ZREMRANGEBYSCORE', win, t, t)
+  redis.call('ZADD', win, t, ARGV[a + 2])
+  local n = redis.call('ZCARD', win)
+  if n > retain then redis.call('ZREMRANGEBYRANK', win, 0, n - retain - 1) end
+  local ft = redis.call('HGET', forming, 't')
+  if ft and tonumber(ft) <= t then redis.call('DEL', forming) end
+  local after = redis.call('INCR', generation)
+  local done = 0
+  if redis.call('ZSCORE', predicted, t) then done = 1 end
+  local order = 0
+  if in_order then order = 1 end
+  local valid = cache_valid[generation]
+  if valid == nil then valid = (before == ARGV[a + 3]) end
+  cache_valid[generation] = in_order
+  if in_order and valid then
+    out[i] = {done, after, order, false}
+  else
+    local rows = redis.call('ZREVRANGEBYSCORE', win, t, '-inf', 'LIMIT', 0, read_count)
+    out[i] = {done, after, order, table.concat(rows)}
+  end
+end
+return out
 """
 
 _WRITE_FORMING = """
@@ -60,24 +102,19 @@ redis.call('HSET', KEYS[2], 't', ARGV[1], 'c', ARGV[2])
 return 1
 """
 
-_MARK_PREDICTED = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1])
-local n = redis.call('ZCARD', KEYS[1])
-local retain = tonumber(ARGV[2])
-if n > retain then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - retain - 1) end
-return n
-"""
 
 
 def pack_candle(candle: Candle) -> bytes:
     return _PACKED.pack(candle.open_time, candle.open, candle.high, candle.low, candle.close, candle.volume)
 
 
-def unpack_candles(members: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Packed members in any order -> (open_time int64[n], ohlcv float64[n,5]) sorted by time."""
-    if not members:
+def unpack_candles(packed: bytes | Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Packed candles (one blob or a list of members), any order -> (open_time int64[n],
+    ohlcv float64[n,5]) sorted by time."""
+    blob = packed if isinstance(packed, bytes) else b"".join(packed)
+    if not blob:
         return np.empty(0, dtype=np.int64), np.empty((0, 5), dtype=np.float64)
-    rows = np.frombuffer(b"".join(members), dtype=_PACKED_DTYPE)
+    rows = np.frombuffer(blob, dtype=_PACKED_DTYPE)
     order = np.argsort(rows["t"], kind="stable")
     return rows["t"][order].astype(np.int64), rows["ohlcv"][order].astype(np.float64)
 
@@ -95,71 +132,104 @@ class ClosedWrite:
 class WindowStore(Protocol):
     async def write_closed(self, candles: Sequence[Candle], read_count: int) -> list[ClosedWrite]: ...
     async def write_forming(self, candles: Sequence[Candle]) -> None: ...
-    async def mark_predicted(self, candles: Sequence[Candle]) -> None: ...
+    async def mark_predicted(self, candles: Sequence[Candle]) -> None:
+        """Record that these candles' predictions were published; visible to every later write."""
+    async def flush(self) -> None: ...
     async def closed_candles(self, symbol: str, timeframe: str) -> tuple[np.ndarray, np.ndarray]: ...
     async def forming(self, symbol: str, timeframe: str) -> Candle | None: ...
 
 
+@dataclass
+class _CachedWindow:
+    generation: int
+    open_time_ms: np.ndarray
+    ohlcv: np.ndarray
+
+
 class RedisWindowStore:
-    """The production store; see the module docstring for the key layout."""
+    """The production store; see the module docstring for the key layout.
+
+    It keeps, per symbol, a copy of the newest ``read_count`` candles and the
+    Redis generation it matches; Redis sends the window again only when that
+    copy is stale (a restart, a rebalance, a late or repeated candle).
+    Predicted marks are sent with the next batch's writes, ahead of them: a
+    crash in between costs a duplicate prediction (same id), never a lost one.
+    """
 
     def __init__(self, client: aioredis.Redis, retain_candles: int, key_prefix: str = "") -> None:
         self._client = client
         self._retain = retain_candles
         self._prefix = key_prefix
-        self._write_closed = client.register_script(_WRITE_CLOSED)
+        self._write_batch = client.register_script(_WRITE_BATCH)
         self._write_forming = client.register_script(_WRITE_FORMING)
-        self._mark_predicted = client.register_script(_MARK_PREDICTED)
+        self._cache: dict[tuple[str, str], _CachedWindow] = {}
+        self._pending_marks: list[Candle] = []
 
-    def _keys(self, symbol: str, timeframe: str) -> tuple[str, str, str]:
+    def _keys(self, symbol: str, timeframe: str) -> tuple[str, str, str, str]:
         base = f"{self._prefix}bse:{{{symbol}:{timeframe}}}"
-        return f"{base}:win", f"{base}:forming", f"{base}:predicted"
+        return f"{base}:win", f"{base}:forming", f"{base}:predicted", f"{base}:generation"
 
     async def write_closed(self, candles: Sequence[Candle], read_count: int) -> list[ClosedWrite]:
-        if not candles:
+        marks, self._pending_marks = self._pending_marks, []
+        if not candles and not marks:
             return []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for candle in candles:
-                await self._write_closed(
-                    keys=list(self._keys(candle.symbol, candle.timeframe)),
-                    args=[candle.open_time, pack_candle(candle), self._retain, read_count],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        writes = []
-        for candle, (rows, done) in zip(candles, replies, strict=True):
-            times, ohlcv = unpack_candles(rows)
-            writes.append(ClosedWrite(candle, times, ohlcv, bool(done)))
-        return writes
+        keys: list[str] = [self._keys(c.symbol, c.timeframe)[2] for c in marks]
+        args: list[object] = [self._retain, read_count, len(marks), len(candles), *(c.open_time for c in marks)]
+        for candle in candles:
+            keys.extend(self._keys(candle.symbol, candle.timeframe))
+            cached = self._cache.get((candle.symbol, candle.timeframe))
+            args.extend((candle.open_time, pack_candle(candle), cached.generation if cached else -1))
+        try:
+            replies = await self._write_batch(keys=keys, args=args)
+        except BaseException:
+            self._pending_marks = marks + self._pending_marks
+            raise
+        return [self._closed_write(c, r, read_count) for c, r in zip(candles, replies, strict=True)]
+
+    def _closed_write(self, candle: Candle, reply: list[object], read_count: int) -> ClosedWrite:
+        done, generation, in_order, blob = reply
+        key = (candle.symbol, candle.timeframe)
+        cached = self._cache.get(key)
+        if blob is None:
+            if cached is None:
+                raise RuntimeError(f"window cache of {key} lost while Redis says it is current")
+            times = np.append(cached.open_time_ms, candle.open_time)[-read_count:]
+            ohlcv = np.vstack([cached.ohlcv, [[candle.open, candle.high, candle.low, candle.close, candle.volume]]])
+            ohlcv = ohlcv[-read_count:]
+        else:
+            times, ohlcv = unpack_candles(blob or b"")
+        if in_order:
+            self._cache[key] = _CachedWindow(int(generation), times, ohlcv)
+        else:
+            self._cache.pop(key, None)
+        return ClosedWrite(candle, times, ohlcv, bool(done))
 
     async def write_forming(self, candles: Sequence[Candle]) -> None:
         if not candles:
             return
         async with self._client.pipeline(transaction=False) as pipe:
             for candle in candles:
-                win, forming, _ = self._keys(candle.symbol, candle.timeframe)
+                win, forming, _, _ = self._keys(candle.symbol, candle.timeframe)
                 await self._write_forming(keys=[win, forming], args=[candle.open_time, pack_candle(candle)], client=pipe)
             await pipe.execute()
 
     async def mark_predicted(self, candles: Sequence[Candle]) -> None:
-        if not candles:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for candle in candles:
-                _, _, predicted = self._keys(candle.symbol, candle.timeframe)
-                await self._mark_predicted(keys=[predicted], args=[candle.open_time, self._retain], client=pipe)
-            await pipe.execute()
+        self._pending_marks.extend(candles)
+
+    async def flush(self) -> None:
+        """Send predicted marks still waiting for the next batch."""
+        await self.write_closed([], read_count=1)
 
     async def closed_candles(self, symbol: str, timeframe: str) -> tuple[np.ndarray, np.ndarray]:
-        win, _, _ = self._keys(symbol, timeframe)
+        win, _, _, _ = self._keys(symbol, timeframe)
         return unpack_candles(await self._client.zrange(win, 0, -1))
 
     async def forming(self, symbol: str, timeframe: str) -> Candle | None:
-        _, forming, _ = self._keys(symbol, timeframe)
+        _, forming, _, _ = self._keys(symbol, timeframe)
         packed = await self._client.hget(forming, "c")
         if packed is None:
             return None
-        times, ohlcv = unpack_candles([packed])
+        times, ohlcv = unpack_candles(packed)
         o, h, l, c, v = (float(x) for x in ohlcv[0])
         return Candle(symbol=symbol, timeframe=timeframe, open_time=int(times[0]),
                       open=o, high=h, low=l, close=c, volume=v, closed=False)
@@ -206,6 +276,9 @@ class MemoryWindowStore:
             if current is not None and current.open_time > candle.open_time:
                 continue
             self._forming[key] = candle
+
+    async def flush(self) -> None:
+        return None
 
     async def mark_predicted(self, candles: Sequence[Candle]) -> None:
         for candle in candles:

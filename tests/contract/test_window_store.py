@@ -135,3 +135,46 @@ def test_any_arrival_order_ends_as_a_clean_run(make_store: StoreFactory, order: 
         return times.tolist(), ohlcv.tolist()
 
     assert run(make_store, lambda s: final(s, messy)) == run(make_store, lambda s: final(s, clean))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["BTCUSDT", "ETHUSDT"])), min_size=1, max_size=80),
+       cuts=st.lists(st.integers(1, 6), min_size=1, max_size=30), workers=st.integers(1, 2))
+def test_redis_windows_equal_the_reference_in_any_order_and_batching(
+    services: Settings, order: list[tuple[int, str]], cuts: list[int], workers: int
+) -> None:
+    """Every returned window, through one or two Redis stores sharing the keys (two workers
+    after a rebalance), equals the in-memory reference: the in-process copies never go stale."""
+    candles = [candle(i, 100.0 + i + 0.25 * (n % 3), symbol=symbol) for n, (i, symbol) in enumerate(order)]
+    batches, start = [], 0
+    for size in cuts * (len(candles) // max(1, sum(cuts)) + 1):
+        if start >= len(candles):
+            break
+        batches.append(candles[start:start + size])
+        start += size
+
+    async def histories() -> tuple[list[tuple[list[int], list[list[float]], bool]], ...]:
+        client = aioredis.Redis.from_url(services.redis_url)
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        stores = [RedisWindowStore(client, RETAIN, key_prefix=prefix) for _ in range(workers)]
+        reference = MemoryWindowStore(RETAIN)
+        got, want = [], []
+        try:
+            for number, batch in enumerate(batches):
+                store = stores[number % workers]
+                for result, writes in ((got, await store.write_closed(batch, read_count=6)),
+                                       (want, await reference.write_closed(batch, read_count=6))):
+                    result.extend((w.open_time_ms.tolist(), w.ohlcv.tolist(), w.already_predicted) for w in writes)
+                await store.mark_predicted(batch[:1])
+                await reference.mark_predicted(batch[:1])
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+        return got, want
+
+    got, want = asyncio.run(histories())
+    assert [(t, o) for t, o, _ in got] == [(t, o) for t, o, _ in want]
+    if workers == 1:  # marks travel with the next batch of the store that made them
+        assert [d for _, _, d in got] == [d for _, _, d in want]
