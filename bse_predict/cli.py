@@ -230,6 +230,20 @@ def bench(
     print(json.dumps(report, indent=2))
 
 
+@app.command()
+@one_line_errors
+def demo(
+    config: ConfigOption = None,
+    rate: Annotated[float, typer.Option("--rate", help="Closed candles per second in the replay.")] = 20.0,
+) -> None:
+    """The all-in-one first run behind `make demo`: services, a small model, a worker, a replay, predictions."""
+    from bse_predict.demo import run_demo
+
+    shown = run_demo(_settings(config), rate, progress=lambda m: errors.print(m, markup=False))
+    if shown == 0:
+        raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------- registry
 
 @models_app.command("list")

@@ -63,6 +63,7 @@ class CandleRules(_Frozen):
 
 class WindowConfig(_Frozen):
     retain_candles: int = Field(400, gt=1)
+    rebuild_scan_messages: int = Field(200_000, ge=0)
 
 
 class TopicsConfig(_Frozen):
@@ -75,7 +76,7 @@ class WorkerConfig(_Frozen):
     batch_max_events: int = Field(256, gt=0)
     batch_within_ms: float = Field(2, gt=0)
     inference_threads: int = Field(1, gt=0)
-    web_port: int = 6066
+    session_timeout_s: float = Field(10.0, gt=0)
     rebuild_from_files: tuple[Path, ...] = ()
 
 

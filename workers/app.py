@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from configs.settings import Settings
 from models.predictor import Predictor
 from models.schema import DeadLetter, Prediction
+from workers.rebuild import WindowRebuilder
 from workers.streams import CandleProcessor, RawMessage
 from workers.topics import TopicNames
 from workers.window_store import RedisWindowStore
@@ -49,6 +50,8 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
         "broker_max_poll_records": settings.worker.batch_max_events,
         "stream_buffer_maxsize": max(4 * settings.worker.batch_max_events, 1024),
         "broker_commit_interval": 1.0,
+        "broker_session_timeout": settings.worker.session_timeout_s,
+        "broker_heartbeat_interval": settings.worker.session_timeout_s / 5,
         "consumer_auto_offset_reset": "earliest",
         "datadir": str(datadir),
     }
@@ -91,7 +94,9 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     async def predict_candles(stream: faust.StreamT) -> None:
         client = aioredis.Redis.from_url(settings.redis_url)
         store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
-        processor = CandleProcessor(settings, store, predictor, FaustPublisher(predictions, dead_letters), executor)
+        rebuilder = WindowRebuilder(settings, store, read_count=predictor.min_history + 1)
+        processor = CandleProcessor(settings, store, predictor, FaustPublisher(predictions, dead_letters), executor,
+                                    rebuilder)
         processors.append(processor)
         log.info("serving %s %s for %s", predictor.model_name, predictor.version, names.candles)
         try:
@@ -103,6 +108,8 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
                     for e in events
                 ])
         finally:
+            await store.flush()
+            await rebuilder.close()
             await client.aclose()
 
     @app.timer(STATS_INTERVAL_S)

@@ -27,6 +27,7 @@ from models.predictor import Predictor, predict_windows
 from models.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
 from models.signals import target_predictions
 from models.window import window_ending_at
+from workers.rebuild import WindowRebuilder
 from workers.window_store import ClosedWrite, WindowStore
 
 __all__ = ["RawMessage", "Publisher", "CandleProcessor"]
@@ -84,6 +85,7 @@ class CandleProcessor:
         predictor: Predictor,
         publisher: Publisher,
         executor: Executor,
+        rebuilder: WindowRebuilder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._settings = settings
@@ -92,6 +94,8 @@ class CandleProcessor:
         self._publisher = publisher
         self._executor = executor
         self._clock_ms = clock_ms
+        self._rebuilder = rebuilder
+        self._rebuild_tried: set[tuple[str, str]] = set()
         self._lookback = predictor.min_history
         self._allowed_timeframes = frozenset({settings.market.timeframe})
         self.counts: Counter[str] = Counter()
@@ -102,6 +106,7 @@ class CandleProcessor:
         closed: list[Candle] = []
         forming: list[Candle] = []
         dead_letters: list[DeadLetter] = []
+        origin: dict[str, RawMessage] = {}
         for message in messages:
             try:
                 candle = parse_candle(message.value, self._settings.candles, now_ms, message.key, self._allowed_timeframes)
@@ -110,14 +115,38 @@ class CandleProcessor:
                 dead_letters.append(_dead_letter(message, error, now_ms))
                 continue
             (closed if candle.closed else forming).append(candle)
+            origin[candle.id] = message
         await self._store.write_forming(forming)
         writes = await self._store.write_closed(_last_of_each(closed), read_count=self._lookback + 1)
+        writes = await self._rebuild_short_windows(writes, origin)
         to_predict = self._windows_to_predict(writes)
         predictions = await self._predict(to_predict, started) if to_predict else []
         await self._publisher.publish(predictions, dead_letters)
         await self._store.mark_predicted([w.candle for w, _ in to_predict])
         self.counts.update(messages=len(messages), closed=len(closed), forming=len(forming),
                            predicted=len(predictions), dead_letters=len(dead_letters))
+
+    async def _rebuild_short_windows(self, writes: list[ClosedWrite], origin: dict[str, RawMessage]) -> list[ClosedWrite]:
+        """A symbol seen for the first time by this process with too little history in Redis gets
+        one rebuild attempt; its candles of this batch are then written again to read the restored window."""
+        if self._rebuilder is None:
+            return writes
+        rebuilt: set[tuple[str, str]] = set()
+        for write in writes:
+            key = (write.candle.symbol, write.candle.timeframe)
+            if key in self._rebuild_tried or len(write.open_time_ms) > self._lookback:
+                continue
+            self._rebuild_tried.add(key)
+            message = origin[write.candle.id]
+            if await self._rebuilder.rebuild(write.candle, message.topic, message.partition, message.offset):
+                self.counts["windows_rebuilt"] += 1
+                rebuilt.add(key)
+        again = [i for i, w in enumerate(writes) if (w.candle.symbol, w.candle.timeframe) in rebuilt]
+        if again:
+            rewritten = await self._store.write_closed([writes[i].candle for i in again], read_count=self._lookback + 1)
+            for index, write in zip(again, rewritten, strict=True):
+                writes[index] = write
+        return writes
 
     def _windows_to_predict(self, writes: Sequence[ClosedWrite]) -> list[tuple[ClosedWrite, np.ndarray]]:
         ready = []

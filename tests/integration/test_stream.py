@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import random
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import redis
 
 from configs.settings import Settings
 from models.candle_files import CandleSeries
@@ -22,7 +24,7 @@ from models.schema import Prediction
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.reference import expected_predictions
 from tests.support.worker_process import WorkerProcess
-from workers.replay import CandleRecord, candle_payload, candle_records
+from workers.replay import CandleRecord, candle_records, replay
 from workers.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -198,16 +200,41 @@ def test_a_worker_killed_mid_replay_loses_no_prediction(
     expected_ids = {f"{s}|1h|{int(t)}" for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
                     for t in futures_series[s].tail(HOURS).open_time_ms[FIRST:]}
     env = _env(stream_settings)
-    topic = TopicNames.of(stream_settings).candles
     first = WorkerProcess(env, tmp_path / "worker-1.log").start()
+    replaying = threading.Thread(target=asyncio.run, args=(replay(stream_settings, records, rate_per_s=120),))
+    replaying.start()  # about 8 s of closed candles, still flowing when the worker dies
     try:
-        half = len(records) // 2
-        asyncio.run(send_raw(stream_settings.kafka_bootstrap, topic, [(r.symbol.encode(), r.payload) for r in records[:half]]))
-        _predictions(stream_settings, 30, timeout_s=60)  # the worker is mid-stream
+        seen = _predictions(stream_settings, 30, timeout_s=60)
+        assert len(seen) >= 30, first.log_tail()
     finally:
         first.kill()
-    asyncio.run(send_raw(stream_settings.kafka_bootstrap, topic, [(r.symbol.encode(), r.payload) for r in records[half:]]))
+    assert replaying.is_alive(), "the replay ended before the kill: the test would prove nothing"
     with WorkerProcess(env, tmp_path / "worker-2.log") as second:
+        replaying.join()
         predictions = _predictions(stream_settings, len(expected_ids), timeout_s=90)
         assert {p.id for p in predictions} >= expected_ids, second.log_tail()
     assert {p.id for p in predictions} == expected_ids
+
+
+def test_a_window_lost_in_redis_is_rebuilt_from_kafka_history(
+    stream_settings: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    btc = futures_series["BTCUSDT"].tail(260)
+    records = list(candle_records([btc]))
+    topic = TopicNames.of(stream_settings).candles
+    env = _env(stream_settings)
+    with WorkerProcess(env, tmp_path / "worker-1.log"):
+        asyncio.run(send_raw(stream_settings.kafka_bootstrap, topic, [(r.symbol.encode(), r.payload) for r in records[:230]]))
+        _predictions(stream_settings, 230 - FIRST)
+    client = redis.Redis.from_url(stream_settings.redis_url)
+    lost = list(client.scan_iter(match=f"{stream_settings.topic_prefix}bse:*"))
+    assert lost, "the worker kept no window in Redis"
+    client.delete(*lost)
+    with WorkerProcess(env, tmp_path / "worker-2.log") as worker:
+        asyncio.run(send_raw(stream_settings.kafka_bootstrap, topic, [(r.symbol.encode(), r.payload) for r in records[230:]]))
+        predictions = _predictions(stream_settings, 260 - FIRST)
+        assert "rebuilt" in worker.log_path.read_text(), worker.log_tail()
+    assert {p.open_time for p in predictions} == {int(t) for t in btc.open_time_ms[FIRST:]}
+    model_set = ServedModelSet.load(stream_settings.models_dir / "v-test")
+    expected = expected_predictions(model_set, _arrivals(records), STEP_MS)
+    _assert_matches_reference(predictions, expected, model_set)
