@@ -26,8 +26,8 @@ models_app = typer.Typer(help="The model registry in BSE_MODELS_DIR.", no_args_i
 app.add_typer(services_app, name="services")
 app.add_typer(models_app, name="models")
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file layered over configs/default.yaml.")]
 DataOption = Annotated[list[Path], typer.Option("--data", help="Candle files or directories (repeatable).")]

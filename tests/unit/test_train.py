@@ -1,0 +1,101 @@
+"""Training writes a complete, verifiable version; serving refuses anything that does not check out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.settings import Settings, load_settings
+from export.dataset import build_dataset, holdout_split
+from export.train import TrainingError, train_version
+from models.candle_files import CandleSeries
+from models.errors import ManifestError
+from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH, LOOKBACK_CANDLES
+from models.manifest import load_manifest, sha256_of
+from models.native_runner import NativeModelSet
+from models.onnx_runner import ServedModelSet
+from tests.conftest import TRAINING_OVERRIDES
+
+
+@pytest.fixture(scope="module")
+def version_dir(tmp_path_factory: pytest.TempPathFactory, futures_series: dict[str, CandleSeries]) -> Path:
+    settings = load_settings(models_dir=str(tmp_path_factory.mktemp("models")), **TRAINING_OVERRIDES)
+    return train_version(list(futures_series.values()), settings, "v1", show_progress=False)
+
+
+def test_manifest_describes_the_version(version_dir: Path) -> None:
+    manifest = load_manifest(version_dir)
+    assert manifest.version == "v1" and manifest.horizon_hours == 72
+    assert manifest.feature_names == FEATURE_NAMES and manifest.feature_spec_hash == FEATURE_SPEC_HASH
+    assert manifest.min_history == LOOKBACK_CANDLES
+    assert {m.target for m in manifest.models} == {"1%", "2%", "5%"}
+    assert set(manifest.data_span) == {"BTCUSDT@BTCUSDT-1h.csv.gz", "ETHUSDT@ETHUSDT-1h.csv.gz",
+                                       "SOLUSDT@SOLUSDT-1h.csv.gz"}
+    assert all(span.rows == 2500 for span in manifest.data_span.values())
+    assert {"scikit-learn", "skl2onnx", "onnxruntime", "numpy"} <= set(manifest.library_versions)
+    assert manifest.training_seconds > 0
+    for name, digest in manifest.files_sha256.items():
+        assert sha256_of(version_dir / name) == digest
+    assert {m.file for m in manifest.models} | {m.native_file for m in manifest.models} <= set(manifest.files_sha256)
+
+
+def test_metrics_stand_beside_their_baselines(version_dir: Path) -> None:
+    for target, metrics in load_manifest(version_dir).metrics.items():
+        assert {"log_loss", "log_loss_climatology", "brier", "brier_skill", "accuracy", "accuracy_base_rate"} <= set(metrics)
+        assert 0.3 < metrics.get("auc_up_vs_down", 0.5) < 0.7, f"{target}: an AUC this far from 0.5 means a leak"
+
+
+def test_onnx_equals_the_native_model(version_dir: Path, futures_series: dict[str, CandleSeries]) -> None:
+    manifest = load_manifest(version_dir)
+    assert all(p.max_abs_diff <= 1e-5 and p.rows > 100 for p in manifest.parity.values())
+    rows = build_dataset(futures_series["ETHUSDT"].tail(3000), (1, 2, 5), 72).features[-500:]
+    onnx_p = ServedModelSet.load(version_dir).predict(rows)
+    native_p = NativeModelSet.load(version_dir).predict(rows)
+    for target in onnx_p:
+        np.testing.assert_allclose(onnx_p[target], native_p[target], atol=1e-5)
+        np.testing.assert_allclose(onnx_p[target].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_versions_are_immutable(version_dir: Path, futures_series: dict[str, CandleSeries]) -> None:
+    settings = load_settings(models_dir=str(version_dir.parent), **TRAINING_OVERRIDES)
+    with pytest.raises(TrainingError, match="already exists"):
+        train_version(list(futures_series.values()), settings, "v1", show_progress=False)
+
+
+def test_a_tampered_file_is_refused(version_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "v1"
+    shutil.copytree(version_dir, copy)
+    onnx_file = next(copy.glob("*.onnx"))
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(ManifestError, match="sha256"):
+        ServedModelSet.load(copy)
+
+
+def test_a_version_trained_on_other_features_is_refused(version_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "v1"
+    shutil.copytree(version_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["feature_spec_hash"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="other feature definitions"):
+        ServedModelSet.load(copy)
+
+
+def test_holdout_is_purged_by_the_horizon() -> None:
+    hour = 3_600_000
+    times = np.arange(1000, dtype=np.int64) * hour
+    train, holdout = holdout_split(times, 0.2, 72 * hour)
+    assert holdout.sum() == 200 and not (train & holdout).any()
+    assert times[train].max() + 72 * hour < times[holdout].min()
+    assert train.sum() == 800 - 72
+
+
+def test_training_without_history_fails_clearly(tmp_path: Path, futures_series: dict[str, CandleSeries]) -> None:
+    settings: Settings = load_settings(models_dir=str(tmp_path), **TRAINING_OVERRIDES)
+    with pytest.raises(TrainingError, match="no candle series"):
+        train_version([], settings, "empty", show_progress=False)
+    assert not (tmp_path / "empty").exists()
