@@ -224,7 +224,7 @@ def bench(
     if unknown or symbols < 1 or rate <= 0 or seconds <= 0:
         raise ValueError(f"bad bench options: phases {sorted(unknown) or chosen}, symbols {symbols}, rate {rate}, seconds {seconds}")
     options = BenchOptions(symbols=symbols, rate=rate, seconds=seconds, burst_candles=burst,
-                           data=tuple(data or DEFAULT_DATA), version=version, phases=chosen)
+                           data=tuple(data or DEFAULT_DATA), version=version, phases=chosen, config_file=config)
     log_dir = Path("var") / "bench" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = run_bench(_settings(config), options, log_dir, progress=lambda m: errors.print(m, markup=False))
     print(json.dumps(report, indent=2))

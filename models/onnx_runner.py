@@ -98,6 +98,12 @@ class ServedModelSet:
     def providers(self) -> dict[str, str]:
         return {target: s.session.get_providers()[0] for target, s in self._sessions.items()}
 
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 16, 64, 256)) -> None:
+        """Run each session once per batch size so the first real batches do not pay for
+        onnxruntime's first-run allocations."""
+        for rows in batch_sizes:
+            self.predict(np.zeros((rows, len(self.manifest.feature_names)), dtype=np.float32))
+
     def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """float64[B, F] -> {target: float64[B, 3]} with columns (up, down, none)."""
         batch = np.ascontiguousarray(features, dtype=np.float32)

@@ -3,16 +3,14 @@
 ``create_app`` builds everything from the settings passed in; nothing exists at
 import time. The agent runs with concurrency 1 and takes events in batches
 (``take_events``): Faust acks a batch only after the loop body returns, and our
-body returns only after the predictions are acknowledged by Kafka and marked in
-Redis, so a crash replays, never skips (faust-streaming issue 606 is about
+body returns only after the predictions are acknowledged by Kafka, so a crash
+replays, never skips (faust-streaming issue 606 is about
 concurrency > 1, which we do not use).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,17 +19,17 @@ import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from models.predictor import Predictor
-from models.schema import DeadLetter, Prediction
+from workers.publisher import KafkaPublisher
 from workers.rebuild import WindowRebuilder
 from workers.streams import CandleProcessor, RawMessage
 from workers.topics import TopicNames
 from workers.window_store import RedisWindowStore
 
-__all__ = ["create_app", "faust_settings", "FaustPublisher"]
+__all__ = ["create_app", "faust_settings"]
 
 log = logging.getLogger(__name__)
 
-STATS_INTERVAL_S = 30.0
+STATS_INTERVAL_S = 10.0
 
 
 def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
@@ -57,36 +55,12 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
     }
 
 
-class FaustPublisher:
-    """Publishes through the app's producer and waits for every acknowledgement."""
-
-    def __init__(self, predictions: faust.TopicT, dead_letters: faust.TopicT) -> None:
-        self._predictions = predictions
-        self._dead_letters = dead_letters
-
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
-        pending = [
-            await self._predictions.send(key=p.symbol.encode(), value=p.model_dump_json().encode())
-            for p in predictions
-        ]
-        pending += [
-            await self._dead_letters.send(key=(d.key or "").encode(), value=d.model_dump_json().encode())
-            for d in dead_letters
-        ]
-        if pending:
-            await asyncio.gather(*pending)
-
-
 def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     """The worker app serving ``predictor``; run it with :func:`faust.Worker`."""
     app = faust.App(**faust_settings(settings, settings.worker.app_id))
     names = TopicNames.of(settings)
     candles = app.topic(names.candles, key_serializer="raw", value_serializer="raw",
                         partitions=settings.topics.partitions)
-    predictions = app.topic(names.predictions, key_serializer="raw", value_serializer="raw",
-                            partitions=settings.topics.partitions)
-    dead_letters = app.topic(names.candles_dlq, key_serializer="raw", value_serializer="raw",
-                             partitions=settings.topics.partitions)
     executor = ThreadPoolExecutor(max_workers=settings.worker.inference_threads, thread_name_prefix="inference")
     processors: list[CandleProcessor] = []
 
@@ -95,8 +69,9 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
         client = aioredis.Redis.from_url(settings.redis_url)
         store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
         rebuilder = WindowRebuilder(settings, store, read_count=predictor.min_history + 1)
-        processor = CandleProcessor(settings, store, predictor, FaustPublisher(predictions, dead_letters), executor,
-                                    rebuilder)
+        publisher = KafkaPublisher(settings.kafka_bootstrap, names.predictions, names.candles_dlq)
+        await publisher.start()
+        processor = CandleProcessor(settings, store, predictor, publisher, executor, rebuilder)
         processors.append(processor)
         log.info("serving %s %s for %s", predictor.model_name, predictor.version, names.candles)
         try:
@@ -109,6 +84,7 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
                 ])
         finally:
             await store.flush()
+            await publisher.stop()
             await rebuilder.close()
             await client.aclose()
 
@@ -116,5 +92,6 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     async def log_stats() -> None:
         for processor in processors:
             log.info("stream counts: %s", dict(processor.counts))
+            log.info("ms per batch by stage: %s", processor.stage_times.take_per_batch_ms())
 
     return app

@@ -8,9 +8,11 @@ and with its own subprocess, fed the same candles the same way:
 - ``native``: the same worker with scikit-learn ``predict_proba`` instead of ONNX.
 
 Each phase fills the windows (``min_history`` candles per symbol, not timed),
-then sends ticks of one closed candle per symbol at ``rate`` candles per
-second for ``seconds`` and records candle-sent to output-consumed latency,
-then sends a burst as fast as possible to measure the maximum throughput.
+sends ``settle_seconds`` of ticks untimed (the first full batches pay one-off
+costs: allocations, caches), then sends ticks of one closed candle per symbol
+at ``rate`` candles per second for ``seconds`` and records candle-sent to
+output-consumed latency, then sends a burst as fast as possible to measure
+the maximum throughput.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ class BenchOptions(BaseModel):
     rate: float = 1000.0
     seconds: float = 30.0
     burst_candles: int = 20_000
+    settle_seconds: float = 3.0
     data: tuple[Path, ...] = ()
     version: str | None = None
     phases: tuple[str, ...] = ("relay", "onnx", "native")
     phase_timeout_s: float = 120.0
+    config_file: Path | None = None
 
 
 class LatencySummary(BaseModel):
@@ -197,18 +201,23 @@ async def _drive(settings: Settings, phase: _Phase, series: Sequence[CandleSerie
             raise RuntimeError(f"[{phase.name}] no output for the warm-up candles within {options.phase_timeout_s} s")
         watcher.processing_ms.clear()
 
-        ticks = max(1, int(options.rate * options.seconds / len(series)))
         interval = len(series) / options.rate
-        progress(f"[{phase.name}] {ticks} ticks of {len(series)} candles at {options.rate:g} candles/s")
-        started = time.perf_counter()
+        settle = int(options.rate * options.settle_seconds / len(series))
+        ticks = max(1, int(options.rate * options.seconds / len(series)))
+        progress(f"[{phase.name}] {settle} untimed ticks, then {ticks} timed ticks of {len(series)} candles "
+                 f"at {options.rate:g} candles/s")
         timed_ids: list[str] = []
-        for tick in range(ticks):
-            delay = started + tick * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            payloads = _payloads(series, warmup + tick)
-            timed_ids += [candle_id for _, candle_id, _ in payloads]
-            pending = await _send_tick(producer, topic, payloads, sent_at)
+        pending = []
+        for timed, count, first in ((False, settle, warmup), (True, ticks, warmup + settle)):
+            started = time.perf_counter()
+            for tick in range(count):
+                delay = started + tick * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                payloads = _payloads(series, first + tick)
+                if timed:
+                    timed_ids += [candle_id for _, candle_id, _ in payloads]
+                pending += await _send_tick(producer, topic, payloads, sent_at if timed else {})
         await asyncio.gather(*pending)
         send_seconds = time.perf_counter() - started
         await watcher.wait_for(timed_ids, max(30.0, options.seconds))
@@ -221,13 +230,16 @@ async def _drive(settings: Settings, phase: _Phase, series: Sequence[CandleSerie
         burst_started = time.perf_counter()
         pending = []
         for tick in range(burst_ticks):
-            payloads = _payloads(series, warmup + ticks + tick)
+            payloads = _payloads(series, warmup + settle + ticks + tick)
             burst_ids += [candle_id for _, candle_id, _ in payloads]
             pending += await _send_tick(producer, topic, payloads, sent_at)
         await asyncio.gather(*pending)
         await watcher.wait_for(burst_ids, options.phase_timeout_s)
+        # Throughput counts every output after the burst began: a phase that fell behind in the
+        # timed part is still draining that backlog, and those outputs are its work too.
+        drained = [t for t in watcher.arrived.values() if t >= burst_started]
         burst_received = [watcher.arrived[i] for i in burst_ids if i in watcher.arrived]
-        burst_seconds = (max(burst_received) if burst_received else time.perf_counter()) - burst_started
+        burst_seconds = (max(drained) if drained else time.perf_counter()) - burst_started
         return PhaseResult(
             phase=phase.name,
             sent=len(timed_ids),
@@ -235,7 +247,7 @@ async def _drive(settings: Settings, phase: _Phase, series: Sequence[CandleSerie
             missing=len(timed_ids) - len(latencies),
             latency_ms=_summary(latencies),
             achieved_rate_per_s=round(len(timed_ids) / send_seconds, 1),
-            max_throughput_per_s=round(len(burst_received) / burst_seconds, 1) if burst_seconds > 0 else 0.0,
+            max_throughput_per_s=round(len(drained) / burst_seconds, 1) if burst_seconds > 0 else 0.0,
             burst_received=len(burst_received),
             processing_ms=processing if phase.name != "relay" else None,
         )
@@ -244,11 +256,12 @@ async def _drive(settings: Settings, phase: _Phase, series: Sequence[CandleSerie
         await watcher.stop()
 
 
-def _spawn(phase: _Phase, settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(phase: _Phase, settings: Settings, log_path: Path, config_file: Path | None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
            "BSE_TOPIC_PREFIX": settings.topic_prefix, "BSE_MODELS_DIR": str(settings.models_dir)}
     log = log_path.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "bse_predict.cli", *phase.command], env=env, stdout=log,
+    config = ["--config", str(config_file)] if config_file else []
+    return subprocess.Popen([sys.executable, "-m", "bse_predict.cli", *phase.command, *config], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -256,8 +269,8 @@ def _phases(settings: Settings, version: str) -> dict[str, _Phase]:
     predictions = TopicNames.of(settings).predictions
     return {
         "relay": _Phase("relay", ["relay"], settings.topic(RELAY_OUTPUT)),
-        "onnx": _Phase("onnx", ["worker", "--version", version, "--loglevel", "warn"], predictions),
-        "native": _Phase("native", ["worker", "--version", version, "--engine", "native", "--loglevel", "warn"],
+        "onnx": _Phase("onnx", ["worker", "--version", version, "--loglevel", "info"], predictions),
+        "native": _Phase("native", ["worker", "--version", version, "--engine", "native", "--loglevel", "info"],
                          predictions),
     }
 
@@ -268,7 +281,8 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
     manifest = load_manifest(settings.models_dir / version)
     warmup = manifest.min_history
     ticks = max(1, int(options.rate * options.seconds / options.symbols))
-    rows = warmup + ticks + max(1, options.burst_candles // options.symbols)
+    settle = int(options.rate * options.settle_seconds / options.symbols)
+    rows = warmup + settle + ticks + max(1, options.burst_candles // options.symbols)
     series = bench_symbols(options.data, options.symbols, rows)
     log_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, PhaseResult] = {}
@@ -277,7 +291,7 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
         phase_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}bench-{run_id}-{name}."})
         phase = _phases(phase_settings, version)[name]
         asyncio.run(ensure_topics(phase_settings, extra=(phase_settings.topic(RELAY_OUTPUT),)))
-        process = _spawn(phase, phase_settings, log_dir / f"{name}.log")
+        process = _spawn(phase, phase_settings, log_dir / f"{name}.log", options.config_file)
         try:
             results[name] = asyncio.run(_drive(phase_settings, phase, series, options, warmup, progress))
         finally:
@@ -301,6 +315,7 @@ def _report(options: BenchOptions, version: str, results: dict[str, PhaseResult]
         "symbols": options.symbols,
         "rate_per_s": options.rate,
         "seconds": options.seconds,
+        "settle_seconds": options.settle_seconds,
         "version": version,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "phases": {name: r.model_dump() for name, r in results.items()},

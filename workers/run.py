@@ -32,6 +32,7 @@ def load_predictor(settings: Settings, version: str | None = None, engine: Engin
     from models.onnx_runner import ServedModelSet
 
     model_set = ServedModelSet.load(version_dir, intra_op_threads=1)
+    model_set.warm_up((1, 16, 64, settings.worker.batch_max_events))
     log.info("version %s loaded; providers per target: %s", chosen, model_set.providers())
     return model_set
 

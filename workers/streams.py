@@ -28,6 +28,7 @@ from models.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
 from models.signals import target_predictions
 from models.window import window_ending_at
 from workers.rebuild import WindowRebuilder
+from workers.stage_times import StageTimes
 from workers.window_store import ClosedWrite, WindowStore
 
 __all__ = ["RawMessage", "Publisher", "CandleProcessor"]
@@ -99,6 +100,7 @@ class CandleProcessor:
         self._lookback = predictor.min_history
         self._allowed_timeframes = frozenset({settings.market.timeframe})
         self.counts: Counter[str] = Counter()
+        self.stage_times = StageTimes()
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
         started = time.perf_counter()
@@ -116,13 +118,19 @@ class CandleProcessor:
                 continue
             (closed if candle.closed else forming).append(candle)
             origin[candle.id] = message
-        await self._store.write_forming(forming)
-        writes = await self._store.write_closed(_last_of_each(closed), read_count=self._lookback + 1)
-        writes = await self._rebuild_short_windows(writes, origin)
-        to_predict = self._windows_to_predict(writes)
-        predictions = await self._predict(to_predict, started) if to_predict else []
-        await self._publisher.publish(predictions, dead_letters)
+        timer = self.stage_times
+        with timer.stage("store"):
+            await self._store.write_forming(forming)
+            writes = await self._store.write_closed(_last_of_each(closed), read_count=self._lookback + 1)
+            writes = await self._rebuild_short_windows(writes, origin)
+        with timer.stage("windows"):
+            to_predict = self._windows_to_predict(writes)
+        with timer.stage("predict"):
+            predictions = await self._predict(to_predict, started) if to_predict else []
+        with timer.stage("publish"):
+            await self._publisher.publish(predictions, dead_letters)
         await self._store.mark_predicted([w.candle for w, _ in to_predict])
+        timer.batches += 1
         self.counts.update(messages=len(messages), closed=len(closed), forming=len(forming),
                            predicted=len(predictions), dead_letters=len(dead_letters))
 

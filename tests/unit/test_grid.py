@@ -179,7 +179,7 @@ def test_removing_interior_rows_then_filling_restores_the_grid(
 def test_real_spot_outages_are_filled() -> None:
     path = DATA / "binance-spot" / "BTCUSDT-1h.csv.gz"
     if not path.exists():
-        pytest.skip(f"real candles not found at {path}")
+        pytest.fail(f"real candles not found (the repo expects ../shared beside it) at {path}")
     raw = np.loadtxt(path, delimiter=",", skiprows=1)
     times, ohlcv = raw[:, 0].astype(np.int64), raw[:, 1:]
     grid = fill_gaps(times, ohlcv, HOUR_MS)

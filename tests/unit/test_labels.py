@@ -318,7 +318,7 @@ def test_appending_rows_never_changes_a_known_label(
 @pytest.fixture(scope="module")
 def btc() -> np.ndarray:
     if not BTC_FUTURES.exists():
-        pytest.skip(f"real candles not found at {BTC_FUTURES}")
+        pytest.fail(f"real candles not found (the repo expects ../shared beside it) at {BTC_FUTURES}")
     raw = np.loadtxt(BTC_FUTURES, delimiter=",", skiprows=1)
     # This file has no missing hour, so its rows already are the grid (all real).
     assert (np.diff(raw[:, 0].astype(np.int64)) == HOUR_MS).all()
