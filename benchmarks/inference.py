@@ -47,8 +47,9 @@ def main() -> None:
     report: dict[str, object] = {"version": version, "targets": list(onnx_set.targets), "batches": {}}
     for rows in (1, 100):
         features = rng.normal(size=(rows, len(onnx_set.manifest.feature_names)))
-        onnx_ms = _median_ms(lambda: onnx_set.predict(features), args.repeats)
-        native_ms = _median_ms(lambda: native_set.predict(features), max(5, args.repeats // 5))
+        inputs = {"features": features}
+        onnx_ms = _median_ms(lambda: onnx_set.predict(inputs), args.repeats)
+        native_ms = _median_ms(lambda: native_set.predict(inputs), max(5, args.repeats // 5))
         report["batches"][str(rows)] = {
             "onnx_ms": round(onnx_ms, 3),
             "native_ms": round(native_ms, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from typing import Any
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -85,17 +86,29 @@ class SignalThresholds(_Frozen):
     normal: float = Field(0.56, gt=0.5, le=1.0)
 
 
-class RandomForestConfig(_Frozen):
-    n_estimators: int = 200
-    max_depth: int | None = 8
-    min_samples_leaf: int = 200
-    max_features: str | float | None = "sqrt"
-    class_weight: str | None = None
-    seed: int = 7
+class FamilyConfig(_Frozen):
+    """One model family: on or off, its hyperparameters, and per-target overrides ("5%": {...})."""
+
+    enabled: bool = True
+    params: dict[str, Any] = {}
+    per_target: dict[str, dict[str, Any]] = {}
+
+
+class ModelConfig(_Frozen):
+    """The model zoo: which families train, with which hyperparameters, and which one serves."""
+
+    served: str = "random_forest"
+    families: dict[str, FamilyConfig] = {"random_forest": FamilyConfig()}
+
+    def enabled(self) -> list[str]:
+        return [name for name, family in self.families.items() if family.enabled]
+
+    def params_for(self, family: str, target: str) -> dict[str, Any]:
+        config = self.families[family]
+        return {**config.params, **config.per_target.get(target, {})}
 
 
 class TrainingConfig(_Frozen):
-    random_forest: RandomForestConfig = RandomForestConfig()
     max_rows_per_symbol: int | None = None
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
 
@@ -128,6 +141,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = WorkerConfig()
     signals: SignalThresholds = SignalThresholds()
     training: TrainingConfig = TrainingConfig()
+    models: ModelConfig = ModelConfig()
 
     @classmethod
     def settings_customise_sources(

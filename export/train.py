@@ -1,7 +1,7 @@
 """Offline training: candle files in, a versioned, verified ONNX model set out.
 
-One RandomForest per target, pooled across symbols (a version answers for any
-symbol). The newest share of each symbol is held out, with a purge of the
+Every enabled family (``models.families`` in the config) per target, pooled
+across symbols (a version answers for any symbol). The newest share of each symbol is held out, with a purge of the
 label horizon, for the metrics and the ONNX parity check in the manifest.
 The version folder is written under a temporary name and renamed at the end,
 so a crash never leaves a half version that the worker could pick up.
@@ -17,25 +17,24 @@ from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-import joblib
 import numpy as np
 from rich.progress import Progress
-from sklearn.ensemble import RandomForestClassifier
 
 from configs.settings import Settings
-from export.dataset import SymbolDataset, build_dataset, holdout_split
-from export.holdout_metrics import holdout_metrics
-from export.onnx_export import check_parity, export_random_forest
+from models.dataset import SymbolDataset, build_dataset, holdout_split
+from models.metrics import holdout_metrics
+from export.onnx_export import check_parity
 from models.candle_files import CandleSeries
 from models.errors import BsePredictError
-from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH, LOOKBACK_CANDLES
-from models.labels import CLASS_NAMES, DOWN, UNKNOWN, UP, expand_classes
+from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
+from models.inputs import min_history
+from models.families import get_model
+from models.labels import DOWN, UNKNOWN, UP
 from models.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, sha256_of
 from models.signals import target_label
 
-__all__ = ["TrainingError", "train_version", "MODEL_NAME"]
+__all__ = ["TrainingError", "train_version"]
 
-MODEL_NAME = "random_forest"
 _LIBRARIES = ("numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime")
 
 
@@ -68,17 +67,22 @@ def _pooled_split(datasets: list[SymbolDataset], target: str, holdout_fraction: 
     return split
 
 
-def _forest(settings: Settings) -> RandomForestClassifier:
-    rf = settings.training.random_forest
-    return RandomForestClassifier(
-        n_estimators=rf.n_estimators,
-        max_depth=rf.max_depth,
-        min_samples_leaf=rf.min_samples_leaf,
-        max_features=rf.max_features,
-        class_weight=rf.class_weight,
-        random_state=rf.seed,
-        n_jobs=-1,
-    )
+def _train_family(family: str, target: str, split: _Split, settings: Settings,
+                  work_dir: Path) -> tuple[ModelEntry, dict[str, float], ParityReport]:
+    """Fit one family on one target, export it, prove the export, measure it on the holdout."""
+    model = get_model(family, **settings.models.params_for(family, target))
+    model.train(split.x_train, split.y_train)
+    stem = f"{family}_{target.rstrip('%')}pct"
+    model.export_onnx(work_dir / f"{stem}.onnx")
+    model.save(work_dir / "native" / f"{stem}.joblib")
+    check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
+    native = model.predict_proba(check_rows)
+    parity = check_parity(native, work_dir / f"{stem}.onnx", check_rows, input_name=model.input_kind)
+    metrics = model.validate(split.x_holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
+    metrics["train_rows"] = float(len(split.y_train))
+    entry = ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx",
+                       inputs=(model.input_kind,), native_file=f"native/{stem}.joblib")
+    return entry, metrics, parity
 
 
 def _library_versions() -> dict[str, str]:
@@ -111,26 +115,19 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
                                               settings.training.max_rows_per_symbol))
                 progress.advance(features_task)
             targets = [target_label(pct) for pct in market.targets_pct]
-            fit_task = progress.add_task("random forest", total=len(targets))
+            families = settings.models.enabled()
+            if settings.models.served not in families:
+                raise TrainingError(f"the served family {settings.models.served!r} is not enabled in models.families")
+            fit_task = progress.add_task("training", total=len(targets) * len(families))
             entries, metrics, parity = [], {}, {}
             for target in targets:
-                progress.update(fit_task, description=f"random forest: target {target}")
                 split = _pooled_split(datasets, target, settings.training.holdout_fraction, horizon_ms)
-                forest = _forest(settings).fit(split.x_train.astype(np.float32), split.y_train)
-                stem = f"{MODEL_NAME}_{target.rstrip('%')}pct"
-                export_random_forest(forest, len(FEATURE_NAMES), work_dir / f"{stem}.onnx")
-                joblib.dump(forest, work_dir / "native" / f"{stem}.joblib")
-                check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
-                native = forest.predict_proba(check_rows.astype(np.float32))
-                parity[target] = check_parity(native, work_dir / f"{stem}.onnx", check_rows)
-                if len(split.y_holdout):
-                    metrics[target] = holdout_metrics(expand_classes(native, forest.classes_), split.y_holdout,
-                                                      split.y_train)
-                metrics.setdefault(target, {})["train_rows"] = float(len(split.y_train))
-                entries.append(ModelEntry(name=MODEL_NAME, family="random_forest", target=target,
-                                          file=f"{stem}.onnx", native_file=f"native/{stem}.joblib",
-                                          classes=tuple(CLASS_NAMES[c] for c in forest.classes_)))
-                progress.advance(fit_task)
+                for family in families:
+                    progress.update(fit_task, description=f"training {family}: target {target}")
+                    entry, metrics[f"{family}/{target}"], parity[f"{family}/{target}"] = _train_family(
+                        family, target, split, settings, work_dir)
+                    entries.append(entry)
+                    progress.advance(fit_task)
         manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
                              time.perf_counter() - started)
         (work_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
@@ -153,14 +150,14 @@ def _manifest(version: str, series: list[CandleSeries], datasets: list[SymbolDat
         targets_pct=settings.market.targets_pct,
         feature_names=FEATURE_NAMES,
         feature_spec_hash=FEATURE_SPEC_HASH,
-        min_history=LOOKBACK_CANDLES,
+        min_history=min_history({kind for e in entries if e.name == settings.models.served for kind in e.inputs}),
         data_span={
             f"{one.symbol}@{one.source.name}": DataSpan(start_ms=int(d.open_time_ms[0]), end_ms=int(d.open_time_ms[-1]),
                                                        rows=len(d.open_time_ms))
             for one, d in zip(series, datasets, strict=True) if len(d.open_time_ms)
         },
         models=tuple(entries),
-        served_model=MODEL_NAME,
+        served_model=settings.models.served,
         metrics=metrics,
         parity=parity,
         files_sha256={str(p.relative_to(work_dir)): sha256_of(p) for p in files},

@@ -50,7 +50,7 @@ class ModelEntry(_Frozen):
     family: str
     target: str
     file: str
-    input_name: str = "features"
+    inputs: tuple[str, ...] = ("features",)
     output_name: str = "probabilities"
     classes: tuple[str, ...] = CLASS_ORDER
     native_file: str | None = Field(None, description="the native model, kept only to re-export and compare")

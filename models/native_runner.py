@@ -5,11 +5,11 @@ what ONNX buys; production serves ONNX (``models.onnx_runner``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from models.errors import ManifestError
-from models.labels import expand_classes
 from models.manifest import Manifest, load_manifest, verify_files
 
 __all__ = ["NativeModelSet"]
@@ -18,13 +18,13 @@ __all__ = ["NativeModelSet"]
 class NativeModelSet:
     """Same interface as :class:`models.onnx_runner.ServedModelSet`, native models inside."""
 
-    def __init__(self, manifest: Manifest, models: dict[str, object]) -> None:
+    def __init__(self, manifest: Manifest, models: dict[str, Any]) -> None:
         self.manifest = manifest
         self._models = models
 
     @classmethod
     def load(cls, version_dir: Path) -> NativeModelSet:
-        import joblib  # the train extra; a serving install has no scikit-learn
+        from models.families import BasePredictor  # the train extra; a serving install has no scikit-learn
 
         manifest = load_manifest(version_dir)
         verify_files(version_dir, manifest)
@@ -32,7 +32,7 @@ class NativeModelSet:
         for target, entry in manifest.entries_for(manifest.served_model).items():
             if entry.native_file is None:
                 raise ManifestError(f"version {manifest.version} keeps no native model for {target}")
-            models[target] = joblib.load(version_dir / entry.native_file)
+            models[target] = BasePredictor.load(version_dir / entry.native_file)
         return cls(manifest, models)
 
     @property
@@ -51,6 +51,9 @@ class NativeModelSet:
     def targets(self) -> tuple[str, ...]:
         return tuple(self._models)
 
-    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        rows = features.astype(np.float32)
-        return {target: expand_classes(model.predict_proba(rows), model.classes_) for target, model in self._models.items()}
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({model.input_kind for model in self._models.values()}))
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {target: model.predict_proba(inputs[model.input_kind]) for target, model in self._models.items()}

@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from models.errors import ManifestError
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
+from models.inputs import build_inputs
 from models.labels import CLASS_NAMES, expand_classes
 from models.manifest import Manifest, load_manifest, verify_files
 
@@ -46,7 +47,7 @@ def make_session(path: Path, providers: list[str], intra_op_threads: int = 1) ->
 @dataclass(frozen=True)
 class _TargetSession:
     session: ort.InferenceSession
-    input_name: str
+    inputs: tuple[str, ...]
     output_name: str
     class_indices: tuple[int, ...]
 
@@ -71,12 +72,12 @@ class ServedModelSet:
         sessions: dict[str, _TargetSession] = {}
         for target, entry in manifest.entries_for(manifest.served_model).items():
             session = make_session(version_dir / entry.file, chosen, intra_op_threads)
-            width = session.get_inputs()[0].shape[-1]
-            if width not in (None, len(FEATURE_NAMES)) and not isinstance(width, str):
-                raise ManifestError(f"{entry.file} expects {width} features, the manifest names {len(FEATURE_NAMES)}")
+            declared = {i.name for i in session.get_inputs()}
+            if declared != set(entry.inputs):
+                raise ManifestError(f"{entry.file} reads inputs {sorted(declared)}, the manifest says {list(entry.inputs)}")
             log.info("model %s %s target %s runs on %s", manifest.version, entry.name, target, session.get_providers()[0])
             classes = tuple(CLASS_NAMES.index(name) for name in entry.classes)
-            sessions[target] = _TargetSession(session, entry.input_name, entry.output_name, classes)
+            sessions[target] = _TargetSession(session, entry.inputs, entry.output_name, classes)
         return cls(manifest, sessions)
 
     @property
@@ -92,6 +93,10 @@ class ServedModelSet:
         return self.manifest.min_history
 
     @property
+    def input_kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({kind for s in self._sessions.values() for kind in s.inputs}))
+
+    @property
     def targets(self) -> tuple[str, ...]:
         return tuple(self._sessions)
 
@@ -99,16 +104,17 @@ class ServedModelSet:
         return {target: s.session.get_providers()[0] for target, s in self._sessions.items()}
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 16, 64, 256)) -> None:
-        """Run each session once per batch size so the first real batches do not pay for
-        onnxruntime's first-run allocations."""
+        """Run each session once per batch size on flat windows so the first real batches do
+        not pay for onnxruntime's first-run allocations."""
         for rows in batch_sizes:
-            self.predict(np.zeros((rows, len(self.manifest.feature_names)), dtype=np.float32))
+            windows = np.ones((rows, self.min_history, 5))
+            self.predict(build_inputs(self.input_kinds, windows, np.zeros(rows, dtype=np.int64)))
 
-    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        """float64[B, F] -> {target: float64[B, 3]} with columns (up, down, none)."""
-        batch = np.ascontiguousarray(features, dtype=np.float32)
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{kind: batch} -> {target: float64[B, 3]} with columns (up, down, none)."""
+        batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
         out: dict[str, np.ndarray] = {}
         for target, s in self._sessions.items():
-            (probabilities,) = s.session.run([s.output_name], {s.input_name: batch})
+            (probabilities,) = s.session.run([s.output_name], {kind: batches[kind] for kind in s.inputs})
             out[target] = expand_classes(np.asarray(probabilities, dtype=np.float64), s.class_indices)
         return out

@@ -1,5 +1,5 @@
 """What the stream needs from a served model set, and the step shared by the
-worker and the trainer-side checks: windows -> features -> probabilities."""
+worker and the trainer-side checks: windows -> inputs -> probabilities."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.features import compute_features
+from models.inputs import build_inputs
 
 __all__ = ["Predictor", "predict_windows"]
 
@@ -23,13 +23,18 @@ class Predictor(Protocol):
     def targets(self) -> tuple[str, ...]: ...
 
     @property
+    def input_kinds(self) -> tuple[str, ...]:
+        """The inputs its models read (``features``, ``sequence``)."""
+        ...
+
+    @property
     def min_history(self) -> int:
         """Candles of gap-filled history one prediction needs, the current one included."""
         ...
 
-    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]: ...
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 def predict_windows(predictor: Predictor, windows: np.ndarray, open_time_ms: np.ndarray) -> dict[str, np.ndarray]:
     """float64[B, L, 5] gap-filled windows -> {target: float64[B, 3]} (up, down, none)."""
-    return predictor.predict(compute_features(windows, open_time_ms))
+    return predictor.predict(build_inputs(predictor.input_kinds, windows, open_time_ms))

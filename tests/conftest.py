@@ -63,11 +63,9 @@ def isolated(services: Settings, tmp_path: Path) -> Settings:
 
 
 TRAINING_OVERRIDES = {
-    "training": {
-        "random_forest": {"n_estimators": 24, "max_depth": 6, "min_samples_leaf": 40, "seed": 3},
-        "max_rows_per_symbol": 2500,
-        "holdout_fraction": 0.2,
-    }
+    "training": {"max_rows_per_symbol": 2500, "holdout_fraction": 0.2},
+    "models": {"served": "random_forest", "families": {"random_forest": {
+        "params": {"n_estimators": 24, "max_depth": 6, "min_samples_leaf": 40, "seed": 3}}}},
 }
 
 

@@ -80,8 +80,10 @@ def _arrivals(records: list[CandleRecord]) -> list[tuple[str, str, int, np.ndarr
 
 
 def _predictions(settings: Settings, expected_count: int, timeout_s: float = 90) -> list[Prediction]:
+    """Predictions read until ``expected_count`` distinct ids arrived (duplicates included)."""
     topic = TopicNames.of(settings).predictions
-    records = asyncio.run(read_until(settings.kafka_bootstrap, topic, expected_count, timeout_s))
+    records = asyncio.run(read_until(settings.kafka_bootstrap, topic, expected_count, timeout_s,
+                                     identity=lambda r: orjson.loads(r.value)["id"]))
     return [Prediction.model_validate_json(r.value) for r in records]
 
 

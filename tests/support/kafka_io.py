@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -28,18 +29,22 @@ async def read_topic(bootstrap: str, topic: str, idle_ms: int = 2000) -> list[Co
         await consumer.stop()
 
 
-async def read_until(bootstrap: str, topic: str, count: int, timeout_s: float) -> list[ConsumerRecord]:
-    """Read ``topic`` from the beginning until ``count`` records arrived or ``timeout_s`` passed."""
+async def read_until(bootstrap: str, topic: str, count: int, timeout_s: float,
+                     identity: Callable[[ConsumerRecord], object] = lambda r: (r.partition, r.offset)) -> list[ConsumerRecord]:
+    """Read ``topic`` from the beginning until ``count`` distinct records (by ``identity``)
+    arrived or ``timeout_s`` passed. Duplicates are kept in the result."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
     records: list[ConsumerRecord] = []
+    seen: set[object] = set()
     deadline = time.monotonic() + timeout_s
     try:
-        while len(records) < count and time.monotonic() < deadline:
+        while len(seen) < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():
                 records.extend(messages)
+                seen.update(identity(m) for m in messages)
         return records
     finally:
         await consumer.stop()

@@ -40,5 +40,5 @@ def expected_predictions(
             continue
         grid = fill_gaps(times, np.array([history[t] for t in times]), step_ms)
         features = feature_matrix(grid.open_time_ms, grid.ohlcv)[-1:]
-        expected[candle_id] = {target: p[0] for target, p in model_set.predict(features).items()}
+        expected[candle_id] = {target: p[0] for target, p in model_set.predict({"features": features}).items()}
     return expected

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs.settings import Settings, load_settings
-from export.dataset import build_dataset, holdout_split
+from models.dataset import build_dataset, holdout_split
 from export.train import TrainingError, train_version
 from models.candle_files import CandleSeries
 from models.errors import ManifestError
@@ -44,7 +44,9 @@ def test_manifest_describes_the_version(version_dir: Path) -> None:
 
 
 def test_metrics_stand_beside_their_baselines(version_dir: Path) -> None:
-    for target, metrics in load_manifest(version_dir).metrics.items():
+    metrics_by_model = load_manifest(version_dir).metrics
+    assert set(metrics_by_model) == {"random_forest/1%", "random_forest/2%", "random_forest/5%"}
+    for target, metrics in metrics_by_model.items():
         assert {"log_loss", "log_loss_climatology", "brier", "brier_skill", "accuracy", "accuracy_base_rate"} <= set(metrics)
         assert 0.3 < metrics.get("auc_up_vs_down", 0.5) < 0.7, f"{target}: an AUC this far from 0.5 means a leak"
 
@@ -53,8 +55,8 @@ def test_onnx_equals_the_native_model(version_dir: Path, futures_series: dict[st
     manifest = load_manifest(version_dir)
     assert all(p.max_abs_diff <= 1e-5 and p.rows > 100 for p in manifest.parity.values())
     rows = build_dataset(futures_series["ETHUSDT"].tail(3000), (1, 2, 5), 72).features[-500:]
-    onnx_p = ServedModelSet.load(version_dir).predict(rows)
-    native_p = NativeModelSet.load(version_dir).predict(rows)
+    onnx_p = ServedModelSet.load(version_dir).predict({"features": rows})
+    native_p = NativeModelSet.load(version_dir).predict({"features": rows})
     for target in onnx_p:
         np.testing.assert_allclose(onnx_p[target], native_p[target], atol=1e-5)
         np.testing.assert_allclose(onnx_p[target].sum(axis=1), 1.0, atol=1e-5)

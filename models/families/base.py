@@ -1,0 +1,142 @@
+"""The interface every model family implements, and the registry that finds them.
+
+The scikit-learn estimator contract: ``__init__`` only stores
+hyperparameters (explicit keyword arguments, a ``seed`` among them), fitted
+state ends in ``_``, and :meth:`get_hyperparameters` reads the constructor's
+signature back. Every family answers three classes in the order of
+:data:`models.labels.CLASS_NAMES` (up, down, none) and exports ONNX with one
+float32 input named after its :attr:`input_kind` and one output
+``probabilities`` of shape [batch, 3], so the worker serves any family the
+same way.
+
+A family that must skip a check of the shared suite says which and why in
+:attr:`skipped_checks`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+
+from configs.settings import SignalThresholds
+from models.dataset import SymbolDataset
+from models.labels import UNKNOWN
+from models.metrics import holdout_metrics
+from models.schema import TargetPrediction
+from models.signals import target_predictions
+
+__all__ = ["BasePredictor", "InputKind", "register", "get_model", "list_models", "UnknownFamily", "ONNX_OUTPUT"]
+
+InputKind = Literal["features", "sequence"]
+ONNX_OUTPUT = "probabilities"
+
+
+class UnknownFamily(KeyError):
+    """A family name that is not registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class BasePredictor(ABC):
+    """One model family for one target: features (or sequences) in, (up, down, none) out."""
+
+    family: ClassVar[str]
+    input_kind: ClassVar[InputKind] = "features"
+    skipped_checks: ClassVar[dict[str, str]] = {}
+    fast_params: ClassVar[dict[str, Any]] = {}
+    """Hyperparameters small enough for the shared check suite and smoke runs."""
+
+    # ------------------------------------------------------------ data
+    def prepare_data(self, dataset: SymbolDataset, target: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of one symbol with a known label: (X float64[n, F], y int[n])."""
+        labels = dataset.labels[target]
+        known = labels != UNKNOWN
+        return dataset.features[known], labels[known].astype(np.int64)
+
+    # ------------------------------------------------------------ learning
+    @abstractmethod
+    def train(self, X: np.ndarray, y: np.ndarray,
+              validation_data: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+        """Fit; return training metrics (those of ``validation_data`` when given)."""
+
+    @abstractmethod
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """float64[n, 3], columns up, down, none, rows summing to 1."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def validate(self, X: np.ndarray, y: np.ndarray, reference_labels: np.ndarray | None = None) -> dict[str, float]:
+        """Log loss, Brier (and skill against the climatology of ``reference_labels``,
+        default ``y``), accuracy beside its base rate, AUC of up against down."""
+        return holdout_metrics(self.predict_proba(X), y, y if reference_labels is None else reference_labels)
+
+    def get_feature_importance(self) -> dict[str, float]:
+        """Importance per input column (empty when the family has no notion of it)."""
+        return {}
+
+    def get_hyperparameters(self) -> dict[str, Any]:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def generate_signals(self, X: np.ndarray, thresholds: SignalThresholds) -> list[TargetPrediction]:
+        return target_predictions(self.predict_proba(X), thresholds)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: Path) -> None:
+        """The native model, kept to re-export and compare; never served."""
+        import joblib
+
+        joblib.dump(self, path)
+
+    @classmethod
+    def load(cls, path: Path) -> BasePredictor:
+        import joblib
+
+        loaded = joblib.load(path)
+        if not isinstance(loaded, cls):
+            raise TypeError(f"{path} holds a {type(loaded).__name__}, not a {cls.__name__}")
+        return loaded
+
+    @abstractmethod
+    def export_onnx(self, path: Path) -> None:
+        """Write an ONNX graph: input ``self.input_kind`` (float32), output ``probabilities`` [batch, 3]."""
+
+    def clone(self) -> BasePredictor:
+        """A new, unfitted predictor with the same hyperparameters."""
+        return type(self)(**self.get_hyperparameters())
+
+
+P = TypeVar("P", bound=type[BasePredictor])
+_REGISTRY: dict[str, type[BasePredictor]] = {}
+
+
+def register(cls: P) -> P:
+    """Class decorator: make a family available under ``cls.family``; names are unique."""
+    name = getattr(cls, "family", None)
+    if not name:
+        raise TypeError(f"{cls.__name__} must set the class attribute 'family'")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"family {name!r} is already registered by {_REGISTRY[name].__name__}")
+    if not issubclass(cls, BasePredictor) or inspect.isabstract(cls):
+        raise TypeError(f"{cls.__name__} must implement every abstract method of BasePredictor")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def get_model(name: str, **config: Any) -> BasePredictor:
+    try:
+        family = _REGISTRY[name]
+    except KeyError:
+        raise UnknownFamily(f"unknown model family {name!r}; known: {', '.join(list_models())}") from None
+    return family(**config)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+

@@ -1,0 +1,134 @@
+"""One check suite over every registered family (the scikit-learn way).
+
+A family that cannot pass a check names it, with the reason, in its
+``skipped_checks``; the suite then asserts that the reason is there instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from models.candle_files import CandleSeries
+from models.dataset import build_dataset
+from models.families import BasePredictor, get_model, list_models, register
+from models.families.base import ONNX_OUTPUT, UnknownFamily
+
+FAMILIES = list_models()
+ROUNDING = 1e-12  # multi-threaded tree sums may add in another order: equal to the last bits, not bitwise
+
+
+@pytest.fixture(scope="module")
+def data(futures_series: dict[str, CandleSeries]) -> dict[str, np.ndarray]:
+    dataset = build_dataset(futures_series["BTCUSDT"].tail(3200), (2,), 72)
+    X, y = get_model(FAMILIES[0]).prepare_data(dataset, "2%")
+    return {"x_train": X[:2200], "y_train": y[:2200], "x_test": X[2300:], "y_test": y[2300:]}
+
+
+def _fitted(family: str, data: dict[str, np.ndarray], **overrides: Any) -> BasePredictor:
+    model = get_model(family, **{**get_model(family).fast_params, **overrides})
+    model.train(data["x_train"], data["y_train"])
+    return model
+
+
+def _skip_reason(family: str, check: str) -> str | None:
+    return get_model(family).skipped_checks.get(check)
+
+
+@pytest.fixture(scope="module")
+def fitted(data: dict[str, np.ndarray]) -> dict[str, BasePredictor]:
+    return {family: _fitted(family, data) for family in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_probabilities_are_valid(family: str, fitted: dict[str, BasePredictor], data: dict[str, np.ndarray]) -> None:
+    p = fitted[family].predict_proba(data["x_test"])
+    assert p.shape == (len(data["x_test"]), 3)
+    assert np.all(p >= 0) and np.allclose(p.sum(axis=1), 1.0)
+    assert np.array_equal(fitted[family].predict(data["x_test"]), np.argmax(p, axis=1))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_seed_same_output_and_clone_behaves_like_new(family: str, fitted: dict[str, BasePredictor],
+                                                          data: dict[str, np.ndarray]) -> None:
+    clone = fitted[family].clone()
+    assert clone.get_hyperparameters() == fitted[family].get_hyperparameters()
+    assert not any(name.endswith("_") and not name.startswith("_") for name in vars(clone))
+    clone.train(data["x_train"], data["y_train"])
+    np.testing.assert_allclose(clone.predict_proba(data["x_test"]), fitted[family].predict_proba(data["x_test"]),
+                               rtol=0, atol=ROUNDING)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_onnx_equals_native(family: str, fitted: dict[str, BasePredictor], data: dict[str, np.ndarray],
+                            tmp_path: Path) -> None:
+    model = fitted[family]
+    model.export_onnx(tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_p,) = session.run([ONNX_OUTPUT], {model.input_kind: data["x_test"].astype(np.float32)})
+    assert onnx_p.shape == (len(data["x_test"]), 3)
+    assert float(np.max(np.abs(onnx_p - model.predict_proba(data["x_test"])))) <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_look_ahead(family: str, fitted: dict[str, BasePredictor], data: dict[str, np.ndarray]) -> None:
+    """Predictions for rows <= t do not change when rows after t are appended."""
+    if reason := _skip_reason(family, "no_look_ahead"):
+        assert reason.strip()
+        return
+    rows = data["x_test"]
+    full = fitted[family].predict_proba(rows)
+    for t in (1, 50, len(rows) // 2):
+        np.testing.assert_allclose(fitted[family].predict_proba(rows[:t]), full[:t], rtol=0, atol=ROUNDING)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_load_round_trip(family: str, fitted: dict[str, BasePredictor], data: dict[str, np.ndarray],
+                                  tmp_path: Path) -> None:
+    fitted[family].save(tmp_path / "model.joblib")
+    loaded = type(fitted[family]).load(tmp_path / "model.joblib")
+    np.testing.assert_allclose(loaded.predict_proba(data["x_test"]), fitted[family].predict_proba(data["x_test"]),
+                               rtol=0, atol=ROUNDING)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_interface_answers(family: str, fitted: dict[str, BasePredictor], data: dict[str, np.ndarray]) -> None:
+    model = fitted[family]
+    metrics = model.validate(data["x_test"], data["y_test"])
+    assert {"log_loss", "log_loss_climatology", "brier_skill", "accuracy", "accuracy_base_rate"} <= set(metrics)
+    importance = model.get_feature_importance()
+    assert all(np.isfinite(v) for v in importance.values())
+    from configs.settings import SignalThresholds
+
+    signals = model.generate_signals(data["x_test"][:5], SignalThresholds())
+    assert len(signals) == 5 and all(s.signal in {"STRONG_BUY", "LONG", "NEUTRAL", "SHORT", "STRONG_SELL"} for s in signals)
+
+
+def test_the_registry_enforces_the_interface() -> None:
+    class Incomplete(BasePredictor):
+        family = "incomplete"
+
+    with pytest.raises(TypeError, match="abstract"):
+        register(Incomplete)
+
+    class Duplicate(BasePredictor):
+        family = FAMILIES[0]
+        fast_params: ClassVar[dict[str, Any]] = {}
+
+        def train(self, X, y, validation_data=None):  # type: ignore[no-untyped-def]
+            return {}
+
+        def predict_proba(self, X):  # type: ignore[no-untyped-def]
+            return np.full((len(X), 3), 1 / 3)
+
+        def export_onnx(self, path):  # type: ignore[no-untyped-def]
+            return None
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Duplicate)
+    with pytest.raises(UnknownFamily, match="known: "):
+        get_model("no-such-family")
