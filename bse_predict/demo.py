@@ -60,8 +60,13 @@ def _ensure_version(settings: Settings, training: list[CandleSeries], console: C
     from export.train import train_version
 
     version = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    tuned = settings.model_copy(update={"training": settings.training.model_copy(update={"max_rows_per_symbol": TRAIN_ROWS})})
-    console.print(f"no model version yet: training {version} on the newest {TRAIN_ROWS} hours of {', '.join(DEMO_SYMBOLS)}")
+    served = settings.models.served  # the demo shows the stream: one family is enough
+    tuned = settings.model_copy(update={
+        "training": settings.training.model_copy(update={"max_rows_per_symbol": TRAIN_ROWS}),
+        "models": settings.models.model_copy(update={"families": {served: settings.models.families[served]}}),
+    })
+    console.print(f"no model version yet: training {version} ({served}) on the newest {TRAIN_ROWS} hours of "
+                  f"{', '.join(DEMO_SYMBOLS)}")
     train_version(training, tuned, version)
     return version
 

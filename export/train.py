@@ -28,7 +28,7 @@ from models.candle_files import CandleSeries
 from models.errors import BsePredictError
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
 from models.inputs import min_history
-from models.families import get_model
+from models.families import BasePredictor, get_model
 from models.labels import DOWN, UNKNOWN, UP
 from models.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, sha256_of
 from models.signals import target_label
@@ -50,16 +50,19 @@ class _Split:
     y_holdout: np.ndarray
 
 
-def _pooled_split(datasets: list[SymbolDataset], target: str, holdout_fraction: float, horizon_ms: int) -> _Split:
+def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, holdout_fraction: float,
+                  horizon_ms: int) -> _Split:
+    """The family's own inputs (``prepare_data``), pooled over symbols; per symbol the newest
+    share is held out and the training rows are purged by the horizon."""
     parts: dict[str, list[np.ndarray]] = {"xt": [], "yt": [], "xh": [], "yh": []}
     for data in datasets:
-        labels = data.labels[target]
-        train, holdout = holdout_split(data.open_time_ms, holdout_fraction, horizon_ms)
-        known = labels != UNKNOWN
-        parts["xt"].append(data.features[train & known])
-        parts["yt"].append(labels[train & known])
-        parts["xh"].append(data.features[holdout & known])
-        parts["yh"].append(labels[holdout & known])
+        x, y = model.prepare_data(data, target)
+        times = data.open_time_ms[data.labels[target] != UNKNOWN]
+        train, holdout = holdout_split(times, holdout_fraction, horizon_ms)
+        parts["xt"].append(x[train])
+        parts["yt"].append(y[train])
+        parts["xh"].append(x[holdout])
+        parts["yh"].append(y[holdout])
     split = _Split(*(np.concatenate(parts[k]) for k in ("xt", "yt", "xh", "yh")))
     missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
     if missing:
@@ -67,11 +70,15 @@ def _pooled_split(datasets: list[SymbolDataset], target: str, holdout_fraction: 
     return split
 
 
-def _train_family(family: str, target: str, split: _Split, settings: Settings,
+def _train_family(family: str, target: str, datasets: list[SymbolDataset], settings: Settings,
                   work_dir: Path) -> tuple[ModelEntry, dict[str, float], ParityReport]:
     """Fit one family on one target, export it, prove the export, measure it on the holdout."""
     model = get_model(family, **settings.models.params_for(family, target))
+    split = _pooled_split(datasets, model, target, settings.training.holdout_fraction,
+                          settings.market.horizon_hours * 3_600_000)
+    started = time.perf_counter()
     model.train(split.x_train, split.y_train)
+    seconds = time.perf_counter() - started
     stem = f"{family}_{target.rstrip('%')}pct"
     model.export_onnx(work_dir / f"{stem}.onnx")
     model.save(work_dir / "native" / f"{stem}.joblib")
@@ -79,7 +86,7 @@ def _train_family(family: str, target: str, split: _Split, settings: Settings,
     native = model.predict_proba(check_rows)
     parity = check_parity(native, work_dir / f"{stem}.onnx", check_rows, input_name=model.input_kind)
     metrics = model.validate(split.x_holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
-    metrics["train_rows"] = float(len(split.y_train))
+    metrics.update(train_rows=float(len(split.y_train)), train_seconds=round(seconds, 3))
     entry = ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx",
                        inputs=(model.input_kind,), native_file=f"native/{stem}.joblib")
     return entry, metrics, parity
@@ -101,7 +108,6 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
         raise TrainingError("no candle series to train on")
     started = time.perf_counter()
     market = settings.market
-    horizon_ms = market.horizon_hours * 3_600_000
     work_dir = models_dir / f".{version}.partial"
     shutil.rmtree(work_dir, ignore_errors=True)
     (work_dir / "native").mkdir(parents=True)
@@ -121,11 +127,10 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
             fit_task = progress.add_task("training", total=len(targets) * len(families))
             entries, metrics, parity = [], {}, {}
             for target in targets:
-                split = _pooled_split(datasets, target, settings.training.holdout_fraction, horizon_ms)
                 for family in families:
                     progress.update(fit_task, description=f"training {family}: target {target}")
                     entry, metrics[f"{family}/{target}"], parity[f"{family}/{target}"] = _train_family(
-                        family, target, split, settings, work_dir)
+                        family, target, datasets, settings, work_dir)
                     entries.append(entry)
                     progress.advance(fit_task)
         manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
