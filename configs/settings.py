@@ -111,6 +111,7 @@ class ModelConfig(_Frozen):
 class TrainingConfig(_Frozen):
     max_rows_per_symbol: int | None = None
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    validation_fraction: float = Field(0.15, ge=0.0, lt=1.0)
 
 
 class Settings(BaseSettings):

@@ -48,22 +48,28 @@ class _Split:
     y_train: np.ndarray
     x_holdout: np.ndarray
     y_holdout: np.ndarray
+    x_validation: np.ndarray
+    y_validation: np.ndarray
 
 
-def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, holdout_fraction: float,
-                  horizon_ms: int) -> _Split:
-    """The family's own inputs (``prepare_data``), pooled over symbols; per symbol the newest
-    share is held out and the training rows are purged by the horizon."""
-    parts: dict[str, list[np.ndarray]] = {"xt": [], "yt": [], "xh": [], "yh": []}
+def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings) -> _Split:
+    """The family's own inputs (``prepare_data``), pooled over symbols. Per symbol, in time:
+    the newest share is held out; a family that stops early also gets the newest share of
+    what is left as validation; every boundary is purged by the label horizon."""
+    horizon_ms = settings.market.horizon_hours * 3_600_000
+    validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv")}
     for data in datasets:
         x, y = model.prepare_data(data, target)
         times = data.open_time_ms[data.labels[target] != UNKNOWN]
-        train, holdout = holdout_split(times, holdout_fraction, horizon_ms)
-        parts["xt"].append(x[train])
-        parts["yt"].append(y[train])
-        parts["xh"].append(x[holdout])
-        parts["yh"].append(y[holdout])
-    split = _Split(*(np.concatenate(parts[k]) for k in ("xt", "yt", "xh", "yh")))
+        before_holdout, holdout = holdout_split(times, settings.training.holdout_fraction, horizon_ms)
+        fit_part, validation_part = holdout_split(times[before_holdout], validation_fraction, horizon_ms)
+        train = np.flatnonzero(before_holdout)[fit_part]
+        validation = np.flatnonzero(before_holdout)[validation_part]
+        for name, rows in (("t", train), ("h", holdout), ("v", validation)):
+            parts[f"x{name}"].append(x[rows])
+            parts[f"y{name}"].append(y[rows])
+    split = _Split(*(np.concatenate(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv")))
     missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
     if missing:
         raise TrainingError(f"target {target}: training rows lack classes {sorted(missing)}; give more history")
@@ -74,10 +80,10 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
                   work_dir: Path) -> tuple[ModelEntry, dict[str, float], ParityReport]:
     """Fit one family on one target, export it, prove the export, measure it on the holdout."""
     model = get_model(family, **settings.models.params_for(family, target))
-    split = _pooled_split(datasets, model, target, settings.training.holdout_fraction,
-                          settings.market.horizon_hours * 3_600_000)
+    split = _pooled_split(datasets, model, target, settings)
     started = time.perf_counter()
-    model.train(split.x_train, split.y_train)
+    validation = (split.x_validation, split.y_validation) if model.uses_validation else None
+    model.train(split.x_train, split.y_train, validation_data=validation)
     seconds = time.perf_counter() - started
     stem = f"{family}_{target.rstrip('%')}pct"
     model.export_onnx(work_dir / f"{stem}.onnx")

@@ -50,13 +50,18 @@ class BasePredictor(ABC):
     skipped_checks: ClassVar[dict[str, str]] = {}
     fast_params: ClassVar[dict[str, Any]] = {}
     """Hyperparameters small enough for the shared check suite and smoke runs."""
+    uses_validation: ClassVar[bool] = False
+    """True when ``train`` stops early on ``validation_data``: callers that pool symbols must
+    pass a time-based, purged validation set (a tail of pooled rows is one symbol's tail)."""
 
     # ------------------------------------------------------------ data
     def prepare_data(self, dataset: SymbolDataset, target: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of one symbol with a known label: (X float64[n, F], y int[n])."""
+        """Rows of one symbol with a known label, as this family's input kind:
+        (features float64[n, F] or sequences float32[n, 168, 4], labels int[n])."""
         labels = dataset.labels[target]
         known = labels != UNKNOWN
-        return dataset.features[known], labels[known].astype(np.int64)
+        inputs = dataset.sequences(known) if self.input_kind == "sequence" else dataset.features[known]
+        return inputs, labels[known].astype(np.int64)
 
     # ------------------------------------------------------------ learning
     @abstractmethod

@@ -56,8 +56,9 @@ def cuda_usable() -> bool:
 @register
 class XGBoostPredictor(BasePredictor):
     family = "xgboost"
+    uses_validation = True
     fast_params: ClassVar[dict[str, Any]] = {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.1,
-                                             "early_stopping_rounds": 10}
+                                             "early_stopping_rounds": 10, "n_jobs": 1}
 
     def __init__(self, n_estimators: int = 600, max_depth: int = 3, learning_rate: float = 0.03,
                  subsample: float = 0.7, colsample_bytree: float = 0.5, min_child_weight: float = 50.0,
@@ -93,8 +94,8 @@ class XGBoostPredictor(BasePredictor):
         import xgboost as xgb
 
         fit_rows, validation = self._split(X, y, validation_data)
-        X_fit, y_fit = X[fit_rows], y[fit_rows]
-        self.train_rows_ = fit_rows
+        X_fit, y_fit = X[:fit_rows], y[:fit_rows]
+        self.fit_rows_ = fit_rows
         dtrain = xgb.DMatrix(X_fit.astype(np.float32), label=y_fit)
         evals = []
         if validation is not None:
@@ -106,23 +107,24 @@ class XGBoostPredictor(BasePredictor):
         )
         self.best_iteration_ = (self.booster_.best_iteration if evals and self.early_stopping_rounds
                                 else self.booster_.num_boosted_rounds() - 1)
+        self.booster_.set_param({"device": "cpu"})  # predict (and reload) on the CPU, as ONNX does
         evaluated = validation or (X_fit, y_fit)
         return self.validate(*evaluated, reference_labels=y_fit)
 
     def _split(self, X: np.ndarray, y: np.ndarray, validation_data: tuple[np.ndarray, np.ndarray] | None,
-               ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-        """Indices of the training rows, and the validation slice (None: no early stopping)."""
+               ) -> tuple[int, tuple[np.ndarray, np.ndarray] | None]:
+        """How many leading rows train, and the validation slice (None: no early stopping)."""
         n = len(X)
         if validation_data is not None:
-            return np.arange(n), validation_data
+            return n, validation_data
         if not self.early_stopping_rounds or self.validation_fraction <= 0:
-            return np.arange(n), None
+            return n, None
         n_validation = max(1, int(round(n * self.validation_fraction)))
         n_fit = n - n_validation - self.purge_rows
         if n_fit < n_validation:
             raise ValueError(f"{n} rows are too few to hold out {n_validation} validation rows behind a purge of "
                              f"{self.purge_rows}; pass validation_data or lower validation_fraction")
-        return np.arange(n_fit), (X[n - n_validation:], y[n - n_validation:])
+        return n_fit, (X[n - n_validation:], y[n - n_validation:])
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -169,13 +171,12 @@ class XGBoostPredictor(BasePredictor):
         from onnxmltools.convert.common.data_types import FloatTensorType
 
         booster = self._best_booster()
-        booster.set_param({"device": "cpu"})
         proto = convert_xgboost(
             booster, initial_types=[(self.input_kind, FloatTensorType([None, booster.num_features()]))],
             target_opset=XGBOOST_OPSET,
         )
         proto = _probabilities_output(proto)
-        _cap_ml_opset(proto)
+        _set_opsets(proto)
         cap_ir_version(proto)
         onnx.checker.check_model(proto)
         path.write_bytes(proto.SerializeToString())
@@ -200,7 +201,10 @@ def _probabilities_output(proto: Any) -> Any:
     return proto
 
 
-def _cap_ml_opset(proto: Any) -> None:
-    for opset in proto.opset_import:
-        if opset.domain == "ai.onnx.ml":
-            opset.version = min(opset.version, ML_OPSET)
+def _set_opsets(proto: Any) -> None:
+    """The default domain (for the Identity) at ``XGBOOST_OPSET``; ai.onnx.ml no newer than ``ML_OPSET``."""
+    versions = {opset.domain: opset for opset in proto.opset_import}
+    if "" not in versions:
+        versions[""] = proto.opset_import.add(domain="", version=XGBOOST_OPSET)
+    if "ai.onnx.ml" in versions:
+        versions["ai.onnx.ml"].version = min(versions["ai.onnx.ml"].version, ML_OPSET)

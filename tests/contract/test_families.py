@@ -23,10 +23,22 @@ ROUNDING = 1e-12  # multi-threaded tree sums may add in another order: equal to 
 
 
 @pytest.fixture(scope="module")
-def data(futures_series: dict[str, CandleSeries]) -> dict[str, np.ndarray]:
+def inputs(futures_series: dict[str, CandleSeries]) -> dict[str, dict[str, np.ndarray]]:
+    """The same rows as each input kind (features, sequence), built by a family of that kind."""
     dataset = build_dataset(futures_series["BTCUSDT"].tail(3200), (2,), 72)
-    X, y = get_model(FAMILIES[0]).prepare_data(dataset, "2%")
-    return {"x_train": X[:2200], "y_train": y[:2200], "x_test": X[2300:], "y_test": y[2300:]}
+    by_kind = {}
+    for family in FAMILIES:
+        model = get_model(family)
+        if model.input_kind not in by_kind:
+            X, y = model.prepare_data(dataset, "2%")
+            by_kind[model.input_kind] = {"x_train": X[:2200], "y_train": y[:2200], "x_test": X[2300:],
+                                         "y_test": y[2300:]}
+    return by_kind
+
+
+@pytest.fixture
+def data(family: str, inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return inputs[get_model(family).input_kind]
 
 
 def _fitted(family: str, data: dict[str, np.ndarray], **overrides: Any) -> BasePredictor:
@@ -40,8 +52,8 @@ def _skip_reason(family: str, check: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def fitted(data: dict[str, np.ndarray]) -> dict[str, BasePredictor]:
-    return {family: _fitted(family, data) for family in FAMILIES}
+def fitted(inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, BasePredictor]:
+    return {family: _fitted(family, inputs[get_model(family).input_kind]) for family in FAMILIES}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
