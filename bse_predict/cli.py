@@ -133,6 +133,42 @@ def train(
     console.print(f"version {version} written to {folder}")
 
 
+@app.command()
+@one_line_errors
+def evaluate(
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, report.md and the plots.")],
+    config: ConfigOption = None,
+    targets: TargetsOption = None,
+    horizon_hours: HorizonOption = None,
+    families: Annotated[str | None, typer.Option("--families", help="Comma-separated families (default: the enabled ones).")] = None,
+    folds: Annotated[int, typer.Option("--folds", help="Expanding walk-forward test blocks.")] = 5,
+    max_rows: Annotated[int | None, typer.Option("--max-rows", help="Evaluate on the newest N rows per symbol.")] = None,
+    calibrator: Annotated[str | None, typer.Option("--calibrator", help="temperature (default), platt, isotonic or none.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Purged walk-forward evaluation of the families against baselines: metrics.json, report.md and plots in OUT.
+
+    Exits non-zero when a pooled AUC is implausible for hourly data (a leak until proven otherwise)."""
+    from export.calibration import CALIBRATORS
+    from export.evaluate import evaluate as run_evaluation
+    from export.evaluation_schema import EvaluationOptions
+    from models.candle_files import read_candle_files
+
+    if calibrator is not None and calibrator not in CALIBRATORS:
+        raise ValueError(f"--calibrator must be one of {', '.join(CALIBRATORS)}, got {calibrator!r}")
+    settings = _settings(config, targets, horizon_hours)
+    chosen = tuple(f.strip() for f in families.split(",") if f.strip()) if families else None
+    options = EvaluationOptions(families=chosen, folds=folds, max_rows_per_symbol=max_rows, seed=seed,
+                                **({"calibrator": calibrator} if calibrator else {}))
+    series = read_candle_files(data, settings.market.timeframe)
+    report = run_evaluation(series, settings, out, options)
+    for result in report.targets.values():
+        for verdict in result.verdicts:
+            console.print(f"{result.target}: {verdict}", markup=False, highlight=False)
+    console.print(f"evaluation written to {out}: metrics.json, report.md and {len(report.plots)} plots")
+
+
 def _check_version_name(version: str) -> None:
     import re
 
