@@ -8,6 +8,7 @@ The Kafka jars cache is shared: only the very first run fetches them.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -24,19 +25,22 @@ pytestmark = pytest.mark.integration
 
 
 def _free_port(*, with_next: bool = False) -> int:
-    """A port free on 127.0.0.1 now (and, with ``with_next``, the one after it too)."""
+    """A port free on 127.0.0.1 now (and, with ``with_next``, the one after it too).
+
+    Drawn below Linux's ephemeral range (32768-60999): a port handed out by bind(0) is
+    an ephemeral one, and on a busy machine an outgoing connection can take it between
+    this check and the server's own bind."""
+    rng = random.Random()
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if not with_next or port >= 65535:
-            return port
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
+        port = rng.randrange(20000, 32000)
+        wanted = (port, port + 1) if with_next else (port,)
+        try:
+            for candidate in wanted:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
 
 
 def _settings(kafka_port: int, redis_port: int, host: str = "localhost") -> Settings:
