@@ -9,7 +9,7 @@ from bse_predict.cli import app
 
 runner = CliRunner()
 
-COMMANDS = [["services", "up"], ["services", "down"], ["services", "status"], ["train"], ["worker"], ["replay"],
+COMMANDS = [["services", "up"], ["services", "down"], ["services", "status"], ["train"], ["evaluate"], ["worker"], ["replay"],
             ["bench"], ["demo"], ["relay"], ["models", "list"], ["models", "show"]]
 
 
