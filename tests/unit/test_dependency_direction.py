@@ -34,3 +34,16 @@ def test_package_imports_respect_the_direction(package: str) -> None:
         for path in (ROOT / package).rglob("*.py")
     }
     assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_the_worker_imports_no_training_library() -> None:
+    """A serving install has no scikit-learn, pandas, xgboost or TensorFlow: the worker's
+    import path must not need them."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, bse_predict.cli, workers.run, workers.app, workers.bench, models.onnx_runner; "
+             "print(sorted(m for m in ('sklearn', 'pandas', 'xgboost', 'tensorflow', 'keras', 'hmmlearn', "
+             "'matplotlib', 'skl2onnx') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]", result.stdout
