@@ -3,15 +3,16 @@
 Drawn with :class:`matplotlib.figure.Figure` directly (no pyplot, no global
 backend state), from the :class:`EvaluationReport` alone, so plots can be
 redrawn from a ``metrics.json``. The regime plots of the ``hmm_regime``
-family have a marked hook, :func:`regime_plots`, for the lead to wire.
+family come from the model fitted on the newest fold (:func:`regime_plots`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from export.evaluation_schema import EvaluationReport, ModelEvaluation
 from models.labels import CLASS_NAMES
@@ -102,28 +103,56 @@ def _importance(report: EvaluationReport, target: str, path: Path) -> bool:
 
 def regime_plots(report: EvaluationReport, out_dir: Path, datasets: Sequence[Any] | None,
                  fitted: Mapping[tuple[str, str], Any] | None) -> tuple[list[str], list[str]]:
-    """HOOK(hmm_regime): regime plots, for the lead to wire.
-
-    Runs only when "hmm_regime" was evaluated and ``models.regimes`` exists with a
-    ``regime_diagnostics`` function. The intended plots: regimes (forward-filtered,
-    never Viterbi) over price per symbol, and the transition matrix. Available here:
-    ``datasets``, the :class:`models.dataset.SymbolDataset` of the run (close,
-    open times, ``sequences()``), and ``fitted[(target, "hmm_regime")]``, the family
-    fitted on the newest fold (its ``regimes_`` is the RegimeModel). Returns (plot
-    file names, notes); until wired, only a note that says so.
-    """
+    """Regimes of the ``hmm_regime`` family fitted on the newest fold: forward-filtered (never
+    Viterbi) regimes over each symbol's price, the transition matrix, and the diagnostics
+    (persistence, separation of forward returns and volatility) as notes."""
     families = {name for t in report.targets.values() for name, m in t.models.items() if m.kind == "family"}
-    if "hmm_regime" not in families:
+    fitted_hmm = [(target, model) for (target, family), model in (fitted or {}).items() if family == "hmm_regime"]
+    if "hmm_regime" not in families or not fitted_hmm or not datasets:
         return [], []
-    try:
-        regimes = importlib.import_module("models.regimes")
-    except ModuleNotFoundError:
-        return [], ["hmm_regime was evaluated but models.regimes does not exist: no regime plots"]
-    if not hasattr(regimes, "regime_diagnostics"):
-        return [], ["hmm_regime was evaluated but models.regimes has no regime_diagnostics: no regime plots"]
-    # HOOK(hmm_regime): call regimes.regime_diagnostics(...) here and draw "regimes over price"
-    # and "transition matrix" PNGs into out_dir; return their names.
-    return [], ["HOOK(hmm_regime): regime plots are not wired yet (export/plots.py: regime_plots)"]
+    from matplotlib.figure import Figure
+
+    from models.regimes import history_fields, regime_diagnostics
+
+    target, family_model = fitted_hmm[0]
+    regimes = family_model.regimes_
+    names, notes = [], []
+    fig = Figure(figsize=(10, 2.6 * len(datasets)))
+    axes = fig.subplots(len(datasets), 1, squeeze=False)
+    for ax, dataset in zip(axes[:, 0], datasets, strict=True):
+        states = np.argmax(regimes.current_probabilities(dataset.sequences()), axis=1)
+        times = dataset.open_time_ms.astype("datetime64[ms]")
+        ax.plot(times, dataset.close, color="0.6", linewidth=0.6)
+        for index, state in enumerate(regimes.state_names_):
+            chosen = states == index
+            ax.scatter(times[chosen], dataset.close[chosen], s=1.5, label=state)
+        ax.set_title(f"{dataset.symbol}: forward-filtered regime at each hour", fontsize=9)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, markerscale=5, loc="upper left")
+        diagnostics = regime_diagnostics(regimes, history_fields(dataset.grid_ohlcv))
+        notes.append(f"{dataset.symbol} regimes ({target} model): occupancy "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in diagnostics["occupancy"].items())
+                     + "; mean dwell h " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                     diagnostics["persistence"]["mean_dwell_hours"].items())
+                     + f"; forward 24 h volatility differs between regimes p={diagnostics['forward_volatility_24h']['kruskal_p']:.1e}"
+                     + f", forward 24 h return p={diagnostics['forward_return_24h']['kruskal_p']:.2g}")
+    fig.tight_layout()
+    fig.savefig(out_dir / "regimes_over_price.png", dpi=_DPI)
+    names.append("regimes_over_price.png")
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
+    image = ax.imshow(regimes.transmat_, cmap="Blues", vmin=0, vmax=1)
+    labels = list(regimes.state_names_)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    for (i, j), value in np.ndenumerate(regimes.transmat_):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_title("HMM transition matrix (from row to column)", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "transition_matrix.png", dpi=_DPI)
+    names.append("transition_matrix.png")
+    return names, notes
 
 
 def write_plots(report: EvaluationReport, out_dir: Path, datasets: Sequence[Any] | None = None,

@@ -195,3 +195,21 @@ def test_a_label_in_the_inputs_trips_the_leakage_guard(futures_series: dict[str,
     written = EvaluationReport.model_validate_json((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert not written.leakage.passed and "LEAKAGE SUSPECTED" in (tmp_path / "report.md").read_text(encoding="utf-8")
     assert get_model("random_forest").family == "random_forest"  # the test families never entered the registry
+
+
+def test_regime_plots_show_filtered_regimes_and_the_transition_matrix(futures_series, tmp_path) -> None:
+    """With hmm_regime evaluated, the report gets regimes over price, the transition matrix and
+    the regime diagnostics as notes."""
+    from configs.settings import load_settings
+    from export.evaluate import evaluate
+    from export.evaluation_schema import EvaluationOptions
+    from models.families import get_model
+
+    settings = load_settings(market={"targets_pct": [2]},
+                             models={"families": {"hmm_regime": {"params": get_model("hmm_regime").fast_params}}})
+    series = [futures_series["BTCUSDT"].tail(4000), futures_series["ETHUSDT"].tail(4000)]
+    evaluate(series, settings, tmp_path, EvaluationOptions(families=("hmm_regime",), folds=2), show_progress=False)
+    assert (tmp_path / "regimes_over_price.png").stat().st_size > 10_000
+    assert (tmp_path / "transition_matrix.png").stat().st_size > 5_000
+    report = (tmp_path / "report.md").read_text()
+    assert "BTCUSDT regimes" in report and "forward 24 h volatility" in report
