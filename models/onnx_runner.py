@@ -19,7 +19,7 @@ import onnxruntime as ort
 from models.errors import ManifestError
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
 from models.inputs import build_inputs
-from models.labels import CLASS_NAMES, expand_classes
+from models.labels import CLASS_NAMES
 from models.manifest import Manifest, load_manifest, verify_files
 
 __all__ = ["ServedModelSet", "choose_providers", "make_session"]
@@ -49,7 +49,6 @@ class _TargetSession:
     session: ort.InferenceSession
     inputs: tuple[str, ...]
     output_name: str
-    class_indices: tuple[int, ...]
 
 
 class ServedModelSet:
@@ -76,8 +75,9 @@ class ServedModelSet:
             if declared != set(entry.inputs):
                 raise ManifestError(f"{entry.file} reads inputs {sorted(declared)}, the manifest says {list(entry.inputs)}")
             log.info("model %s %s target %s runs on %s", manifest.version, entry.name, target, session.get_providers()[0])
-            classes = tuple(CLASS_NAMES.index(name) for name in entry.classes)
-            sessions[target] = _TargetSession(session, entry.inputs, entry.output_name, classes)
+            if tuple(entry.classes) != CLASS_NAMES:
+                raise ManifestError(f"{entry.file} answers classes {list(entry.classes)}, not {list(CLASS_NAMES)}")
+            sessions[target] = _TargetSession(session, entry.inputs, entry.output_name)
         return cls(manifest, sessions)
 
     @property
@@ -116,5 +116,5 @@ class ServedModelSet:
         out: dict[str, np.ndarray] = {}
         for target, s in self._sessions.items():
             (probabilities,) = s.session.run([s.output_name], {kind: batches[kind] for kind in s.inputs})
-            out[target] = expand_classes(np.asarray(probabilities, dtype=np.float64), s.class_indices)
+            out[target] = np.asarray(probabilities, dtype=np.float64)
         return out
