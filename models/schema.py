@@ -26,6 +26,7 @@ __all__ = [
     "RegimeInfo",
     "Prediction",
     "DeadLetter",
+    "Outcome",
     "Signal",
     "parse_candle",
     "prediction_id",
@@ -196,3 +197,23 @@ class DeadLetter(_Message):
     original_b64: str
     original_text: str | None = Field(None, description="the original bytes when they are UTF-8")
     received_at_ms: int
+
+
+class Outcome(_Message):
+    """What ``outcomes`` carries: one prediction's answer for one target, from the candle stream.
+
+    ``resolved_at`` is the UTC epoch milliseconds of the moment the answer became
+    known: the close of the candle that touched a barrier, or the horizon's end.
+    """
+
+    id: str
+    symbol: str
+    open_time: int
+    target: str
+    outcome: Literal["up", "down", "none"]
+    resolved_at: int
+    model: ModelRef
+    variant: str = "control"
+    p_up: float
+    p_down: float
+    p_none: float
