@@ -1,0 +1,228 @@
+"""Signed control messages of the contract's ``control`` topic: build, sign, verify.
+
+The signature is HMAC-SHA256, key ``BSE_CONTROL_SECRET``, over the message
+without ``signature`` as ``json.dumps(m, sort_keys=True, separators=(",", ":"))``
+writes it, UTF-8. Verification works on the *decoded JSON object as received*
+(any extra fields a producer added included), never on a re-serialised model:
+a re-serialisation could spell ``issued_at`` or a float differently and break
+a valid signature.
+
+Duplicate ids are a matter of state (which ids were seen), so they are checked
+by the control state machine (:mod:`models.control`); an id only needs
+remembering for as long as a message carrying it would still be fresh.
+The time is passed in; nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from models.errors import BsePredictError
+
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "ControlMessage",
+    "ControlRefused",
+    "Freshness",
+    "signed_bytes",
+    "sign_fields",
+    "build_message",
+    "encode_message",
+    "verify_message",
+    "format_issued_at",
+    "check_args",
+]
+
+Command = Literal["promote", "rollback", "ab", "shadow", "fallback", "ramp"]
+COMMANDS: tuple[str, ...] = ("promote", "rollback", "ab", "shadow", "fallback", "ramp")
+
+
+class ControlRefused(BsePredictError):
+    """A control message that is not obeyed; ``kind`` is the short reason on ``control.events``."""
+
+    def __init__(self, kind: str, reason: str, message_id: str | None = None, command: str | None = None) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+        self.message_id = message_id
+        self.command = command
+
+
+class Freshness(BaseModel):
+    """How old (and how far ahead of our clock) a message's ``issued_at`` may be."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_age_s: float = Field(300.0, gt=0)
+    max_future_s: float = Field(30.0, ge=0)
+
+
+def _version_name(value: object) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+        raise ValueError(f"{value!r} is not a version name")
+    return value
+
+
+def _ramp_shares(value: object) -> list[float]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("ramp needs a non-empty list of shares")
+    shares = [float(v) for v in value]
+    if any(not (0.0 <= s <= 1.0) for s in shares) or shares != sorted(shares) or shares[-1] != 1.0:
+        raise ValueError("ramp shares must rise from >= 0 to exactly 1.0")
+    return shares
+
+
+def check_args(command: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of one command, checked; raises ValueError naming what is wrong."""
+    if command == "rollback":
+        return {}
+    if command == "promote":
+        return {"version": _version_name(args.get("version"))}
+    if command in ("shadow", "fallback"):
+        version = args.get("version")
+        return {"version": None if version is None else _version_name(version)}
+    if command == "ab":
+        variants = args.get("variants")
+        if not isinstance(variants, Mapping) or not variants:
+            raise ValueError("ab needs variants {version: weight}")
+        checked: dict[str, float] = {}
+        for name, weight in variants.items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weight of {name!r} must be a finite number >= 0")
+            checked[_version_name(name)] = float(weight)
+        if sum(checked.values()) <= 0:
+            raise ValueError("ab weights sum to 0")
+        return {"variants": checked}
+    if command == "ramp":
+        every_s = args.get("every_s")
+        if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, int | float) or every_s <= 0):
+            raise ValueError("ramp every_s must be a positive number of seconds, or null to advance on gates only")
+        return {
+            "version": _version_name(args.get("version")),
+            "shares": _ramp_shares(args.get("shares", [0.0, 0.05, 0.25, 0.5, 1.0])),
+            "every_s": None if every_s is None else float(every_s),
+        }
+    raise ValueError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+
+
+class ControlMessage(BaseModel):
+    """One message of the ``control`` topic, its arguments checked for its command."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(min_length=1, max_length=128)
+    issued_at: datetime
+    issued_by: str = Field(min_length=1, max_length=128)
+    command: Command
+    args: dict[str, Any] = {}
+    signature: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("issued_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("issued_at must carry a time zone (UTC, e.g. 2026-11-21T12:00:00Z)")
+        return value.astimezone(UTC)
+
+    @field_validator("args")
+    @classmethod
+    def _args_fit_command(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        command = info.data.get("command")
+        if command is None:  # the command itself failed; that error is reported
+            return value
+        return check_args(command, value)
+
+
+def format_issued_at(now: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and a ``Z``: ``2026-11-21T12:00:00.000Z``."""
+    if now.tzinfo is None:
+        raise ValueError("pass an aware datetime")
+    return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def signed_bytes(fields: Mapping[str, Any]) -> bytes:
+    """The bytes the signature covers: the message without ``signature``, canonical JSON, UTF-8."""
+    unsigned = {k: v for k, v in fields.items() if k != "signature"}
+    return json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def sign_fields(fields: Mapping[str, Any], secret: str) -> str:
+    """Hex HMAC-SHA256 of :func:`signed_bytes` with ``secret``."""
+    return hmac.new(secret.encode("utf-8"), signed_bytes(fields), hashlib.sha256).hexdigest()
+
+
+def build_message(
+    command: str,
+    args: Mapping[str, Any],
+    secret: str,
+    now: datetime,
+    issued_by: str = "ops",
+    message_id: str | None = None,
+) -> dict[str, Any]:
+    """A signed control message as the JSON object to send (raises ValueError on bad args).
+
+    Returned as a plain dict, not a model, because the signature covers exactly
+    these fields; send it with :func:`encode_message`.
+    """
+    fields: dict[str, Any] = {
+        "id": message_id or uuid.uuid4().hex,
+        "issued_at": format_issued_at(now),
+        "issued_by": issued_by,
+        "command": command,
+        "args": check_args(command, args),
+    }
+    fields["signature"] = sign_fields(fields, secret)
+    return fields
+
+
+def encode_message(fields: Mapping[str, Any]) -> bytes:
+    """The value bytes for the ``control`` topic (its key is the command)."""
+    return json.dumps(dict(fields), separators=(",", ":")).encode("utf-8")
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        decoded = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ControlRefused("malformed", f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(decoded, dict):
+        raise ControlRefused("malformed", f"a JSON {type(decoded).__name__} is not a control message")
+    return decoded
+
+
+def verify_message(raw: bytes, secret: str | None, now: datetime, freshness: Freshness = Freshness()) -> ControlMessage:
+    """Decode, authenticate and date-check one control message; raise :class:`ControlRefused`.
+
+    Order: decode, signature (constant-time), then shape and freshness, so an
+    unsigned sender learns nothing about which fields we would accept.
+    """
+    fields = _decode(raw)
+    message_id = fields.get("id") if isinstance(fields.get("id"), str) else None
+    command = fields.get("command") if isinstance(fields.get("command"), str) else None
+    if secret is None:
+        raise ControlRefused("no_secret", "BSE_CONTROL_SECRET is not set: every control message is refused", message_id, command)
+    signature = fields.get("signature")
+    if not isinstance(signature, str) or not hmac.compare_digest(signature.encode("utf-8"), sign_fields(fields, secret).encode("utf-8")):
+        raise ControlRefused("bad_signature", "the HMAC-SHA256 signature does not match", message_id, command)
+    try:
+        message = ControlMessage.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ControlRefused("malformed", f"{where}: {first['msg']}", message_id, command) from exc
+    age = now - message.issued_at
+    if age > timedelta(seconds=freshness.max_age_s):
+        raise ControlRefused("stale", f"issued {age.total_seconds():.0f} s ago, over the {freshness.max_age_s:.0f} s window", message.id, message.command)
+    if -age > timedelta(seconds=freshness.max_future_s):
+        raise ControlRefused("from_future", f"issued_at is {-age.total_seconds():.0f} s ahead of this worker's clock", message.id, message.command)
+    return message
