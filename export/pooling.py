@@ -18,6 +18,7 @@ import numpy as np
 from models.dataset import SymbolDataset
 from models.errors import BsePredictError
 from models.families import BasePredictor
+from models.inputs import InputRows, concat_rows
 from models.labels import UNKNOWN
 
 __all__ = ["PooledRows", "PoolingError", "pool_rows", "pool_inputs", "prepare_key"]
@@ -80,7 +81,7 @@ def prepare_key(model: BasePredictor, family: str) -> tuple[object, ...]:
     return ("own", family)
 
 
-def pool_inputs(model: BasePredictor, datasets: Sequence[SymbolDataset], rows: PooledRows) -> np.ndarray:
+def pool_inputs(model: BasePredictor, datasets: Sequence[SymbolDataset], rows: PooledRows) -> np.ndarray | InputRows:
     """The family's inputs of every symbol, concatenated in the order of ``rows``."""
     parts = []
     for i, dataset in enumerate(datasets):
@@ -92,4 +93,4 @@ def pool_inputs(model: BasePredictor, datasets: Sequence[SymbolDataset], rows: P
                 f"differ from the {len(expected)} labelled rows; it must return the rows with a known label, "
                 "in time order")
         parts.append(X)
-    return np.concatenate(parts)
+    return concat_rows(parts)

@@ -27,7 +27,7 @@ from export.onnx_export import check_parity
 from models.candle_files import CandleSeries
 from models.errors import BsePredictError
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
-from models.inputs import min_history
+from models.inputs import InputRows, concat_rows, min_history
 from models.families import BasePredictor, get_model
 from models.labels import DOWN, UNKNOWN, UP
 from models.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, sha256_of
@@ -44,11 +44,11 @@ class TrainingError(BsePredictError):
 
 @dataclass(frozen=True)
 class _Split:
-    x_train: np.ndarray
+    x_train: np.ndarray | InputRows
     y_train: np.ndarray
-    x_holdout: np.ndarray
+    x_holdout: np.ndarray | InputRows
     y_holdout: np.ndarray
-    x_validation: np.ndarray
+    x_validation: np.ndarray | InputRows
     y_validation: np.ndarray
 
 
@@ -58,7 +58,7 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
     what is left as validation; every boundary is purged by the label horizon."""
     horizon_ms = settings.market.horizon_hours * 3_600_000
     validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv")}
+    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv")}
     for data in datasets:
         x, y = model.prepare_data(data, target)
         times = data.open_time_ms[data.labels[target] != UNKNOWN]
@@ -69,7 +69,7 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
         for name, rows in (("t", train), ("h", holdout), ("v", validation)):
             parts[f"x{name}"].append(x[rows])
             parts[f"y{name}"].append(y[rows])
-    split = _Split(*(np.concatenate(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv")))
+    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv")))
     missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
     if missing:
         raise TrainingError(f"target {target}: training rows lack classes {sorted(missing)}; give more history")
@@ -90,11 +90,11 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     model.save(work_dir / "native" / f"{stem}.joblib")
     check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
     native = model.predict_proba(check_rows)
-    parity = check_parity(native, work_dir / f"{stem}.onnx", check_rows, input_name=model.input_kind)
+    parity = check_parity(native, work_dir / f"{stem}.onnx", model.onnx_feed(check_rows))
     metrics = model.validate(split.x_holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
     metrics.update(train_rows=float(len(split.y_train)), train_seconds=round(seconds, 3))
     entry = ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx",
-                       inputs=(model.input_kind,), native_file=f"native/{stem}.joblib")
+                       inputs=model.input_kinds, native_file=f"native/{stem}.joblib")
     return entry, metrics, parity
 
 

@@ -53,7 +53,7 @@ class NativeModelSet:
 
     @property
     def input_kinds(self) -> tuple[str, ...]:
-        return tuple(sorted({model.input_kind for model in self._models.values()}))
+        return tuple(sorted({kind for model in self._models.values() for kind in model.input_kinds}))
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {target: model.predict_proba(inputs[model.input_kind]) for target, model in self._models.items()}
+        return {target: model.predict_proba(model.rows_from_inputs(inputs)) for target, model in self._models.items()}

@@ -64,6 +64,8 @@ __all__ = [
     "regime_features",
     "regime_diagnostics",
     "filter_graph",
+    "regime_feature_graph",
+    "REGIME_FEATURES_OUTPUT",
 ]
 
 OBSERVATION_NAMES = ("return_z", "volatility_z")
@@ -73,6 +75,7 @@ TRANSITION_FLOOR = 1e-8
 _RETURN = SEQUENCE_FIELDS.index("log_return")
 _RANGE = SEQUENCE_FIELDS.index("log_range")
 _CHUNK_ROWS = 4096
+REGIME_FEATURES_OUTPUT = "regime_features"
 
 
 def raw_observations(fields: np.ndarray) -> np.ndarray:
@@ -495,6 +498,80 @@ def filter_graph(model: RegimeModel, outcome_map: np.ndarray | None = None,
         g.nodes, "hmm_forward_filter",
         [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, [None, hours, len(SEQUENCE_FIELDS)])],
         outputs, g.inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TARGET_OPSET)],
+                              producer_name="bse-predict")
+    helper.set_model_props(proto, {"regime_states": ",".join(model.state_names_)})
+    cap_ir_version(proto)
+    checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _filter_every_hour(g: _Builder, model: RegimeModel, density: str) -> str:
+    """The hour-by-hour forward filter as a ``Scan`` -> α_t for every hour, [T, N, K].
+
+    The state starts at ``start_``; because ``start_`` is the stationary distribution of
+    ``A``, the first step ``(start_ A) ⊙ b_0 = start_ ⊙ b_0`` is the filter's first hour."""
+    from onnx import TensorProto, helper
+
+    k = model.n_states
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["alpha_in", "scan_transmat"], ["predicted"]),
+         helper.make_node("Mul", ["predicted", "b_t"], ["unnormalised"]),
+         helper.make_node("ReduceSum", ["unnormalised", "scan_axis1"], ["total"], keepdims=1),
+         helper.make_node("Div", ["unnormalised", "total"], ["alpha_out"]),
+         helper.make_node("Identity", ["alpha_out"], ["alpha_hour"])],
+        "forward_step",
+        [helper.make_tensor_value_info("alpha_in", TensorProto.FLOAT, [None, k]),
+         helper.make_tensor_value_info("b_t", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("alpha_out", TensorProto.FLOAT, [None, k]),
+         helper.make_tensor_value_info("alpha_hour", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor("scan_transmat", TensorProto.FLOAT, [k, k], model.transmat_.astype(np.float32).ravel()),
+         helper.make_tensor("scan_axis1", TensorProto.INT64, [1], [1])])
+    hours_first = g.node("Transpose", [density], "every_b", perm=[2, 1, 0])  # [T, N, K]
+    rows = g.node("Slice", [g.node("Shape", ["sequence"], "sequence_shape"), g.ints("rows_start", [0]),
+                            g.ints("rows_end", [1])], "batch_rows")
+    start = g.node("Expand", [g.const("start_row", model.start_[None, :]),
+                              g.node("Concat", [rows, g.ints("k_states", [k])], "start_shape", axis=0)], "start_alpha")
+    g.node("Scan", [start, hours_first], ["alpha_last_scan", "alpha_every_hour"], body=body, num_scan_inputs=1)
+    return "alpha_every_hour"
+
+
+def regime_feature_graph(model: RegimeModel, hours: int = SEQUENCE_LENGTH) -> Any:
+    """:func:`regime_features` as an ONNX graph (opset 17, IR capped): input ``sequence``
+    float32[batch, hours, 4], output ``regime_features`` float32[batch, K + 3] with the columns
+    of :func:`regime_feature_names`. The filter runs hour by hour (a ``Scan``) because the
+    time in state needs the filtered regime of every hour, not only the last."""
+    from onnx import TensorProto, checker, helper
+
+    from models.families.onnx_limits import TARGET_OPSET, cap_ir_version
+
+    k = model.n_states
+    g = _Builder()
+    log_b = _log_densities(g, model)
+    top = g.node("ReduceMax", [log_b], "log_density_max", axes=[0], keepdims=1)
+    density = g.node("Exp", [g.node("Sub", [log_b, top], "log_density_rel")], "density_rel")  # [K, N, T]
+    alpha = _filter_every_hour(g, model, density)  # [T, N, K]
+    state = g.node("ArgMax", [alpha], "state_every_hour", axis=2, keepdims=0)  # [T, N]
+    last_state = g.node("Gather", [state, g.ints("hour_last", hours - 1)], "state_last", axis=0)  # [N]
+    # hours in state = T - (1 + the latest hour whose state differs from the last), T when none does
+    differs = g.node("Cast", [g.node("Not", [g.node("Equal", [state, last_state], "same_as_last")], "differs_bool")],
+                     "differs", to=TensorProto.FLOAT)
+    position = g.const("hour_position", np.arange(1, hours + 1, dtype=np.float32)[:, None])  # [T, 1]
+    latest = g.node("ReduceMax", [g.node("Mul", [differs, position], "differs_at")], "latest_differing",
+                    axes=[0], keepdims=0)  # [N]
+    in_state = g.node("Sub", [g.const("hours_total", float(hours)), latest], "hours_in_state")
+    last = g.node("Gather", [alpha, g.ints("hour_last_alpha", hours - 1)], "alpha_last", axis=0)  # [N, K]
+    exit_p = g.node("MatMul", [last, g.const("leave", (1.0 - np.diag(model.transmat_))[:, None])], "exit_probability")
+    before = g.node("Gather", [state, g.ints("hour_before", max(hours - 2, 0))], "state_before", axis=0)
+    changed = g.node("Cast", [g.node("Not", [g.node("Equal", [last_state, before], "same_as_before")], "changed_bool")],
+                     "changed", to=TensorProto.FLOAT)
+    column = g.ints("as_column", [1])
+    g.node("Concat", [last, g.node("Unsqueeze", [in_state, column], "hours_column"), exit_p,
+                      g.node("Unsqueeze", [changed, column], "changed_column")], REGIME_FEATURES_OUTPUT, axis=1)
+    graph = helper.make_graph(
+        g.nodes, "hmm_regime_features",
+        [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, [None, hours, len(SEQUENCE_FIELDS)])],
+        [helper.make_tensor_value_info(REGIME_FEATURES_OUTPUT, TensorProto.FLOAT, [None, k + 3])], g.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TARGET_OPSET)],
                               producer_name="bse-predict")
     helper.set_model_props(proto, {"regime_states": ",".join(model.state_names_)})

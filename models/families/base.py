@@ -7,7 +7,9 @@ signature back. Every family answers three classes in the order of
 :data:`models.labels.CLASS_NAMES` (up, down, none) and exports ONNX with one
 float32 input named after its :attr:`input_kind` and one output
 ``probabilities`` of shape [batch, 3], so the worker serves any family the
-same way.
+same way. A family that reads several inputs (the regime hybrid) names them in
+:attr:`input_kinds`, takes its rows as :class:`models.inputs.InputRows`, and
+overrides :meth:`onnx_feed` and :meth:`rows_from_inputs`.
 
 A family that must skip a check of the shared suite says which and why in
 :attr:`skipped_checks`.
@@ -24,6 +26,7 @@ import numpy as np
 
 from configs.settings import SignalThresholds
 from models.dataset import SymbolDataset
+from models.inputs import InputRows
 from models.labels import UNKNOWN
 from models.metrics import holdout_metrics
 from models.schema import TargetPrediction
@@ -55,6 +58,19 @@ class BasePredictor(ABC):
     pass a time-based, purged validation set (a tail of pooled rows is one symbol's tail)."""
 
     # ------------------------------------------------------------ data
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        """The ONNX inputs this family's graph reads, each a kind of :mod:`models.inputs`."""
+        return (self.input_kind,)
+
+    def onnx_feed(self, X: np.ndarray | InputRows) -> dict[str, np.ndarray]:
+        """Rows as ``prepare_data`` returns them -> the exported graph's inputs (float32)."""
+        return {self.input_kind: np.ascontiguousarray(X, dtype=np.float32)}
+
+    def rows_from_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray | InputRows:
+        """The worker's inputs by kind -> rows as :meth:`predict_proba` takes them."""
+        return inputs[self.input_kind]
+
     def prepare_data(self, dataset: SymbolDataset, target: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows of one symbol with a known label, as this family's input kind:
         (features float64[n, F] or sequences float32[n, 168, 4], labels int[n])."""

@@ -47,7 +47,9 @@ class RandomForestPredictor(BasePredictor):
         return expand_classes(self.forest_.predict_proba(X.astype(np.float32)), self.forest_.classes_)
 
     def get_feature_importance(self) -> dict[str, float]:
-        return dict(zip(FEATURE_NAMES, self.forest_.feature_importances_.tolist(), strict=True))
+        width = self.forest_.n_features_in_
+        names = FEATURE_NAMES if width == len(FEATURE_NAMES) else tuple(f"f{i}" for i in range(width))
+        return dict(zip(names, self.forest_.feature_importances_.tolist(), strict=True))
 
     def export_onnx(self, path: Path) -> None:
         import onnx

@@ -22,23 +22,29 @@ FAMILIES = list_models()
 ROUNDING = 1e-12  # multi-threaded tree sums may add in another order: equal to the last bits, not bitwise
 
 
+def _input_key(family: str) -> tuple[str, ...]:
+    """Families that keep the base ``prepare_data`` share rows by input kind; one that
+    overrides it (the regime hybrid reads two kinds) gets its own."""
+    model = get_model(family)
+    return (model.input_kind,) if type(model).prepare_data is BasePredictor.prepare_data else (family,)
+
+
 @pytest.fixture(scope="module")
-def inputs(futures_series: dict[str, CandleSeries]) -> dict[str, dict[str, np.ndarray]]:
-    """The same rows as each input kind (features, sequence), built by a family of that kind."""
+def inputs(futures_series: dict[str, CandleSeries]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The same rows as each family's inputs (features, sequence, or both)."""
     dataset = build_dataset(futures_series["BTCUSDT"].tail(3200), (2,), 72)
-    by_kind = {}
+    by_key: dict[tuple[str, ...], dict[str, Any]] = {}
     for family in FAMILIES:
-        model = get_model(family)
-        if model.input_kind not in by_kind:
-            X, y = model.prepare_data(dataset, "2%")
-            by_kind[model.input_kind] = {"x_train": X[:2200], "y_train": y[:2200], "x_test": X[2300:],
-                                         "y_test": y[2300:]}
-    return by_kind
+        if _input_key(family) not in by_key:
+            X, y = get_model(family).prepare_data(dataset, "2%")
+            by_key[_input_key(family)] = {"x_train": X[:2200], "y_train": y[:2200], "x_test": X[2300:],
+                                          "y_test": y[2300:]}
+    return by_key
 
 
 @pytest.fixture
-def data(family: str, inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return inputs[get_model(family).input_kind]
+def data(family: str, inputs: dict[tuple[str, ...], dict[str, Any]]) -> dict[str, Any]:
+    return inputs[_input_key(family)]
 
 
 def _fitted(family: str, data: dict[str, np.ndarray], **overrides: Any) -> BasePredictor:
@@ -52,8 +58,8 @@ def _skip_reason(family: str, check: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def fitted(inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, BasePredictor]:
-    return {family: _fitted(family, inputs[get_model(family).input_kind]) for family in FAMILIES}
+def fitted(inputs: dict[tuple[str, ...], dict[str, Any]]) -> dict[str, BasePredictor]:
+    return {family: _fitted(family, inputs[_input_key(family)]) for family in FAMILIES}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -81,7 +87,8 @@ def test_onnx_equals_native(family: str, fitted: dict[str, BasePredictor], data:
     model = fitted[family]
     model.export_onnx(tmp_path / "model.onnx")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    (onnx_p,) = session.run([ONNX_OUTPUT], {model.input_kind: data["x_test"].astype(np.float32)})
+    assert {i.name for i in session.get_inputs()} == set(model.input_kinds)
+    (onnx_p,) = session.run([ONNX_OUTPUT], model.onnx_feed(data["x_test"]))
     assert onnx_p.shape == (len(data["x_test"]), 3)
     assert float(np.max(np.abs(onnx_p - model.predict_proba(data["x_test"])))) <= 1e-5
 

@@ -1,5 +1,6 @@
 """The worker serves any family from the manifest with the same code: a version whose served
-family reads 168-hour sequences goes through ``predict_windows`` exactly like the forest."""
+family reads 168-hour sequences, or both inputs (the regime hybrid), goes through
+``predict_windows`` exactly like the forest."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from models.window import window_ending_at
 STEP_MS = 3_600_000
 
 
-@pytest.mark.parametrize("family", ["hmm_regime", "lorentzian_knn"])
+@pytest.mark.parametrize("family", ["hmm_regime", "lorentzian_knn", "random_forest_regimes"])
 def test_a_version_served_by_any_family_answers_through_the_worker_path(
     family: str, futures_series: dict[str, CandleSeries], tmp_path
 ) -> None:
@@ -34,8 +35,8 @@ def test_a_version_served_by_any_family_answers_through_the_worker_path(
     folder = train_version(series, settings, "v", show_progress=False)
     served = ServedModelSet.load(folder)
     manifest = load_manifest(folder)
-    assert served.input_kinds == (get_model(family).input_kind,)
-    assert manifest.min_history == {"sequence": 192, "features": 169}[get_model(family).input_kind]
+    assert served.input_kinds == tuple(sorted(get_model(family).input_kinds))
+    assert manifest.min_history == max({"sequence": 192, "features": 169}[k] for k in get_model(family).input_kinds)
 
     eth = futures_series["ETHUSDT"].tail(1500 + 191)
     grid = fill_gaps(eth.open_time_ms, eth.ohlcv, STEP_MS)
@@ -47,7 +48,7 @@ def test_a_version_served_by_any_family_answers_through_the_worker_path(
     native = BasePredictor.load(folder / manifest.entries_for(family)["2%"].native_file)
     dataset = build_dataset(eth, (2,), 72)
     rows = np.isin(dataset.open_time_ms, ends)
-    offline_inputs = dataset.sequences(rows) if native.input_kind == "sequence" else dataset.features[rows]
-    offline = native.predict_proba(offline_inputs)
+    offline = native.predict_proba(native.rows_from_inputs({"sequence": dataset.sequences(rows),
+                                                            "features": dataset.features[rows]}))
     assert rows.sum() == len(ends)
     np.testing.assert_allclose(online["2%"], offline, atol=1e-5)

@@ -14,6 +14,7 @@ from models.families import get_model
 from models.labels import UNKNOWN
 from models.regimes import (
     FOUR_STATE_NAMES,
+    REGIME_FEATURES_OUTPUT,
     TRANSITION_FLOOR,
     RegimeModel,
     align_states,
@@ -22,6 +23,7 @@ from models.regimes import (
     match_states,
     raw_observations,
     regime_diagnostics,
+    regime_feature_graph,
     regime_feature_names,
     regime_features,
     stitch_windows,
@@ -171,6 +173,18 @@ def test_regime_features_have_their_names_and_ranges(model: RegimeModel, sequenc
     current = np.argmax(p, axis=1)
     kept = (current[1:] == current[:-1]) & (changed[1:] == 0) & (hours[:-1] < 168)
     np.testing.assert_array_equal(hours[1:][kept], hours[:-1][kept] + 1)
+
+
+def test_onnx_regime_features_equal_the_numpy_ones(model: RegimeModel, sequences: np.ndarray) -> None:
+    """The hybrid's graph computes the same columns as the trainer, every hour filtered in order."""
+    session = ort.InferenceSession(regime_feature_graph(model).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    (online,) = session.run([REGIME_FEATURES_OUTPUT], {"sequence": sequences})
+    offline, _ = regime_features(model, sequences)
+    assert float(np.max(np.abs(online[:, :4] - offline[:, :4]))) <= 1e-5
+    np.testing.assert_array_equal(online[:, [4, 6]], offline[:, [4, 6]])  # hours in state, changed: exact
+    assert float(np.max(np.abs(online[:, 5] - offline[:, 5]))) <= 1e-6
+    assert len(np.unique(offline[:, 4])) > 5  # the check saw regimes of many ages
 
 
 def test_regime_diagnostics_on_real_hours(model: RegimeModel, history: list[np.ndarray]) -> None:
