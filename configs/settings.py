@@ -114,6 +114,62 @@ class TrainingConfig(_Frozen):
     validation_fraction: float = Field(0.15, ge=0.0, lt=1.0)
 
 
+class OutcomesConfig(_Frozen):
+    """Live outcomes: every published prediction is settled by the candles that follow it."""
+
+    enabled: bool = True
+    settled_retain_hours: int = Field(720, gt=0)
+
+
+class LiveMetricsConfig(_Frozen):
+    """Rolling live scores per version, arm and target, and the worker's Prometheus endpoint."""
+
+    windows_hours: tuple[int, ...] = (24, 168)
+    bucket_minutes: int = Field(60, gt=0)
+    calibration_bins: int = Field(10, gt=1)
+    metrics_port: int = Field(0, ge=0, le=65535)
+    refresh_s: float = Field(15.0, gt=0)
+
+
+class ChallengerConfig(_Frozen):
+    """The always-valid champion/challenger test on paired log-loss differences."""
+
+    enabled: bool = True
+    auto_promote: bool = False
+    alpha: float = Field(0.05, gt=0, lt=1)
+    loss_clip_nats: float = Field(5.0, gt=0)
+    issued_by: str = "auto-challenger"
+
+
+class DriftConfig(_Frozen):
+    """Per-feature PSI between the training distribution and the live one."""
+
+    enabled: bool = True
+    psi_threshold: float = Field(0.25, gt=0)
+    min_rows: int = Field(500, gt=0)
+    check_every_rows: int = Field(500, gt=0)
+
+
+class BreakerConfig(_Frozen):
+    """The circuit breaker of every served model (models/breaker.py)."""
+
+    window_calls: int = Field(20, gt=0)
+    failures_to_open: int = Field(3, gt=0)
+    latency_budget_ms: float = Field(250.0, gt=0)
+    open_s: float = Field(10.0, ge=0)
+    probes_to_close: int = Field(2, gt=0)
+
+
+class ControlConfig(_Frozen):
+    """The control plane: message freshness, how often workers look for a new state, the breakers."""
+
+    max_age_s: float = Field(300.0, gt=0)
+    max_future_s: float = Field(30.0, ge=0)
+    poll_interval_s: float = Field(0.2, gt=0)
+    tick_interval_s: float = Field(1.0, gt=0)
+    breaker: BreakerConfig = BreakerConfig()
+
+
 class Settings(BaseSettings):
     """Every setting of bse-predict; frozen once built."""
 
@@ -143,6 +199,10 @@ class Settings(BaseSettings):
     signals: SignalThresholds = SignalThresholds()
     training: TrainingConfig = TrainingConfig()
     models: ModelConfig = ModelConfig()
+    outcomes: OutcomesConfig = OutcomesConfig()
+    live_metrics: LiveMetricsConfig = LiveMetricsConfig()
+    challenger: ChallengerConfig = ChallengerConfig()
+    drift: DriftConfig = DriftConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -217,3 +217,4 @@ class Outcome(_Message):
     p_up: float
     p_down: float
     p_none: float
+    stream: Literal["live", "shadow"] = Field("live", description="the topic that carried the prediction")

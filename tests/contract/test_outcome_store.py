@@ -1,0 +1,116 @@
+"""One contract, two pending-outcome stores: Redis (the real server) and the in-memory twin."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from configs.settings import Settings
+from models.outcomes import PendingOutcome
+from models.schema import ModelRef
+from workers.outcome_store import MemoryOutcomeStore, OutcomeStore, RedisOutcomeStore
+
+HOUR = 3_600_000
+RETAIN_MS = 10 * HOUR
+
+
+def item(index: int, symbol: str = "BTCUSDT", target: str = "2%", version: str = "v1",
+         stream: str = "live") -> PendingOutcome:
+    return PendingOutcome(
+        prediction_id=f"{symbol}|1h|{index * HOUR}", symbol=symbol, timeframe="1h", open_time=index * HOUR,
+        entry_close=100.0 + index, target=target, target_frac=0.02, horizon_candles=72, step_ms=HOUR,
+        model=ModelRef(name="random_forest", version=version), variant="control", stream=stream,
+        p_up=0.25, p_down=0.25, p_none=0.5,
+    )
+
+
+StoreFactory = Callable[[], Awaitable[tuple[OutcomeStore, Callable[[], Awaitable[None]]]]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    if request.param == "memory":
+        async def memory() -> tuple[OutcomeStore, Callable[[], Awaitable[None]]]:
+            async def nothing() -> None:
+                return None
+            return MemoryOutcomeStore(RETAIN_MS), nothing
+        return memory
+    redis_settings: Settings = request.getfixturevalue("services")
+
+    async def real() -> tuple[OutcomeStore, Callable[[], Awaitable[None]]]:
+        client = aioredis.Redis.from_url(redis_settings.redis_url)
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+
+        async def cleanup() -> None:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+        return RedisOutcomeStore(client, RETAIN_MS, key_prefix=prefix), cleanup
+    return real
+
+
+def run(make_store: StoreFactory, body: Callable[[OutcomeStore], Awaitable[None]]) -> None:
+    async def main() -> None:
+        store, cleanup = await make_store()
+        try:
+            await body(store)
+        finally:
+            await cleanup()
+    asyncio.run(main())
+
+
+def keys_of(found: dict[tuple[str, str], list[PendingOutcome]], symbol: str = "BTCUSDT") -> set[str]:
+    return {p.key for p in found[(symbol, "1h")]}
+
+
+def test_register_is_idempotent_and_keeps_every_version_target_and_stream(make_store: StoreFactory) -> None:
+    async def body(store: OutcomeStore) -> None:
+        batch = [item(1), item(1, target="5%"), item(1, version="v2"), item(1, stream="shadow"), item(2)]
+        assert await store.register(batch) == 5
+        assert await store.register(batch + [item(1)]) == 0
+        found = await store.pending([("BTCUSDT", "1h"), ("ETHUSDT", "1h")])
+        assert keys_of(found) == {p.key for p in batch}
+        assert found[("ETHUSDT", "1h")] == []
+        assert sorted(found[("BTCUSDT", "1h")], key=lambda p: p.key) == sorted(batch, key=lambda p: p.key)
+    run(make_store, body)
+
+
+def test_settled_outcomes_leave_pending_and_cannot_come_back(make_store: StoreFactory) -> None:
+    async def body(store: OutcomeStore) -> None:
+        await store.register([item(1), item(2), item(1, symbol="ETHUSDT")])
+        await store.settle([item(1), item(1, symbol="ETHUSDT")])
+        found = await store.pending([("BTCUSDT", "1h"), ("ETHUSDT", "1h")])
+        assert keys_of(found) == {item(2).key}
+        assert keys_of(found, "ETHUSDT") == set()
+        assert await store.register([item(1)]) == 0  # a replayed prediction after its answer
+        assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(2).key}
+    run(make_store, body)
+
+
+def test_settled_marks_are_forgotten_after_the_retention(make_store: StoreFactory) -> None:
+    async def body(store: OutcomeStore) -> None:
+        await store.register([item(1)])
+        await store.settle([item(1)])
+        await store.register([item(30)])
+        await store.settle([item(30)])  # 29 h later: the mark of item(1) is past the 10 h retention
+        assert await store.register([item(1)]) == 1
+        assert await store.register([item(30)]) == 0
+    run(make_store, body)
+
+
+@pytest.mark.parametrize("count", [1, 300])
+def test_many_symbols_in_one_call(make_store: StoreFactory, count: int) -> None:
+    async def body(store: OutcomeStore) -> None:
+        batch = [item(i % 7, symbol=f"S{i}USDT") for i in range(count)]
+        assert await store.register(batch) == count
+        found = await store.pending([(f"S{i}USDT", "1h") for i in range(count)])
+        assert sum(len(v) for v in found.values()) == count
+        await store.settle(batch)
+        found = await store.pending([(f"S{i}USDT", "1h") for i in range(count)])
+        assert sum(len(v) for v in found.values()) == 0
+    run(make_store, body)

@@ -1,0 +1,123 @@
+"""The worker's outcome resolver: register published predictions, settle them on later candles.
+
+After the processor has published a batch's predictions (live and shadow), it
+hands them and the batch's closed candles to :meth:`OutcomeResolver.after_publish`:
+
+1. register every (prediction, target) as pending in the store (idempotent);
+2. read the pending outcomes of the symbols that got a closed candle, feed them
+   those candles in open-time order (:func:`models.outcomes.settle_on_candle`);
+3. publish the settled outcomes to ``outcomes`` and wait for the broker's ack;
+4. only then remove them from the store, then tell the listeners (live
+   metrics, the champion/challenger test).
+
+A crash between 3 and 4 publishes the same outcome again after the replay
+(same content: ``resolved_at`` is candle time), never loses one; a crash
+between 4 and the listeners costs the listeners one observation, never a
+double count. A symbol's candles all go to one partition, hence one worker, so
+no two workers settle the same symbol at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+
+from configs.settings import Settings
+from models.outcomes import PendingOutcome, Settlement, Stream, pending_from_prediction, settle_on_candle, to_outcome
+from models.schema import Candle, Outcome, Prediction
+from models.signals import target_label
+from workers.outcome_store import OutcomeStore
+
+__all__ = ["OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
+
+
+class OutcomeListener(Protocol):
+    async def on_settled(self, settlements: Sequence[Settlement]) -> None:
+        """Called once per batch with the outcomes just published and settled."""
+
+
+class OutcomePublisher(Protocol):
+    async def publish_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Send them and return only when the broker acknowledged every one."""
+
+
+class KafkaOutcomePublisher:
+    """Outcomes keyed by symbol, acks from all replicas, idempotent producer."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all",
+                                          enable_idempotence=True, client_id="bse-predict-outcomes")
+        self._topic = topic
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        futures = [await self._producer.send(self._topic, o.model_dump_json().encode(), key=o.symbol.encode())
+                   for o in outcomes]
+        if futures:
+            await asyncio.gather(*futures)
+
+
+class OutcomeResolver:
+    """See the module docstring; ``counts`` holds registered / settled totals for the stats log."""
+
+    def __init__(self, settings: Settings, store: OutcomeStore, publisher: OutcomePublisher,
+                 listeners: Sequence[OutcomeListener] = ()) -> None:
+        market = settings.market
+        self._target_fracs = {target_label(pct): pct / 100.0 for pct in market.targets_pct}
+        self._horizon_candles = market.horizon_candles
+        self._step_ms = market.timeframe_ms
+        self._store = store
+        self._publisher = publisher
+        self._listeners = list(listeners)
+        self.counts: Counter[str] = Counter()
+
+    def add_listener(self, listener: OutcomeListener) -> None:
+        self._listeners.append(listener)
+
+    def _pending_of(self, predictions: Sequence[Prediction], stream: Stream) -> list[PendingOutcome]:
+        return [item for p in predictions
+                for item in pending_from_prediction(p, self._target_fracs, self._horizon_candles, self._step_ms, stream)]
+
+    async def after_publish(self, live: Sequence[Prediction], shadow: Sequence[Prediction],
+                            closed: Sequence[Candle]) -> list[Outcome]:
+        """Register ``live`` and ``shadow`` predictions, settle what ``closed`` answers; the outcomes published."""
+        items = self._pending_of(live, "live") + self._pending_of(shadow, "shadow")
+        self.counts["outcomes_registered"] += await self._store.register(items)
+        settlements = await self._settle(closed)
+        if not settlements:
+            return []
+        outcomes = [to_outcome(s) for s in settlements]
+        await self._publisher.publish_outcomes(outcomes)
+        await self._store.settle([s.pending for s in settlements])
+        self.counts["outcomes_published"] += len(outcomes)
+        for listener in self._listeners:
+            await listener.on_settled(settlements)
+        return outcomes
+
+    async def _settle(self, closed: Sequence[Candle]) -> list[Settlement]:
+        by_symbol: dict[tuple[str, str], list[Candle]] = defaultdict(list)
+        for candle in closed:
+            by_symbol[(candle.symbol, candle.timeframe)].append(candle)
+        if not by_symbol:
+            return []
+        pending = await self._store.pending(sorted(by_symbol))
+        settlements: list[Settlement] = []
+        for key, candles in by_symbol.items():
+            waiting = {item.key: item for item in pending[key]}
+            for candle in sorted(candles, key=lambda c: c.open_time):
+                if not waiting:
+                    break
+                ohlcv = (candle.open, candle.high, candle.low, candle.close, candle.volume)
+                for settlement in settle_on_candle(list(waiting.values()), candle.open_time, ohlcv):
+                    settlements.append(settlement)
+                    del waiting[settlement.pending.key]
+        return settlements
