@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import faust
@@ -24,8 +23,6 @@ from workers.publisher import KafkaPublisher
 from workers.rebuild import WindowRebuilder
 from workers.outcome_store import RedisOutcomeStore
 from workers.outcomes import KafkaOutcomePublisher, OutcomeResolver
-from workers.control import ControlPlane, load_served_version
-from workers.model_router import ModelRouter
 from workers.streams import CandleProcessor, RawMessage
 from workers.topics import TopicNames
 from workers.window_store import RedisWindowStore
@@ -75,31 +72,22 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     names = TopicNames.of(settings)
     candles = app.topic(names.candles, key_serializer="raw", value_serializer="raw",
                         partitions=settings.topics.partitions)
-    control_topic = app.topic(names.control, key_serializer="raw", value_serializer="raw", partitions=1)
     executor = ThreadPoolExecutor(max_workers=settings.worker.inference_threads, thread_name_prefix="inference")
     processors: list[CandleProcessor] = []
-    # ``predictor`` serves until the control state names others; versions load off the event loop.
-    router = ModelRouter(predictor, partial(load_served_version, settings), settings.control.breaker)
-    control = ControlPlane(settings, router, ThreadPoolExecutor(max_workers=1, thread_name_prefix="control"))
 
     @app.agent(candles, concurrency=1)
     async def predict_candles(stream: faust.StreamT) -> None:
         client = aioredis.Redis.from_url(settings.redis_url)
         store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
-        await control.start()
-        await control.sync()  # a worker that starts later serves the fleet's state from its first candle
-        rebuilder = WindowRebuilder(settings, store, read_count=router.min_history + 1)
-        publisher = KafkaPublisher(settings.kafka_bootstrap, names.predictions, names.candles_dlq,
-                                   names.predictions_shadow)
+        rebuilder = WindowRebuilder(settings, store, read_count=predictor.min_history + 1)
+        publisher = KafkaPublisher(settings.kafka_bootstrap, names.predictions, names.candles_dlq)
         await publisher.start()
         outcome_publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
         await outcome_publisher.start()
         resolver = _outcome_resolver(settings, client, outcome_publisher)
-        processor = CandleProcessor(settings, store, router, publisher, executor, rebuilder, outcomes=resolver)
+        processor = CandleProcessor(settings, store, predictor, publisher, executor, rebuilder, outcomes=resolver)
         processors.append(processor)
-        live = router.table.live
-        log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version, router.table.revision,
-                 names.candles)
+        log.info("serving %s %s for %s", predictor.model_name, predictor.version, names.candles)
         try:
             async for events in stream.take_events(settings.worker.batch_max_events,
                                                    within=settings.worker.batch_within_ms / 1000.0):
@@ -114,24 +102,6 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
             await outcome_publisher.stop()
             await rebuilder.close()
             await client.aclose()
-            await control.stop()
-
-    @app.agent(control_topic, concurrency=1)
-    async def apply_control(stream: faust.StreamT) -> None:
-        """Each control message is handled by one worker of the group; all follow through Redis."""
-        await control.start()
-        async for event in stream.events():
-            await control.handle(event.message.value)
-
-    @app.timer(settings.control.poll_interval_s)
-    async def follow_control() -> None:
-        if control.started:
-            await control.sync()
-
-    @app.timer(settings.control.tick_interval_s)
-    async def tick_control() -> None:
-        if control.started:
-            await control.tick()
 
     @app.timer(STATS_INTERVAL_S)
     async def log_stats() -> None:
