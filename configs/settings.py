@@ -81,9 +81,35 @@ class WorkerConfig(_Frozen):
     rebuild_from_files: tuple[Path, ...] = ()
 
 
-class SignalThresholds(_Frozen):
+class TargetThresholds(_Frozen):
     strong: float = Field(0.65, gt=0.5, le=1.0)
     normal: float = Field(0.56, gt=0.5, le=1.0)
+
+
+class SignalThresholds(_Frozen):
+    """Confidence thresholds (``strong``/``normal`` for every target unless ``per_target`` names it),
+    the optional rule that a signal needs a positive expected value after costs, and those costs
+    (one side each, in percent: a round trip pays 2 × (taker fee + slippage); the backtest charges
+    the same)."""
+
+    strong: float = Field(0.65, gt=0.5, le=1.0)
+    normal: float = Field(0.56, gt=0.5, le=1.0)
+    per_target: dict[str, TargetThresholds] = {}
+    require_positive_ev: bool = False
+    taker_fee_pct: float = Field(0.05, ge=0.0)
+    slippage_pct: float = Field(0.02, ge=0.0)
+
+    def for_target(self, target: str | None) -> TargetThresholds:
+        chosen = self.per_target.get(target) if target is not None else None
+        return chosen or TargetThresholds(strong=self.strong, normal=self.normal)
+
+    @property
+    def round_trip_cost_pct(self) -> float:
+        return 2.0 * (self.taker_fee_pct + self.slippage_pct)
+
+
+class BacktestConfig(_Frozen):
+    max_open_per_symbol_target: int = Field(1, gt=0)
 
 
 class FamilyConfig(_Frozen):
@@ -104,8 +130,13 @@ class ModelConfig(_Frozen):
         return [name for name, family in self.families.items() if family.enabled]
 
     def params_for(self, family: str, target: str) -> dict[str, Any]:
+        """A family's constructor arguments for ``target``. An ensemble (params with ``members``)
+        gets each member's own block as ``member_params`` unless it gives them itself."""
         config = self.families[family]
-        return {**config.params, **config.per_target.get(target, {})}
+        params = {**config.params, **config.per_target.get(target, {})}
+        if "members" in params and params.get("member_params") is None:
+            params["member_params"] = {m: self.params_for(m, target) for m in params["members"] if m in self.families}
+        return params
 
 
 class TrainingConfig(_Frozen):
@@ -197,6 +228,7 @@ class Settings(BaseSettings):
     topics: TopicsConfig = TopicsConfig()
     worker: WorkerConfig = WorkerConfig()
     signals: SignalThresholds = SignalThresholds()
+    backtest: BacktestConfig = BacktestConfig()
     training: TrainingConfig = TrainingConfig()
     models: ModelConfig = ModelConfig()
     outcomes: OutcomesConfig = OutcomesConfig()

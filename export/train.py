@@ -77,8 +77,9 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
 
 
 def _train_family(family: str, target: str, datasets: list[SymbolDataset], settings: Settings,
-                  work_dir: Path) -> tuple[ModelEntry, dict[str, float], ParityReport]:
-    """Fit one family on one target, export it, prove the export, measure it on the holdout."""
+                  work_dir: Path) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
+    """Fit one family on one target, export it, prove the export, measure it on the holdout.
+    A family with ``variants`` (the ensemble's other strategies) adds one entry per variant."""
     model = get_model(family, **settings.models.params_for(family, target))
     split = _pooled_split(datasets, model, target, settings)
     started = time.perf_counter()
@@ -95,7 +96,18 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     metrics.update(train_rows=float(len(split.y_train)), train_seconds=round(seconds, 3))
     entry = ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx",
                        inputs=model.input_kinds, native_file=f"native/{stem}.joblib")
-    return entry, metrics, parity
+    results = [(entry, metrics, parity)]
+    for variant in getattr(model, "variants", tuple)():
+        file = f"{family}_{variant}_{target.rstrip('%')}pct.onnx"
+        model.export_strategy(work_dir / file, variant)
+        variant_parity = check_parity(model.predict_strategy(check_rows, variant), work_dir / file,
+                                      model.onnx_feed(check_rows))
+        variant_metrics = (holdout_metrics(model.predict_strategy(split.x_holdout, variant), split.y_holdout,
+                                           split.y_train) if len(split.y_holdout) else {})
+        results.append((ModelEntry(name=f"{family}_{variant}", family=family, target=target, file=file,
+                                   inputs=model.input_kinds, native_file=f"native/{stem}.joblib"),
+                        variant_metrics, variant_parity))
+    return results
 
 
 def _library_versions() -> dict[str, str]:
@@ -135,9 +147,10 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
             for target in targets:
                 for family in families:
                     progress.update(fit_task, description=f"training {family}: target {target}")
-                    entry, metrics[f"{family}/{target}"], parity[f"{family}/{target}"] = _train_family(
-                        family, target, datasets, settings, work_dir)
-                    entries.append(entry)
+                    for entry, entry_metrics, entry_parity in _train_family(family, target, datasets, settings,
+                                                                            work_dir):
+                        metrics[f"{entry.name}/{target}"], parity[f"{entry.name}/{target}"] = entry_metrics, entry_parity
+                        entries.append(entry)
                     progress.advance(fit_task)
         manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
                              time.perf_counter() - started)

@@ -18,9 +18,10 @@ import onnxruntime as ort
 
 from models.errors import ManifestError
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
-from models.inputs import build_inputs
+from models.inputs import build_inputs, min_history
 from models.labels import CLASS_NAMES
 from models.manifest import Manifest, load_manifest, verify_files
+from models.predictor import ModelOutputs
 
 __all__ = ["ServedModelSet", "choose_providers", "make_session"]
 
@@ -49,17 +50,27 @@ class _TargetSession:
     session: ort.InferenceSession
     inputs: tuple[str, ...]
     output_name: str
+    degraded_output: str | None = None
+    """An ensemble graph's bool[B] ``degraded`` output, when it has one."""
+    regime_output: str | None = None
+    """``regime_probabilities`` [B, K], the states named in the graph's ``regime_states`` metadata."""
+    regime_states: tuple[str, ...] = ()
 
 
 class ServedModelSet:
     """A loaded, verified model version: features in, class probabilities per target out."""
 
-    def __init__(self, manifest: Manifest, sessions: dict[str, _TargetSession]) -> None:
+    def __init__(self, manifest: Manifest, sessions: dict[str, _TargetSession], model_name: str | None = None) -> None:
         self.manifest = manifest
         self._sessions = sessions
+        self._model_name = model_name or manifest.served_model
+        self._min_history = (manifest.min_history if self._model_name == manifest.served_model
+                             else min_history({kind for s in sessions.values() for kind in s.inputs}))
 
     @classmethod
-    def load(cls, version_dir: Path, providers: list[str] | None = None, intra_op_threads: int = 1) -> ServedModelSet:
+    def load(cls, version_dir: Path, providers: list[str] | None = None, intra_op_threads: int = 1,
+             model_name: str | None = None) -> ServedModelSet:
+        """The manifest's served model, or ``model_name`` (any model of the version, for backtests)."""
         manifest = load_manifest(version_dir)
         verify_files(version_dir, manifest)
         if manifest.feature_spec_hash != FEATURE_SPEC_HASH or tuple(manifest.feature_names) != FEATURE_NAMES:
@@ -69,7 +80,7 @@ class ServedModelSet:
             )
         chosen = providers or choose_providers()
         sessions: dict[str, _TargetSession] = {}
-        for target, entry in manifest.entries_for(manifest.served_model).items():
+        for target, entry in manifest.entries_for(model_name or manifest.served_model).items():
             session = make_session(version_dir / entry.file, chosen, intra_op_threads)
             declared = {i.name for i in session.get_inputs()}
             if declared != set(entry.inputs):
@@ -77,8 +88,13 @@ class ServedModelSet:
             log.info("model %s %s target %s runs on %s", manifest.version, entry.name, target, session.get_providers()[0])
             if tuple(entry.classes) != CLASS_NAMES:
                 raise ManifestError(f"{entry.file} answers classes {list(entry.classes)}, not {list(CLASS_NAMES)}")
-            sessions[target] = _TargetSession(session, entry.inputs, entry.output_name)
-        return cls(manifest, sessions)
+            outputs = {o.name for o in session.get_outputs()}
+            states = session.get_modelmeta().custom_metadata_map.get("regime_states", "")
+            regime = "regime_probabilities" if "regime_probabilities" in outputs and states else None
+            sessions[target] = _TargetSession(session, entry.inputs, entry.output_name,
+                                              "degraded" if "degraded" in outputs else None, regime,
+                                              tuple(states.split(",")) if regime else ())
+        return cls(manifest, sessions, model_name)
 
     @property
     def version(self) -> str:
@@ -86,11 +102,11 @@ class ServedModelSet:
 
     @property
     def model_name(self) -> str:
-        return self.manifest.served_model
+        return self._model_name
 
     @property
     def min_history(self) -> int:
-        return self.manifest.min_history
+        return self._min_history
 
     @property
     def input_kinds(self) -> tuple[str, ...]:
@@ -118,3 +134,22 @@ class ServedModelSet:
             (probabilities,) = s.session.run([s.output_name], {kind: batches[kind] for kind in s.inputs})
             out[target] = np.asarray(probabilities, dtype=np.float64)
         return out
+
+    def predict_outputs(self, inputs: dict[str, np.ndarray]) -> ModelOutputs:
+        """:meth:`predict` plus each graph's ``degraded`` rows (any target's) and the regime
+        of the first graph that outputs one; still one ``run`` per target."""
+        batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
+        rows = len(next(iter(batches.values())))
+        probabilities: dict[str, np.ndarray] = {}
+        degraded = np.zeros(rows, dtype=bool)
+        states: tuple[str, ...] = ()
+        regime: np.ndarray | None = None
+        for target, s in self._sessions.items():
+            names = [s.output_name, *(n for n in (s.degraded_output, s.regime_output) if n)]
+            answers = dict(zip(names, s.session.run(names, {kind: batches[kind] for kind in s.inputs}), strict=True))
+            probabilities[target] = np.asarray(answers[s.output_name], dtype=np.float64)
+            if s.degraded_output:
+                degraded |= np.asarray(answers[s.degraded_output], dtype=bool)
+            if s.regime_output and regime is None:
+                states, regime = s.regime_states, np.asarray(answers[s.regime_output], dtype=np.float64)
+        return ModelOutputs(probabilities, degraded, states, regime)
