@@ -25,6 +25,9 @@ services_app = typer.Typer(help="Local single-node Kafka (KRaft) and Redis, with
 models_app = typer.Typer(help="The model registry in BSE_MODELS_DIR.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(models_app, name="models")
+control_app = typer.Typer(help="Signed control messages to the running workers (docs/operations.md).",
+                          no_args_is_help=True)
+app.add_typer(control_app, name="control")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -304,6 +307,104 @@ def models_show(version: str, config: ConfigOption = None) -> None:
 
     settings = _settings(config)
     console.print_json(load_manifest(settings.models_dir / version).model_dump_json())
+
+
+# ---------------------------------------------------------------- control
+
+IssuedByOption = Annotated[str, typer.Option("--issued-by", help="Who sends it (recorded on control.events).")]
+
+
+def _send_control(config: Path | None, command: str, args: dict[str, Any], issued_by: str) -> None:
+    """Build, sign with BSE_CONTROL_SECRET and send one control message; print its id."""
+    from datetime import UTC, datetime
+
+    from models.control_message import build_message
+    from workers.control import send_control
+
+    settings = _settings(config)
+    if settings.control_secret is None or not settings.control_secret.get_secret_value():
+        raise ValueError("BSE_CONTROL_SECRET is not set: control messages cannot be signed")
+    fields = build_message(command, args, settings.control_secret.get_secret_value(), datetime.now(UTC), issued_by)
+    asyncio.run(send_control(settings, fields))
+    console.print(f"sent {command} {fields['args']} id={fields['id']} to {settings.topic('control')}; "
+                  f"the outcome appears on {settings.topic('control.events')}", markup=False, highlight=False)
+
+
+def _version_or_off(value: str) -> str | None:
+    return None if value.lower() == "off" else value
+
+
+@control_app.command("promote")
+@one_line_errors
+def control_promote(version: str, config: ConfigOption = None, issued_by: IssuedByOption = "ops") -> None:
+    """Make VERSION live for every symbol, after a load, hash check and warm-up on current windows."""
+    _send_control(config, "promote", {"version": version}, issued_by)
+
+
+@control_app.command("rollback")
+@one_line_errors
+def control_rollback(config: ConfigOption = None, issued_by: IssuedByOption = "ops") -> None:
+    """Make the previous live version live again, at once."""
+    _send_control(config, "rollback", {}, issued_by)
+
+
+@control_app.command("ab")
+@one_line_errors
+def control_ab(
+    variants: Annotated[list[str], typer.Argument(help="VERSION=WEIGHT pairs, e.g. v1=0.9 v2=0.1.")],
+    config: ConfigOption = None,
+    issued_by: IssuedByOption = "ops",
+) -> None:
+    """Split symbols between versions by weight (sticky by symbol); ``variant`` in predictions names the arm."""
+    weights: dict[str, float] = {}
+    for pair in variants:
+        name, sep, weight = pair.partition("=")
+        try:
+            weights[name] = float(weight)
+        except ValueError:
+            raise ValueError(f"expected VERSION=WEIGHT, got {pair!r}") from None
+        if not sep or not name:
+            raise ValueError(f"expected VERSION=WEIGHT, got {pair!r}")
+    _send_control(config, "ab", {"variants": weights}, issued_by)
+
+
+@control_app.command("shadow")
+@one_line_errors
+def control_shadow(
+    version: Annotated[str, typer.Argument(help="A version, or off.")],
+    config: ConfigOption = None,
+    issued_by: IssuedByOption = "ops",
+) -> None:
+    """Run VERSION on every candle and publish it to predictions.shadow only; ``off`` stops it."""
+    _send_control(config, "shadow", {"version": _version_or_off(version)}, issued_by)
+
+
+@control_app.command("fallback")
+@one_line_errors
+def control_fallback(
+    version: Annotated[str, typer.Argument(help="A version, or off.")],
+    config: ConfigOption = None,
+    issued_by: IssuedByOption = "ops",
+) -> None:
+    """The version that answers (degraded: true) while a served model's circuit breaker is open."""
+    _send_control(config, "fallback", {"version": _version_or_off(version)}, issued_by)
+
+
+@control_app.command("ramp")
+@one_line_errors
+def control_ramp(
+    version: str,
+    shares: Annotated[str, typer.Option("--shares", help="Rising shares ending at 1; 0 = shadow only.")] = "0,0.05,0.25,0.5,1",
+    every_s: Annotated[float | None, typer.Option("--every-s", help="Seconds per step; omit to advance on gates only.")] = None,
+    config: ConfigOption = None,
+    issued_by: IssuedByOption = "ops",
+) -> None:
+    """Warm VERSION up: shadow, then growing shares of symbols, then live; stops at the first failed gate."""
+    try:
+        steps = [float(x) for x in shares.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--shares must be numbers separated by commas, got {shares!r}") from None
+    _send_control(config, "ramp", {"version": version, "shares": steps, "every_s": every_s}, issued_by)
 
 
 def main() -> None:

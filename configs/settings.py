@@ -235,6 +235,7 @@ class Settings(BaseSettings):
     live_metrics: LiveMetricsConfig = LiveMetricsConfig()
     challenger: ChallengerConfig = ChallengerConfig()
     drift: DriftConfig = DriftConfig()
+    control: ControlConfig = ControlConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -16,21 +16,12 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+
+from configs.settings import BreakerConfig
 
 __all__ = ["BreakerConfig", "BreakerState", "BreakerStatus", "allows", "record", "bad_rows"]
 
 BreakerStatus = Literal["closed", "open", "half_open"]
-
-
-class BreakerConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    window_calls: int = Field(20, gt=0)
-    failures_to_open: int = Field(3, gt=0)
-    latency_budget_ms: float = Field(250.0, gt=0)
-    open_s: float = Field(10.0, ge=0)
-    probes_to_close: int = Field(2, gt=0)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ __all__ = [
     "Command",
     "ControlMessage",
     "ControlRefused",
-    "Freshness",
     "signed_bytes",
     "sign_fields",
     "build_message",
@@ -56,15 +55,6 @@ class ControlRefused(BsePredictError):
         self.reason = reason
         self.message_id = message_id
         self.command = command
-
-
-class Freshness(BaseModel):
-    """How old (and how far ahead of our clock) a message's ``issued_at`` may be."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_age_s: float = Field(300.0, gt=0)
-    max_future_s: float = Field(30.0, ge=0)
 
 
 def _version_name(value: object) -> str:
@@ -200,7 +190,8 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return decoded
 
 
-def verify_message(raw: bytes, secret: str | None, now: datetime, freshness: Freshness = Freshness()) -> ControlMessage:
+def verify_message(raw: bytes, secret: str | None, now: datetime, max_age_s: float = 300.0,
+                   max_future_s: float = 30.0) -> ControlMessage:
     """Decode, authenticate and date-check one control message; raise :class:`ControlRefused`.
 
     Order: decode, signature (constant-time), then shape and freshness, so an
@@ -209,7 +200,7 @@ def verify_message(raw: bytes, secret: str | None, now: datetime, freshness: Fre
     fields = _decode(raw)
     message_id = fields.get("id") if isinstance(fields.get("id"), str) else None
     command = fields.get("command") if isinstance(fields.get("command"), str) else None
-    if secret is None:
+    if not secret:
         raise ControlRefused("no_secret", "BSE_CONTROL_SECRET is not set: every control message is refused", message_id, command)
     signature = fields.get("signature")
     if not isinstance(signature, str) or not hmac.compare_digest(signature.encode("utf-8"), sign_fields(fields, secret).encode("utf-8")):
@@ -221,8 +212,9 @@ def verify_message(raw: bytes, secret: str | None, now: datetime, freshness: Fre
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise ControlRefused("malformed", f"{where}: {first['msg']}", message_id, command) from exc
     age = now - message.issued_at
-    if age > timedelta(seconds=freshness.max_age_s):
-        raise ControlRefused("stale", f"issued {age.total_seconds():.0f} s ago, over the {freshness.max_age_s:.0f} s window", message.id, message.command)
-    if -age > timedelta(seconds=freshness.max_future_s):
+    if age > timedelta(seconds=max_age_s):
+        raise ControlRefused("stale", f"issued {age.total_seconds():.0f} s ago, over the {max_age_s:.0f} s window",
+                             message.id, message.command)
+    if -age > timedelta(seconds=max_future_s):
         raise ControlRefused("from_future", f"issued_at is {-age.total_seconds():.0f} s ahead of this worker's clock", message.id, message.command)
     return message

@@ -10,8 +10,10 @@ concurrency > 1, which we do not use).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import faust
@@ -21,8 +23,10 @@ from configs.settings import Settings
 from models.predictor import Predictor
 from workers.publisher import KafkaPublisher
 from workers.rebuild import WindowRebuilder
-from workers.outcome_store import RedisOutcomeStore
-from workers.outcomes import KafkaOutcomePublisher, OutcomeResolver
+from workers.live import LiveOutcomes
+from workers.outcomes import KafkaOutcomePublisher
+from workers.control import ControlPlane, load_served_version
+from workers.model_router import ModelRouter
 from workers.streams import CandleProcessor, RawMessage
 from workers.topics import TopicNames
 from workers.window_store import RedisWindowStore
@@ -57,51 +61,69 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
     }
 
 
-def _outcome_resolver(settings: Settings, client: aioredis.Redis,
-                      publisher: KafkaOutcomePublisher) -> OutcomeResolver | None:
-    if not settings.outcomes.enabled:
-        return None
-    store = RedisOutcomeStore(client, settings.outcomes.settled_retain_hours * 3_600_000,
-                              key_prefix=settings.topic_prefix)
-    return OutcomeResolver(settings, store, publisher)
-
-
 def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     """The worker app serving ``predictor``; run it with :func:`faust.Worker`."""
     app = faust.App(**faust_settings(settings, settings.worker.app_id))
     names = TopicNames.of(settings)
     candles = app.topic(names.candles, key_serializer="raw", value_serializer="raw",
                         partitions=settings.topics.partitions)
+    control_topic = app.topic(names.control, key_serializer="raw", value_serializer="raw", partitions=1)
     executor = ThreadPoolExecutor(max_workers=settings.worker.inference_threads, thread_name_prefix="inference")
     processors: list[CandleProcessor] = []
+    live_outcomes = LiveOutcomes(app, settings, processors)  # outcomes, live scores, challenger, /metrics
+    # ``predictor`` serves until the control state names others; versions load off the event loop.
+    router = ModelRouter(predictor, partial(load_served_version, settings), settings.control.breaker)
+    control = ControlPlane(settings, router, ThreadPoolExecutor(max_workers=1, thread_name_prefix="control"))
 
     @app.agent(candles, concurrency=1)
     async def predict_candles(stream: faust.StreamT) -> None:
         client = aioredis.Redis.from_url(settings.redis_url)
         store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
-        rebuilder = WindowRebuilder(settings, store, read_count=predictor.min_history + 1)
-        publisher = KafkaPublisher(settings.kafka_bootstrap, names.predictions, names.candles_dlq)
+        await control.start()
+        await control.sync()  # a worker that starts later serves the fleet's state from its first candle
+        following = asyncio.create_task(control.follow(), name="follow-control")
+        rebuilder = WindowRebuilder(settings, store, read_count=router.min_history + 1)
+        publisher = KafkaPublisher(settings.kafka_bootstrap, names.predictions, names.candles_dlq,
+                                   names.predictions_shadow)
         await publisher.start()
         outcome_publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
         await outcome_publisher.start()
-        resolver = _outcome_resolver(settings, client, outcome_publisher)
-        processor = CandleProcessor(settings, store, predictor, publisher, executor, rebuilder, outcomes=resolver)
+        resolver = live_outcomes.resolver(client, outcome_publisher)
+        processor = CandleProcessor(settings, store, router, publisher, executor, rebuilder, outcomes=resolver)
         processors.append(processor)
-        log.info("serving %s %s for %s", predictor.model_name, predictor.version, names.candles)
+        live = router.table.live
+        log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version, router.table.revision,
+                 names.candles)
         try:
             async for events in stream.take_events(settings.worker.batch_max_events,
                                                    within=settings.worker.batch_within_ms / 1000.0):
+                if following.done():  # it only ends by failing: let the worker crash loudly, not drift
+                    following.result()
                 await processor.process([
                     RawMessage(e.message.key, e.message.value, e.message.topic, e.message.partition,
                                e.message.offset)
                     for e in events
                 ])
         finally:
+            following.cancel()
             await store.flush()
             await publisher.stop()
             await outcome_publisher.stop()
             await rebuilder.close()
             await client.aclose()
+            await control.stop()
+
+    @app.agent(control_topic, concurrency=1)
+    async def apply_control(stream: faust.StreamT) -> None:
+        """Each control message is handled by one worker of the group; all follow through Redis."""
+        await control.start()
+        async for event in stream.events():
+            await control.handle(event.message.value)
+
+    @app.timer(settings.control.tick_interval_s)
+    async def tick_control() -> None:
+        if control.started:
+            await control.tick()
 
     @app.timer(STATS_INTERVAL_S)
     async def log_stats() -> None:

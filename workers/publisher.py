@@ -23,11 +23,13 @@ __all__ = ["KafkaPublisher"]
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap: str, predictions_topic: str, dead_letter_topic: str) -> None:
+    def __init__(self, bootstrap: str, predictions_topic: str, dead_letter_topic: str,
+                 shadow_topic: str | None = None) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all",
                                           enable_idempotence=True, client_id="bse-predict-worker")
         self._predictions_topic = predictions_topic
         self._dead_letter_topic = dead_letter_topic
+        self._shadow_topic = shadow_topic
         self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
@@ -36,11 +38,15 @@ class KafkaPublisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
+                      shadow: Sequence[Prediction] = ()) -> None:
+        if shadow and self._shadow_topic is None:
+            raise ValueError("shadow predictions but no shadow topic: they must never go to predictions")
         pending: list[asyncio.Future] = []
         for topic, records in (
             (self._predictions_topic, [(p.symbol.encode(), p.model_dump_json().encode()) for p in predictions]),
             (self._dead_letter_topic, [((d.key or "").encode(), d.model_dump_json().encode()) for d in dead_letters]),
+            (self._shadow_topic or "", [(p.symbol.encode(), p.model_dump_json().encode()) for p in shadow]),
         ):
             if records:
                 pending += await self._send_batches(topic, records)

@@ -23,13 +23,14 @@ import numpy as np
 
 from configs.settings import TIMEFRAME_MS, Settings
 from models.errors import InvalidCandle
-from models.predictor import Predictor, predict_windows
+from models.predictor import Predictor
 from models.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
 from models.signals import target_predictions
 from models.window import window_ending_at
 from workers.rebuild import WindowRebuilder
 from workers.stage_times import StageTimes
 from workers.outcomes import OutcomeResolver
+from workers.model_router import ModelRouter, RowAnswer
 from workers.window_store import ClosedWrite, WindowStore
 
 __all__ = ["RawMessage", "Publisher", "CandleProcessor"]
@@ -49,8 +50,10 @@ class RawMessage:
 
 
 class Publisher(Protocol):
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
-        """Send both and return only when the broker acknowledged every message."""
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
+                      shadow: Sequence[Prediction] = ()) -> None:
+        """Send all three (``shadow`` to ``predictions.shadow``) and return only when the broker
+        acknowledged every message."""
 
 
 def _dead_letter(message: RawMessage, error: InvalidCandle, now_ms: int) -> DeadLetter:
@@ -78,13 +81,17 @@ def _last_of_each(candles: Sequence[Candle]) -> list[Candle]:
 
 
 class CandleProcessor:
-    """Processes one batch of candle records; see the module docstring."""
+    """Processes one batch of candle records; see the module docstring.
+
+    ``predictor`` is a :class:`ModelRouter` (A/B arms, shadow, breakers and fallback
+    from the control state) or one plain predictor, served alone behind a breaker.
+    """
 
     def __init__(
         self,
         settings: Settings,
         store: WindowStore,
-        predictor: Predictor,
+        predictor: Predictor | ModelRouter,
         publisher: Publisher,
         executor: Executor,
         rebuilder: WindowRebuilder | None = None,
@@ -93,17 +100,21 @@ class CandleProcessor:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._predictor = predictor
+        self._router = predictor if isinstance(predictor, ModelRouter) else ModelRouter.alone(predictor, settings)
         self._publisher = publisher
         self._executor = executor
         self._clock_ms = clock_ms
         self._rebuilder = rebuilder
         self._outcomes = outcomes
         self._rebuild_tried: set[tuple[str, str]] = set()
-        self._lookback = predictor.min_history
         self._allowed_timeframes = frozenset({settings.market.timeframe})
         self.counts: Counter[str] = Counter()
         self.stage_times = StageTimes()
+
+    @property
+    def _lookback(self) -> int:
+        """The history the served versions need; it changes when the control state does."""
+        return self._router.min_history
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
         started = time.perf_counter()
@@ -129,13 +140,15 @@ class CandleProcessor:
         with timer.stage("windows"):
             to_predict = self._windows_to_predict(writes)
         with timer.stage("predict"):
-            predictions = await self._predict(to_predict, started) if to_predict else []
+            predictions, shadow = await self._predict(to_predict, started) if to_predict else ([], [])
         with timer.stage("publish"):
-            await self._publisher.publish(predictions, dead_letters)
+            await self._publisher.publish(predictions, dead_letters, shadow)
         if self._outcomes is not None:  # before the predicted marks: a crash re-predicts, so re-registers
             with timer.stage("outcomes"):
-                await self._outcomes.after_publish(predictions, (), [w.candle for w in writes])
-        await self._store.mark_predicted([w.candle for w, _ in to_predict])
+                await self._outcomes.after_publish(predictions, shadow, [w.candle for w in writes])
+        # Rows no model could answer stay unmarked: a replay of the candle is predicted again.
+        answered = {p.id for p in predictions}
+        await self._store.mark_predicted([w.candle for w, _ in to_predict if w.candle.id in answered])
         timer.batches += 1
         self.counts.update(messages=len(messages), closed=len(closed), forming=len(forming),
                            predicted=len(predictions), dead_letters=len(dead_letters))
@@ -176,15 +189,29 @@ class CandleProcessor:
             ready.append((write, window))
         return ready
 
-    async def _predict(self, ready: Sequence[tuple[ClosedWrite, np.ndarray]], started: float) -> list[Prediction]:
+    async def _predict(self, ready: Sequence[tuple[ClosedWrite, np.ndarray]],
+                       started: float) -> tuple[list[Prediction], list[Prediction]]:
+        """(live predictions, shadow predictions); rows no model answered have neither (counted)."""
         windows = np.stack([window for _, window in ready])
         open_times = np.array([w.candle.open_time for w, _ in ready], dtype=np.int64)
+        symbols = [w.candle.symbol for w, _ in ready]
         loop = asyncio.get_running_loop()
-        probabilities = await loop.run_in_executor(self._executor, predict_windows, self._predictor, windows, open_times)
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        thresholds = self._settings.signals
-        model = ModelRef(name=self._predictor.model_name, version=self._predictor.version)
-        parts = {target: target_predictions(p, thresholds) for target, p in probabilities.items()}
+        routed = await loop.run_in_executor(self._executor, self._router.serve, symbols, windows, open_times)
+        self.counts.update(routed.counts)
+        latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        live = self._messages([(w, a) for (w, _), a in zip(ready, routed.answers, strict=True) if a is not None], latency_ms)
+        shadow = self._messages([(w, a) for (w, _), a in zip(ready, routed.shadow, strict=False) if a is not None],
+                                latency_ms)
+        return live, shadow
+
+    def _messages(self, rows: Sequence[tuple[ClosedWrite, RowAnswer]], latency_ms: float) -> list[Prediction]:
+        """Prediction messages, the signal step batched per target over every row that has it."""
+        targets: dict[int, dict] = {i: {} for i in range(len(rows))}
+        for target in dict.fromkeys(t for _, answer in rows for t in answer.probabilities):
+            having = [i for i, (_, answer) in enumerate(rows) if target in answer.probabilities]
+            stacked = np.stack([rows[i][1].probabilities[target] for i in having])
+            for i, part in zip(having, target_predictions(stacked, self._settings.signals, target), strict=True):
+                targets[i][target] = part
         horizon_hours = self._settings.market.horizon_hours
         return [
             Prediction.model_construct(
@@ -194,12 +221,12 @@ class CandleProcessor:
                 open_time=write.candle.open_time,
                 close=write.candle.close,
                 horizon_hours=horizon_hours,
-                targets={target: rows[row] for target, rows in parts.items()},
-                model=model,
-                variant="control",
-                degraded=False,
-                regime=None,
-                latency_ms=round(latency_ms, 3),
+                targets=targets[i],
+                model=ModelRef.model_construct(name=answer.model_name, version=answer.version),
+                variant=answer.variant,
+                degraded=answer.degraded,
+                regime=answer.regime,
+                latency_ms=latency_ms,
             )
-            for row, (write, _) in enumerate(ready)
+            for i, (write, answer) in enumerate(rows)
         ]

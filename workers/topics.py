@@ -63,8 +63,11 @@ async def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> None
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        # One partition for control: its messages are applied in the order they were sent.
+        single = {settings.topic("control")}
         wanted = [
-            NewTopic(name, settings.topics.partitions, settings.topics.replication_factor, topic_configs=configs)
+            NewTopic(name, 1 if name in single else settings.topics.partitions, settings.topics.replication_factor,
+                     topic_configs=configs)
             for name, configs in (_topic_configs(settings) | {name: {} for name in extra}).items()
             if name not in existing
         ]

@@ -11,7 +11,6 @@ import pytest
 
 from models.control_message import (
     ControlRefused,
-    Freshness,
     build_message,
     encode_message,
     sign_fields,
@@ -22,9 +21,9 @@ SECRET = "test-secret"
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
 
-def _refusal(raw: bytes, secret: str | None = SECRET, now: datetime = NOW, freshness: Freshness = Freshness()) -> ControlRefused:
+def _refusal(raw: bytes, secret: str | None = SECRET, now: datetime = NOW, max_age_s: float = 300.0) -> ControlRefused:
     with pytest.raises(ControlRefused) as caught:
-        verify_message(raw, secret, now, freshness)
+        verify_message(raw, secret, now, max_age_s)
     return caught.value
 
 
@@ -94,7 +93,7 @@ def test_freshness_window_both_ways() -> None:
     raw = encode_message(build_message("rollback", {}, SECRET, NOW))
     verify_message(raw, SECRET, NOW + timedelta(seconds=299))
     assert _refusal(raw, now=NOW + timedelta(seconds=301)).kind == "stale"
-    assert _refusal(raw, now=NOW + timedelta(seconds=61), freshness=Freshness(max_age_s=60)).kind == "stale"
+    assert _refusal(raw, now=NOW + timedelta(seconds=61), max_age_s=60).kind == "stale"
     assert _refusal(raw, now=NOW - timedelta(seconds=31)).kind == "from_future"
     verify_message(raw, SECRET, NOW - timedelta(seconds=29))
 

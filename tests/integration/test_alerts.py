@@ -1,0 +1,382 @@
+"""``bse-predict alerts`` on the real Kafka and Redis, talking to a local fake of the Bot API.
+
+The predictions are built here from a real trained version on real candles
+(the trainer's own feature driver and the version's ONNX models, the path
+``tests/support/reference.py`` proves equal to the worker's), not by running
+the worker: that keeps each test to seconds. The outcomes are computed with
+``models/labels.py`` on the same candles and produced to ``outcomes`` by the
+test. The alerts service runs as a subprocess, as an operator runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from configs.settings import Settings, load_settings
+from models.alert_messages import format_digest, format_utc
+from models.candle_files import CandleSeries, read_candle_files
+from models.features import LOOKBACK_CANDLES, feature_matrix
+from models.grid import fill_gaps
+from models.labels import CLASS_NAMES, first_touch, time_to_touch
+from models.live_stats import ResolvedCall, summarize
+from models.onnx_runner import ServedModelSet
+from models.schema import ModelRef, Outcome, Prediction, prediction_id
+from models.signals import target_predictions
+from tests.conftest import SHARED_DATA
+from tests.support.alerts_process import AlertsProcess
+from tests.support.fake_telegram import FakeTelegram, Received
+from tests.support.kafka_io import send_raw
+from workers.topics import TopicNames, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "4242424242:AAF_fake-Token.for*tests"
+CHATS = ("1001", "-1002")
+STEP_MS = 3_600_000
+HORIZON = 72
+DAY_MS = 86_400_000
+
+THRESHOLDS = {"1%": {"min_confidence": 0.6, "min_probability": 0.6},
+              "2%": {"min_confidence": 0.68, "min_probability": 0.65},
+              "5%": {"min_confidence": 0.8, "min_probability": 0.6}}
+COOLDOWN_HOURS = 6
+
+
+@dataclass(frozen=True)
+class Scenario:
+    predictions: list[Prediction]
+    outcomes: list[Outcome]
+
+
+def _build(series: list[CandleSeries], model_set: ServedModelSet, hours: int, end_before_last: int = HORIZON + 8,
+           model_name: str | None = None) -> Scenario:
+    """Predictions for ``hours`` candles per symbol ending ``end_before_last`` candles before the
+    common end of the files, and every outcome the next 72 candles decide."""
+    settings = load_settings()
+    common_end = min(int(s.open_time_ms[-1]) for s in series) - end_before_last * STEP_MS
+    predictions, outcomes = [], []
+    for s in series:
+        cut = int(np.searchsorted(s.open_time_ms, common_end, side="right"))
+        first = cut - hours
+        history = slice(first - LOOKBACK_CANDLES - 5, cut)
+        grid = fill_gaps(s.open_time_ms[history], s.ohlcv[history], STEP_MS)
+        assert grid.is_real.all() and len(grid) == cut - history.start, f"{s.symbol} has a gap in the test slice"
+        features = feature_matrix(grid.open_time_ms, grid.ohlcv)[-hours:]
+        by_target = {t: target_predictions(p, settings.signals) for t, p in model_set.predict({"features": features}).items()}
+        entry = s.ohlcv[first:cut, 3]
+        future = np.stack([s.ohlcv[i + 1 : i + 1 + HORIZON] for i in range(first, cut)])
+        valid = np.ones(future.shape[:2], dtype=bool)
+        for row in range(hours):
+            open_time = int(s.open_time_ms[first + row])
+            prediction = Prediction(
+                id=prediction_id(s.symbol, "1h", open_time), symbol=s.symbol, timeframe="1h", open_time=open_time,
+                close=float(s.ohlcv[first + row, 3]), horizon_hours=HORIZON,
+                targets={t: parts[row] for t, parts in by_target.items()},
+                model=ModelRef(name=model_name or model_set.model_name, version=model_set.version),
+                latency_ms=0.5)
+            predictions.append(prediction)
+        for target in by_target:
+            fraction = float(target.rstrip("%")) / 100
+            labels = first_touch(entry, future, valid, fraction)
+            took = time_to_touch(entry, future, valid, fraction)
+            for row in range(hours):
+                p = predictions[-hours + row]
+                part = p.targets[target]
+                resolved = p.open_time + (int(took[row]) + 1) * STEP_MS if took[row] > 0 else p.open_time + (HORIZON + 1) * STEP_MS
+                outcomes.append(Outcome(id=p.id, symbol=p.symbol, open_time=p.open_time, target=target,
+                                        outcome=CLASS_NAMES[int(labels[row])], resolved_at=resolved, model=p.model,
+                                        p_up=part.p_up, p_down=part.p_down, p_none=part.p_none))
+    return Scenario(predictions, outcomes)
+
+
+def _expected_alerts(predictions: list[Prediction]) -> list[tuple[str, str, str]]:
+    """(id, target, direction) of every alert, by the rules of docs/alerts.md, written out independently."""
+    last: dict[tuple[str, str, str], int] = {}
+    alerts = []
+    for p in sorted(predictions, key=lambda p: (p.open_time, p.symbol)):
+        for target, part in p.targets.items():
+            rule = THRESHOLDS[target]
+            called = part.p_up if part.direction == "up" else part.p_down
+            if part.confidence < rule["min_confidence"] or called < rule["min_probability"]:
+                continue
+            key = (p.symbol, target, part.direction)
+            if key in last and abs(p.open_time - last[key]) < COOLDOWN_HOURS * STEP_MS:
+                continue
+            last[key] = p.open_time
+            alerts.append((p.id, target, part.direction))
+    return alerts
+
+
+@pytest.fixture(scope="module")
+def model_set(trained_version: Settings) -> ServedModelSet:
+    return ServedModelSet.load(trained_version.models_dir / "v-test")
+
+
+@pytest.fixture
+def telegram() -> FakeTelegram:
+    with FakeTelegram(TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def alerts_settings(isolated: Settings) -> Settings:
+    asyncio.run(ensure_topics(isolated))
+    return isolated
+
+
+def _start(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: str, **alerts: object) -> AlertsProcess:
+    return _process(settings, telegram, tmp_path, name, **alerts).start()
+
+
+def _process(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: str, **alerts: object) -> AlertsProcess:
+    config = {"alerts": {"thresholds": THRESHOLDS, "cooldown_hours": COOLDOWN_HOURS, "start_from": "earliest",
+                         "rate_per_chat_per_s": 40, "burst_per_chat": 10, "backoff_initial_s": 0.2,
+                         "max_attempts": 6, "poll_timeout_ms": 300, "session_timeout_s": 6, "summary_min_samples": 10, **alerts}}
+    config_path = tmp_path / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {"BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
+           "BSE_TOPIC_PREFIX": settings.topic_prefix, "TELEGRAM_BOT_TOKEN": TOKEN,
+           "TELEGRAM_CHAT_ID": ",".join(CHATS), "TELEGRAM_API_URL": telegram.url}
+    return AlertsProcess(env, tmp_path / f"{name}.log", ("--config", str(config_path)))
+
+
+def _produce(settings: Settings, scenario: Scenario, outcomes: bool = True) -> None:
+    names = TopicNames.of(settings)
+    asyncio.run(send_raw(settings.kafka_bootstrap, names.predictions,
+                         [(p.symbol.encode(), p.model_dump_json().encode()) for p in scenario.predictions]))
+    if outcomes:
+        asyncio.run(send_raw(settings.kafka_bootstrap, names.outcomes,
+                             [(o.symbol.encode(), o.model_dump_json().encode()) for o in scenario.outcomes]))
+
+
+def _wait_for(telegram: FakeTelegram, done: Callable[[list[Received]], bool], timeout_s: float = 90,
+              settle_s: float = 2.0) -> list[Received]:
+    """Wait until ``done`` holds, then ``settle_s`` more so that a duplicate would show."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done(telegram.snapshot()):
+            time.sleep(settle_s)
+            return telegram.snapshot()
+        time.sleep(0.2)
+    return telegram.snapshot()
+
+
+_ALERT_HEAD = re.compile(r"^\S+ (?P<symbol>[A-Z0-9]+) (?P<sign>[+-])(?P<target>[\d.]+%) first · ")
+_CANDLE = re.compile(r"candle (\d{4}-\d\d-\d\d \d\d:\d\d) UTC")
+
+
+def _alert_key(r: Received) -> tuple[str, str, str, str] | None:
+    head, candle = _ALERT_HEAD.match(r.plain), _CANDLE.search(r.plain)
+    if r.method != "sendMessage" or head is None or candle is None:
+        return None
+    from datetime import UTC, datetime
+    open_time = int(datetime.strptime(candle.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp() * 1000)
+    return (r.chat_id, prediction_id(head["symbol"], "1h", open_time), head["target"],
+            "up" if head["sign"] == "+" else "down")
+
+
+def _kind(r: Received, previous: str | None) -> str:
+    if r.method == "sendPhoto":
+        return "chart"
+    if _alert_key(r) is not None:
+        return "alert"
+    if r.reply_to is not None:
+        return "followup"
+    if r.plain.startswith("🕐 Digest"):
+        return "digest"
+    if r.plain.startswith("📊 Daily summary"):
+        return "summary"
+    # a later part of a split message follows its first part in the same chat
+    return f"{previous}-part" if previous in ("digest", "summary") else "other"
+
+
+def _kinds(received: list[Received]) -> dict[str, list[Received]]:
+    kinds: dict[str, list[Received]] = {k: [] for k in ("alert", "followup", "digest", "digest-part", "summary",
+                                                         "summary-part", "chart", "other")}
+    previous: dict[str, str] = {}
+    for r in received:
+        kind = _kind(r, previous.get(r.chat_id))
+        kinds[kind].append(r)
+        previous[r.chat_id] = kind.removesuffix("-part")
+    return kinds
+
+
+def _complete(expected_alerts: int, expected_followups: int) -> Callable[[list[Received]], bool]:
+    def done(received: list[Received]) -> bool:
+        k = _kinds(received)
+        return (len(k["alert"]) >= expected_alerts * len(CHATS) and len(k["followup"]) >= expected_followups * len(CHATS)
+                and len(k["digest"]) >= len(CHATS) and len(k["summary"]) >= len(CHATS) and len(k["chart"]) >= len(CHATS))
+    return done
+
+
+def _check_everything_once(received: list[Received], scenario: Scenario, log_text: str) -> dict[str, list[Received]]:
+    expected = _expected_alerts(scenario.predictions)
+    outcome_of = {(o.id, o.target): o for o in scenario.outcomes}
+    kinds = _kinds(received)
+    assert not kinds["other"], [r.plain[:80] for r in kinds["other"]]
+
+    alert_keys = Counter(_alert_key(r) for r in kinds["alert"])
+    assert alert_keys == Counter({(chat, *alert): 1 for chat in CHATS for alert in expected}), log_text[-3000:]
+
+    by_message = {(r.chat_id, r.message_id): r for r in received}
+    replies = Counter((r.chat_id, r.reply_to) for r in kinds["followup"])
+    assert set(replies.values()) == {1}, "a follow-up was sent twice"
+    followed = set()
+    for r in kinds["followup"]:
+        chat, prediction, target, direction = _alert_key(by_message[(r.chat_id, r.reply_to)])
+        outcome = outcome_of[(prediction, target)]
+        took_h = (outcome.resolved_at - outcome.open_time) // STEP_MS - 1
+        mark = "⏸" if outcome.outcome == "none" else ("✅" if outcome.outcome == direction else "❌")
+        assert r.plain.startswith(mark), (r.plain, outcome)
+        if outcome.outcome != "none":
+            assert f"after {took_h} h" in r.plain, (r.plain, outcome)
+        followed.add((chat, prediction, target))
+    assert followed == {(chat, a[0], a[1]) for chat in CHATS for a in expected if (a[0], a[1]) in outcome_of}
+
+    for chat in CHATS:
+        digests = [r for r in kinds["digest"] if r.chat_id == chat]
+        summaries = [r for r in kinds["summary"] if r.chat_id == chat]
+        charts = [r for r in kinds["chart"] if r.chat_id == chat]
+        assert len(digests) == 1 and len(summaries) == 1 and len(charts) == 1, (len(digests), len(summaries), len(charts))
+        assert charts[0].photo is not None and charts[0].photo.startswith(b"\x89PNG")
+    assert TOKEN not in log_text and TOKEN.split(":")[1] not in log_text
+    return kinds
+
+
+def test_alerts_followups_digest_and_summary_arrive_once_each(
+    alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
+    telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    scenario = _build(list(futures_series.values()), model_set, hours=48)
+    expected = _expected_alerts(scenario.predictions)
+    assert 4 <= len(expected) <= 40, f"{len(expected)} alerts: retune THRESHOLDS for a meaningful test"
+    followups = sum((a[0], a[1]) in {(o.id, o.target) for o in scenario.outcomes} for a in expected)
+    shadow = scenario.predictions[-1].model_copy(update={"symbol": "SHADOWUSDT", "id": "SHADOWUSDT|1h|0"})
+    asyncio.run(send_raw(alerts_settings.kafka_bootstrap, TopicNames.of(alerts_settings).predictions_shadow,
+                         [(b"SHADOWUSDT", shadow.model_dump_json().encode())]))
+    _produce(alerts_settings, scenario)
+    with _start(alerts_settings, telegram, tmp_path, "alerts") as process:
+        received = _wait_for(telegram, _complete(len(expected), followups))
+        log_text = process.log_path.read_text()
+    kinds = _check_everything_once(received, scenario, log_text)
+    assert not any("SHADOWUSDT" in r.plain for r in received), "a shadow prediction reached a chat"
+
+    # The digest is the newest hour: every symbol and target, with the closes of that hour.
+    newest = max(p.open_time for p in scenario.predictions)
+    digest = kinds["digest"][0].plain
+    for p in (p for p in scenario.predictions if p.open_time == newest):
+        assert f"{p.symbol} " in digest
+        for target in p.targets:
+            assert f"{target} " in digest
+    # The summary scores exactly the outcomes resolved in its window.
+    summary = kinds["summary"][0].plain
+    latest_event = max(max(o.resolved_at for o in scenario.outcomes), newest + STEP_MS)
+    day_start = latest_event - latest_event % DAY_MS - DAY_MS
+    assert summary.startswith(f"📊 Daily summary · {format_utc(day_start)[:10]}")
+    calls = [ResolvedCall(symbol=o.symbol, target=o.target, outcome=o.outcome, p_up=o.p_up, p_down=o.p_down,
+                          p_none=o.p_none, alerted=False, resolved_at=o.resolved_at) for o in scenario.outcomes]
+    stats = summarize(calls, day_start + DAY_MS - 7 * DAY_MS, day_start + DAY_MS, 10)
+    assert stats is not None
+    assert f"n {stats.overall.n} · alerts" in summary, summary
+    assert f"hit {100 * stats.overall.hit_rate:.0f}% vs base {100 * stats.overall.base_rate:.0f}%" in summary
+    print("\n--- an alert, a follow-up and the digest as a chat shows them ---")
+    print(kinds["alert"][0].plain, kinds["followup"][0].plain, digest, summary, sep="\n\n")
+
+
+def test_a_restart_mid_stream_leaves_exactly_one_copy_of_each(
+    alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
+    telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    scenario = _build(list(futures_series.values()), model_set, hours=48)
+    expected = _expected_alerts(scenario.predictions)
+    _produce(alerts_settings, scenario)
+    first = _process(alerts_settings, telegram, tmp_path, "alerts-1")
+    # SIGKILL the service the moment its 5th message reaches Telegram, before Telegram answers.
+    # (Its first send comes after the ready mark that start() waits for.)
+    telegram.when_call(5, first.kill)
+    first.start()
+    deadline = time.monotonic() + 60
+    while first.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.returncode == -9, first.log_tail()
+    assert len(telegram.snapshot()) == 4, "the kill did not land mid-stream"
+    with _start(alerts_settings, telegram, tmp_path, "alerts-2") as second:
+        received = _wait_for(telegram, _complete(len(expected), len(expected)))
+        log_text = first.log_path.read_text() + second.log_path.read_text()
+    _check_everything_once(received, scenario, log_text)
+
+
+def test_429_and_500_answers_are_retried_and_the_token_stays_out_of_the_log(
+    alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
+    telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    scenario = _build(list(futures_series.values()), model_set, hours=48)
+    expected = _expected_alerts(scenario.predictions)
+    _produce(alerts_settings, scenario)
+    telegram.fail_next(500, 2)
+    telegram.fail_next(429, 2, retry_after=1)
+    with _start(alerts_settings, telegram, tmp_path, "alerts") as process:
+        received = _wait_for(telegram, _complete(len(expected), len(expected)))
+        log_text = process.log_path.read_text()
+    _check_everything_once(received, scenario, log_text)
+    statuses = [status for _, status, _ in telegram.refusals]
+    assert statuses == [500, 500, 429, 429], telegram.refusals
+    last_429 = telegram.refusals[-1][0]
+    first_after = min(r.at for r in received)
+    assert first_after - last_429 >= 0.95, "the retry came before retry_after had passed"
+    assert log_text.count("attempt ") >= 4 and "429" in log_text and "500" in log_text, log_text[-2000:]
+
+
+def test_a_long_digest_is_split_at_line_ends(
+    alerts_settings: Settings, model_set: ServedModelSet, telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    spot = read_candle_files([SHARED_DATA / "binance-spot"])
+    scenario = _build(spot, model_set, hours=1, end_before_last=2)
+    assert len({p.symbol for p in scenario.predictions}) == len(spot) >= 15
+    _produce(alerts_settings, scenario, outcomes=False)
+    with _start(alerts_settings, telegram, tmp_path, "alerts", summary=False,
+                thresholds={t: {"min_confidence": 1.0, "min_probability": 1.0} for t in THRESHOLDS}) as process:
+        received = _wait_for(telegram, lambda r: len(r) >= 2 * len(CHATS) and all(
+            sum(x.chat_id == chat for x in r) >= 2 for chat in CHATS))
+        log_text = process.log_path.read_text()
+    period = scenario.predictions[0].open_time
+    whole = format_digest(period, 1, scenario.predictions, set())
+    assert len(whole) > 4096
+    for chat in CHATS:
+        parts = [r for r in received if r.chat_id == chat]
+        assert len(parts) >= 2 and all(len(r.text.encode("utf-16-le")) // 2 <= 4096 for r in parts)
+        assert "\n".join(r.text for r in parts) == whole  # whole lines, in order, nothing lost or doubled
+    assert TOKEN not in log_text
+
+
+def test_names_with_markup_characters_survive_escaping_and_degraded_is_flagged(
+    alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
+    telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    name = "rf*ens_v2.1-beta <&> [x](y) `~|#"
+    scenario = _build([futures_series["ETHUSDT"]], model_set, hours=1, model_name=name)
+    degraded = [p.model_copy(update={"degraded": True}) for p in scenario.predictions]
+    _produce(alerts_settings, Scenario(degraded, []))
+    low = {"min_confidence": 0.5, "min_probability": 0.0}
+    with _start(alerts_settings, telegram, tmp_path, "alerts", summary=False,
+                thresholds={"1%": low, "2%": low, "5%": low}) as process:
+        received = _wait_for(telegram, lambda r: len(r) >= 4 * len(CHATS))
+        log_text = process.log_path.read_text()
+    alerts = [r for r in received if _alert_key(r) is not None]
+    assert len(alerts) == 3 * len(CHATS) and not telegram.refusals
+    for r in alerts:
+        assert f"model {name} {model_set.version}" in r.plain, r.plain
+        assert "degraded: a fallback model answered" in r.plain
+    digest = [r for r in received if r.plain.startswith("🕐 Digest")]
+    assert len(digest) == len(CHATS) and all(name in r.plain and "degraded" in r.plain for r in digest)
+    assert TOKEN not in log_text

@@ -1,0 +1,341 @@
+"""The control plane on the real stack: signed messages, shared state, A/B, shadow, rollback, breakers.
+
+Versions are built from the small trained one: copies under new names (their
+manifests rewritten with the new version and real hashes), a copy with a
+corrupted file, and versions whose ONNX graphs answer NaN or take about a
+second per call, built here with the onnx helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+from onnx import TensorProto, helper
+
+from configs.settings import Settings
+from models.candle_files import CandleSeries
+from models.control_message import build_message, encode_message
+from models.features import FEATURE_NAMES, LOOKBACK_CANDLES
+from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from models.routing import Arm, arm_for, normalised
+from models.schema import Prediction
+from tests.support.kafka_io import read_topic, read_until, send_raw
+from tests.support.worker_process import WorkerProcess
+from workers.replay import CandleRecord, candle_records
+from workers.topics import TopicNames, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+SECRET = "integration-secret"
+SOURCE = "v-test"
+# Real BTC/ETH/SOL candles, each also sent under a second name chosen so that a 50/50 split has symbols on
+# both arms (the three real names all hash below 0.5).
+SYMBOLS = {"BTCUSDT": "BTCUSDT", "ETHUSDT": "ETHUSDT", "SOLUSDT": "SOLUSDT",
+           "BTC2USDT": "BTCUSDT", "ETH2USDT": "ETHUSDT", "SOL2USDT": "SOLUSDT"}
+FIRST = LOOKBACK_CANDLES - 1  # index of the first candle with a full window
+
+
+# ---------------------------------------------------------------- versions
+
+
+def _copy_version(models_dir: Path, name: str, onnx_by_target: dict[str, bytes] | None = None,
+                  corrupt: bool = False) -> None:
+    """``SOURCE`` under a new name; optionally other ONNX graphs; manifest rewritten with real hashes
+    (``corrupt``: a file changed after hashing)."""
+    target_dir = models_dir / name
+    shutil.copytree(models_dir / SOURCE, target_dir)
+    manifest = load_manifest(target_dir)
+    for entry in manifest.models:
+        if onnx_by_target is not None and entry.name == manifest.served_model:
+            (target_dir / entry.file).write_bytes(onnx_by_target[entry.target])
+    hashes = {file: sha256_of(target_dir / file) for file in manifest.files_sha256}
+    created = manifest.created_at - timedelta(days=1)  # SOURCE stays the newest version
+    fields = json.loads(manifest.model_dump_json())
+    fields.update(version=name, files_sha256=hashes, created_at=created.isoformat())
+    (target_dir / MANIFEST_NAME).write_text(json.dumps(fields))
+    if corrupt:
+        served = next(e for e in manifest.models if e.name == manifest.served_model)
+        data = bytearray((target_dir / served.file).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (target_dir / served.file).write_bytes(bytes(data))
+
+
+def _graph(nodes: list, initializers: list, name: str) -> bytes:
+    features = helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(FEATURE_NAMES)])
+    out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])
+    model = helper.make_model(helper.make_graph(nodes, name, [features], [out], initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # onnxruntime 1.31 reads at most IR 13; onnx 1.23 would write 14
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _zero_projection() -> list:
+    return [helper.make_tensor("zeros", TensorProto.FLOAT, [len(FEATURE_NAMES), 3], [0.0] * (3 * len(FEATURE_NAMES)))]
+
+
+def nan_graph() -> bytes:
+    """Every row answers (NaN, NaN, NaN)."""
+    nodes = [helper.make_node("MatMul", ["features", "zeros"], ["projected"]),
+             helper.make_node("Add", ["projected", "nan_bias"], ["probabilities"])]
+    bias = helper.make_tensor("nan_bias", TensorProto.FLOAT, [3], [float("nan")] * 3)
+    return _graph(nodes, [*_zero_projection(), bias], "always_nan")
+
+
+def slow_graph(size: int = 1600) -> bytes:
+    """Valid (1/3, 1/3, 1/3) rows after a size x size matrix product that depends on the input
+    (so it cannot be folded away at load): about a second per call on one core."""
+    nodes = [
+        helper.make_node("ReduceMean", ["features"], ["mean"], keepdims=1),
+        helper.make_node("Sigmoid", ["mean"], ["scale"]),
+        helper.make_node("ConstantOfShape", ["square_shape"], ["ones"],
+                         value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("Mul", ["ones", "scale"], ["square"]),
+        helper.make_node("MatMul", ["square", "square"], ["product"]),
+        helper.make_node("ReduceSum", ["product"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("MatMul", ["features", "zeros"], ["projected"]),
+        helper.make_node("Add", ["projected", "third"], ["base"]),
+        helper.make_node("Add", ["base", "nothing"], ["probabilities"]),
+    ]
+    initializers = [
+        *_zero_projection(),
+        helper.make_tensor("square_shape", TensorProto.INT64, [2], [size, size]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("third", TensorProto.FLOAT, [3], [1 / 3] * 3),
+    ]
+    return _graph(nodes, initializers, "slow")
+
+
+@pytest.fixture
+def control_settings(isolated: Settings, trained_version: Settings, tmp_path: Path) -> Settings:
+    models_dir = tmp_path / "models"
+    shutil.copytree(trained_version.models_dir / SOURCE, models_dir / SOURCE)
+    settings = isolated.model_copy(update={"models_dir": models_dir})
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BSE_REDIS_URL": settings.redis_url,
+        "BSE_TOPIC_PREFIX": settings.topic_prefix,
+        "BSE_MODELS_DIR": str(settings.models_dir),
+        "BSE_CONTROL_SECRET": SECRET,
+    }
+
+
+# ---------------------------------------------------------------- stream helpers
+
+
+def _records(series: dict[str, CandleSeries], start: int, stop: int) -> list[CandleRecord]:
+    """Closed candles ``[start, stop)`` of the newest 400 hours, for every name in SYMBOLS."""
+    renamed = [CandleSeries(name, s.timeframe, s.open_time_ms[-400:][start:stop], s.ohlcv[-400:][start:stop], s.source)
+               for name, s in ((name, series[source]) for name, source in SYMBOLS.items())]
+    return list(candle_records(renamed))
+
+
+def _send_candles(settings: Settings, records: list[CandleRecord]) -> None:
+    asyncio.run(send_raw(settings.kafka_bootstrap, TopicNames.of(settings).candles,
+                         [(r.symbol.encode(), r.payload) for r in records]))
+
+
+def _send_control(settings: Settings, command: str, args: dict, issued_at: datetime | None = None,
+                  secret: str = SECRET, message_id: str | None = None) -> str:
+    fields = build_message(command, args, secret, issued_at or datetime.now(UTC), "integration-test", message_id)
+    asyncio.run(send_raw(settings.kafka_bootstrap, settings.topic("control"), [(command.encode(), encode_message(fields))]))
+    return fields["id"]
+
+
+def _events(settings: Settings, count: int, timeout_s: float = 60) -> list[dict]:
+    records = asyncio.run(read_until(settings.kafka_bootstrap, settings.topic("control.events"), count, timeout_s))
+    return [json.loads(r.value) for r in records]
+
+
+def _event_for(settings: Settings, message_id: str, count: int, timeout_s: float = 60) -> dict:
+    """The control.events record about ``message_id`` (waits until ``count`` events exist)."""
+    found = [e for e in _events(settings, count, timeout_s) if e.get("id") == message_id]
+    assert found, f"no control event for {message_id}: {_events(settings, 0, 1)}"
+    return found[-1]
+
+
+def _predictions(settings: Settings, topic: str, ids: set[str], timeout_s: float = 60) -> dict[str, Prediction]:
+    """The last prediction per id of ``ids`` on ``topic`` (waits until all arrived or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    by_id: dict[str, Prediction] = {}
+    while time.monotonic() < deadline:
+        records = asyncio.run(read_topic(settings.kafka_bootstrap, topic, idle_ms=700))
+        by_id = {p.id: p for p in (Prediction.model_validate_json(r.value) for r in records) if p.id in ids}
+        if set(by_id) == ids:
+            return by_id
+    return by_id
+
+
+def _ids(records: list[CandleRecord]) -> set[str]:
+    return {f"{r.symbol}|1h|{r.open_time_ms}" for r in records if r.closed}
+
+
+def _wait_for_log(worker: WorkerProcess, text: str, timeout_s: float = 30) -> float:
+    """Seconds until ``text`` appears in the worker's log."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if text in worker.log_path.read_text(errors="replace"):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log after {timeout_s} s:\n{worker.log_tail()}")
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_control_changes_reach_every_worker_and_forged_stale_replayed_ones_change_nothing(
+    control_settings: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    settings = control_settings
+    _copy_version(settings.models_dir, "v-b")
+    _copy_version(settings.models_dir, "v-c")
+    names = TopicNames.of(settings)
+    env = _env(settings)
+    first = WorkerProcess(env, tmp_path / "w1.log").start()
+    second = WorkerProcess(env, tmp_path / "w2.log").start()
+    third = None
+    try:
+        # Before any control message: the newest version, variant control.
+        warm = _records(futures_series, 0, FIRST + 3)
+        _send_candles(settings, warm)
+        step_ids = _ids(_records(futures_series, FIRST, FIRST + 3))
+        before = _predictions(settings, names.predictions, step_ids)
+        assert set(before) == step_ids and {(p.model.version, p.variant) for p in before.values()} == {(SOURCE, "control")}
+
+        # Forged, stale, from another secret: refused, nothing changes.
+        forged = build_message("promote", {"version": "v-b"}, SECRET, datetime.now(UTC), "intruder")
+        forged["args"] = {"version": "v-c"}  # changed after signing
+        asyncio.run(send_raw(settings.kafka_bootstrap, names.control, [(b"promote", encode_message(forged))]))
+        stale_id = _send_control(settings, "promote", {"version": "v-b"}, datetime.now(UTC) - timedelta(minutes=6))
+        wrong_id = _send_control(settings, "promote", {"version": "v-b"}, secret="not-the-secret")
+        unknown_id = _send_control(settings, "promote", {"version": "v-nowhere"})
+        assert "bad_signature" in _event_for(settings, forged["id"], 4)["reason"]
+        assert _event_for(settings, stale_id, 4)["reason"].startswith("stale")
+        assert "bad_signature" in _event_for(settings, wrong_id, 4)["reason"]
+        unknown = _event_for(settings, unknown_id, 4)
+        assert unknown["status"] == "refused" and "unknown version" in unknown["reason"]
+
+        # promote v-b mid-replay: both workers follow; the timing is reported, not asserted (a shared machine).
+        promote_id = _send_control(settings, "promote", {"version": "v-b"}, message_id="promote-b")
+        applied = _event_for(settings, promote_id, 5)
+        assert applied["status"] == "applied" and applied["state"]["live"] == "v-b"
+        lags = [_wait_for_log(w, "control revision 1 applied") for w in (first, second)]
+        print(f"promote applied on both workers {max(lags):.2f} s after its control.events record was read")
+        replayed = _send_control(settings, "promote", {"version": "v-b"}, message_id="promote-b")
+        assert replayed == promote_id
+        events = _events(settings, 6)
+        assert [e["status"] for e in events if e.get("id") == promote_id] == ["applied", "refused"]
+        assert "replayed" in events[-1]["reason"]
+        chunk = _records(futures_series, FIRST + 3, FIRST + 6)
+        _send_candles(settings, chunk)
+        promoted = _predictions(settings, names.predictions, _ids(chunk))
+        assert {(p.model.version, p.variant) for p in promoted.values()} == {("v-b", "control")}
+
+        # An A/B split and a shadow: variants by the sticky symbol hash, shadow only on predictions.shadow.
+        ab_id = _send_control(settings, "ab", {"variants": {SOURCE: 0.5, "v-b": 0.5}})
+        shadow_id = _send_control(settings, "shadow", {"version": "v-c"})
+        assert _event_for(settings, ab_id, 8)["status"] == "applied"
+        assert _event_for(settings, shadow_id, 8)["status"] == "applied"
+        for worker in (first, second):
+            _wait_for_log(worker, "control revision 3 applied")
+        arms = normalised([Arm(SOURCE, SOURCE, 0.5), Arm("v-b", "v-b", 0.5)])
+        chunk = _records(futures_series, FIRST + 6, FIRST + 9)
+        _send_candles(settings, chunk)
+        split = _predictions(settings, names.predictions, _ids(chunk))
+        assert set(split) == _ids(chunk)
+        for prediction in split.values():
+            expected = arm_for(prediction.symbol, arms)
+            assert (prediction.variant, prediction.model.version) == (expected.variant, expected.version)
+        assert {p.variant for p in split.values()} == {SOURCE, "v-b"}, "the chosen symbols cover both arms"
+        shadow = _predictions(settings, names.predictions_shadow, _ids(chunk))
+        assert set(shadow) == _ids(chunk)
+        assert {(p.model.version, p.variant) for p in shadow.values()} == {("v-c", "shadow")}
+        everything = asyncio.run(read_topic(settings.kafka_bootstrap, names.predictions, idle_ms=500))
+        assert all(orjson.loads(r.value)["model"]["version"] != "v-c" for r in everything)
+
+        # A worker started afterwards serves the same state from its first candle.
+        third = WorkerProcess(env, tmp_path / "w3.log").start()
+        assert "control revision 3" in third.log_path.read_text()
+
+        # rollback: the previous live version at once, everywhere.
+        rollback_id = _send_control(settings, "rollback", {})
+        back = _event_for(settings, rollback_id, 9)
+        assert back["status"] == "applied" and back["state"]["live"] == SOURCE and back["state"]["arms"] == {}
+        for worker in (first, second, third):
+            _wait_for_log(worker, "control revision 4 applied")
+        chunk = _records(futures_series, FIRST + 9, FIRST + 12)
+        _send_candles(settings, chunk)
+        rolled = _predictions(settings, names.predictions, _ids(chunk))
+        assert set(rolled) == _ids(chunk)
+        assert {(p.model.version, p.variant) for p in rolled.values()} == {(SOURCE, "control")}
+    finally:
+        for worker in (first, second, third):
+            if worker is not None:
+                worker.stop()
+
+
+def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_degraded(
+    control_settings: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    settings = control_settings
+    _copy_version(settings.models_dir, "v-corrupt", corrupt=True)
+    _copy_version(settings.models_dir, "v-nan", {t: nan_graph() for t in ("1%", "2%", "5%")})
+    _copy_version(settings.models_dir, "v-slow", {t: slow_graph() for t in ("1%", "2%", "5%")})
+    config = tmp_path / "breaker.yaml"
+    config.write_text("control:\n  breaker:\n    window_calls: 10\n    failures_to_open: 2\n"
+                      "    latency_budget_ms: 300\n    open_s: 600\n")
+    names = TopicNames.of(settings)
+    with WorkerProcess(_env(settings), tmp_path / "w.log", args=("--config", str(config))) as worker:
+        _send_candles(settings, _records(futures_series, 0, FIRST + 1))
+        assert _predictions(settings, names.predictions, _ids(_records(futures_series, FIRST, FIRST + 1)))
+
+        corrupt = _event_for(settings, _send_control(settings, "promote", {"version": "v-corrupt"}), 1)
+        assert corrupt["status"] == "refused" and "sha256" in corrupt["reason"]
+        nan = _event_for(settings, _send_control(settings, "promote", {"version": "v-nan"}), 2)
+        assert nan["status"] == "refused" and "NaN" in nan["reason"]
+
+        # NaN outputs: the fallback answers every row, degraded, in the symbol's arm; the breaker opens.
+        _send_control(settings, "fallback", {"version": SOURCE})
+        assert _event_for(settings, _send_control(settings, "ab", {"variants": {"v-nan": 1.0}}), 4)["status"] == "applied"
+        _wait_for_log(worker, "control revision 2 applied")
+        nan_ids: set[str] = set()
+        for hour in range(FIRST + 1, FIRST + 4):  # separate batches: each is one call of the model
+            chunk = _records(futures_series, hour, hour + 1)
+            _send_candles(settings, chunk)
+            nan_ids |= _ids(chunk)
+            time.sleep(0.5)
+        answered = _predictions(settings, names.predictions, nan_ids)
+        assert set(answered) == nan_ids
+        assert {(p.model.version, p.variant, p.degraded) for p in answered.values()} == {(SOURCE, "v-nan", True)}
+        _wait_for_log(worker, "breaker of v-nan: closed -> open")
+
+        # Slow outputs: valid answers until the breaker opens on latency, then the fallback, degraded.
+        _send_control(settings, "ab", {"variants": {"v-slow": 1.0}})
+        _wait_for_log(worker, "control revision 3 applied", timeout_s=60)
+        slow_ids: list[set[str]] = []
+        for hour in range(FIRST + 4, FIRST + 8):
+            chunk = _records(futures_series, hour, hour + 1)
+            _send_candles(settings, chunk)
+            slow_ids.append(_ids(chunk))
+            _predictions(settings, names.predictions, slow_ids[-1], timeout_s=60)
+        _wait_for_log(worker, "breaker of v-slow: closed -> open")
+        by_id = _predictions(settings, names.predictions, set().union(*slow_ids))
+        served = [{(by_id[i].model.version, by_id[i].degraded) for i in ids} for ids in slow_ids]
+        assert served[0] == {("v-slow", False)}, served
+        assert served[-1] == {(SOURCE, True)}, served
+        assert all(p.variant == "v-slow" for p in by_id.values())

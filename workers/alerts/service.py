@@ -1,0 +1,177 @@
+"""What each message leads to: alerts, follow-ups, and, when the stream is caught up, the digest and summary.
+
+Every send follows the same rule: look for the sent mark of (kind, key, chat);
+if there is none, send, and write the mark only after Telegram accepted the
+message. The consumer commits a Kafka offset only after its message was
+handled here, so a crash anywhere re-handles the message, and the marks turn
+the repeat into a no-op for everything already sent. docs/alerts.md gives
+the whole argument and its one unavoidable gap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from configs.settings import TIMEFRAME_MS, Settings
+from models.alert_messages import (format_alert, format_digest, format_followup, format_summary, format_utc,
+                                    summary_caption)
+from models.alert_rules import AlertCall, wanted_calls
+from models.live_stats import SummaryStats, summarize
+from models.schema import Outcome, Prediction
+from models.telegram_text import split_message
+from workers.alerts.errors import TelegramRefused
+from workers.alerts.store import AlertStore
+from workers.alerts.telegram import TelegramClient
+
+__all__ = ["AlertService", "ChartDrawer"]
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+
+ChartDrawer = Callable[[SummaryStats, str], bytes | None]
+
+
+class AlertService:
+    def __init__(self, settings: Settings, store: AlertStore, client: TelegramClient, chats: Sequence[str],
+                 draw_chart: ChartDrawer | None) -> None:
+        self._config = settings.alerts
+        self._store = store
+        self._client = client
+        self._chats = tuple(chats)
+        self._draw_chart = draw_chart if self._config.chart else None
+        self._period_ms = self._config.digest_every_hours * 3_600_000
+
+    # ------------------------------------------------------------ messages in
+
+    async def on_prediction(self, prediction: Prediction) -> None:
+        await self._store.note_event(prediction.open_time + TIMEFRAME_MS.get(prediction.timeframe, 0))
+        if self._config.digest:
+            period = prediction.open_time - prediction.open_time % self._period_ms
+            await self._store.record_for_digest(period, prediction)
+        for call in wanted_calls(prediction, self._config):
+            if not await self._store.decide(call, self._config.cooldown_hours):
+                log.info("alert %s %s %s held back by the cooldown", call.symbol, call.target, call.direction)
+                continue
+            for chat in self._chats:
+                await self._send_alert(call, chat)
+            outcome = await self._store.outcome(call.prediction_id, call.target)
+            if outcome is not None:  # the answer came before the alert went out (replays, restarts)
+                await self._send_followups(call, outcome)
+
+    async def on_outcome(self, outcome: Outcome) -> None:
+        await self._store.save_outcome(outcome)
+        await self._store.note_event(outcome.resolved_at)
+        call = await self._store.alerted_call(outcome.id, outcome.target)
+        if call is not None:
+            await self._send_followups(call, outcome)
+
+    async def on_idle(self) -> None:
+        """The consumer has read everything there is: send the newest digest and summary if still due.
+
+        Only the newest period and the newest complete day: after downtime or
+        in a replay, one digest of the present beats a backlog of stale ones.
+        """
+        if self._config.digest:
+            period = await self._store.latest_period()
+            if period is not None:
+                await self._send_digest(period)
+        if self._config.summary:
+            latest = await self._store.latest_event_ms()
+            if latest is not None:
+                await self._send_summary(latest - latest % DAY_MS - DAY_MS)
+
+    # ------------------------------------------------------------ sends
+
+    async def _send_text(self, kind: str, key: str, text: str) -> None:
+        """``text`` to every chat, split to Telegram's limit; each part marked sent on its own."""
+        parts = split_message(text, self._config.max_message_chars)
+        for chat in self._chats:
+            if await self._store.sent(kind, key, chat) is not None:
+                continue
+            first = None
+            for index, part in enumerate(parts):
+                part_key = f"{key}#{index + 1}/{len(parts)}"
+                message_id = await self._store.sent(kind, part_key, chat)
+                if message_id is None:
+                    message_id = await self._deliver(kind, part_key, chat, part)
+                    if message_id is None:
+                        break
+                first = message_id if first is None else first
+            else:
+                assert first is not None  # split_message gives at least one part
+                await self._store.mark_sent(kind, key, chat, first)  # the whole message: checked first next time
+
+    async def _deliver(self, kind: str, key: str, chat: str, text: str, reply_to: int | None = None,
+                       photo: bytes | None = None) -> int | None:
+        """Send, then mark sent; the message_id, or None when Telegram refused it for good (logged).
+
+        A refusal (a 4xx such as an unknown chat or a blocked bot) is not
+        marked: it is logged and skipped, so one bad chat cannot stop the
+        stream for the others; a restart tries it once more.
+        """
+        try:
+            if photo is not None:
+                message_id = await self._client.send_photo(chat, photo, text)
+            else:
+                message_id = await self._client.send_message(chat, text, reply_to=reply_to)
+        except TelegramRefused as exc:
+            log.error("%s %s not sent: %s", kind, key, exc)
+            return None
+        await self._store.mark_sent(kind, key, chat, message_id)
+        log.info("%s %s sent to chat %s as message %d", kind, key, chat, message_id)
+        return message_id
+
+    async def _all_sent(self, kind: str, key: str) -> bool:
+        return all([await self._store.sent(kind, key, chat) is not None for chat in self._chats])
+
+    async def _send_alert(self, call: AlertCall, chat: str) -> None:
+        key = f"{call.prediction_id}|{call.target}"
+        if await self._store.sent("alert", key, chat) is not None:
+            return
+        (text,) = split_message(format_alert(call), self._config.max_message_chars)
+        await self._deliver("alert", key, chat, text)
+
+    async def _send_followups(self, call: AlertCall, outcome: Outcome) -> None:
+        key = f"{call.prediction_id}|{call.target}"
+        originals = {}
+        for chat in self._chats:
+            original = await self._store.sent("alert", key, chat)
+            if original is not None:  # not sent there yet: the alert path sends the follow-up after it
+                originals[chat] = original
+        for chat, original in originals.items():
+            if await self._store.sent("followup", key, chat) is not None:
+                continue
+            await self._deliver("followup", key, chat, format_followup(call, outcome), reply_to=original)
+
+    async def _send_digest(self, period_ms: int) -> None:
+        if await self._all_sent("digest", str(period_ms)):
+            return
+        predictions = await self._store.period_predictions(period_ms)
+        if not predictions:
+            return
+        pairs = [(p.id, t) for p in predictions for t in p.targets]
+        alerted = await self._store.alerted_pairs(pairs)
+        text = format_digest(period_ms, self._config.digest_every_hours, predictions, alerted)
+        await self._send_text("digest", str(period_ms), text)
+
+    async def _send_summary(self, day_start_ms: int) -> None:
+        key = str(day_start_ms)
+        if await self._all_sent("summary", key):
+            return
+        end_ms = day_start_ms + DAY_MS
+        start_ms = end_ms - self._config.summary_window_days * DAY_MS
+        await self._store.forget_outcomes_before(start_ms - DAY_MS)
+        calls = await self._store.resolved_calls(start_ms, end_ms)
+        stats = summarize(calls, start_ms, end_ms, self._config.summary_min_samples)
+        text = format_summary(day_start_ms, stats, self._config.summary_window_days)
+        chart = None
+        if stats is not None and self._draw_chart is not None:
+            chart = self._draw_chart(stats, f"bse-predict live scores, {format_utc(day_start_ms)[:10]}")
+        if chart is not None and stats is not None:
+            caption = summary_caption(day_start_ms, stats)
+            for chat in self._chats:
+                if await self._store.sent("summary-chart", key, chat) is None:
+                    await self._deliver("summary-chart", key, chat, caption, photo=chart)
+        await self._send_text("summary", key, text)

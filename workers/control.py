@@ -1,0 +1,268 @@
+"""The worker's side of the control plane: receive, check, apply, share and report control messages.
+
+Where the state lives, and why
+------------------------------
+The ``control`` topic is the signed log of what operators asked; the applied
+state lives in Redis (``{prefix}control:state``, a JSON :class:`ControlState`,
+and ``{prefix}control:revision``, a counter). Workers share one consumer
+group, so each control message is handled by one worker: it verifies the
+signature and freshness, checks the versions named (load, manifest, files,
+sha256; for promote and ramp a warm-up on current windows and the recorded
+parity), and steps the pure state machine inside a Redis WATCH/MULTI
+transaction, so two workers can never interleave two changes. Every worker
+polls the small revision key (``control.poll_interval_s``, 0.2 s) and swaps
+in the new routing table when it moves: all workers serve the same state
+within a second, without a restart, and a worker that starts later reads the
+state before it serves its first candle.
+
+Why not the topic alone (compacted, read from the beginning): the freshness
+window makes an old signed message unacceptable by design, so replaying the
+log cannot rebuild the state; compaction by the contract's key (the command)
+would also drop the order between different commands. Redis already holds
+the windows the worker cannot run without, and a transaction on it gives the
+single order the state machine needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+
+import numpy as np
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from redis.exceptions import WatchError
+
+from configs.settings import Settings
+from models.breaker import bad_rows
+from models.control import CommandReceived, ControlEvent, ControlState, Event, ModelFailed, Tick, step
+from models.control_message import ControlMessage, ControlRefused, encode_message, verify_message
+from models.errors import ManifestError
+from models.manifest import MANIFEST_NAME
+from models.predictor import Predictor, predict_windows
+from workers.model_router import MODEL_ERRORS, ModelRouter
+from workers.topics import ensure_topics
+
+__all__ = ["RedisControlStore", "ControlPlane", "load_served_version", "send_control"]
+
+log = logging.getLogger(__name__)
+
+
+def load_served_version(settings: Settings, version: str) -> Predictor:
+    """Load, verify (manifest, files, sha256, feature definitions) and warm up one version's ONNX set."""
+    from models.onnx_runner import ServedModelSet
+
+    version_dir = settings.models_dir / version
+    if not (version_dir / MANIFEST_NAME).is_file():
+        raise ManifestError(f"unknown version {version!r}: no {MANIFEST_NAME} in {settings.models_dir}")
+    model_set = ServedModelSet.load(version_dir, intra_op_threads=1)
+    model_set.warm_up((1, 16))
+    return model_set
+
+
+async def send_control(settings: Settings, fields: dict[str, object]) -> None:
+    """Send one signed control message (see :func:`models.control_message.build_message`), key = its command."""
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", client_id="bse-predict-control")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic("control"), encode_message(fields), key=str(fields["command"]).encode())
+    finally:
+        await producer.stop()
+
+
+class RedisControlStore:
+    """The applied control state and its revision counter in Redis."""
+
+    def __init__(self, client: aioredis.Redis, key_prefix: str = "") -> None:
+        self._client = client
+        self._state_key = f"{key_prefix}control:state"
+        self._revision_key = f"{key_prefix}control:revision"
+
+    async def revision(self) -> int:
+        raw = await self._client.get(self._revision_key)
+        return int(raw) if raw is not None else 0
+
+    async def read(self) -> ControlState:
+        raw = await self._client.get(self._state_key)
+        return ControlState.model_validate_json(raw) if raw is not None else ControlState()
+
+    async def transact(
+        self, change: Callable[[ControlState], tuple[ControlState, list[ControlEvent]]]
+    ) -> tuple[ControlState, list[ControlEvent]]:
+        """Apply ``change`` to the stored state atomically (optimistic: retried when another worker wrote first)."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self._state_key)
+                    raw = await pipe.get(self._state_key)
+                    before = ControlState.model_validate_json(raw) if raw is not None else ControlState()
+                    after, events = change(before)
+                    if after == before:
+                        await pipe.unwatch()
+                        return after, events
+                    pipe.multi()
+                    pipe.set(self._state_key, after.model_dump_json())
+                    pipe.set(self._revision_key, after.revision)
+                    await pipe.execute()
+                    return after, events
+                except WatchError:
+                    continue
+
+
+class ControlPlane:
+    """One per worker process: handles control messages, keeps the router on the shared state."""
+
+    def __init__(self, settings: Settings, router: ModelRouter, loader_executor: Executor) -> None:
+        self._settings = settings
+        self._router = router
+        self._executor = loader_executor
+        self._client: aioredis.Redis | None = None
+        self._store: RedisControlStore | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._start_lock = asyncio.Lock()
+        self._events_topic = settings.topic("control.events")
+        secret = settings.control_secret
+        self._secret = (secret.get_secret_value() or None) if secret is not None else None
+
+    async def start(self) -> None:
+        """Connect once (whichever of the agents and timers gets here first)."""
+        async with self._start_lock:
+            if self._store is not None:
+                return
+            self._client = aioredis.Redis.from_url(self._settings.redis_url)
+            producer = AIOKafkaProducer(bootstrap_servers=self._settings.kafka_bootstrap, linger_ms=0, acks="all",
+                                        client_id="bse-predict-control")
+            await producer.start()
+            self._producer = producer
+            self._store = RedisControlStore(self._client, key_prefix=self._settings.topic_prefix)
+
+    @property
+    def started(self) -> bool:
+        return self._store is not None
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def handle(self, raw: bytes) -> list[ControlEvent]:
+        """One message of the ``control`` topic: verified, checked, applied or refused, and reported."""
+        assert self._store is not None
+        now = datetime.now(UTC)
+        config = self._settings.control
+        try:
+            message = verify_message(raw, self._secret, now, config.max_age_s, config.max_future_s)
+        except ControlRefused as refusal:
+            event = ControlEvent(status="refused", reason=f"{refusal.kind}: {refusal.reason}", at=now,
+                                 id=refusal.message_id, command=refusal.command)
+            await self._report([event])
+            return [event]
+        loop = asyncio.get_running_loop()
+        problems = await loop.run_in_executor(self._executor, self._check_versions, message)
+        _, events = await self._store.transact(
+            lambda state: step(state, CommandReceived(message, problems, self._router.default_live), now,
+                               config.max_age_s + config.max_future_s))
+        await self._report(events)
+        await self.sync()
+        return events
+
+    def _check_versions(self, message: ControlMessage) -> dict[str, str]:
+        """version -> why it cannot serve, for the versions the message names (blocking: loads models)."""
+        if message.command == "ab":
+            named = list(message.args["variants"])
+        else:
+            named = [message.args["version"]] if message.args.get("version") else []
+        problems: dict[str, str] = {}
+        for version in named:
+            try:
+                model = self._router.load(version)
+            except (ManifestError, *MODEL_ERRORS) as error:
+                problems[version] = str(error)[:300]
+                continue
+            if message.command in ("promote", "ramp"):
+                trouble = self._warm_up_problem(model)
+                if trouble is not None:
+                    problems[version] = trouble
+        return problems
+
+    def _warm_up_problem(self, model: Predictor) -> str | None:
+        """Run the version on the current windows and hold it to its recorded parity; None when it passes."""
+        manifest = getattr(model, "manifest", None)
+        if manifest is not None:  # parity is recorded per "model/target" (older manifests: per target)
+            records = {t: manifest.parity.get(f"{model.model_name}/{t}", manifest.parity.get(t)) for t in model.targets}
+            missing = [t for t, r in records.items() if r is None]
+            if missing:
+                return f"no recorded ONNX/native parity for {model.model_name} targets {missing}"
+            failed = [t for t, r in records.items() if r is not None and not r.max_abs_diff <= r.tolerance]
+            if failed:
+                return f"recorded ONNX/native parity above tolerance for {model.model_name} targets {failed}"
+        recent = self._router.recent_windows
+        if recent is None:  # this worker has seen no candle yet: flat windows still exercise every graph
+            windows, open_times = np.ones((4, model.min_history, 5)), np.zeros(4, dtype=np.int64)
+        else:
+            windows, open_times = recent
+        try:
+            out = predict_windows(model, windows[:, -model.min_history:], open_times)
+        except MODEL_ERRORS as error:
+            return f"warm-up failed: {type(error).__name__}: {error}"[:300]
+        bad = bad_rows(out, len(open_times))
+        if bad.any():
+            return f"warm-up on {len(open_times)} current windows: {int(bad.sum())} rows NaN or out of range"
+        return None
+
+    # -- sharing -----------------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Swap in the stored state when its revision moved (the poll every worker runs)."""
+        assert self._store is not None
+        if await self._store.revision() == self._router.table.revision:
+            return
+        state = await self._store.read()
+        loop = asyncio.get_running_loop()
+        try:
+            table = await loop.run_in_executor(self._executor, self._router.table_for, state)
+        except (ManifestError, *MODEL_ERRORS) as error:
+            # Another worker accepted a version this one cannot load (a file changed since?): keep serving.
+            log.error("control revision %d not applied here, still serving revision %d: %s",
+                      state.revision, self._router.table.revision, error)
+            return
+        self._router.table = table
+        log.info("control revision %d applied: %s", state.revision, json.dumps(state.summary()))
+
+    async def follow(self) -> None:
+        """Poll the revision for as long as the worker runs (a task of the candle agent: Faust timers
+        only start once the group has assigned partitions, seconds after a worker joins)."""
+        while True:
+            await self.sync()
+            await asyncio.sleep(self._settings.control.poll_interval_s)
+
+    async def tick(self) -> None:
+        """Breakers that opened, then the passing time (scheduled ramps, forgotten ids)."""
+        assert self._store is not None
+        now = datetime.now(UTC)
+        config = self._settings.control
+        events: list[Event] = [ModelFailed(v, reason) for v, reason in self._router.tripped]
+        self._router.tripped.clear()
+        events.append(Tick())
+        reported: list[ControlEvent] = []
+        for event in events:
+            _, out = await self._store.transact(
+                lambda state, event=event: step(state, event, now, config.max_age_s + config.max_future_s))
+            reported += out
+        await self._report(reported)
+
+    async def _report(self, events: list[ControlEvent]) -> None:
+        assert self._producer is not None
+        for event in events:
+            (log.info if event.status != "refused" else log.warning)("control %s: %s %s", event.status,
+                                                                      event.command, event.reason)
+            key = (event.command or "unknown").encode()
+            await self._producer.send_and_wait(self._events_topic, event.model_dump_json().encode(), key=key)
