@@ -199,6 +199,22 @@ def worker(
 
 @app.command()
 @one_line_errors
+def alerts(
+    config: ConfigOption = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="critical, error, warning, info or debug.")] = "info",
+) -> None:
+    """Telegram alerts, follow-ups, digests and daily summaries from the predictions and outcomes topics.
+
+    Needs TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID (several chats: comma-separated); see docs/alerts.md."""
+    from workers.alerts.run import run_alerts
+
+    if loglevel.lower() not in ("critical", "error", "warning", "info", "debug"):
+        raise ValueError(f"--loglevel must be critical, error, warning, info or debug, got {loglevel!r}")
+    run_alerts(_settings(config), loglevel)
+
+
+@app.command()
+@one_line_errors
 def relay(
     config: ConfigOption = None,
     loglevel: Annotated[str, typer.Option("--loglevel", help="crit, error, warn, info or debug.")] = "warn",
