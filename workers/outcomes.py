@@ -32,7 +32,12 @@ from models.schema import Candle, Outcome, Prediction
 from models.signals import target_label
 from workers.outcome_store import OutcomeStore
 
-__all__ = ["OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
+__all__ = ["PredictionListener", "OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
+
+
+class PredictionListener(Protocol):
+    def on_published(self, live: Sequence[Prediction], shadow: Sequence[Prediction]) -> None:
+        """Called once per batch with the predictions just published (before they are registered)."""
 
 
 class OutcomeListener(Protocol):
@@ -65,12 +70,17 @@ class KafkaOutcomePublisher:
         if futures:
             await asyncio.gather(*futures)
 
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """One more record on another topic (control decisions, events) through the same producer."""
+        await (await self._producer.send(topic, value, key=key))
+
 
 class OutcomeResolver:
     """See the module docstring; ``counts`` holds registered / settled totals for the stats log."""
 
     def __init__(self, settings: Settings, store: OutcomeStore, publisher: OutcomePublisher,
-                 listeners: Sequence[OutcomeListener] = ()) -> None:
+                 listeners: Sequence[OutcomeListener] = (),
+                 prediction_listeners: Sequence[PredictionListener] = ()) -> None:
         market = settings.market
         self._target_fracs = {target_label(pct): pct / 100.0 for pct in market.targets_pct}
         self._horizon_candles = market.horizon_candles
@@ -78,10 +88,8 @@ class OutcomeResolver:
         self._store = store
         self._publisher = publisher
         self._listeners = list(listeners)
+        self._prediction_listeners = list(prediction_listeners)
         self.counts: Counter[str] = Counter()
-
-    def add_listener(self, listener: OutcomeListener) -> None:
-        self._listeners.append(listener)
 
     def _pending_of(self, predictions: Sequence[Prediction], stream: Stream) -> list[PendingOutcome]:
         return [item for p in predictions
@@ -90,6 +98,8 @@ class OutcomeResolver:
     async def after_publish(self, live: Sequence[Prediction], shadow: Sequence[Prediction],
                             closed: Sequence[Candle]) -> list[Outcome]:
         """Register ``live`` and ``shadow`` predictions, settle what ``closed`` answers; the outcomes published."""
+        for observer in self._prediction_listeners:
+            observer.on_published(live, shadow)
         items = self._pending_of(live, "live") + self._pending_of(shadow, "shadow")
         self.counts["outcomes_registered"] += await self._store.register(items)
         settlements = await self._settle(closed)

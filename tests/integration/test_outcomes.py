@@ -9,21 +9,32 @@ same candles, none missing.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from configs.settings import Settings
 from models.candle_files import CandleSeries
 from models.grid import fill_gaps
+from models.control_message import verify_message
 from models.labels import CLASS_NAMES, NONE, UNKNOWN, label_matrix, time_to_touch
-from models.schema import Outcome, Prediction
+from models.live_metrics import RollingScores
+from models.outcomes import PendingOutcome, Settlement
+from models.schema import ModelRef, Outcome, Prediction
 from models.signals import target_label
 from tests.support.kafka_io import read_topic, read_until
 from tests.support.worker_process import WorkerProcess
+from workers.challenger import ChallengerWatch
+from workers.metrics import RedisLiveScores, WorkerMetrics
+from workers.outcomes import KafkaOutcomePublisher
 from workers.replay import candle_records, replay
 from workers.topics import TopicNames, ensure_topics
 
@@ -128,3 +139,108 @@ def stream_settings_min_history(settings: Settings) -> int:
     from models.manifest import load_manifest
 
     return load_manifest(settings.models_dir / "v-test").min_history
+
+
+# --- the champion/challenger decision and the live scores, on the real Kafka and Redis ----------
+
+
+def _pair_settlements(rng: np.random.Generator, n: int, skill_live: float, skill_shadow: float) -> list[Settlement]:
+    """Live (v1) and shadow (v2) answers to the same predictions; each model mixes the truth with 1/3 by its skill."""
+    settlements = []
+    for i in range(n):
+        truth = rng.dirichlet([2.0, 2.0, 2.0])
+        label = int(rng.choice(3, p=truth))
+        for version, stream, skill in (("v1", "live", skill_live), ("v2", "shadow", skill_shadow)):
+            p = skill * truth + (1 - skill) / 3
+            item = PendingOutcome(
+                prediction_id=f"BTCUSDT|1h|{i * STEP_MS}", symbol="BTCUSDT", timeframe="1h", open_time=i * STEP_MS,
+                entry_close=100.0, target="2%", target_frac=0.02, horizon_candles=72, step_ms=STEP_MS,
+                model=ModelRef(name="random_forest", version=version), variant="control", stream=stream,
+                p_up=float(p[0]), p_down=float(p[1]), p_none=float(p[2]))
+            settlements.append(Settlement(pending=item, label=label, resolved_at=(i + 2) * STEP_MS))
+    return settlements
+
+
+@pytest.mark.parametrize(("skill_shadow", "command", "args"), [
+    (0.9, "promote", {"version": "v2"}),
+    (0.0, "shadow", {"version": None}),
+])
+def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
+    services: Settings, isolated: Settings, skill_shadow: float, command: str, args: dict[str, object]
+) -> None:
+    settings = isolated.model_copy(update={
+        "control_secret": SecretStr("integration-secret"),
+        "challenger": isolated.challenger.model_copy(update={"auto_promote": True}),
+    })
+    asyncio.run(ensure_topics(settings))
+    names = TopicNames.of(settings)
+    settlements = _pair_settlements(np.random.default_rng(8), 3000, skill_live=0.45, skill_shadow=skill_shadow)
+
+    async def run() -> list[dict[str, object]]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        sender = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
+        await sender.start()
+        try:
+            watches = [ChallengerWatch(client, settings, sender, lambda a, b: a > b, names.control, names.control_events)
+                       for _ in range(2)]  # two workers adding to the same evidence
+            for start in range(0, len(settlements), 48):
+                await watches[(start // 48) % 2].on_settled(settlements[start:start + 48])
+            return [d for w in watches for d in w.decisions]
+        finally:
+            await sender.stop()
+            await client.aclose()
+
+    decisions = asyncio.run(run())
+    assert len(decisions) == 1, decisions  # decided once for the fleet, whichever worker crossed first
+    controls = asyncio.run(read_until(settings.kafka_bootstrap, names.control, 1, 30))
+    events = asyncio.run(read_until(settings.kafka_bootstrap, names.control_events, 1, 30))
+    assert len(controls) == 1 and controls[0].key == command.encode()
+    message = verify_message(controls[0].value, "integration-secret", datetime.now(UTC))
+    assert (message.command, message.args, message.issued_by) == (command, args, "auto-challenger")
+    event = orjson.loads(events[0].value)
+    assert event["status"] == "challenger_decision" and event["control_id"] == message.id
+    assert event["command"] == command and event["pairs"] < 3000
+    assert max(event["e_value_better"], event["e_value_worse"]) >= 2 / settings.challenger.alpha
+
+
+def test_live_scores_in_redis_equal_the_rolling_formulas_and_reach_prometheus(services: Settings, isolated: Settings) -> None:
+    settings = isolated
+    settlements = _pair_settlements(np.random.default_rng(9), 400, skill_live=0.5, skill_shadow=0.2)
+    bins = settings.live_metrics.calibration_bins
+    expected = {stream: RollingScores(24, 3_600_000, bins) for stream in ("live", "shadow")}
+    for s in settlements:
+        p = s.pending
+        expected[p.stream].update((p.p_up, p.p_down, p.p_none), CLASS_NAMES[s.label], s.resolved_at)
+
+    async def run() -> dict:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            scores = RedisLiveScores(client, settings)
+            for start in range(0, len(settlements), 37):
+                await scores.on_settled(settlements[start:start + 37])
+            return await scores.read()
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(run())
+    for stream, version in (("live", "v1"), ("shadow", "v2")):
+        got, want = found[((version, "control", "2%", stream), 24)], expected[stream].scores()
+        assert want is not None and got.count == want.count == 24
+        for name in ("log_loss", "brier", "accuracy", "base_rate"):
+            assert getattr(got, name) == pytest.approx(getattr(want, name), abs=1e-9), name
+        assert [(c.cls, c.bin, c.count) for c in got.calibration] == [(c.cls, c.bin, c.count) for c in want.calibration]
+        assert [c.hit_rate for c in got.calibration] == pytest.approx([c.hit_rate for c in want.calibration])
+        assert found[((version, "control", "2%", stream), 168)].count == 168
+
+    metrics = WorkerMetrics()
+    metrics.set_scores(found)
+    metrics.set_counts([{"predicted": 5, "dead_letters": 1}])
+    metrics.set_counts([{"predicted": 9, "dead_letters": 1}])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics.serve(port)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'bse_live_log_loss{stream="live",target="2%",variant="control",version="v1",window_hours="24"}' in text
+    assert 'bse_stream_events_total{kind="predicted"} 9.0' in text
+    assert "bse_live_calibration_hit_rate" in text and "bse_prediction_latency_ms" in text
