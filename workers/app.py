@@ -70,9 +70,11 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     control_topic = app.topic(names.control, key_serializer="raw", value_serializer="raw", partitions=1)
     executor = ThreadPoolExecutor(max_workers=settings.worker.inference_threads, thread_name_prefix="inference")
     processors: list[CandleProcessor] = []
-    live_outcomes = LiveOutcomes(app, settings, processors)  # outcomes, live scores, challenger, /metrics
     # ``predictor`` serves until the control state names others; versions load off the event loop.
     router = ModelRouter(predictor, partial(load_served_version, settings), settings.control.breaker)
+    live_outcomes = LiveOutcomes(app, settings, processors,  # outcomes, live scores, challenger, /metrics
+                                 breaker_states=lambda: {m.version: router.breaker(m.version).status
+                                                         for m in router.table.models()})
     control = ControlPlane(settings, router, ThreadPoolExecutor(max_workers=1, thread_name_prefix="control"))
 
     @app.agent(candles, concurrency=1)

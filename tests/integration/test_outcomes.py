@@ -9,8 +9,10 @@ same candles, none missing.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
+import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,7 +100,12 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
     assert replaying.is_alive(), "the replay ended before the kill: the test would prove nothing"
 
     predictions = {}
-    with WorkerProcess(env, tmp_path / "worker-2.log") as second:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "metrics.yaml"
+    config.write_text(f"live_metrics:\n  metrics_port: {port}\n  refresh_s: 0.5\n", encoding="utf-8")
+    with WorkerProcess(env, tmp_path / "worker-2.log", ("--config", str(config))) as second:
         replaying.join()
         expected_ids = {f"{s}|1h|{int(t)}" for s, series in slices.items()
                         for t in series.open_time_ms[stream_settings_min_history(stream_settings) - 1:]}
@@ -117,6 +124,8 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
                                              identity=lambda r: (orjson.loads(r.value)["id"], orjson.loads(r.value)["target"])))
         assert len({(orjson.loads(r.value)["id"], orjson.loads(r.value)["target"]) for r in records_out}) >= len(expected), \
             second.log_tail()
+        time.sleep(1.5)  # one refresh of the gauges after the last outcome
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     outcomes = [Outcome.model_validate_json(r.value) for r in asyncio.run(read_topic(stream_settings.kafka_bootstrap, names.outcomes))]
 
     by_key: dict[tuple[str, str], Outcome] = {}
@@ -133,6 +142,14 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
         assert outcome.model == predictions[outcome.id].model and outcome.stream == "live"
         counts[outcome.outcome] += 1
     assert min(counts.values()) > 0, counts  # every class occurred: the comparison covered all branches
+
+    version = next(iter(predictions.values())).model.version
+    live_count = re.search(rf'bse_live_outcomes{{stream="live",target="1%",variant="control",version="{version}",'
+                           rf'window_hours="168"}} ([0-9.]+)', scraped)
+    assert live_count is not None and float(live_count.group(1)) > 0, scraped[:2000]
+    assert re.search(r'bse_consumer_lag\{partition="\d+"\} 0\.0', scraped), "no consumer lag gauge"
+    assert re.search(r'bse_prediction_latency_ms_count\{stream="live"\} [1-9]', scraped)
+    assert re.search(r'bse_breaker_open\{version="[^"]+"\} 0\.0', scraped)
 
 
 def stream_settings_min_history(settings: Settings) -> int:
