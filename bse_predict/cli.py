@@ -172,6 +172,43 @@ def evaluate(
     console.print(f"evaluation written to {out}: metrics.json, report.md and {len(report.plots)} plots")
 
 
+@app.command()
+@one_line_errors
+def backtest(
+    data: DataOption,
+    version: Annotated[str, typer.Option("--version", help="The model version to replay.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, equity.png and metrics.json.")],
+    config: ConfigOption = None,
+    targets: TargetsOption = None,
+    horizon_hours: HorizonOption = None,
+    models: Annotated[str | None, typer.Option("--models", help="Model names of the version, comma-separated, or 'all' (default: its served model).")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="A second version: its served model side by side, with a paired significance test.")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First traded candle, UTC date (default: after the versions' training data).")] = None,
+) -> None:
+    """Replay candles through the worker's own path, trade the signals as ±X% brackets with fees; report with equity curve."""
+    from datetime import UTC, datetime
+
+    from bse_predict.backtest import BacktestRequest, run_backtest
+    from models.candle_files import read_candle_files
+    from models.signals import target_label
+
+    settings = _settings(config, targets, horizon_hours)
+    start_ms = None
+    if start is not None:
+        try:
+            start_ms = int(datetime.fromisoformat(start).replace(tzinfo=UTC).timestamp() * 1000)
+        except ValueError:
+            raise ValueError(f"--start must be a date like 2025-12-01, got {start!r}") from None
+    names = tuple(m.strip() for m in models.split(",") if m.strip()) if models else ()
+    request = BacktestRequest(version, names, compare, start_ms,
+                              tuple(target_label(p) for p in settings.market.targets_pct))
+    series = read_candle_files(data, settings.market.timeframe)
+    with errors.status("backtest: replaying") as status:
+        report = run_backtest(settings, series, request, out,
+                              lambda label, ticks: status.update(f"backtest {label}: {ticks} hours replayed"))
+    console.print(f"backtest written to {report.parent}: report.md, equity.png, metrics.json")
+
+
 def _check_version_name(version: str) -> None:
     import re
 
@@ -421,6 +458,19 @@ def control_ramp(
     except ValueError:
         raise ValueError(f"--shares must be numbers separated by commas, got {shares!r}") from None
     _send_control(config, "ramp", {"version": version, "shares": steps, "every_s": every_s}, issued_by)
+
+
+@control_app.command("gate")
+@one_line_errors
+def control_gate(
+    version: str,
+    passed: Annotated[bool, typer.Option("--pass/--fail", help="The gate's verdict on the ramping VERSION.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for control.events.")] = "",
+    config: ConfigOption = None,
+    issued_by: IssuedByOption = "ops",
+) -> None:
+    """A gate's verdict on a ramping version: --pass moves it to the next share, --fail stops the ramp."""
+    _send_control(config, "gate", {"version": version, "passed": passed, "reason": reason}, issued_by)
 
 
 def main() -> None:

@@ -100,12 +100,13 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     for variant in getattr(model, "variants", tuple)():
         file = f"{family}_{variant}_{target.rstrip('%')}pct.onnx"
         model.export_strategy(work_dir / file, variant)
+        kinds = model.variant_input_kinds(variant)
         variant_parity = check_parity(model.predict_strategy(check_rows, variant), work_dir / file,
-                                      model.onnx_feed(check_rows))
+                                      {k: v for k, v in model.onnx_feed(check_rows).items() if k in kinds})
         variant_metrics = (holdout_metrics(model.predict_strategy(split.x_holdout, variant), split.y_holdout,
                                            split.y_train) if len(split.y_holdout) else {})
         results.append((ModelEntry(name=f"{family}_{variant}", family=family, target=target, file=file,
-                                   inputs=model.input_kinds, native_file=f"native/{stem}.joblib"),
+                                   inputs=kinds, native_file=f"native/{stem}.joblib"),
                         variant_metrics, variant_parity))
     return results
 

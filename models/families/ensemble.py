@@ -144,7 +144,7 @@ class EnsemblePredictor(BasePredictor):
         self.regime_member_ = self.members.index("hmm_regime") if "hmm_regime" in self.members else None
         self.by_regime_ = self._fit_regime_weights(x_oof, y_oof, oof)
         scores = {f"oof_log_loss_{name}": log_loss(self.predict_strategy(x_oof, name), y_oof)
-                  for name in self.variants(include_own=True)}
+                  for name in self.variants(include_own=True, members=False)}
         scores.update({f"oof_log_loss_{m}": log_loss(oof[i], y_oof) for i, m in enumerate(self.members)})
         scores.update({f"weight_{m}": float(w) for m, w in zip(self.members, self.weights_, strict=True)})
         return scores
@@ -178,10 +178,18 @@ class EnsemblePredictor(BasePredictor):
         return out
 
     # ------------------------------------------------------------ prediction
-    def variants(self, include_own: bool = False) -> tuple[str, ...]:
-        """The fitted strategies (all but ``strategy`` unless ``include_own``)."""
+    def variants(self, include_own: bool = False, members: bool = True) -> tuple[str, ...]:
+        """The fitted strategies (all but ``strategy`` unless ``include_own``) and, with
+        ``members``, each member alone as ``member_<family>`` (for side-by-side backtests)."""
         fitted = [s for s in STRATEGIES if s != "regime" or self.by_regime_ is not None]
-        return tuple(s for s in fitted if include_own or s != self.strategy)
+        alone = [f"member_{m}" for m in self.members] if members else []
+        return tuple(s for s in fitted if include_own or s != self.strategy) + tuple(alone)
+
+    def variant_input_kinds(self, variant: str) -> tuple[str, ...]:
+        """The inputs the graph of :meth:`export_strategy` for ``variant`` reads."""
+        if variant.startswith("member_"):
+            return self.members_[self.members.index(variant.removeprefix("member_"))].input_kinds
+        return self.input_kinds
 
     def combine(self, member_probs: np.ndarray, strategy: str,
                 regime_probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +208,10 @@ class EnsemblePredictor(BasePredictor):
     def predict_with_status(self, X: np.ndarray | InputRows, strategy: str | None = None,
                             ) -> tuple[np.ndarray, np.ndarray]:
         strategy = strategy or self.strategy
+        if strategy.startswith("member_"):
+            member = self.members_[self.members.index(strategy.removeprefix("member_"))]
+            p = member.predict_proba(self._rows_for(member, X))
+            return p, np.zeros(len(p), dtype=bool)
         probs = self._member_probabilities(X)
         regime = self._regime_probabilities(X) if strategy == "regime" else None
         return self.combine(probs, strategy, regime)
@@ -226,6 +238,9 @@ class EnsemblePredictor(BasePredictor):
         """One ONNX graph: every member, the ``strategy`` combiner, NaN handling, ``degraded``."""
         import onnx
 
+        if strategy.startswith("member_"):
+            self.members_[self.members.index(strategy.removeprefix("member_"))].export_onnx(path)
+            return
         protos = []
         with tempfile.TemporaryDirectory() as folder:
             for i, member in enumerate(self.members_):
