@@ -248,12 +248,26 @@ def _on_command(state: ControlState, event: CommandReceived, now: datetime, reme
         return remembered, [ControlEvent(status="refused", reason="version refused: " + "; ".join(bad), **base)]
     if remembered.live is None and message.command in ("ramp", "ab", "shadow"):
         return remembered, [ControlEvent(status="refused", reason="no live version yet", **base)]
+    if message.command == "gate":
+        return _on_gate_command(state, remembered, message, now, base)
     try:
         applied, note = _apply_command(remembered, message, now)
     except _Refusal as refusal:
         return remembered, [ControlEvent(status="refused", reason=f"{refusal.kind}: {refusal.reason}", **base)]
     after = _with_revision(state, applied)
     return after, [ControlEvent(status="applied", reason=note, state=after.summary(), **base)]
+
+
+def _on_gate_command(state: ControlState, remembered: ControlState, message: ControlMessage, now: datetime,
+                     base: dict[str, Any]) -> tuple[ControlState, list[ControlEvent]]:
+    args = message.args
+    if remembered.ramp is None or remembered.ramp.version != args["version"]:
+        return remembered, [ControlEvent(status="refused", reason=f"no_ramp: {args['version']} is not ramping", **base)]
+    verdict = "passed" if args["passed"] else "failed"
+    after, ramp_events = step(remembered, GateResult(args["version"], args["passed"], args["reason"]), now)
+    after = after.model_copy(update={"revision": state.revision + (1 if _routing_changed(state, after) else 0)})
+    applied = ControlEvent(status="applied", reason=f"gate {verdict}: {args['reason']}", state=after.summary(), **base)
+    return after, [applied, *(e.model_copy(update={"state": after.summary()}) for e in ramp_events)]
 
 
 def _pruned(state: ControlState, now: datetime, remember_s: float) -> ControlState:

@@ -42,8 +42,8 @@ __all__ = [
     "check_args",
 ]
 
-Command = Literal["promote", "rollback", "ab", "shadow", "fallback", "ramp"]
-COMMANDS: tuple[str, ...] = ("promote", "rollback", "ab", "shadow", "fallback", "ramp")
+Command = Literal["promote", "rollback", "ab", "shadow", "fallback", "ramp", "gate"]
+COMMANDS: tuple[str, ...] = ("promote", "rollback", "ab", "shadow", "fallback", "ramp", "gate")
 
 
 class ControlRefused(BsePredictError):
@@ -102,6 +102,11 @@ def check_args(command: str, args: Mapping[str, Any]) -> dict[str, Any]:
             "shares": _ramp_shares(args.get("shares", [0.0, 0.05, 0.25, 0.5, 1.0])),
             "every_s": None if every_s is None else float(every_s),
         }
+    if command == "gate":  # a gate's verdict on a ramping version: passed advances it, failed stops it
+        passed, reason = args.get("passed"), args.get("reason", "")
+        if not isinstance(passed, bool) or not isinstance(reason, str):
+            raise ValueError("gate needs passed (true or false) and a reason text")
+        return {"version": _version_name(args.get("version")), "passed": passed, "reason": reason[:500]}
     raise ValueError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
 
 

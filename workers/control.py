@@ -249,8 +249,8 @@ class ControlPlane:
         assert self._store is not None
         now = datetime.now(UTC)
         config = self._settings.control
-        events: list[Event] = [ModelFailed(v, reason) for v, reason in self._router.tripped]
-        self._router.tripped.clear()
+        tripped, self._router.tripped = self._router.tripped, []  # appended to by the inference thread
+        events: list[Event] = [ModelFailed(v, reason) for v, reason in tripped]
         events.append(Tick())
         reported: list[ControlEvent] = []
         for event in events:

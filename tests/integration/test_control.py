@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -339,3 +342,35 @@ def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_d
         assert served[0] == {("v-slow", False)}, served
         assert served[-1] == {(SOURCE, True)}, served
         assert all(p.variant == "v-slow" for p in by_id.values())
+
+
+def test_the_cli_signs_and_a_worker_ramps_a_version_in_on_schedule(
+    control_settings: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    settings = control_settings
+    _copy_version(settings.models_dir, "v-b")
+    env = _env(settings)
+    names = TopicNames.of(settings)
+    cli = [sys.executable, "-m", "bse_predict.cli", "control"]
+    unsigned = subprocess.run([*cli, "rollback"], env={**os.environ, **env, "BSE_CONTROL_SECRET": ""},
+                              capture_output=True, text=True, timeout=60)
+    assert unsigned.returncode == 2 and unsigned.stderr.count("\n") == 1 and "BSE_CONTROL_SECRET" in unsigned.stderr
+    bad = subprocess.run([*cli, "ab", "v-b=lots"], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "VERSION=WEIGHT" in bad.stderr
+    with WorkerProcess(env, tmp_path / "w.log") as worker:
+        _send_candles(settings, _records(futures_series, 0, FIRST + 1))
+        sent = subprocess.run([*cli, "ramp", "v-b", "--shares", "0,0.5,1", "--every-s", "1.5"],
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        assert SECRET not in sent.stdout + sent.stderr
+        events = _events(settings, 3, timeout_s=60)
+        assert [e["status"] for e in events] == ["applied", "ramp_advanced", "ramp_done"], events
+        assert events[0]["issued_by"] == "ops" and events[0]["state"]["shadow"] == "v-b"
+        assert events[1]["state"]["arms"]["v-b"]["weight"] == pytest.approx(0.5)
+        assert events[2]["state"]["live"] == "v-b" and events[2]["state"]["previous"] == [SOURCE]
+        _wait_for_log(worker, "control revision 3 applied")
+        chunk = _records(futures_series, FIRST + 1, FIRST + 2)
+        _send_candles(settings, chunk)
+        done = _predictions(settings, names.predictions, _ids(chunk))
+        assert set(done) == _ids(chunk)
+        assert {(p.model.version, p.variant, p.degraded) for p in done.values()} == {("v-b", "control", False)}

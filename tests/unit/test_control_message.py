@@ -87,6 +87,7 @@ def test_wrong_secret_and_missing_secret_are_refused() -> None:
     raw = encode_message(build_message("rollback", {}, SECRET, NOW))
     assert _refusal(raw, secret="other").kind == "bad_signature"
     assert _refusal(raw, secret=None).kind == "no_secret"
+    assert _refusal(raw, secret="").kind == "no_secret"
 
 
 def test_freshness_window_both_ways() -> None:
