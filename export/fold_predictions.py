@@ -65,6 +65,9 @@ class OutOfFold:
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_models: dict[str, BasePredictor] = field(default_factory=dict)
     """Each family's model of the newest fold, fitted (for diagnostics such as the regime plots)."""
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """A family with ``variants`` (the ensemble's other strategies and members alone): the names
+    ``<family>_<variant>`` scored beside it, each calibrated like a family on the same folds."""
 
 
 def fold_masks(rows: PooledRows, folds: Sequence[Fold], horizon_ms: int, embargo_ms: int,
@@ -146,6 +149,7 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
     X = inputs[key]
     timing["prepare_seconds"] = time.perf_counter() - started
     calibrated, raw, importances, fold_seconds = [], [], [], []
+    variant_parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for m in masks:
         progress.update(task, description=f"{rows.target} {family}: fold {m.fold.index + 1}/{len(masks)}")
         model = factory(family, rows.target)
@@ -166,6 +170,14 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
         raw.append(p_raw)
         calibrated.append(calibrator.transform(p_raw))
         t3 = time.perf_counter()
+        for variant in getattr(model, "variants", tuple)():
+            variant_calibrator = make_calibrator(calibrator_name if m.calibration.any() else "none")
+            variant_calibrator.fit(model.predict_strategy(X[m.calibration], variant) if m.calibration.any()
+                                   else np.empty((0, 3)), rows.labels[m.calibration])
+            v_raw = model.predict_strategy(X[m.test], variant)
+            parts = variant_parts.setdefault(f"{family}_{variant}", ([], []))
+            parts[0].append(variant_calibrator.transform(v_raw))
+            parts[1].append(v_raw)
         timing["fit_seconds"] += t1 - t0
         timing["calibrate_seconds"] += t2 - t1
         timing["predict_seconds"] += t3 - t2
@@ -181,3 +193,13 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
     oof.feature_importance[family] = _mean_importance([i for i in importances if i])
     oof.hyperparameters[family] = model.get_hyperparameters()
     oof.last_models[family] = model
+    for name, (variant_calibrated, variant_raw) in variant_parts.items():
+        oof.probabilities[name] = np.concatenate(variant_calibrated)
+        oof.uncalibrated[name] = np.concatenate(variant_raw)
+        oof.descriptions[name] = f"{type(model).__name__} {name.removeprefix(family + '_')}, {calibrator_name} calibration"
+        oof.kinds[name] = "family"
+        oof.timings[name] = {k: 0.0 for k in timing}
+        oof.fold_fit_seconds[name] = [0.0] * len(fold_seconds)
+        oof.feature_importance[name] = {}
+        oof.hyperparameters[name] = oof.hyperparameters[family]
+    oof.variants[family] = list(variant_parts)

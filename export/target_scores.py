@@ -109,6 +109,28 @@ def _comparisons(names: Sequence[str], reference: str, families: Sequence[str], 
     return tuple(out)
 
 
+def _against_best_member(families: Sequence[str], labels: np.ndarray, open_time_ms: np.ndarray, oof: OutOfFold,
+                         block_days: int, options: EvaluationOptions) -> tuple[PairedComparison, ...]:
+    """Each ensemble strategy against its best member (lowest pooled log loss): the members alone
+    (``<ensemble>_member_*``, trained on the same rows) when scored, else the other families."""
+    out: list[PairedComparison] = []
+    blocks = day_blocks(open_time_ms, block_days)
+    for ensemble, variants in oof.variants.items():
+        members = [v for v in variants if v.startswith(f"{ensemble}_member_")]
+        members = members or [f for f in families if f != ensemble and f not in variants]
+        if not members:
+            continue
+        best = min(members, key=lambda n: float(np.mean(row_log_loss(oof.probabilities[n], labels))))
+        for model in [ensemble, *(v for v in variants if v not in members)]:
+            difference, improvement = paired_bootstrap(
+                row_log_loss(oof.probabilities[model], labels), row_log_loss(oof.probabilities[best], labels),
+                blocks, options.bootstrap_samples, options.confidence_level, options.seed)
+            out.append(PairedComparison(model=model, reference=best, metric="log_loss", rows=len(labels),
+                                        blocks=int(blocks.max()) + 1, block_days=block_days,
+                                        mean_difference=difference, relative_improvement=improvement))
+    return tuple(out)
+
+
 def _verdicts(comparisons: Sequence[PairedComparison], reference: str, families: Sequence[str],
               level: float) -> tuple[str, ...]:
     lines = []
@@ -136,6 +158,7 @@ def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, f
     symbols = rows.symbol_index[oof.test_index]
     times = rows.open_time_ms[oof.test_index]
     climatology = oof.probabilities["climatology"]
+    families = list(families) + [v for f in families for v in oof.variants.get(f, [])]
     names = list(families) + [n for n in oof.probabilities if oof.kinds[n] == "baseline"]
     models = {
         name: _model_evaluation(name, oof.probabilities[name], oof.uncalibrated.get(name), labels, climatology,
@@ -145,6 +168,8 @@ def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, f
     reference = reference_model(families, options.reference_family)
     block_days = options.bootstrap_block_days or max(1, math.ceil(horizon_hours / 24))
     comparisons = _comparisons(names, reference, families, labels, times, oof, block_days, options)
+    against_best = _against_best_member(families, labels, times, oof, block_days, options)
+    comparisons += against_best
     return TargetEvaluation(
         target=rows.target,
         label_shares=tuple(float(x) for x in np.bincount(labels, minlength=3) / len(labels)),  # type: ignore[arg-type]
@@ -153,5 +178,7 @@ def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, f
         models=models,
         reference=reference,
         comparisons=comparisons,
-        verdicts=_verdicts(comparisons, reference, families, options.confidence_level),
+        verdicts=_verdicts(comparisons, reference, families, options.confidence_level) + tuple(
+            f"claim \"{c.model} beats its best member {c.reference} by more than 3%\" (log loss): "
+            f"{claim_verdict(c.relative_improvement, 0.03, 1.0)}" for c in against_best),
     )

@@ -1,0 +1,35 @@
+"""``evaluate`` scores every ensemble strategy beside its members and the baselines, and compares
+each strategy with its best member by the paired bootstrap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from configs.settings import load_settings
+from export.evaluate import evaluate
+from export.evaluation_schema import EvaluationOptions
+from models.candle_files import CandleSeries
+
+
+def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_series: dict[str, CandleSeries],
+                                                                    tmp_path: Path) -> None:
+    settings = load_settings(market={"targets_pct": [2]}, models={"families": {"ensemble": {"params": {
+        "members": ["random_forest", "euclidean_knn"], "strategy": "weighted",
+        "member_params": {"random_forest": {"n_estimators": 12, "max_depth": 4, "min_samples_leaf": 40},
+                          "euclidean_knn": {"k": 16, "max_pool": 400}}}}}})
+    options = EvaluationOptions(families=("ensemble",), folds=2, max_rows_per_symbol=1500, bootstrap_samples=200)
+    report = evaluate([futures_series[s] for s in ("BTCUSDT", "ETHUSDT")], settings, tmp_path, options,
+                      show_progress=False)
+    result = report.targets["2%"]
+    strategies = {"ensemble", "ensemble_dynamic", "ensemble_stacking"}
+    members = {"ensemble_member_random_forest", "ensemble_member_euclidean_knn"}
+    assert strategies | members | {"climatology", "always_up"} <= set(result.models)
+    rows = {m.pooled.rows for m in result.models.values()}
+    assert len(rows) == 1  # every model on the same test rows
+    best = min(members, key=lambda n: result.models[n].pooled.log_loss)
+    against = {c.model for c in result.comparisons if c.reference == best and c.metric == "log_loss"}
+    assert strategies <= against
+    claims = [v for v in result.verdicts if "beats its best member" in v]
+    assert len(claims) == len(strategies) and all(best in v for v in claims)
+    report_text = (tmp_path / "report.md").read_text()
+    assert "ensemble_stacking" in report_text and "ensemble_member_euclidean_knn" in report_text
