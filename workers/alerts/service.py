@@ -61,6 +61,8 @@ class AlertService:
                 await self._send_followups(call, outcome)
 
     async def on_outcome(self, outcome: Outcome) -> None:
+        if outcome.stream == "shadow":  # a shadow model's score: neither a follow-up nor a live hit rate
+            return
         await self._store.save_outcome(outcome)
         await self._store.note_event(outcome.resolved_at)
         call = await self._store.alerted_call(outcome.id, outcome.target)
