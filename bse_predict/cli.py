@@ -358,8 +358,30 @@ def models_show(version: str, config: ConfigOption = None) -> None:
     """The manifest of one version."""
     from models.manifest import load_manifest
 
+    from export.changelog import changelog_lines
+
     settings = _settings(config)
-    console.print_json(load_manifest(settings.models_dir / version).model_dump_json())
+    manifest = load_manifest(settings.models_dir / version)
+    console.print_json(manifest.model_dump_json(exclude={"changelog"}))
+    for line in changelog_lines(manifest.changelog):
+        console.print(line, markup=False, highlight=False)
+
+
+@models_app.command("migrate")
+@one_line_errors
+def models_migrate(
+    path: Annotated[Path, typer.Argument(help="A folder of legacy rf_{SYMBOL}_{pct:.3f}_model.pkl files, or one file.")],
+    version: Annotated[str | None, typer.Option("--version", help="The new version's name (default legacy-<time>).")] = None,
+    serve: Annotated[str | None, typer.Option("--serve", help="The symbol whose models serve every symbol "
+                                                             "(default BTCUSDT when present).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Convert the previous system's pickled forests into a registry version (ONNX, verified, originals kept)."""
+    from export.migrate import migrate_legacy
+
+    settings = _settings(config)
+    done = migrate_legacy(path, settings, version, serve, progress=lambda m: errors.print(m, markup=False))
+    console.print(f"migrated {path} to {done}", markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------- control

@@ -23,8 +23,10 @@ from rich.progress import Progress
 from configs.settings import Settings
 from models.dataset import SymbolDataset, build_dataset, holdout_split
 from models.metrics import holdout_metrics
+from export.changelog import with_changelog
 from export.onnx_export import check_parity
 from models.candle_files import CandleSeries
+from models.drift import training_bins
 from models.errors import BsePredictError
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
 from models.inputs import InputRows, concat_rows, min_history
@@ -155,6 +157,7 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
                     progress.advance(fit_task)
         manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
                              time.perf_counter() - started)
+        manifest = with_changelog(manifest, models_dir)
         (work_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         work_dir.rename(final_dir)
     except BaseException:
@@ -188,4 +191,5 @@ def _manifest(version: str, series: list[CandleSeries], datasets: list[SymbolDat
         files_sha256={str(p.relative_to(work_dir)): sha256_of(p) for p in files},
         library_versions=_library_versions(),
         training_seconds=round(seconds, 3),
+        feature_bins=training_bins(np.vstack([d.features for d in datasets]), FEATURE_NAMES),
     )

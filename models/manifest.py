@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.drift import FeatureBins
 from models.errors import ManifestError
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "DataSpan",
     "ModelEntry",
     "ParityReport",
+    "LegacyOrigin",
+    "MetricChange",
+    "Changelog",
     "Manifest",
     "sha256_of",
     "load_manifest",
@@ -62,6 +66,31 @@ class ParityReport(_Frozen):
     tolerance: float
 
 
+class LegacyOrigin(_Frozen):
+    """A version converted from the previous system's pickles (``bse-predict models migrate``)."""
+
+    source: str
+    backup: str
+    files_sha256: dict[str, str]
+    three_classes: str = Field(description="how the binary up/down model answers (up, down, none)")
+    verified_rows: int
+    max_abs_diff: float
+
+
+class MetricChange(_Frozen):
+    previous: float | None
+    current: float | None
+    delta: float | None
+
+
+class Changelog(_Frozen):
+    """What changed against the version that was newest when this one was made, and its metrics beside it."""
+
+    previous_version: str | None
+    changes: tuple[str, ...]
+    metrics: dict[str, dict[str, MetricChange]] = {}
+
+
 class Manifest(_Frozen):
     format_version: int = 1
     version: str
@@ -80,6 +109,9 @@ class Manifest(_Frozen):
     files_sha256: dict[str, str]
     library_versions: dict[str, str]
     training_seconds: float
+    feature_bins: dict[str, FeatureBins] | None = Field(None, description="training bin edges and shares, for drift")
+    legacy: LegacyOrigin | None = None
+    changelog: Changelog | None = None
 
     def entries_for(self, model_name: str) -> dict[str, ModelEntry]:
         """The served model's entry per target label ("1%": entry)."""

@@ -1,0 +1,84 @@
+"""Population stability index (PSI) between a feature's training and live distributions.
+
+At train time each feature gets bin edges (quantiles of its training values,
+so every bin holds about the same share) and the expected share per bin
+(:func:`training_bins`); the manifest records both. Live values are counted
+into the same bins (:func:`bin_counts`) and compared:
+
+``PSI = Σ_b (a_b - e_b) · ln(a_b / e_b)`` over bins ``b``, with the expected
+share ``e_b`` and the live share ``a_b`` each floored at ``1e-4`` so an empty
+bin gives a large but finite term. Rules of thumb: below 0.1 stable, 0.1 to
+0.25 a moderate shift, above 0.25 a significant one. Values outside the
+training range fall into the first or last bin; NaN values are not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["SHARE_FLOOR", "FeatureBins", "training_bins", "bin_counts", "psi", "drifted_features"]
+
+SHARE_FLOOR = 1e-4
+
+
+class FeatureBins(BaseModel):
+    """Inner bin edges (``len(expected) - 1`` of them, increasing) and the training share per bin."""
+
+    model_config = ConfigDict(frozen=True)
+
+    edges: tuple[float, ...]
+    expected: tuple[float, ...]
+
+
+def bin_counts(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """int64[len(edges) + 1]: how many finite values fall in each bin (bin i is [edges[i-1], edges[i]))."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
+    return np.bincount(index, minlength=len(edges) + 1).astype(np.int64)
+
+
+def training_bins(features: np.ndarray, names: Sequence[str], bins: int = 10) -> dict[str, FeatureBins]:
+    """Quantile bins of every feature column (float[n, F]); duplicate edges (discrete features) merge."""
+    features = np.asarray(features, dtype=np.float64)
+    result = {}
+    quantiles = np.linspace(0, 1, bins + 1)[1:-1]
+    for column, name in enumerate(names):
+        values = features[:, column]
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            continue
+        edges = np.unique(np.quantile(values, quantiles))
+        counts = bin_counts(values, edges)
+        result[name] = FeatureBins(edges=tuple(float(e) for e in edges),
+                                   expected=tuple(float(c) for c in counts / counts.sum()))
+    return result
+
+
+def psi(expected: Sequence[float], actual_counts: Sequence[float]) -> float:
+    """PSI of live counts against the expected shares (see the module docstring)."""
+    e = np.maximum(np.asarray(expected, dtype=np.float64), SHARE_FLOOR)
+    counts = np.asarray(actual_counts, dtype=np.float64)
+    if counts.shape != e.shape:
+        raise ValueError(f"{counts.shape[0]} live bins for {e.shape[0]} expected shares")
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("no live values to compare")
+    a = np.maximum(counts / total, SHARE_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def drifted_features(bins: Mapping[str, FeatureBins], live_counts: Mapping[str, Sequence[float]],
+                     threshold: float, min_rows: int) -> dict[str, float]:
+    """{feature: PSI} of the features with at least ``min_rows`` live values and a PSI above ``threshold``."""
+    found = {}
+    for name, counts in live_counts.items():
+        if name not in bins or sum(counts) < min_rows:
+            continue
+        value = psi(bins[name].expected, counts)
+        if value > threshold:
+            found[name] = value
+    return found
