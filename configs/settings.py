@@ -218,6 +218,7 @@ class DriftConfig(_Frozen):
     psi_threshold: float = Field(0.25, gt=0)
     min_rows: int = Field(500, gt=0)
     check_every_rows: int = Field(500, gt=0)
+    window_days: int = Field(7, gt=0)
 
 
 class BreakerConfig(_Frozen):

@@ -19,6 +19,7 @@ from configs.settings import Settings
 from models.errors import ManifestError
 from models.manifest import list_versions
 from workers.challenger import ChallengerWatch
+from workers.drift import DriftMonitor
 from workers.metrics import RedisLiveScores, WorkerMetrics
 from workers.outcome_store import RedisOutcomeStore
 from workers.outcomes import KafkaOutcomePublisher, OutcomeListener, OutcomeResolver
@@ -78,7 +79,9 @@ class LiveOutcomes:
                                              self._names.control, self._names.control_events))
         store = RedisOutcomeStore(client, settings.outcomes.settled_retain_hours * 3_600_000,
                                   key_prefix=settings.topic_prefix)
-        resolver = OutcomeResolver(settings, store, publisher, listeners, prediction_listeners=[self.metrics])
+        drift = [DriftMonitor(client, settings, publisher, self._names.control_events)] if settings.drift.enabled else []
+        resolver = OutcomeResolver(settings, store, publisher, listeners, prediction_listeners=[self.metrics],
+                                   batch_listeners=drift)
         self._resolvers.append(resolver)
         return resolver
 

@@ -32,12 +32,17 @@ from models.schema import Candle, Outcome, Prediction
 from models.signals import target_label
 from workers.outcome_store import OutcomeStore
 
-__all__ = ["PredictionListener", "OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
+__all__ = ["PredictionListener", "BatchListener", "OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
 
 
 class PredictionListener(Protocol):
     def on_published(self, live: Sequence[Prediction], shadow: Sequence[Prediction]) -> None:
         """Called once per batch with the predictions just published (before they are registered)."""
+
+
+class BatchListener(Protocol):
+    async def on_batch(self, live: Sequence[Prediction], closed: Sequence[Candle]) -> None:
+        """Called once per batch with its live predictions and closed candles (drift)."""
 
 
 class OutcomeListener(Protocol):
@@ -80,7 +85,8 @@ class OutcomeResolver:
 
     def __init__(self, settings: Settings, store: OutcomeStore, publisher: OutcomePublisher,
                  listeners: Sequence[OutcomeListener] = (),
-                 prediction_listeners: Sequence[PredictionListener] = ()) -> None:
+                 prediction_listeners: Sequence[PredictionListener] = (),
+                 batch_listeners: Sequence[BatchListener] = ()) -> None:
         market = settings.market
         self._target_fracs = {target_label(pct): pct / 100.0 for pct in market.targets_pct}
         self._horizon_candles = market.horizon_candles
@@ -89,6 +95,7 @@ class OutcomeResolver:
         self._publisher = publisher
         self._listeners = list(listeners)
         self._prediction_listeners = list(prediction_listeners)
+        self._batch_listeners = list(batch_listeners)
         self.counts: Counter[str] = Counter()
 
     def _pending_of(self, predictions: Sequence[Prediction], stream: Stream) -> list[PendingOutcome]:
@@ -102,6 +109,8 @@ class OutcomeResolver:
             observer.on_published(live, shadow)
         items = self._pending_of(live, "live") + self._pending_of(shadow, "shadow")
         self.counts["outcomes_registered"] += await self._store.register(items)
+        for listener in self._batch_listeners:
+            await listener.on_batch(live, closed)
         settlements = await self._settle(closed)
         if not settlements:
             return []

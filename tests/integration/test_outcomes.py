@@ -27,14 +27,19 @@ from configs.settings import Settings
 from models.candle_files import CandleSeries
 from models.grid import fill_gaps
 from models.control_message import verify_message
+from models.drift import bin_counts, psi
+from models.features import FEATURE_NAMES, LOOKBACK_CANDLES, feature_matrix
 from models.labels import CLASS_NAMES, NONE, UNKNOWN, label_matrix, time_to_touch
 from models.live_metrics import RollingScores
 from models.outcomes import PendingOutcome, Settlement
-from models.schema import ModelRef, Outcome, Prediction
+from models.manifest import load_manifest
+from models.schema import Candle, ModelRef, Outcome, Prediction, TargetPrediction
 from models.signals import target_label
+from models.synthetic import synthetic_series
 from tests.support.kafka_io import read_topic, read_until
 from tests.support.worker_process import WorkerProcess
 from workers.challenger import ChallengerWatch
+from workers.drift import DriftMonitor
 from workers.metrics import RedisLiveScores, WorkerMetrics
 from workers.outcomes import KafkaOutcomePublisher
 from workers.replay import candle_records, replay
@@ -261,3 +266,53 @@ def test_live_scores_in_redis_equal_the_rolling_formulas_and_reach_prometheus(se
     assert 'bse_live_log_loss{stream="live",target="2%",variant="control",version="v1",window_hours="24"}' in text
     assert 'bse_stream_events_total{kind="predicted"} 9.0' in text
     assert "bse_live_calibration_hit_rate" in text and "bse_prediction_latency_ms" in text
+
+
+def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
+    isolated: Settings, trained_version: Settings
+) -> None:
+    """Candles four times as volatile as the training data: the volatility features drift, PSI as computed offline."""
+    settings = isolated.model_copy(update={
+        "models_dir": trained_version.models_dir,
+        "drift": isolated.drift.model_copy(update={"min_rows": 300, "check_every_rows": 300, "psi_threshold": 0.25,
+                                                   "window_days": 60}),
+    })
+    asyncio.run(ensure_topics(settings))
+    names = TopicNames.of(settings)
+    wild = synthetic_series("WILDUSDT", 700, seed=3, end_ms=1_767_225_600_000, hourly_volatility=0.03)
+    manifest = load_manifest(settings.models_dir / "v-test")
+    assert manifest.feature_bins is not None
+    part = TargetPrediction(p_up=0.4, p_down=0.4, p_none=0.2, direction="up", confidence=0.5, signal="NEUTRAL")
+    candles = [Candle(symbol="WILDUSDT", timeframe="1h", open_time=int(t), open=o, high=h, low=lo, close=c, volume=v)
+               for t, (o, h, lo, c, v) in zip(wild.open_time_ms, wild.ohlcv.tolist(), strict=True)]
+    predictions = [Prediction(id=c.id, symbol=c.symbol, timeframe="1h", open_time=c.open_time, close=c.close,
+                              horizon_hours=72, targets={"1%": part}, model=ModelRef(name="random_forest", version="v-test"),
+                              latency_ms=1.0) for c in candles]
+
+    async def run() -> list[dict[str, object]]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        sender = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
+        await sender.start()
+        try:
+            monitor = DriftMonitor(client, settings, sender, names.control_events)
+            for start in range(0, len(candles), 25):
+                await monitor.on_batch(predictions[start:start + 25], candles[start:start + 25])
+            return monitor.events
+        finally:
+            await sender.stop()
+            await client.aclose()
+
+    events = asyncio.run(run())
+    assert events, "no drift reported on candles four times as volatile as the training data"
+    published = [orjson.loads(r.value) for r in asyncio.run(read_until(settings.kafka_bootstrap, names.control_events,
+                                                                         len(events), 30))]
+    assert sorted(e["feature"] for e in published) == sorted(e["feature"] for e in events)
+    assert any("vol" in str(e["feature"]) or "atr" in str(e["feature"]) or "bb_width" in str(e["feature"]) for e in events)
+    # The PSI of the first check, recomputed offline on the same rows: every candle with a full window so far.
+    first = events[0]
+    rows = int(first["rows"])
+    features = feature_matrix(wild.open_time_ms, wild.ohlcv)[LOOKBACK_CANDLES - 1: LOOKBACK_CANDLES - 1 + rows]
+    column = FEATURE_NAMES.index(str(first["feature"]))
+    bins = manifest.feature_bins[str(first["feature"])]
+    assert first["psi"] == pytest.approx(psi(bins.expected, bin_counts(features[:, column], bins.edges)), rel=1e-9)
+    assert 300 <= rows < 300 + 25 and float(first["psi"]) > 0.25

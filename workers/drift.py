@@ -1,0 +1,155 @@
+"""Feature drift in the worker: live feature values counted into the training bins, PSI checked.
+
+A batch listener of the outcome resolver. It keeps, per symbol, the newest
+closed candles it has seen (enough for one feature window), computes the
+features of every live prediction's candle with the trainer's own code
+(:func:`models.features.compute_features` on the gap-filled window), and adds
+the bin counts to Redis per served version and day (by candle time), so
+every worker's symbols count. Every ``drift.check_every_rows`` rows it reads
+the last ``drift.window_days`` days, computes each feature's PSI against the
+manifest's training shares (:mod:`models.drift`) and publishes a ``drift``
+event on ``control.events`` for each feature above ``drift.psi_threshold``,
+at most once a day per version and feature (a Redis ``SET NX`` with expiry).
+
+A worker that just started has no candle history of its own, so its first
+window of hours adds no rows; a version without ``feature_bins`` in its
+manifest (trained before they were recorded) is not checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from configs.settings import Settings
+from models.control_message import format_issued_at
+from models.drift import FeatureBins, bin_counts, drifted_features
+from models.errors import ManifestError
+from models.features import FEATURE_NAMES, LOOKBACK_CANDLES, compute_features
+from models.manifest import load_manifest
+from models.schema import Candle, Prediction
+from models.window import window_ending_at
+from workers.challenger import Sender
+
+__all__ = ["DriftMonitor"]
+
+log = logging.getLogger(__name__)
+
+_DAY_MS = 86_400_000
+_REPORT_EVERY_S = 86_400
+
+
+class DriftMonitor:
+    """See the module docstring."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings, sender: Sender, events_topic: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._client = client
+        self._config = settings.drift
+        self._models_dir = settings.models_dir
+        self._step_ms = settings.market.timeframe_ms
+        self._prefix = f"{settings.topic_prefix}bse:drift"
+        self._sender = sender
+        self._events_topic = events_topic
+        self._clock = clock
+        self._candles: dict[tuple[str, str], dict[int, tuple[float, ...]]] = defaultdict(dict)
+        self._bins: dict[str, dict[str, FeatureBins] | None] = {}
+        self._rows_since_check: dict[str, int] = defaultdict(int)
+        self.events: list[dict[str, object]] = []
+
+    def _bins_of(self, version: str) -> dict[str, FeatureBins] | None:
+        if version not in self._bins:
+            try:
+                self._bins[version] = load_manifest(self._models_dir / version).feature_bins
+            except ManifestError as exc:
+                log.warning("drift: no bins for %s: %s", version, exc)
+                self._bins[version] = None
+        return self._bins[version]
+
+    def _remember(self, closed: Sequence[Candle]) -> None:
+        for candle in closed:
+            kept = self._candles[(candle.symbol, candle.timeframe)]
+            kept[candle.open_time] = (candle.open, candle.high, candle.low, candle.close, candle.volume)
+            if len(kept) > LOOKBACK_CANDLES + 48:
+                for old in sorted(kept)[: len(kept) - LOOKBACK_CANDLES - 48]:
+                    del kept[old]
+
+    def _features(self, predictions: Sequence[Prediction]) -> tuple[list[Prediction], np.ndarray]:
+        rows, windows = [], []
+        for prediction in predictions:
+            kept = self._candles.get((prediction.symbol, prediction.timeframe), {})
+            times = np.array(sorted(kept), dtype=np.int64)
+            if times.size < LOOKBACK_CANDLES:
+                continue
+            window = window_ending_at(times, np.array([kept[t] for t in times]), prediction.open_time,
+                                      LOOKBACK_CANDLES, self._step_ms)
+            if window is not None:
+                rows.append(prediction)
+                windows.append(window)
+        if not rows:
+            return [], np.empty((0, len(FEATURE_NAMES)))
+        open_times = np.array([p.open_time for p in rows], dtype=np.int64)
+        return rows, compute_features(np.ascontiguousarray(np.stack(windows)), open_times)
+
+    async def on_batch(self, live: Sequence[Prediction], closed: Sequence[Candle]) -> None:
+        if not self._config.enabled:
+            return
+        self._remember(closed)
+        rows, features = self._features(live)
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for prediction, values in zip(rows, features, strict=True):
+            bins = self._bins_of(prediction.model.version)
+            if not bins:
+                continue
+            key = f"{self._prefix}:{{{prediction.model.version}}}:{prediction.open_time // _DAY_MS}"
+            for column, name in enumerate(FEATURE_NAMES):
+                if name in bins and np.isfinite(values[column]):
+                    counts[key][f"{name}|{int(np.searchsorted(bins[name].edges, values[column], side='right'))}"] += 1
+            self._rows_since_check[prediction.model.version] += 1
+        if counts:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, fields in counts.items():
+                    for field, n in fields.items():
+                        pipe.hincrby(key, field, n)
+                    pipe.expire(key, (self._config.window_days + 1) * _DAY_MS // 1000)
+                await pipe.execute()
+        for version, pending in list(self._rows_since_check.items()):
+            if pending >= self._config.check_every_rows:
+                self._rows_since_check[version] = 0
+                newest_day = max(p.open_time for p in rows if p.model.version == version) // _DAY_MS
+                await self._check(version, newest_day)
+
+    async def _check(self, version: str, newest_day: int) -> None:
+        bins = self._bins_of(version)
+        assert bins is not None
+        days = range(newest_day - self._config.window_days + 1, newest_day + 1)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(f"{self._prefix}:{{{version}}}:{day}")
+            replies = await pipe.execute()
+        live: dict[str, np.ndarray] = {name: np.zeros(len(b.expected)) for name, b in bins.items()}
+        for reply in replies:
+            for field, value in reply.items():
+                name, index = field.decode().rsplit("|", 1)
+                if name in live and int(index) < len(live[name]):
+                    live[name][int(index)] += int(value)
+        found = drifted_features(bins, live, self._config.psi_threshold, self._config.min_rows)
+        for name, value in sorted(found.items(), key=lambda item: -item[1]):
+            if await self._client.set(f"{self._prefix}:{{{version}}}:reported:{name}", 1, nx=True, ex=_REPORT_EVERY_S):
+                await self._report(version, name, value, int(live[name].sum()))
+
+    async def _report(self, version: str, feature: str, value: float, rows: int) -> None:
+        event = {
+            "status": "drift", "at": format_issued_at(self._clock()), "version": version, "feature": feature,
+            "psi": value, "threshold": self._config.psi_threshold, "rows": rows, "window_days": self._config.window_days,
+            "reason": f"{feature}: PSI {value:.3f} > {self._config.psi_threshold} over {rows} live rows of {version}",
+        }
+        await self._sender.send(self._events_topic, b"drift", orjson.dumps(event))
+        self.events.append(event)
+        log.warning("drift: %s", event["reason"])
