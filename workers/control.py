@@ -42,7 +42,7 @@ from models.breaker import bad_rows
 from models.control import CommandReceived, ControlEvent, ControlState, Event, ModelFailed, Tick, step
 from models.control_message import ControlMessage, ControlRefused, encode_message, verify_message
 from models.errors import ManifestError
-from models.manifest import MANIFEST_NAME
+from models.manifest import MANIFEST_NAME, load_manifest, verify_files
 from models.predictor import Predictor, predict_windows
 from workers.model_router import MODEL_ERRORS, ModelRouter
 from workers.topics import ensure_topics
@@ -125,6 +125,8 @@ class ControlPlane:
         self._store: RedisControlStore | None = None
         self._producer: AIOKafkaProducer | None = None
         self._start_lock = asyncio.Lock()
+        self._sync_lock = asyncio.Lock()  # the poll and a just-handled message never swap tables out of order
+        self._unloadable_revision: int | None = None  # logged once, retried on every poll
         self._events_topic = settings.topic("control.events")
         secret = settings.control_secret
         self._secret = (secret.get_secret_value() or None) if secret is not None else None
@@ -188,6 +190,12 @@ class ControlPlane:
                 problems[version] = str(error)[:300]
                 continue
             if message.command in ("promote", "ramp"):
+                try:  # again, even when loaded before: the files may have changed since
+                    version_dir = self._settings.models_dir / version
+                    verify_files(version_dir, load_manifest(version_dir))
+                except ManifestError as error:
+                    problems[version] = str(error)[:300]
+                    continue
                 trouble = self._warm_up_problem(model)
                 if trouble is not None:
                     problems[version] = trouble
@@ -223,19 +231,22 @@ class ControlPlane:
     async def sync(self) -> None:
         """Swap in the stored state when its revision moved (the poll every worker runs)."""
         assert self._store is not None
-        if await self._store.revision() == self._router.table.revision:
-            return
-        state = await self._store.read()
-        loop = asyncio.get_running_loop()
-        try:
-            table = await loop.run_in_executor(self._executor, self._router.table_for, state)
-        except (ManifestError, *MODEL_ERRORS) as error:
-            # Another worker accepted a version this one cannot load (a file changed since?): keep serving.
-            log.error("control revision %d not applied here, still serving revision %d: %s",
-                      state.revision, self._router.table.revision, error)
-            return
-        self._router.table = table
-        log.info("control revision %d applied: %s", state.revision, json.dumps(state.summary()))
+        async with self._sync_lock:
+            if await self._store.revision() == self._router.table.revision:
+                return
+            state = await self._store.read()
+            loop = asyncio.get_running_loop()
+            try:
+                table = await loop.run_in_executor(self._executor, self._router.table_for, state)
+            except (ManifestError, *MODEL_ERRORS) as error:
+                # Another worker accepted a version this one cannot load (a file changed since?): keep serving.
+                if self._unloadable_revision != state.revision:
+                    log.error("control revision %d not applied here, still serving revision %d: %s",
+                              state.revision, self._router.table.revision, error)
+                    self._unloadable_revision = state.revision
+                return
+            self._router.table = table
+            log.info("control revision %d applied: %s", state.revision, json.dumps(state.summary()))
 
     async def follow(self) -> None:
         """Poll the revision for as long as the worker runs (a task of the candle agent: Faust timers

@@ -75,7 +75,7 @@ class RoutingTable:
         if not self.arms:
             return "control", self.live
         arm = arm_for(symbol, [a for a, _ in self.arms])
-        return arm.variant, dict((a.variant, p) for a, p in self.arms)[arm.variant]
+        return arm.variant, next(p for a, p in self.arms if a is arm)
 
 
 @dataclass(frozen=True)
@@ -168,14 +168,14 @@ class ModelRouter:
         self.recent_windows = (windows[-64:], open_times[-64:])
         batch = RoutedBatch(answers=[None] * len(symbols))
         groups: dict[str, list[int]] = {}
-        models: dict[str, tuple[str, Predictor]] = {}
+        models: dict[str, Predictor] = {}
         for row, symbol in enumerate(symbols):
             variant, model = table.route(symbol)
             groups.setdefault(variant, []).append(row)
-            models[variant] = (variant, model)
+            models[variant] = model
         needs_fallback: dict[int, str] = {}  # row -> the variant whose model could not answer it
         for variant, rows in groups.items():
-            _, model = models[variant]
+            model = models[variant]
             answered = self._call(model, rows, windows, open_times, batch.counts, force=not self._can_divert(table, model))
             for row in rows:
                 if row in answered:

@@ -18,7 +18,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import onnx
 import orjson
 import pytest
