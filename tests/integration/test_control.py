@@ -373,3 +373,32 @@ def test_the_cli_signs_and_a_worker_ramps_a_version_in_on_schedule(
         done = _predictions(settings, names.predictions, _ids(chunk))
         assert set(done) == _ids(chunk)
         assert {(p.model.version, p.variant, p.degraded) for p in done.values()} == {("v-b", "control", False)}
+
+
+def test_concurrent_changes_through_redis_are_never_lost(isolated: Settings) -> None:
+    """Many workers' transactions on the one state: every message is applied exactly once."""
+    import redis.asyncio as aioredis
+
+    from models.control import CommandReceived, ControlState, step
+    from models.control_message import verify_message
+    from workers.control import RedisControlStore
+
+    now = datetime.now(UTC)
+    messages = [verify_message(encode_message(build_message("fallback", {"version": f"v{i}"}, SECRET, now)), SECRET, now)
+                for i in range(40)]
+
+    async def run() -> tuple[ControlState, int]:
+        clients = [aioredis.Redis.from_url(isolated.redis_url) for _ in range(4)]
+        stores = [RedisControlStore(c, key_prefix=isolated.topic_prefix) for c in clients]
+        try:
+            await asyncio.gather(*(
+                stores[i % 4].transact(lambda state, m=m: step(state, CommandReceived(m, default_live="v-live"), now))
+                for i, m in enumerate(messages)))
+            return await stores[0].read(), await stores[0].revision()
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    state, revision = asyncio.run(run())
+    assert sorted(i for i, _ in state.seen) == sorted(m.id for m in messages)
+    assert revision == state.revision == 40  # every fallback changed what is served once
