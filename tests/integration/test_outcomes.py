@@ -9,34 +9,38 @@ same candles, none missing.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import shutil
 import socket
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import onnx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from onnx import TensorProto, helper
 from pydantic import SecretStr
 
 from configs.settings import Settings
 from models.candle_files import CandleSeries
 from models.grid import fill_gaps
-from models.control_message import verify_message
+from models.control_message import build_message, encode_message, verify_message
 from models.drift import bin_counts, psi
 from models.features import FEATURE_NAMES, LOOKBACK_CANDLES, feature_matrix
 from models.labels import CLASS_NAMES, NONE, UNKNOWN, label_matrix, time_to_touch
 from models.live_metrics import RollingScores
 from models.outcomes import PendingOutcome, Settlement
-from models.manifest import load_manifest
+from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
 from models.schema import Candle, ModelRef, Outcome, Prediction, TargetPrediction
 from models.signals import target_label
 from models.synthetic import synthetic_series
-from tests.support.kafka_io import read_topic, read_until
+from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess
 from workers.challenger import ChallengerWatch
 from workers.drift import DriftMonitor
@@ -158,7 +162,7 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
 
 
 def stream_settings_min_history(settings: Settings) -> int:
-    from models.manifest import load_manifest
+    from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
 
     return load_manifest(settings.models_dir / "v-test").min_history
 
@@ -316,3 +320,86 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
     bins = manifest.feature_bins[str(first["feature"])]
     assert first["psi"] == pytest.approx(psi(bins.expected, bin_counts(features[:, column], bins.edges)), rel=1e-9)
     assert 300 <= rows < 300 + 25 and float(first["psi"]) > 0.25
+
+
+# --- end to end: the worker's own shadow predictions, paired, decided and obeyed -----------------
+
+
+def _overconfident_copy(models_dir: Path, source: str, name: str) -> None:
+    """``source`` under a newer name whose served model always answers (0.98, 0.01, 0.01)."""
+    target_dir = models_dir / name
+    shutil.copytree(models_dir / source, target_dir)
+    manifest = load_manifest(target_dir)
+    inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(FEATURE_NAMES)])]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])]
+    nodes = [helper.make_node("Shape", ["features"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["rows"], axis=0),
+             helper.make_node("Concat", ["rows", "three"], ["out_shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["out_shape"], ["ones"],
+                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("Mul", ["ones", "answer"], ["probabilities"])]
+    initializers = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+                    helper.make_tensor("three", TensorProto.INT64, [1], [3]),
+                    helper.make_tensor("answer", TensorProto.FLOAT, [3], [0.98, 0.01, 0.01])]
+    graph = helper.make_model(helper.make_graph(nodes, "always_up", inputs, outputs, initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    graph.ir_version = 9
+    onnx.checker.check_model(graph)
+    for entry in manifest.models:
+        if entry.name == manifest.served_model:
+            (target_dir / entry.file).write_bytes(graph.SerializeToString())
+    fields = json.loads(manifest.model_dump_json())
+    fields.update(version=name, files_sha256={f: sha256_of(target_dir / f) for f in manifest.files_sha256},
+                  created_at=(manifest.created_at + timedelta(days=1)).isoformat())
+    (target_dir / MANIFEST_NAME).write_text(json.dumps(fields))
+
+
+def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey(
+    isolated: Settings, trained_version: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(trained_version.models_dir / "v-test", models_dir / "v-test")
+    _overconfident_copy(models_dir, "v-test", "v-worse")
+    settings = isolated.model_copy(update={"models_dir": models_dir})
+    asyncio.run(ensure_topics(settings))
+    names = TopicNames.of(settings)
+    config = tmp_path / "auto.yaml"
+    config.write_text("challenger:\n  auto_promote: true\n", encoding="utf-8")
+    env = {**_env(settings), "BSE_CONTROL_SECRET": "integration-secret"}
+    records = list(candle_records([futures_series[s].tail(300) for s in SYMBOLS]))
+    with WorkerProcess(env, tmp_path / "worker.log", ("--config", str(config))) as worker:
+        # v-worse is the newest version, hence live by default: v-test goes live, v-worse to shadow.
+        setup = [build_message(command, args, "integration-secret", datetime.now(UTC), "test")
+                 for command, args in (("promote", {"version": "v-test"}), ("shadow", {"version": "v-worse"}))]
+        asyncio.run(send_raw(settings.kafka_bootstrap, names.control,
+                             [(m["command"].encode(), encode_message(m)) for m in setup]))
+        applied = [orjson.loads(r.value) for r in asyncio.run(read_until(settings.kafka_bootstrap, names.control_events, 2, 60))]
+        assert [(e["status"], e["id"]) for e in applied] == [("applied", m["id"]) for m in setup], applied
+        asyncio.run(send_raw(settings.kafka_bootstrap, names.candles, [(r.symbol.encode(), r.payload) for r in records]))
+        events: list[dict[str, object]] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(e.get("issued_by") == "auto-challenger" and e.get("status") == "applied"
+                                                      for e in events):
+            events = [orjson.loads(r.value) for r in asyncio.run(read_topic(settings.kafka_bootstrap, names.control_events,
+                                                                            idle_ms=1000))]
+        decision = next((e for e in events if e.get("status") == "challenger_decision"), None)
+        assert decision is not None, worker.log_tail()
+        assert (decision["verdict"], decision["champion"], decision["challenger"]) == ("challenger_worse", "v-test", "v-worse")
+        assert (decision["command"], decision["args"]) == ("shadow", {"version": None})
+        print(f"worse shadow dropped after {decision['pairs']} paired outcomes "
+              f"(e-value {decision['e_value_worse']:.3g} >= {decision['threshold']:.3g})")
+        controls = asyncio.run(read_topic(settings.kafka_bootstrap, names.control, idle_ms=1000))
+        sent = verify_message(controls[-1].value, "integration-secret", datetime.now(UTC))
+        assert (sent.id, sent.issued_by, sent.command) == (decision["control_id"], "auto-challenger", "shadow")
+        obeyed = [e for e in events if e.get("id") == sent.id]
+        assert obeyed and obeyed[-1]["status"] == "applied" and obeyed[-1]["state"]["shadow"] is None, events
+
+    outcomes = [Outcome.model_validate_json(r.value)
+                for r in asyncio.run(read_topic(settings.kafka_bootstrap, names.outcomes, idle_ms=1000))]
+    by_stream: dict[str, dict[tuple[str, str], str]] = {"live": {}, "shadow": {}}
+    for outcome in outcomes:
+        by_stream[outcome.stream][(outcome.id, outcome.target)] = outcome.outcome
+        assert outcome.model.version == ("v-test" if outcome.stream == "live" else "v-worse")
+    both = set(by_stream["live"]) & set(by_stream["shadow"])
+    assert len(both) >= decision["pairs"], "every paired observation came from a live and a shadow outcome"
+    assert all(by_stream["live"][k] == by_stream["shadow"][k] for k in both), "one candle, one answer"
