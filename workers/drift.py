@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -45,6 +46,31 @@ _DAY_MS = 86_400_000
 _REPORT_EVERY_S = 86_400
 
 
+@dataclass(frozen=True)
+class _Candles:
+    """One symbol's newest closed candles, sorted by open time (a late candle is inserted in place)."""
+
+    open_time_ms: np.ndarray
+    ohlcv: np.ndarray
+
+    def with_candle(self, candle: Candle, keep: int) -> _Candles:
+        row = np.array([[candle.open, candle.high, candle.low, candle.close, candle.volume]])
+        if not len(self.open_time_ms) or candle.open_time > self.open_time_ms[-1]:  # the usual case: in order
+            return _Candles(np.concatenate((self.open_time_ms[-(keep - 1):], [candle.open_time])),
+                            np.concatenate((self.ohlcv[-(keep - 1):], row)))
+        at = int(np.searchsorted(self.open_time_ms, candle.open_time))
+        if at < len(self.open_time_ms) and self.open_time_ms[at] == candle.open_time:
+            ohlcv = self.ohlcv.copy()
+            ohlcv[at] = row[0]
+            return _Candles(self.open_time_ms, ohlcv)
+        times = np.insert(self.open_time_ms, at, candle.open_time)[-keep:]
+        return _Candles(times, np.insert(self.ohlcv, at, row, axis=0)[-keep:])
+
+
+_EMPTY = _Candles(np.empty(0, dtype=np.int64), np.empty((0, 5)))
+_KEEP_CANDLES = LOOKBACK_CANDLES + 48  # room for late candles
+
+
 class DriftMonitor:
     """See the module docstring."""
 
@@ -58,7 +84,7 @@ class DriftMonitor:
         self._sender = sender
         self._events_topic = events_topic
         self._clock = clock
-        self._candles: dict[tuple[str, str], dict[int, tuple[float, ...]]] = defaultdict(dict)
+        self._candles: dict[tuple[str, str], _Candles] = {}
         self._bins: dict[str, dict[str, FeatureBins] | None] = {}
         self._rows_since_check: dict[str, int] = defaultdict(int)
         self.events: list[dict[str, object]] = []
@@ -74,21 +100,16 @@ class DriftMonitor:
 
     def _remember(self, closed: Sequence[Candle]) -> None:
         for candle in closed:
-            kept = self._candles[(candle.symbol, candle.timeframe)]
-            kept[candle.open_time] = (candle.open, candle.high, candle.low, candle.close, candle.volume)
-            if len(kept) > LOOKBACK_CANDLES + 48:
-                for old in sorted(kept)[: len(kept) - LOOKBACK_CANDLES - 48]:
-                    del kept[old]
+            key = (candle.symbol, candle.timeframe)
+            self._candles[key] = self._candles.get(key, _EMPTY).with_candle(candle, _KEEP_CANDLES)
 
     def _features(self, predictions: Sequence[Prediction]) -> tuple[list[Prediction], np.ndarray]:
         rows, windows = [], []
         for prediction in predictions:
-            kept = self._candles.get((prediction.symbol, prediction.timeframe), {})
-            times = np.array(sorted(kept), dtype=np.int64)
-            if times.size < LOOKBACK_CANDLES:
+            kept = self._candles.get((prediction.symbol, prediction.timeframe))
+            if kept is None or len(kept.open_time_ms) < LOOKBACK_CANDLES:
                 continue
-            window = window_ending_at(times, np.array([kept[t] for t in times]), prediction.open_time,
-                                      LOOKBACK_CANDLES, self._step_ms)
+            window = window_ending_at(kept.open_time_ms, kept.ohlcv, prediction.open_time, LOOKBACK_CANDLES, self._step_ms)
             if window is not None:
                 rows.append(prediction)
                 windows.append(window)
