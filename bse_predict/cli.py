@@ -301,9 +301,10 @@ def bench(
     rate: Annotated[float, typer.Option("--rate", help="Closed candles per second, sent in ticks of one per symbol.")] = 1000.0,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of the timed phase.")] = 30.0,
     burst: Annotated[int, typer.Option("--burst", help="Candles sent at once to measure maximum throughput.")] = 20000,
-    phases: Annotated[str, typer.Option("--phases", help="Comma-separated: relay, onnx, native.")] = "relay,onnx,native",
+    phases: Annotated[str | None, typer.Option("--phases", help="Comma-separated: relay, onnx, native, ensemble (default: all but ensemble; with --ensemble-version all).")] = None,
     data: Annotated[list[Path] | None, typer.Option("--data", help="Candle files or directories.")] = None,
     version: Annotated[str | None, typer.Option("--version", help="Model version (default: newest).")] = None,
+    ensemble_version: Annotated[str | None, typer.Option("--ensemble-version", help="A version serving an ensemble, for the ensemble phase.")] = None,
 ) -> None:
     """End-to-end benchmark on the real stack against a bare relay and native predict; prints one JSON object."""
     import json
@@ -311,12 +312,14 @@ def bench(
 
     from workers.bench import BenchOptions, run_bench
 
+    phases = phases or ("relay,onnx,native,ensemble" if ensemble_version else "relay,onnx,native")
     chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
-    unknown = set(chosen) - {"relay", "onnx", "native"}
+    unknown = set(chosen) - {"relay", "onnx", "native", "ensemble"}
     if unknown or symbols < 1 or rate <= 0 or seconds <= 0:
         raise ValueError(f"bad bench options: phases {sorted(unknown) or chosen}, symbols {symbols}, rate {rate}, seconds {seconds}")
     options = BenchOptions(symbols=symbols, rate=rate, seconds=seconds, burst_candles=burst,
-                           data=tuple(data or DEFAULT_DATA), version=version, phases=chosen, config_file=config)
+                           data=tuple(data or DEFAULT_DATA), version=version, ensemble_version=ensemble_version,
+                           phases=chosen, config_file=config)
     log_dir = Path("var") / "bench" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = run_bench(_settings(config), options, log_dir, progress=lambda m: errors.print(m, markup=False))
     print(json.dumps(report, indent=2))

@@ -5,7 +5,13 @@ and with its own subprocess, fed the same candles the same way:
 
 - ``relay``: a Faust agent that forwards every candle (the floor: Kafka + Faust);
 - ``onnx``: the worker as deployed;
-- ``native``: the same worker with scikit-learn ``predict_proba`` instead of ONNX.
+- ``native``: the same worker with scikit-learn ``predict_proba`` instead of ONNX;
+- ``ensemble``: the worker serving ``ensemble_version`` (an ensemble graph per target).
+
+Beside the phases, inference alone is timed in this process on the same
+windows (one tick of every symbol, median of repeats): each phase's served
+model set and, for an ensemble version, its members as one session each (the
+alternative to the one-graph ensemble, combined with the same weights).
 
 Each phase fills the windows (``min_history`` candles per symbol, not timed),
 sends ``settle_seconds`` of ticks untimed (the first full batches pay one-off
@@ -56,6 +62,7 @@ class BenchOptions(BaseModel):
     settle_seconds: float = 3.0
     data: tuple[Path, ...] = ()
     version: str | None = None
+    ensemble_version: str | None = None
     phases: tuple[str, ...] = ("relay", "onnx", "native")
     phase_timeout_s: float = 120.0
     config_file: Path | None = None
@@ -265,9 +272,11 @@ def _spawn(phase: _Phase, settings: Settings, log_path: Path, config_file: Path 
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _phases(settings: Settings, version: str) -> dict[str, _Phase]:
+def _phases(settings: Settings, version: str, ensemble_version: str | None = None) -> dict[str, _Phase]:
     predictions = TopicNames.of(settings).predictions
     return {
+        "ensemble": _Phase("ensemble", ["worker", "--version", ensemble_version or version, "--loglevel", "info"],
+                           predictions),
         "relay": _Phase("relay", ["relay"], settings.topic(RELAY_OUTPUT)),
         "onnx": _Phase("onnx", ["worker", "--version", version, "--loglevel", "info"], predictions),
         "native": _Phase("native", ["worker", "--version", version, "--engine", "native", "--loglevel", "info"],
@@ -278,8 +287,10 @@ def _phases(settings: Settings, version: str) -> dict[str, _Phase]:
 def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress: Progress) -> dict[str, object]:
     """Run every phase and return the report (one JSON-able dict)."""
     version = options.version or newest_version(settings.models_dir)
-    manifest = load_manifest(settings.models_dir / version)
-    warmup = manifest.min_history
+    if "ensemble" in options.phases and not options.ensemble_version:
+        raise ValueError("the ensemble phase needs --ensemble-version")
+    versions = {version, *([options.ensemble_version] if options.ensemble_version else [])}
+    warmup = max(load_manifest(settings.models_dir / v).min_history for v in versions)
     ticks = max(1, int(options.rate * options.seconds / options.symbols))
     settle = int(options.rate * options.settle_seconds / options.symbols)
     rows = warmup + settle + ticks + max(1, options.burst_candles // options.symbols)
@@ -289,7 +300,7 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
     run_id = uuid.uuid4().hex[:8]
     for name in options.phases:
         phase_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}bench-{run_id}-{name}."})
-        phase = _phases(phase_settings, version)[name]
+        phase = _phases(phase_settings, version, options.ensemble_version)[name]
         asyncio.run(ensure_topics(phase_settings, extra=(phase_settings.topic(RELAY_OUTPUT),)))
         process = _spawn(phase, phase_settings, log_dir / f"{name}.log", options.config_file)
         try:
@@ -301,7 +312,62 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
             except subprocess.TimeoutExpired:
                 process.kill()
         results[name] = results[name].model_copy(update={"process_exit_code": process.returncode})
-    return _report(options, version, results)
+    progress("timing inference alone on one tick of every symbol")
+    inference = inference_per_tick(settings, version, options.ensemble_version, series, warmup)
+    report = _report(options, version, results)
+    p99 = {n: r.latency_ms.p99 if r.latency_ms else None for n, r in results.items()}
+    report["inference_per_tick_ms"] = inference
+    report["ratios"].update({  # type: ignore[attr-defined]
+        "p99_ensemble_over_relay": _ratio(p99.get("ensemble"), p99.get("relay")),
+        "inference_ensemble_over_onnx": _ratio(inference.get("ensemble"), inference.get("onnx")),
+    })
+    return report
+
+
+def _median_ms(call: Callable[[], object], repeats: int = 30) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(float(np.median(times)), 3)
+
+
+def inference_per_tick(settings: Settings, version: str, ensemble_version: str | None,
+                       series: Sequence[CandleSeries], history: int) -> dict[str, float]:
+    """Median milliseconds of one tick's inference (every symbol in one batch, windows of the last
+    ``history`` candles): the served model set of each version, and for an ensemble its members
+    as one session each plus the weighted combination in numpy."""
+    from models.ensemble import weighted_average
+    from models.inputs import build_inputs
+    from models.onnx_runner import ServedModelSet
+
+    windows = np.stack([s.ohlcv[-history:] for s in series])
+    open_times = np.array([int(s.open_time_ms[-1]) for s in series], dtype=np.int64)
+    out: dict[str, float] = {}
+    for name, v in (("onnx", version), ("ensemble", ensemble_version)):
+        if v is None:
+            continue
+        served = ServedModelSet.load(settings.models_dir / v)
+        inputs = build_inputs(served.input_kinds, windows, open_times)
+        out[name] = _median_ms(lambda: served.predict_outputs(inputs))
+        if name != "ensemble":
+            continue
+        manifest = load_manifest(settings.models_dir / v)
+        members = sorted({m.name for m in manifest.models if m.name.startswith("ensemble_member_")})
+        if not members:
+            continue
+        sessions = [ServedModelSet.load(settings.models_dir / v, model_name=m) for m in members]
+        weights = np.full(len(members), 1.0 / len(members))
+
+        def per_member() -> None:
+            answers = [s.predict(inputs) for s in sessions]
+            for target in answers[0]:
+                weighted_average(np.stack([a[target] for a in answers]), weights)
+
+        out["ensemble_one_session_per_member"] = _median_ms(per_member)
+    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
