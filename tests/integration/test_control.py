@@ -298,6 +298,7 @@ def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_d
     _copy_version(settings.models_dir, "v-corrupt", corrupt=True)
     _copy_version(settings.models_dir, "v-nan", {t: nan_graph() for t in ("1%", "2%", "5%")})
     _copy_version(settings.models_dir, "v-slow", {t: slow_graph() for t in ("1%", "2%", "5%")})
+    _copy_version(settings.models_dir, "v-slow2", {t: slow_graph() for t in ("1%", "2%", "5%")})
     config = tmp_path / "breaker.yaml"
     config.write_text("control:\n  breaker:\n    window_calls: 10\n    failures_to_open: 2\n"
                       "    latency_budget_ms: 300\n    open_s: 600\n")
@@ -341,6 +342,19 @@ def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_d
         assert served[0] == {("v-slow", False)}, served
         assert served[-1] == {(SOURCE, True)}, served
         assert all(p.variant == "v-slow" for p in by_id.values())
+
+        # A ramping version whose breaker opens is a failed gate: the ramp stops, the live version stays.
+        ramp_id = _send_control(settings, "ramp", {"version": "v-slow2", "shares": [0.5, 1.0]})
+        assert _event_for(settings, ramp_id, 6, timeout_s=60)["status"] == "applied"
+        _wait_for_log(worker, "control revision 4 applied", timeout_s=60)
+        for hour in range(FIRST + 8, FIRST + 11):
+            chunk = _records(futures_series, hour, hour + 1)
+            _send_candles(settings, chunk)
+            _predictions(settings, names.predictions, _ids(chunk), timeout_s=60)
+        stopped = [e for e in _events(settings, 7, timeout_s=30) if e["status"] == "ramp_stopped"]
+        assert len(stopped) == 1 and "model failed" in stopped[0]["reason"], stopped
+        stopped = stopped[0]
+        assert stopped["state"]["live"] == SOURCE and stopped["state"]["arms"] == {} and stopped["state"]["ramp"] is None
 
 
 def test_the_cli_signs_and_a_worker_ramps_a_version_in_on_schedule(
