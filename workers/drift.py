@@ -87,6 +87,7 @@ class DriftMonitor:
         self._candles: dict[tuple[str, str], _Candles] = {}
         self._bins: dict[str, dict[str, FeatureBins] | None] = {}
         self._rows_since_check: dict[str, int] = defaultdict(int)
+        self._newest_day: dict[str, int] = {}
         self.events: list[dict[str, object]] = []
 
     def _bins_of(self, version: str) -> dict[str, FeatureBins] | None:
@@ -123,16 +124,22 @@ class DriftMonitor:
             return
         self._remember(closed)
         rows, features = self._features(live)
-        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for prediction, values in zip(rows, features, strict=True):
-            bins = self._bins_of(prediction.model.version)
-            if not bins:
-                continue
-            key = f"{self._prefix}:{{{prediction.model.version}}}:{prediction.open_time // _DAY_MS}"
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for index, prediction in enumerate(rows):
+            if self._bins_of(prediction.model.version):
+                groups[(prediction.model.version, prediction.open_time // _DAY_MS)].append(index)
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        for (version, day), indices in groups.items():
+            bins = self._bins_of(version)
+            assert bins is not None
+            key = f"{self._prefix}:{{{version}}}:{day}"
             for column, name in enumerate(FEATURE_NAMES):
-                if name in bins and np.isfinite(values[column]):
-                    counts[key][f"{name}|{int(np.searchsorted(bins[name].edges, values[column], side='right'))}"] += 1
-            self._rows_since_check[prediction.model.version] += 1
+                if name in bins:
+                    for b, n in enumerate(bin_counts(features[indices, column], bins[name].edges)):
+                        if n:
+                            counts[key][f"{name}|{b}"] = int(n)
+            self._rows_since_check[version] += len(indices)
+            self._newest_day[version] = max(day, self._newest_day.get(version, day))
         if counts:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key, fields in counts.items():
@@ -143,8 +150,7 @@ class DriftMonitor:
         for version, pending in list(self._rows_since_check.items()):
             if pending >= self._config.check_every_rows:
                 self._rows_since_check[version] = 0
-                newest_day = max(p.open_time for p in rows if p.model.version == version) // _DAY_MS
-                await self._check(version, newest_day)
+                await self._check(version, self._newest_day[version])
 
     async def _check(self, version: str, newest_day: int) -> None:
         bins = self._bins_of(version)

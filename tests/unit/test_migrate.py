@@ -133,6 +133,7 @@ def test_the_command_migrates_and_shows_the_changelog(
     _legacy_pickle(legacy, "BTCUSDT", 1.0, rows)
     env = {"BSE_MODELS_DIR": str(tmp_path / "models")}
     runner = CliRunner()
+    assert runner.invoke(app, ["models", "migrate", "--help"]).exit_code == 0
     first = runner.invoke(app, ["models", "migrate", str(legacy), "--version", "legacy-a"], env=env)
     assert first.exit_code == 0, first.output
     second = runner.invoke(app, ["models", "migrate", str(legacy), "--version", "legacy-b"], env=env)
