@@ -20,7 +20,7 @@ from models.control import (
     served_versions,
     step,
 )
-from models.control_message import ControlMessage, build_message, verify_message, encode_message
+from models.control_message import ControlMessage, ControlRefused, build_message, encode_message, verify_message
 from models.routing import Arm, arm_for
 
 SECRET = "s"
@@ -152,14 +152,15 @@ class ControlMachine(RuleBasedStateMachine):
         self.state = ControlState(live="v1")
         self.now = T0
         self.count = 0
-        self.live_history: list[str] = ["v1"]
+        self.last_raw: bytes | None = None  # the bytes of the last message sent, for replays
 
     def _send(self, command: str, args: dict[str, Any], problems: dict[str, str] | None = None) -> list:
         self.count += 1
         self.now += timedelta(seconds=7)
         before = self.state
-        self.state, events = step(self.state, CommandReceived(_message(command, args, self.now, f"m{self.count}"),
-                                                              problems or {}), self.now)
+        self.last_raw = encode_message(build_message(command, args, SECRET, self.now, message_id=f"m{self.count}"))
+        message = verify_message(self.last_raw, SECRET, self.now)
+        self.state, events = step(self.state, CommandReceived(message, problems or {}), self.now)
         assert events and events[0].status in ("applied", "refused")
         if events[0].status == "refused":
             assert served_versions(self.state) == served_versions(before)
@@ -217,12 +218,17 @@ class ControlMachine(RuleBasedStateMachine):
 
     @rule()
     def replay_last(self) -> None:
-        if self.count == 0:
+        """The same bytes again: refused as stale once old, as replayed while fresh; nothing changes."""
+        if self.last_raw is None:
+            return
+        try:
+            message = verify_message(self.last_raw, SECRET, self.now)
+        except ControlRefused as refusal:
+            assert refusal.kind == "stale"
             return
         before = self.state
-        message = _message("rollback", {}, self.now, f"m{self.count}")
         self.state, events = step(self.state, CommandReceived(message), self.now)
-        assert events[0].status == "refused" and self.state == before
+        assert events[0].status == "refused" and "replayed" in events[0].reason and self.state == before
 
     @invariant()
     def weights_sum_to_one(self) -> None:
