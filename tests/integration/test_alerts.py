@@ -323,25 +323,36 @@ def test_a_restart_mid_stream_leaves_exactly_one_copy_of_each(
     _check_everything_once(received, scenario, log_text)
 
 
-def test_429_and_500_answers_are_retried_and_the_token_stays_out_of_the_log(
+def test_5xx_and_429_are_retried_and_an_outage_loses_nothing(
     alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
     telegram: FakeTelegram, tmp_path: Path,
 ) -> None:
     scenario = _build(list(futures_series.values()), model_set, hours=48)
     expected = _expected_alerts(scenario.predictions)
     _produce(alerts_settings, scenario)
-    telegram.fail_next(500, 2)
+    # An outage longer than the attempts: the process gives up with one line, having committed nothing unsent.
+    telegram.fail_next(500, 3)
+    down = _process(alerts_settings, telegram, tmp_path, "alerts-down", max_attempts=3).start()
+    deadline = time.monotonic() + 60
+    while down.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert down.returncode == 2, down.log_tail()
+    errors = [line for line in down.log_path.read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: sendMessage to chat"), down.log_tail()
+    assert "failed 3 times" in errors[0]
+    assert telegram.snapshot() == []
+    # Back up, but rate limiting at first: 429 with retry_after, then everything arrives once.
     telegram.fail_next(429, 2, retry_after=1)
     with _start(alerts_settings, telegram, tmp_path, "alerts") as process:
         received = _wait_for(telegram, _complete(len(expected), len(expected)))
-        log_text = process.log_path.read_text()
+        log_text = down.log_path.read_text() + process.log_path.read_text()
     _check_everything_once(received, scenario, log_text)
     statuses = [status for _, status, _ in telegram.refusals]
-    assert statuses == [500, 500, 429, 429], telegram.refusals
+    assert statuses == [500, 500, 500, 429, 429], (telegram.refusals, log_text[-3000:])
     last_429 = telegram.refusals[-1][0]
-    first_after = min(r.at for r in received)
-    assert first_after - last_429 >= 0.95, "the retry came before retry_after had passed"
-    assert log_text.count("attempt ") >= 4 and "429" in log_text and "500" in log_text, log_text[-2000:]
+    assert min(r.at for r in received) - last_429 >= 0.95, ("the retry came before retry_after had passed",
+                                                             telegram.refusals, received[:2])
+    assert log_text.count("attempt ") >= 4 and "429 Too Many Requests" in log_text and "500 " in log_text, log_text
 
 
 def test_a_long_digest_is_split_at_line_ends(

@@ -32,10 +32,10 @@ class AlertsProcess:
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if _READY_MARK in self.log_path.read_text(errors="replace")[offset:]:
+                return self  # ready, even if a test has killed it since (it may, from the fake server)
             if self._process.poll() is not None:
                 raise RuntimeError(f"alerts exited with {self._process.returncode}:\n{self.log_tail()}")
-            if _READY_MARK in self.log_path.read_text(errors="replace")[offset:]:
-                return self
             time.sleep(0.2)
         raise RuntimeError(f"alerts not ready after {timeout_s} s:\n{self.log_tail()}")
 
@@ -61,7 +61,7 @@ class AlertsProcess:
                 self.kill()
 
     def __enter__(self) -> AlertsProcess:
-        return self.start()
+        return self.start() if self._process is None else self  # `with proc.start():` must not start a second one
 
     def __exit__(self, *_: object) -> None:
         self.stop()

@@ -46,10 +46,11 @@ class AlertService:
     # ------------------------------------------------------------ messages in
 
     async def on_prediction(self, prediction: Prediction) -> None:
-        await self._store.note_event(prediction.open_time + TIMEFRAME_MS.get(prediction.timeframe, 0))
+        close_ms = prediction.open_time + TIMEFRAME_MS.get(prediction.timeframe, 0)
+        await self._store.note_event(close_ms)
         if self._config.digest:
             period = prediction.open_time - prediction.open_time % self._period_ms
-            await self._store.record_for_digest(period, prediction)
+            await self._store.record_for_digest(period, close_ms, prediction)
         for call in wanted_calls(prediction, self._config):
             if not await self._store.decide(call, self._config.cooldown_hours):
                 log.info("alert %s %s %s held back by the cooldown", call.symbol, call.target, call.direction)
@@ -72,13 +73,14 @@ class AlertService:
     async def on_idle(self) -> None:
         """The consumer has read everything there is: send the newest digest and summary if still due.
 
-        Only the newest period and the newest complete day: after downtime or
-        in a replay, one digest of the present beats a backlog of stale ones.
+        Only the newest complete period (its last candle has closed) and the
+        newest complete day: after downtime or in a replay, one digest of the
+        present beats a backlog of stale ones.
         """
         if self._config.digest:
-            period = await self._store.latest_period()
-            if period is not None:
-                await self._send_digest(period)
+            close_ms = await self._store.latest_close_ms()
+            if close_ms is not None:
+                await self._send_digest(close_ms - close_ms % self._period_ms - self._period_ms)
         if self._config.summary:
             latest = await self._store.latest_event_ms()
             if latest is not None:

@@ -14,8 +14,10 @@ finds its alert). What each key is for:
   Telegram accepted the message; kinds are alert, followup, digest, summary.
 - ``outcome:{id}|{target}`` and the ``outcomes`` sorted set (by resolved_at):
   what the follow-ups and the daily summary read.
-- ``period:{start}`` (hash symbol -> prediction JSON), ``latest_period`` and
-  ``latest_event_ms``: what the digest and the summary schedule read.
+- ``period:{start}`` (hash symbol -> prediction JSON), ``latest_close_ms`` (the
+  newest prediction's candle close) and ``latest_event_ms`` (that, or an
+  outcome's resolution, whichever is newer): what the digest and the summary
+  schedule read.
 """
 
 from __future__ import annotations
@@ -124,8 +126,8 @@ class AlertStore:
 
     # ------------------------------------------------------------ digest and schedule
 
-    async def record_for_digest(self, period_start_ms: int, prediction: Prediction) -> None:
-        """Keep the newest prediction of each symbol in its digest period."""
+    async def record_for_digest(self, period_start_ms: int, close_ms: int, prediction: Prediction) -> None:
+        """Keep the newest prediction of each symbol in its digest period; ``close_ms`` is its candle's close."""
         key = self._key("period", str(period_start_ms))
         current = await self._redis.hget(key, prediction.symbol)
         if current is None or orjson.loads(current)["open_time"] <= prediction.open_time:
@@ -133,14 +135,14 @@ class AlertStore:
                 tx.hset(key, prediction.symbol, prediction.model_dump_json())
                 tx.expire(key, self._ttl_s)
                 await tx.execute()
-        await self._set_max(keys=[self._key("latest_period")], args=[period_start_ms, self._ttl_s])
+        await self._set_max(keys=[self._key("latest_close_ms")], args=[close_ms, self._ttl_s])
 
     async def period_predictions(self, period_start_ms: int) -> list[Prediction]:
         stored = await self._redis.hgetall(self._key("period", str(period_start_ms)))
         return [Prediction.model_validate_json(raw) for raw in stored.values()]
 
-    async def latest_period(self) -> int | None:
-        stored = await self._redis.get(self._key("latest_period"))
+    async def latest_close_ms(self) -> int | None:
+        stored = await self._redis.get(self._key("latest_close_ms"))
         return int(stored) if stored is not None else None
 
     async def note_event(self, event_ms: int) -> None:
