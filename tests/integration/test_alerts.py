@@ -1,11 +1,13 @@
 """``bse-predict alerts`` on the real Kafka and Redis, talking to a local fake of the Bot API.
 
-The predictions are built here from a real trained version on real candles
-(the trainer's own feature driver and the version's ONNX models, the path
-``tests/support/reference.py`` proves equal to the worker's), not by running
-the worker: that keeps each test to seconds. The outcomes are computed with
-``models/labels.py`` on the same candles and produced to ``outcomes`` by the
-test. The alerts service runs as a subprocess, as an operator runs it.
+Most tests build the predictions here from a real trained version on real
+candles (the trainer's own feature driver and the version's ONNX models, the
+path ``tests/support/reference.py`` proves equal to the worker's) and compute
+the outcomes with ``models/labels.py`` on the same candles, producing both to
+their topics: that keeps each test to seconds and makes the expected messages
+exact. One test runs the whole chain instead: the real worker predicts a
+replay and settles the outcomes itself. The alerts service always runs as a
+subprocess, as an operator runs it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import yaml
 
@@ -35,7 +38,7 @@ from models.signals import target_predictions
 from tests.conftest import SHARED_DATA
 from tests.support.alerts_process import AlertsProcess
 from tests.support.fake_telegram import FakeTelegram, Received
-from tests.support.kafka_io import send_raw
+from tests.support.kafka_io import read_topic, read_until, send_raw
 from workers.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -397,4 +400,68 @@ def test_names_with_markup_characters_survive_escaping_and_degraded_is_flagged(
         assert "degraded: a fallback model answered" in r.plain
     digest = [r for r in received if r.plain.startswith("🕐 Digest")]
     assert len(digest) == len(CHATS) and all(name in r.plain and "degraded" in r.plain for r in digest)
+    assert TOKEN not in log_text
+
+
+def _label(series: CandleSeries, open_time: int, target: str) -> tuple[str, int]:
+    """The outcome of (open_time, target) by models/labels.py on the candles, and the hours to it."""
+    row = int(np.searchsorted(series.open_time_ms, open_time))
+    known = series.ohlcv[row + 1 : row + 1 + HORIZON]
+    future = np.full((1, HORIZON, 5), np.nan)
+    future[0, : len(known)] = known
+    valid = np.zeros((1, HORIZON), dtype=bool)
+    valid[0, : len(known)] = True
+    fraction = float(target.rstrip("%")) / 100
+    entry = series.ohlcv[row : row + 1, 3]
+    label = int(first_touch(entry, future, valid, fraction)[0])
+    return CLASS_NAMES[label], int(time_to_touch(entry, future, valid, fraction)[0])
+
+
+def test_end_to_end_from_a_worker_replay(
+    alerts_settings: Settings, trained_version: Settings, futures_series: dict[str, CandleSeries],
+    telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    """The real worker predicts a replay of real candles and settles their outcomes; alerts turns both into
+    messages: every expected alert once, a correct follow-up to each that resolved, no digest twice."""
+    from tests.support.worker_process import WorkerProcess
+    from workers.replay import candle_records
+
+    settings = alerts_settings.model_copy(update={"models_dir": trained_version.models_dir})
+    slices = [futures_series[s].tail(LOOKBACK_CANDLES + 40 + HORIZON) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
+    records = list(candle_records(slices))
+    names = TopicNames.of(settings)
+    worker_env = {"BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
+                  "BSE_TOPIC_PREFIX": settings.topic_prefix, "BSE_MODELS_DIR": str(settings.models_dir)}
+    with WorkerProcess(worker_env, tmp_path / "worker.log"), _start(settings, telegram, tmp_path, "alerts") as alerts:
+        asyncio.run(send_raw(settings.kafka_bootstrap, names.candles, [(r.symbol.encode(), r.payload) for r in records]))
+        count = 3 * (len(slices[0].open_time_ms) - LOOKBACK_CANDLES + 1)
+        predictions = {p.id: p for p in (Prediction.model_validate_json(r.value) for r in asyncio.run(
+            read_until(settings.kafka_bootstrap, names.predictions, count, 120,
+                       identity=lambda r: orjson.loads(r.value)["id"])))}
+        assert len(predictions) == count
+        expected = _expected_alerts(list(predictions.values()))
+        assert expected, "no alert in the replay: retune THRESHOLDS"
+        time.sleep(3)  # the last outcomes settle with the last candles
+        outcomes = {(o.id, o.target): o for o in (Outcome.model_validate_json(r.value) for r in asyncio.run(
+            read_topic(settings.kafka_bootstrap, names.outcomes))) if o.stream == "live"}
+        resolved = [a for a in expected if (a[0], a[1]) in outcomes]
+        assert resolved, "no alerted prediction resolved: the test would not see a follow-up"
+        received = _wait_for(telegram, lambda r: len(_kinds(r)["alert"]) >= len(expected) * len(CHATS)
+                             and len(_kinds(r)["followup"]) >= len(resolved) * len(CHATS))
+        log_text = alerts.log_path.read_text()
+    kinds = _kinds(received)
+    assert Counter(_alert_key(r) for r in kinds["alert"]) == Counter(
+        {(chat, *alert): 1 for chat in CHATS for alert in expected}), log_text[-3000:]
+    by_message = {(r.chat_id, r.message_id): r for r in received}
+    replied = Counter((r.chat_id, r.reply_to) for r in kinds["followup"])
+    assert set(replied.values()) == {1} and len(replied) == len(resolved) * len(CHATS)
+    series = dict(zip(("BTCUSDT", "ETHUSDT", "SOLUSDT"), slices, strict=True))
+    for r in kinds["followup"]:
+        _, prediction, target, direction = _alert_key(by_message[(r.chat_id, r.reply_to)])
+        label, took = _label(series[prediction.split("|")[0]], int(prediction.split("|")[2]), target)
+        assert outcomes[(prediction, target)].outcome == label
+        mark = "⏸" if label == "none" else ("✅" if label == direction else "❌")
+        assert r.plain.startswith(mark) and (label == "none" or f"after {took} h" in r.plain), (r.plain, label, took)
+    digests = Counter((r.chat_id, r.plain.splitlines()[0]) for r in kinds["digest"])
+    assert digests and set(digests.values()) == {1}
     assert TOKEN not in log_text
