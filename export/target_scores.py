@@ -131,6 +131,15 @@ def _against_best_member(families: Sequence[str], labels: np.ndarray, open_time_
     return tuple(out)
 
 
+def _beats_best_member(c: PairedComparison, margin: float = 0.03) -> str:
+    """The plan's hope, "more than 3% better than the best member", against the interval."""
+    ri = c.relative_improvement
+    ci = f"{ri.estimate:+.2%} [{ri.lower:+.2%}, {ri.upper:+.2%}]"
+    verdict = ("supported" if ri.lower > margin else "rejected" if ri.upper < margin else "inconclusive")
+    return (f"claim \"{c.model} is more than {margin:.0%} better than its best member {c.reference}\" "
+            f"(log loss): {verdict}, relative improvement {ci}")
+
+
 def _verdicts(comparisons: Sequence[PairedComparison], reference: str, families: Sequence[str],
               level: float) -> tuple[str, ...]:
     lines = []
@@ -178,7 +187,6 @@ def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, f
         models=models,
         reference=reference,
         comparisons=comparisons,
-        verdicts=_verdicts(comparisons, reference, families, options.confidence_level) + tuple(
-            f"claim \"{c.model} beats its best member {c.reference} by more than 3%\" (log loss): "
-            f"{claim_verdict(c.relative_improvement, 0.03, 1.0)}" for c in against_best),
+        verdicts=_verdicts(comparisons, reference, families, options.confidence_level)
+        + tuple(_beats_best_member(c) for c in against_best),
     )

@@ -29,7 +29,7 @@ def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_seri
     best = min(members, key=lambda n: result.models[n].pooled.log_loss)
     against = {c.model for c in result.comparisons if c.reference == best and c.metric == "log_loss"}
     assert strategies <= against
-    claims = [v for v in result.verdicts if "beats its best member" in v]
+    claims = [v for v in result.verdicts if "better than its best member" in v]
     assert len(claims) == len(strategies) and all(best in v for v in claims)
     report_text = (tmp_path / "report.md").read_text()
     assert "ensemble_stacking" in report_text and "ensemble_member_euclidean_knn" in report_text
