@@ -29,8 +29,7 @@ than a newer one that already settled the prediction cannot change it).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -46,8 +45,11 @@ __all__ = [
     "pending_from_prediction",
     "settle_on_candle",
     "settle_in_order",
+    "PendingBook",
     "to_outcome",
 ]
+
+_HIGH, _LOW = 1, 2  # columns of an ohlcv row
 
 Stream = Literal["live", "shadow"]
 """Which topic carried the prediction: ``predictions`` or ``predictions.shadow``."""
@@ -112,42 +114,91 @@ def pending_from_prediction(
     ]
 
 
-def settle_on_candle(pending: Sequence[PendingOutcome], open_time_ms: int, ohlcv: np.ndarray) -> list[Settlement]:
+def settle_on_candle(
+    pending: Sequence[PendingOutcome], open_time_ms: int, ohlcv: Sequence[float] | np.ndarray
+) -> list[Settlement]:
     """The pending predictions that the closed candle (``open_time_ms``, ``ohlcv`` float[5]) settles."""
-    row = np.asarray(ohlcv, dtype=np.float64).reshape(1, 1, 5)
-    settled: list[Settlement] = []
-    in_horizon: dict[float, list[PendingOutcome]] = defaultdict(list)
-    for item in pending:
-        k = (open_time_ms - item.open_time) // item.step_ms
-        if k < 1:
-            continue
-        if k > item.horizon_candles:
-            settled.append(Settlement(pending=item, label=NONE, resolved_at=item.horizon_end_ms))
-        else:
-            in_horizon[item.target_frac].append(item)
-    for target_frac, items in in_horizon.items():
-        entry = np.array([item.entry_close for item in items], dtype=np.float64)
-        future = np.broadcast_to(row, (len(items), 1, 5))
-        touched = first_touch(entry, future, np.ones((len(items), 1), dtype=bool), target_frac)
-        for item, label in zip(items, touched, strict=True):
-            if label in (UP, DOWN):
-                settled.append(Settlement(pending=item, label=int(label), resolved_at=open_time_ms + item.step_ms))
-            elif (open_time_ms - item.open_time) // item.step_ms == item.horizon_candles:
-                settled.append(Settlement(pending=item, label=NONE, resolved_at=item.horizon_end_ms))
-    return settled
+    return settle_in_order(pending, [(open_time_ms, ohlcv)])
 
 
 def settle_in_order(
-    pending: Iterable[PendingOutcome], candles: Iterable[tuple[int, np.ndarray]]
+    pending: Iterable[PendingOutcome], candles: Iterable[tuple[int, Sequence[float] | np.ndarray]]
 ) -> list[Settlement]:
-    """Feed closed candles (open_time_ms, ohlcv) in order; each prediction settles at most once."""
-    waiting = {item.key: item for item in pending}
-    settled: list[Settlement] = []
-    for open_time_ms, ohlcv in candles:
-        for settlement in settle_on_candle(list(waiting.values()), open_time_ms, ohlcv):
-            settled.append(settlement)
-            del waiting[settlement.pending.key]
-    return settled
+    """Feed one symbol's closed candles (open_time_ms, ohlcv float[5]) in order; each prediction settles
+    at most once, at the first candle that answers it."""
+    return PendingBook(pending).settle_in_order(candles)
+
+
+class PendingBook:
+    """One symbol's pending outcomes, with their numbers kept as arrays in step with additions and removals,
+    so settling a candle is a few array operations whatever the number pending (one :func:`first_touch`
+    call per target)."""
+
+    def __init__(self, items: Iterable[PendingOutcome] = ()) -> None:
+        self._items: dict[str, PendingOutcome] = {}
+        self._keys: list[str] = []
+        self._ints = np.empty((0, 3), dtype=np.int64)  # open_time, step_ms, horizon_candles
+        self._floats = np.empty((0, 2), dtype=np.float64)  # target_frac, entry_close
+        self.add(items)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[PendingOutcome]:
+        return iter([self._items[key] for key in self._keys])
+
+    def add(self, items: Iterable[PendingOutcome]) -> None:
+        new = [item for item in items if item.key not in self._items]
+        new = list({item.key: item for item in new}.values())
+        if not new:
+            return
+        self._items.update((item.key, item) for item in new)
+        self._keys += [item.key for item in new]
+        self._ints = np.concatenate([self._ints, np.array([(i.open_time, i.step_ms, i.horizon_candles) for i in new],
+                                                          dtype=np.int64)])
+        self._floats = np.concatenate([self._floats, np.array([(i.target_frac, i.entry_close) for i in new])])
+
+    def remove(self, keys: Iterable[str]) -> None:
+        gone = {key for key in keys if key in self._items}
+        if not gone:
+            return
+        keep = np.array([key not in gone for key in self._keys], dtype=bool)
+        for key in gone:
+            del self._items[key]
+        self._keys = [key for key, kept in zip(self._keys, keep, strict=True) if kept]
+        self._ints, self._floats = self._ints[keep], self._floats[keep]
+
+    def settle_in_order(self, candles: Iterable[tuple[int, Sequence[float] | np.ndarray]]) -> list[Settlement]:
+        """The settlements the candles give, in order (see :func:`settle_in_order`); the book is not changed."""
+        if not self._keys:
+            return []
+        opened, steps, horizons = self._ints[:, 0], self._ints[:, 1], self._ints[:, 2]
+        fracs, entry = self._floats[:, 0], self._floats[:, 1]
+        waiting = np.ones(len(self._keys), dtype=bool)
+        settled: list[Settlement] = []
+        for open_time_ms, ohlcv in candles:
+            k = (open_time_ms - opened) // steps
+            labels = np.full(len(self._keys), -1, dtype=np.int64)
+            labels[waiting & (k > horizons)] = NONE
+            inside = waiting & (k >= 1) & (k <= horizons)
+            labels[inside & (k == horizons)] = NONE  # unless the candle touches (below)
+            # Only rows whose barrier the candle reaches can be touched; first_touch decides which barrier.
+            row = np.asarray(ohlcv, dtype=np.float64)
+            reached = inside & ((row[_HIGH] >= entry * (1.0 + fracs)) | (row[_LOW] <= entry * (1.0 - fracs)))
+            for target_frac in np.unique(fracs[reached]):
+                rows = np.flatnonzero(reached & (fracs == target_frac))
+                touched = first_touch(entry[rows], np.broadcast_to(row.reshape(1, 1, 5), (len(rows), 1, 5)),
+                                      np.ones((len(rows), 1), dtype=bool), float(target_frac)).astype(np.int64)
+                labels[rows] = np.where((touched == UP) | (touched == DOWN), touched, labels[rows])
+            for index in np.flatnonzero(labels >= 0):
+                item = self._items[self._keys[index]]
+                touch = labels[index] != NONE
+                settled.append(Settlement(pending=item, label=int(labels[index]),
+                                          resolved_at=open_time_ms + item.step_ms if touch else item.horizon_end_ms))
+            waiting &= labels < 0
+            if not waiting.any():
+                break
+        return settled
 
 
 def to_outcome(settlement: Settlement) -> Outcome:

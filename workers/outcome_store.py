@@ -9,6 +9,9 @@ symbol's keys share a cluster slot:
   was settled (a replayed candle after a crash) is refused, so a replay never
   publishes a second, different answer. It is trimmed to ``retain_ms`` before
   the newest settled prediction.
+- ``…:outcomes:generation`` a counter bumped by every change from any worker;
+  a store keeps an in-process copy of each symbol's pending outcomes and reads
+  them again only when the generation says someone else changed them.
 
 Registering is idempotent (``HSETNX`` behind the settled check, one Lua call per
 batch); settling removes from ``pending`` and adds to ``settled`` atomically.
@@ -18,41 +21,73 @@ crash in between re-publishes the same outcome (same content), never loses one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from models.outcomes import PendingOutcome
+from models.outcomes import PendingBook, PendingOutcome
 
 __all__ = ["SymbolKey", "OutcomeStore", "RedisOutcomeStore", "MemoryOutcomeStore"]
 
 SymbolKey = tuple[str, str]
 """(symbol, timeframe)"""
 
+# KEYS per symbol: pending, settled, generation (in that order); ARGV: the symbol count, then per
+# symbol its item count and the items. Returns per symbol {generation before, generation after,
+# one 0/1 "added" flag per item}. The generation moves with every change, from any worker: it
+# tells a worker whether its in-process copy of a symbol's pending outcomes is still current.
 _REGISTER = """
-local n = 0
-for i = 1, #ARGV, 2 do
-  local k = (i + 1) / 2
-  local pending, settled = KEYS[2 * k - 1], KEYS[2 * k]
-  if not redis.call('ZSCORE', settled, ARGV[i]) then
-    n = n + redis.call('HSETNX', pending, ARGV[i], ARGV[i + 1])
+local out = {}
+local a = 2
+for s = 1, tonumber(ARGV[1]) do
+  local pending, settled, generation = KEYS[3 * s - 2], KEYS[3 * s - 1], KEYS[3 * s]
+  local before = tonumber(redis.call('GET', generation) or '0')
+  local flags = {before, before}
+  local added = 0
+  local n = tonumber(ARGV[a])
+  for i = 1, n do
+    local key, value = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
+    local flag = 0
+    if not redis.call('ZSCORE', settled, key) then flag = redis.call('HSETNX', pending, key, value) end
+    added = added + flag
+    flags[2 + i] = flag
   end
+  if added > 0 then flags[2] = redis.call('INCR', generation) end
+  out[s] = flags
+  a = a + 1 + 2 * n
 end
-return n
+return out
 """
 
+# KEYS as for _REGISTER; ARGV: retain_ms, the symbol count, then per symbol its item count and
+# (key, open_time) pairs. Returns per symbol {generation before, generation after}.
 _SETTLE = """
 local retain_ms = tonumber(ARGV[1])
-for i = 2, #ARGV, 2 do
-  local k = i / 2
-  local pending, settled = KEYS[2 * k - 1], KEYS[2 * k]
-  redis.call('HDEL', pending, ARGV[i])
-  redis.call('ZADD', settled, ARGV[i + 1], ARGV[i])
+local out = {}
+local a = 3
+for s = 1, tonumber(ARGV[2]) do
+  local pending, settled, generation = KEYS[3 * s - 2], KEYS[3 * s - 1], KEYS[3 * s]
+  local before = tonumber(redis.call('GET', generation) or '0')
+  local n = tonumber(ARGV[a])
+  for i = 1, n do
+    redis.call('HDEL', pending, ARGV[a + 2 * i - 1])
+    redis.call('ZADD', settled, ARGV[a + 2 * i], ARGV[a + 2 * i - 1])
+  end
   local newest = redis.call('ZREVRANGE', settled, 0, 0, 'WITHSCORES')
   redis.call('ZREMRANGEBYSCORE', settled, '-inf', '(' .. tostring(tonumber(newest[2]) - retain_ms))
+  out[s] = {before, redis.call('INCR', generation)}
+  a = a + 1 + 2 * n
 end
-return 1
+return out
+"""
+
+_READ = """
+local out = {}
+for s = 1, #KEYS / 2 do
+  out[s] = {tonumber(redis.call('GET', KEYS[2 * s]) or '0'), redis.call('HVALS', KEYS[2 * s - 1])}
+end
+return out
 """
 
 
@@ -60,15 +95,21 @@ class OutcomeStore(Protocol):
     async def register(self, items: Sequence[PendingOutcome]) -> int:
         """Add pending outcomes not seen before; returns how many were new."""
 
-    async def pending(self, symbols: Sequence[SymbolKey]) -> dict[SymbolKey, list[PendingOutcome]]:
-        """Every pending outcome of these symbols."""
+    async def pending(self, symbols: Sequence[SymbolKey]) -> dict[SymbolKey, PendingBook]:
+        """Every pending outcome of these symbols (read-only: change them with register and settle)."""
 
     async def settle(self, items: Sequence[PendingOutcome]) -> None:
         """Remove these from pending; registering them again is refused from now on."""
 
 
 class RedisOutcomeStore:
-    """The production store; see the module docstring."""
+    """The production store; see the module docstring.
+
+    It keeps an in-process copy of each symbol's pending outcomes with the
+    Redis generation it matches, so a batch costs one ``GET`` per symbol
+    instead of reading and parsing every pending outcome; the copy is read
+    again only when someone else changed the symbol (a restart, a rebalance).
+    """
 
     def __init__(self, client: aioredis.Redis, retain_ms: int, key_prefix: str = "") -> None:
         self._client = client
@@ -76,40 +117,78 @@ class RedisOutcomeStore:
         self._prefix = key_prefix
         self._register = client.register_script(_REGISTER)
         self._settle = client.register_script(_SETTLE)
+        self._read = client.register_script(_READ)
+        self._cache: dict[SymbolKey, tuple[int, PendingBook]] = {}
 
-    def _keys(self, symbol: str, timeframe: str) -> tuple[str, str]:
+    def _keys(self, symbol: str, timeframe: str) -> tuple[str, str, str]:
         base = f"{self._prefix}bse:{{{symbol}:{timeframe}}}:outcomes"
-        return f"{base}:pending", f"{base}:settled"
+        return f"{base}:pending", f"{base}:settled", f"{base}:generation"
+
+    def _follow(self, key: SymbolKey, before: int, after: int, change: Callable[[PendingBook], None]) -> None:
+        """Apply our own change to the cached copy when it was current before it; else forget the copy."""
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == before:
+            change(cached[1])
+            self._cache[key] = (after, cached[1])
+        else:
+            self._cache.pop(key, None)
 
     async def register(self, items: Sequence[PendingOutcome]) -> int:
-        if not items:
+        groups = _by_symbol(items)
+        if not groups:
             return 0
         keys: list[str] = []
-        args: list[str] = []
-        for item in items:
-            keys.extend(self._keys(item.symbol, item.timeframe))
-            args.extend((item.key, item.model_dump_json()))
-        return int(await self._register(keys=keys, args=args))
+        args: list[object] = [len(groups)]
+        for (symbol, timeframe), group in groups.items():
+            keys.extend(self._keys(symbol, timeframe))
+            args.append(len(group))
+            for item in group:
+                args.extend((item.key, item.model_dump_json()))
+        replies = await self._register(keys=keys, args=args)
+        added = 0
+        for (key, group), (before, after, *flags) in zip(groups.items(), replies, strict=True):
+            new = [item for item, flag in zip(group, flags, strict=True) if flag]
+            added += len(new)
+            self._follow(key, int(before), int(after), lambda book, new=new: book.add(new))
+        return added
 
-    async def pending(self, symbols: Sequence[SymbolKey]) -> dict[SymbolKey, list[PendingOutcome]]:
+    async def pending(self, symbols: Sequence[SymbolKey]) -> dict[SymbolKey, PendingBook]:
         if not symbols:
             return {}
         async with self._client.pipeline(transaction=False) as pipe:
             for symbol, timeframe in symbols:
-                pipe.hvals(self._keys(symbol, timeframe)[0])
-            replies = await pipe.execute()
-        return {key: [PendingOutcome.model_validate_json(v) for v in values]
-                for key, values in zip(symbols, replies, strict=True)}
+                pipe.get(self._keys(symbol, timeframe)[2])
+            generations = [int(g or 0) for g in await pipe.execute()]
+        stale = [key for key, generation in zip(symbols, generations, strict=True)
+                 if key not in self._cache or self._cache[key][0] != generation]
+        if stale:
+            keys = [k for symbol, timeframe in stale for k in self._keys(symbol, timeframe)[::2]]
+            for key, (generation, values) in zip(stale, await self._read(keys=keys), strict=True):
+                self._cache[key] = (int(generation), PendingBook(PendingOutcome.model_validate_json(v) for v in values))
+        return {key: self._cache[key][1] for key in symbols}
 
     async def settle(self, items: Sequence[PendingOutcome]) -> None:
-        if not items:
+        groups = _by_symbol(items)
+        if not groups:
             return
         keys: list[str] = []
-        args: list[object] = [self._retain_ms]
-        for item in items:
-            keys.extend(self._keys(item.symbol, item.timeframe))
-            args.extend((item.key, item.open_time))
-        await self._settle(keys=keys, args=args)
+        args: list[object] = [self._retain_ms, len(groups)]
+        for (symbol, timeframe), group in groups.items():
+            keys.extend(self._keys(symbol, timeframe))
+            args.append(len(group))
+            for item in group:
+                args.extend((item.key, item.open_time))
+        replies = await self._settle(keys=keys, args=args)
+        for (key, group), (before, after) in zip(groups.items(), replies, strict=True):
+            gone = [item.key for item in group]
+            self._follow(key, int(before), int(after), lambda book, gone=gone: book.remove(gone))
+
+
+def _by_symbol(items: Sequence[PendingOutcome]) -> dict[SymbolKey, list[PendingOutcome]]:
+    groups: dict[SymbolKey, list[PendingOutcome]] = {}
+    for item in items:
+        groups.setdefault((item.symbol, item.timeframe), []).append(item)
+    return groups
 
 
 class MemoryOutcomeStore:
@@ -117,29 +196,26 @@ class MemoryOutcomeStore:
 
     def __init__(self, retain_ms: int) -> None:
         self._retain_ms = retain_ms
-        self._pending: dict[SymbolKey, dict[str, PendingOutcome]] = {}
+        self._pending: dict[SymbolKey, PendingBook] = {}
         self._settled: dict[SymbolKey, dict[str, int]] = {}
 
     async def register(self, items: Sequence[PendingOutcome]) -> int:
         added = 0
-        for item in items:
-            key = (item.symbol, item.timeframe)
-            pending = self._pending.setdefault(key, {})
-            if item.key in self._settled.get(key, {}) or item.key in pending:
-                continue
-            pending[item.key] = item
-            added += 1
+        for key, group in _by_symbol(items).items():
+            book = self._pending.setdefault(key, PendingBook())
+            before = len(book)
+            book.add(item for item in group if item.key not in self._settled.get(key, {}))
+            added += len(book) - before
         return added
 
-    async def pending(self, symbols: Sequence[SymbolKey]) -> dict[SymbolKey, list[PendingOutcome]]:
-        return {key: list(self._pending.get(key, {}).values()) for key in symbols}
+    async def pending(self, symbols: Sequence[SymbolKey]) -> dict[SymbolKey, PendingBook]:
+        return {key: self._pending.setdefault(key, PendingBook()) for key in symbols}
 
     async def settle(self, items: Sequence[PendingOutcome]) -> None:
-        for item in items:
-            key = (item.symbol, item.timeframe)
-            self._pending.get(key, {}).pop(item.key, None)
+        for key, group in _by_symbol(items).items():
+            self._pending.setdefault(key, PendingBook()).remove(item.key for item in group)
             settled = self._settled.setdefault(key, {})
-            settled[item.key] = item.open_time
+            settled.update((item.key, item.open_time) for item in group)
             cutoff = max(settled.values()) - self._retain_ms
             for member in [m for m, t in settled.items() if t < cutoff]:
                 del settled[member]

@@ -27,7 +27,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 
 from configs.settings import Settings
-from models.outcomes import PendingOutcome, Settlement, Stream, pending_from_prediction, settle_on_candle, to_outcome
+from models.outcomes import PendingOutcome, Settlement, Stream, pending_from_prediction, to_outcome
 from models.schema import Candle, Outcome, Prediction
 from models.signals import target_label
 from workers.outcome_store import OutcomeStore
@@ -131,12 +131,7 @@ class OutcomeResolver:
         pending = await self._store.pending(sorted(by_symbol))
         settlements: list[Settlement] = []
         for key, candles in by_symbol.items():
-            waiting = {item.key: item for item in pending[key]}
-            for candle in sorted(candles, key=lambda c: c.open_time):
-                if not waiting:
-                    break
-                ohlcv = (candle.open, candle.high, candle.low, candle.close, candle.volume)
-                for settlement in settle_on_candle(list(waiting.values()), candle.open_time, ohlcv):
-                    settlements.append(settlement)
-                    del waiting[settlement.pending.key]
+            ordered = sorted(candles, key=lambda c: c.open_time)
+            settlements += pending[key].settle_in_order([
+                (c.open_time, (c.open, c.high, c.low, c.close, c.volume)) for c in ordered])
         return settlements

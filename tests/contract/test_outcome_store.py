@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from configs.settings import Settings
-from models.outcomes import PendingOutcome
+from models.outcomes import PendingBook, PendingOutcome
 from models.schema import ModelRef
 from workers.outcome_store import MemoryOutcomeStore, OutcomeStore, RedisOutcomeStore
 
@@ -29,10 +29,12 @@ def item(index: int, symbol: str = "BTCUSDT", target: str = "2%", version: str =
 
 
 StoreFactory = Callable[[], Awaitable[tuple[OutcomeStore, Callable[[], Awaitable[None]]]]]
+Handles = Callable[[OutcomeStore], OutcomeStore]
 
 
 @pytest.fixture(params=["memory", "redis"])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    """A store and its cleanup; ``another_handle(store)`` is a second worker's view of the same data."""
     if request.param == "memory":
         async def memory() -> tuple[OutcomeStore, Callable[[], Awaitable[None]]]:
             async def nothing() -> None:
@@ -50,8 +52,18 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
             if keys:
                 await client.delete(*keys)
             await client.aclose()
-        return RedisOutcomeStore(client, RETAIN_MS, key_prefix=prefix), cleanup
+        store = RedisOutcomeStore(client, RETAIN_MS, key_prefix=prefix)
+        HANDLES[id(store)] = RedisOutcomeStore(client, RETAIN_MS, key_prefix=prefix)
+        return store, cleanup
     return real
+
+
+HANDLES: dict[int, OutcomeStore] = {}
+
+
+def another_handle(store: OutcomeStore) -> OutcomeStore:
+    """The memory twin is one process: itself; a Redis store: a second store object on the same keys."""
+    return HANDLES.get(id(store), store)
 
 
 def run(make_store: StoreFactory, body: Callable[[OutcomeStore], Awaitable[None]]) -> None:
@@ -64,7 +76,7 @@ def run(make_store: StoreFactory, body: Callable[[OutcomeStore], Awaitable[None]
     asyncio.run(main())
 
 
-def keys_of(found: dict[tuple[str, str], list[PendingOutcome]], symbol: str = "BTCUSDT") -> set[str]:
+def keys_of(found: dict[tuple[str, str], PendingBook], symbol: str = "BTCUSDT") -> set[str]:
     return {p.key for p in found[(symbol, "1h")]}
 
 
@@ -75,7 +87,7 @@ def test_register_is_idempotent_and_keeps_every_version_target_and_stream(make_s
         assert await store.register(batch + [item(1)]) == 0
         found = await store.pending([("BTCUSDT", "1h"), ("ETHUSDT", "1h")])
         assert keys_of(found) == {p.key for p in batch}
-        assert found[("ETHUSDT", "1h")] == []
+        assert len(found[("ETHUSDT", "1h")]) == 0
         assert sorted(found[("BTCUSDT", "1h")], key=lambda p: p.key) == sorted(batch, key=lambda p: p.key)
     run(make_store, body)
 
@@ -113,4 +125,20 @@ def test_many_symbols_in_one_call(make_store: StoreFactory, count: int) -> None:
         await store.settle(batch)
         found = await store.pending([(f"S{i}USDT", "1h") for i in range(count)])
         assert sum(len(v) for v in found.values()) == 0
+    run(make_store, body)
+
+
+def test_every_handle_sees_the_others_changes(make_store: StoreFactory) -> None:
+    """A worker's cached copy must follow what another worker did (a rebalance moved the symbol)."""
+    async def body(store: OutcomeStore) -> None:
+        other = another_handle(store)
+        await store.register([item(1), item(2)])
+        assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(1).key, item(2).key}  # cached now
+        await other.register([item(3)])
+        await other.settle([item(1)])
+        assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(2).key, item(3).key}
+        await store.settle([item(2)])
+        await store.register([item(4)])
+        assert keys_of(await other.pending([("BTCUSDT", "1h")])) == {item(3).key, item(4).key}
+        assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(3).key, item(4).key}
     run(make_store, body)
