@@ -166,6 +166,7 @@ async def _run(settings: Settings, token: str, chats: tuple[str, ...]) -> None:
             log.info("alerts for %d chat(s) from %s; digest %s, summary %s", len(chats),
                      ", ".join(subscribed_topics(settings)), settings.alerts.digest, settings.alerts.summary)
             await consume(settings, service, stop)
+        log.info("alerts stopped")
     finally:
         await client_redis.aclose()
 
