@@ -139,12 +139,14 @@ def format_summary(day_start_ms: int, stats: SummaryStats | None, window_days: i
         *(f"  {b.lower:.1f}–{b.upper:.1f}: {_pct(b.mean_forecast)} → {_pct(b.observed)} · n {b.n}"
           for b in stats.reliability),
     ]
-    if stats.best is not None:
-        lines += ["", f"🏆 best: {_stats_line(stats.best)}"]
-    if stats.worst is not None:
-        lines.append(f"🪫 worst: {_stats_line(stats.worst)}")
-    if stats.best is None:
-        lines += ["", "too few outcomes per symbol and target to rank them"]
+    lines.append("")
+    for label, side in (("🏆 best", "best"), ("🪫 worst", "worst")):
+        named = [(kind, getattr(stats.ranking[kind], side)) for kind in ("symbol", "target", "pair")]
+        shown = [f"{kind} {escape_html(g.name)} ({g.edge * 100:+.1f} pts, n {g.n})" for kind, g in named if g is not None]
+        if shown:
+            lines.append(f"{label}: " + " · ".join(shown))
+    if stats.ranking["pair"].best is None:
+        lines.append("too few outcomes per symbol and target to rank them")
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.alert_rules import called_direction, target_sort_key
 
-__all__ = ["ResolvedCall", "GroupStats", "ReliabilityBin", "SummaryStats", "group_stats", "summarize",
+__all__ = ["ResolvedCall", "GroupStats", "ReliabilityBin", "Ranking", "SummaryStats", "group_stats", "summarize",
            "RELIABILITY_EDGES"]
 
 RELIABILITY_EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
@@ -91,6 +91,12 @@ class SummaryStats(_Frozen):
     by_symbol: tuple[GroupStats, ...]
     by_pair: tuple[GroupStats, ...]
     reliability: tuple[ReliabilityBin, ...]
+    ranking: dict[str, Ranking]  # "symbol", "target", "pair"
+
+
+class Ranking(_Frozen):
+    """The groups with the largest and the smallest edge among those with enough outcomes."""
+
     best: GroupStats | None
     worst: GroupStats | None
 
@@ -144,24 +150,31 @@ def _grouped(calls: Iterable[ResolvedCall], key: str) -> dict[str, list[Resolved
 def summarize(calls: Sequence[ResolvedCall], start_ms: int, end_ms: int, min_samples: int) -> SummaryStats | None:
     """Scores of the calls resolved in [start_ms, end_ms); None when there are none.
 
-    Best and worst are the symbol-and-target pairs with the largest and the
-    smallest edge among those with at least ``min_samples`` outcomes.
+    Best and worst symbol, target and symbol-and-target pair: the largest and
+    the smallest edge among the groups with at least ``min_samples`` outcomes
+    (no worst when only one group qualifies).
     """
     inside = [c for c in calls if start_ms <= c.resolved_at < end_ms]
     if not inside:
         return None
     by_target = _grouped(inside, "target")
     by_symbol = _grouped(inside, "symbol")
-    pairs = [group_stats(name, group) for name, group in sorted(_grouped(inside, "pair").items())]
-    ranked = sorted((p for p in pairs if p.n >= min_samples), key=lambda g: (g.edge, g.name))
+    targets = tuple(group_stats(t, by_target[t]) for t in sorted(by_target, key=target_sort_key))
+    symbols = tuple(group_stats(s, by_symbol[s]) for s in sorted(by_symbol))
+    pairs = tuple(group_stats(name, group) for name, group in sorted(_grouped(inside, "pair").items()))
     return SummaryStats(
         start_ms=start_ms,
         end_ms=end_ms,
         overall=group_stats("all", inside),
-        by_target=tuple(group_stats(t, by_target[t]) for t in sorted(by_target, key=target_sort_key)),
-        by_symbol=tuple(group_stats(s, by_symbol[s]) for s in sorted(by_symbol)),
-        by_pair=tuple(pairs),
+        by_target=targets,
+        by_symbol=symbols,
+        by_pair=pairs,
         reliability=_reliability(inside),
-        best=ranked[-1] if ranked else None,
-        worst=ranked[0] if len(ranked) > 1 else None,
+        ranking={"symbol": _rank(symbols, min_samples), "target": _rank(targets, min_samples),
+                 "pair": _rank(pairs, min_samples)},
     )
+
+
+def _rank(groups: Sequence[GroupStats], min_samples: int) -> Ranking:
+    ranked = sorted((g for g in groups if g.n >= min_samples), key=lambda g: (g.edge, g.name))
+    return Ranking(best=ranked[-1] if ranked else None, worst=ranked[0] if len(ranked) > 1 else None)

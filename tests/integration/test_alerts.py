@@ -137,11 +137,13 @@ def alerts_settings(isolated: Settings) -> Settings:
     return isolated
 
 
-def _start(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: str, **alerts: object) -> AlertsProcess:
-    return _process(settings, telegram, tmp_path, name, **alerts).start()
+def _start(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: str,
+           extra_env: dict[str, str] | None = None, **alerts: object) -> AlertsProcess:
+    return _process(settings, telegram, tmp_path, name, extra_env, **alerts).start()
 
 
-def _process(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: str, **alerts: object) -> AlertsProcess:
+def _process(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: str,
+             extra_env: dict[str, str] | None = None, **alerts: object) -> AlertsProcess:
     config = {"alerts": {"thresholds": THRESHOLDS, "cooldown_hours": COOLDOWN_HOURS, "start_from": "earliest",
                          "rate_per_chat_per_s": 40, "burst_per_chat": 10, "backoff_initial_s": 0.2,
                          "max_attempts": 6, "poll_timeout_ms": 300, "session_timeout_s": 6, "summary_min_samples": 10, **alerts}}
@@ -149,7 +151,7 @@ def _process(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: s
     config_path.write_text(yaml.safe_dump(config))
     env = {"BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
            "BSE_TOPIC_PREFIX": settings.topic_prefix, "TELEGRAM_BOT_TOKEN": TOKEN,
-           "TELEGRAM_CHAT_ID": ",".join(CHATS), "TELEGRAM_API_URL": telegram.url}
+           "TELEGRAM_CHAT_ID": ",".join(CHATS), "TELEGRAM_API_URL": telegram.url, **(extra_env or {})}
     return AlertsProcess(env, tmp_path / f"{name}.log", ("--config", str(config_path)))
 
 
@@ -401,6 +403,24 @@ def test_names_with_markup_characters_survive_escaping_and_degraded_is_flagged(
     digest = [r for r in received if r.plain.startswith("🕐 Digest")]
     assert len(digest) == len(CHATS) and all(name in r.plain and "degraded" in r.plain for r in digest)
     assert TOKEN not in log_text
+
+
+def test_without_matplotlib_the_summary_goes_out_as_text_and_the_log_says_so(
+    alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
+    telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "no-matplotlib" / "matplotlib"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("matplotlib is blocked for this test")\n')
+    scenario = _build(list(futures_series.values()), model_set, hours=12)
+    _produce(alerts_settings, scenario)
+    with _start(alerts_settings, telegram, tmp_path, "alerts", {"PYTHONPATH": str(blocked.parent)}) as process:
+        received = _wait_for(telegram, lambda r: len(_kinds(r)["summary"]) >= len(CHATS))
+        log_text = process.log_path.read_text()
+    kinds = _kinds(received)
+    assert len(kinds["summary"]) == len(CHATS) and kinds["chart"] == [], log_text[-2000:]
+    assert "hit " in kinds["summary"][0].plain and "vs base" in kinds["summary"][0].plain
+    assert log_text.count("matplotlib is not installed: daily summaries go out as text only") == 1
 
 
 def _label(series: CandleSeries, open_time: int, target: str) -> tuple[str, int]:

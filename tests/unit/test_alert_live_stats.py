@@ -39,8 +39,13 @@ def test_summary_window_groups_reliability_and_ranking() -> None:
     assert stats.overall.n == 12  # the call resolved at 99 is outside [0, 50)
     assert [g.name for g in stats.by_target] == ["1%", "5%"]
     assert [g.name for g in stats.by_symbol] == ["BTCUSDT", "ETHUSDT"]
-    assert stats.best is not None and stats.best.name == "BTCUSDT 1%"
-    assert stats.worst is not None and stats.worst.name == "ETHUSDT 1%"  # "ETHUSDT 5%" has too few outcomes
+    pairs, symbols, targets = stats.ranking["pair"], stats.ranking["symbol"], stats.ranking["target"]
+    assert pairs.best is not None and pairs.best.name == "BTCUSDT 1%"
+    assert pairs.worst is not None and pairs.worst.name == "ETHUSDT 1%"  # "ETHUSDT 5%" has too few outcomes
+    # BTCUSDT: 5 of 5 up, base 1, edge 0; ETHUSDT: hit 2/7 (only its 5% calls), base 5/7, edge -3/7
+    assert (symbols.best.name, symbols.worst.name) == ("BTCUSDT", "ETHUSDT")
+    assert symbols.worst.edge == pytest.approx(2 / 7 - 5 / 7)
+    assert targets.best is not None and targets.best.name == "1%" and targets.worst is None  # 5%: 2 < 3 outcomes
     bins = {(b.lower, b.upper): b for b in stats.reliability}
     assert bins[(0.6, 0.7)].n == 10 and bins[(0.6, 0.7)].observed == pytest.approx(0.5)
     assert bins[(0.4, 0.5)].n == 2 and bins[(0.4, 0.5)].mean_forecast == pytest.approx(0.45)
@@ -49,4 +54,4 @@ def test_summary_window_groups_reliability_and_ranking() -> None:
 def test_no_outcomes_no_summary_and_one_pair_no_worst() -> None:
     assert summarize([], 0, 10, 1) is None
     stats = summarize([_call("up", 0.6, 0.3)] * 3, 0, 50, min_samples=1)
-    assert stats is not None and stats.best is not None and stats.worst is None
+    assert stats is not None and stats.ranking["pair"].best is not None and stats.ranking["pair"].worst is None

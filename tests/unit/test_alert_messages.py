@@ -72,7 +72,8 @@ def test_summary_text() -> None:
     plain = parse_telegram_html(format_summary(T0, stats, 7))
     assert plain.startswith("📊 Daily summary · 2025-01-01")
     assert "all: hit 100% vs base 100% (+0.0 pts)" in plain and "alerts 3 hit 100%" in plain
-    assert "best: BTCUSDT 1%" in plain
+    assert "🏆 best: symbol BTCUSDT (+0.0 pts, n 3) · target 1% (+0.0 pts, n 3) · pair BTCUSDT 1% (+0.0 pts, n 3)" in plain
+    assert "worst" not in plain  # one group of each kind: nothing to call worst
     assert "no prediction resolved" in parse_telegram_html(format_summary(T0, None, 7))
 
 
