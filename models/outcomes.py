@@ -75,6 +75,7 @@ class PendingOutcome(BaseModel):
     p_up: float
     p_down: float
     p_none: float
+    degraded: bool = False
 
     @property
     def key(self) -> str:
@@ -107,7 +108,7 @@ def pending_from_prediction(
             open_time=prediction.open_time, entry_close=prediction.close, target=target,
             target_frac=target_fracs[target], horizon_candles=horizon_candles, step_ms=step_ms,
             model=prediction.model, variant=prediction.variant, stream=stream,
-            p_up=part.p_up, p_down=part.p_down, p_none=part.p_none,
+            p_up=part.p_up, p_down=part.p_down, p_none=part.p_none, degraded=prediction.degraded,
         )
         for target, part in prediction.targets.items()
         if target in target_fracs

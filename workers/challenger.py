@@ -17,7 +17,8 @@ can be signed: the event says so and no command is sent.
 
 A/B arms serve different symbols, so their predictions are never on the same
 candle: they are not paired here (their live scores are compared in the
-metrics, per ``variant``).
+metrics, per ``variant``). A degraded prediction (a fallback answered) is
+not its version's own answer and is not paired either.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class ChallengerWatch:
             live, shadow = found.get("live"), found.get("shadow")
             if live is None or shadow is None or live.pending.model.version == shadow.pending.model.version:
                 continue
+            if live.pending.degraded or shadow.pending.degraded:
+                continue  # a fallback answered: not the champion's own answer
             live_version, shadow_version = live.pending.model.version, shadow.pending.model.version
             shadow_is_challenger = self._is_newer(shadow_version, live_version)
             champion, challenger = (live, shadow) if shadow_is_challenger else (shadow, live)

@@ -403,3 +403,26 @@ def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey
     both = set(by_stream["live"]) & set(by_stream["shadow"])
     assert len(both) >= decision["pairs"], "every paired observation came from a live and a shadow outcome"
     assert all(by_stream["live"][k] == by_stream["shadow"][k] for k in both), "one candle, one answer"
+
+
+def test_degraded_live_answers_are_not_paired(services: Settings, isolated: Settings) -> None:
+    """A fallback answered for the live version: no evidence about the live version may come of it."""
+    settings = isolated.model_copy(update={"control_secret": SecretStr("integration-secret"),
+                                           "challenger": isolated.challenger.model_copy(update={"auto_promote": True})})
+    names = TopicNames.of(settings)
+    settlements = [s if s.pending.stream == "shadow" else
+                   s.model_copy(update={"pending": s.pending.model_copy(update={"degraded": True})})
+                   for s in _pair_settlements(np.random.default_rng(8), 600, skill_live=0.45, skill_shadow=0.0)]
+
+    async def run() -> tuple[list[dict[str, object]], dict[bytes, bytes]]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            watch = ChallengerWatch(client, settings, KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes),
+                                    lambda a, b: a > b, names.control, names.control_events)
+            await watch.on_settled(settlements)
+            return watch.decisions, await client.hgetall(f"{settings.topic_prefix}bse:challenger:{{v1|v2}}")
+        finally:
+            await client.aclose()
+
+    decisions, evidence = asyncio.run(run())
+    assert decisions == [] and evidence == {}
