@@ -33,6 +33,7 @@ from models.inputs import InputRows, concat_rows, min_history
 from models.families import BasePredictor, get_model
 from models.labels import DOWN, UNKNOWN, UP
 from models.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, sha256_of
+from models.parity_check import record_parity_sample
 from models.signals import target_label
 
 __all__ = ["TrainingError", "train_version"]
@@ -93,7 +94,9 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     model.save(work_dir / "native" / f"{stem}.joblib")
     check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
     native = model.predict_proba(check_rows)
-    parity = check_parity(native, work_dir / f"{stem}.onnx", model.onnx_feed(check_rows))
+    feed = model.onnx_feed(check_rows)
+    # a few of these rows and the native answers go into the version too: promote re-runs them
+    parity = record_parity_sample(check_parity(native, work_dir / f"{stem}.onnx", feed), work_dir, stem, feed, native)
     metrics = model.validate(split.x_holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
     # CPU seconds beside wall seconds: on a shared machine the wall clock measures the neighbours too
     metrics.update(train_rows=float(len(split.y_train)), train_seconds=round(seconds, 3),
@@ -105,8 +108,10 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
         file = f"{family}_{variant}_{target.rstrip('%')}pct.onnx"
         model.export_strategy(work_dir / file, variant)
         kinds = model.variant_input_kinds(variant)
-        variant_parity = check_parity(model.predict_strategy(check_rows, variant), work_dir / file,
-                                      {k: v for k, v in model.onnx_feed(check_rows).items() if k in kinds})
+        variant_native = model.predict_strategy(check_rows, variant)
+        variant_feed = {k: v for k, v in feed.items() if k in kinds}
+        variant_parity = record_parity_sample(check_parity(variant_native, work_dir / file, variant_feed), work_dir,
+                                              file.removesuffix(".onnx"), variant_feed, variant_native)
         variant_metrics = (holdout_metrics(model.predict_strategy(split.x_holdout, variant), split.y_holdout,
                                            split.y_train) if len(split.y_holdout) else {})
         results.append((ModelEntry(name=f"{family}_{variant}", family=family, target=target, file=file,

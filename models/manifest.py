@@ -64,6 +64,8 @@ class ParityReport(_Frozen):
     rows: int
     max_abs_diff: float
     tolerance: float
+    sample_file: str | None = Field(None, description="recorded inputs and native outputs that promote re-runs "
+                                                      "(models.parity_check); None in older manifests")
 
 
 class LegacyOrigin(_Frozen):

@@ -43,6 +43,7 @@ from models.control import CommandReceived, ControlEvent, ControlState, Event, M
 from models.control_message import ControlMessage, ControlRefused, encode_message, verify_message
 from models.errors import ManifestError
 from models.manifest import MANIFEST_NAME, load_manifest, verify_files
+from models.parity_check import check_recorded_parity
 from models.predictor import Predictor, predict_windows
 from workers.model_router import MODEL_ERRORS, ModelRouter
 from workers.topics import ensure_topics
@@ -168,21 +169,27 @@ class ControlPlane:
             await self._report([event])
             return [event]
         loop = asyncio.get_running_loop()
-        problems = await loop.run_in_executor(self._executor, self._check_versions, message)
+        problems, notes = await loop.run_in_executor(self._executor, self._check_versions, message)
         _, events = await self._store.transact(
             lambda state: step(state, CommandReceived(message, problems, self._router.default_live), now,
                                config.max_age_s + config.max_future_s))
+        if notes:  # what the checks could not cover goes on the record of an applied command
+            said = "; ".join(f"{version}: {note}" for version, note in notes.items())
+            events = [e.model_copy(update={"reason": f"{e.reason} ({said})"}) if e.status == "applied" else e
+                      for e in events]
         await self._report(events)
         await self.sync()
         return events
 
-    def _check_versions(self, message: ControlMessage) -> dict[str, str]:
-        """version -> why it cannot serve, for the versions the message names (blocking: loads models)."""
+    def _check_versions(self, message: ControlMessage) -> tuple[dict[str, str], dict[str, str]]:
+        """(version -> why it cannot serve, version -> what was not checked) for the versions the
+        message names (blocking: loads models)."""
         if message.command == "ab":
             named = list(message.args["variants"])
         else:
             named = [message.args["version"]] if message.args.get("version") else []
         problems: dict[str, str] = {}
+        notes: dict[str, str] = {}
         for version in named:
             try:
                 model = self._router.load(version)
@@ -196,22 +203,16 @@ class ControlPlane:
                 except ManifestError as error:
                     problems[version] = str(error)[:300]
                     continue
-                trouble = self._warm_up_problem(model)
+                trouble, note = self._warm_up_problem(model)
                 if trouble is not None:
                     problems[version] = trouble
-        return problems
+                elif note is not None:
+                    notes[version] = note
+        return problems, notes
 
-    def _warm_up_problem(self, model: Predictor) -> str | None:
-        """Run the version on the current windows and hold it to its recorded parity; None when it passes."""
-        manifest = getattr(model, "manifest", None)
-        if manifest is not None:  # parity is recorded per "model/target" (older manifests: per target)
-            records = {t: manifest.parity.get(f"{model.model_name}/{t}", manifest.parity.get(t)) for t in model.targets}
-            missing = [t for t, r in records.items() if r is None]
-            if missing:
-                return f"no recorded ONNX/native parity for {model.model_name} targets {missing}"
-            failed = [t for t, r in records.items() if r is not None and not r.max_abs_diff <= r.tolerance]
-            if failed:
-                return f"recorded ONNX/native parity above tolerance for {model.model_name} targets {failed}"
+    def _warm_up_problem(self, model: Predictor) -> tuple[str | None, str | None]:
+        """Run the version on the current windows, then on its recorded parity samples against the
+        recorded native outputs (:mod:`models.parity_check`): (why it fails or None, what was not checked)."""
         recent = self._router.recent_windows
         if recent is None:  # this worker has seen no candle yet: flat windows still exercise every graph
             windows, open_times = np.ones((4, model.min_history, 5)), np.zeros(4, dtype=np.int64)
@@ -220,11 +221,18 @@ class ControlPlane:
         try:
             out = predict_windows(model, windows[:, -model.min_history:], open_times)
         except MODEL_ERRORS as error:
-            return f"warm-up failed: {type(error).__name__}: {error}"[:300]
+            return f"warm-up failed: {type(error).__name__}: {error}"[:300], None
         bad = bad_rows(out, len(open_times))
         if bad.any():
-            return f"warm-up on {len(open_times)} current windows: {int(bad.sum())} rows NaN or out of range"
-        return None
+            return f"warm-up on {len(open_times)} current windows: {int(bad.sum())} rows NaN or out of range", None
+        manifest = getattr(model, "manifest", None)
+        if manifest is None:  # not a version from the registry (no recorded parity to hold it to)
+            return None, None
+        try:
+            verdict = check_recorded_parity(model, manifest, self._settings.models_dir / model.version)
+        except MODEL_ERRORS as error:
+            return f"parity: run on the recorded samples failed: {type(error).__name__}: {error}"[:300], None
+        return (verdict.problem[:300] if verdict.problem else None), verdict.note
 
     # -- sharing -----------------------------------------------------------------------------
 

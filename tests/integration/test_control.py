@@ -2,8 +2,10 @@
 
 Versions are built from the small trained one: copies under new names (their
 manifests rewritten with the new version and real hashes), a copy with a
-corrupted file, and versions whose ONNX graphs answer NaN or take about a
-second per call, built here with the onnx helpers.
+corrupted file, versions whose ONNX graphs answer NaN or take about a
+second per call, built here with the onnx helpers, and one whose graphs were
+swapped between targets (hashes rewritten: only its recorded parity samples
+can tell).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from models.candle_files import CandleSeries
 from models.control_message import build_message, encode_message
 from models.features import FEATURE_NAMES, LOOKBACK_CANDLES
 from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from models.parity_check import SAMPLE_DIR
 from models.routing import Arm, arm_for, normalised
 from models.schema import Prediction
 from tests.support.kafka_io import read_topic, read_until, send_raw
@@ -50,18 +53,22 @@ FIRST = LOOKBACK_CANDLES - 1  # index of the first candle with a full window
 
 
 def _copy_version(models_dir: Path, name: str, onnx_by_target: dict[str, bytes] | None = None,
-                  corrupt: bool = False) -> None:
+                  corrupt: bool = False, without_samples: bool = False) -> None:
     """``SOURCE`` under a new name; optionally other ONNX graphs; manifest rewritten with real hashes
-    (``corrupt``: a file changed after hashing)."""
+    (``corrupt``: a file changed after hashing; ``without_samples``: no parity samples, as an older
+    manifest)."""
     target_dir = models_dir / name
     shutil.copytree(models_dir / SOURCE, target_dir)
     manifest = load_manifest(target_dir)
     for entry in manifest.models:
         if onnx_by_target is not None and entry.name == manifest.served_model:
             (target_dir / entry.file).write_bytes(onnx_by_target[entry.target])
-    hashes = {file: sha256_of(target_dir / file) for file in manifest.files_sha256}
-    created = manifest.created_at - timedelta(days=1)  # SOURCE stays the newest version
     fields = json.loads(manifest.model_dump_json())
+    if without_samples:
+        shutil.rmtree(target_dir / SAMPLE_DIR)
+        fields["parity"] = {k: {**r, "sample_file": None} for k, r in fields["parity"].items()}
+    hashes = {file: sha256_of(target_dir / file) for file in manifest.files_sha256 if (target_dir / file).exists()}
+    created = manifest.created_at - timedelta(days=1)  # SOURCE stays the newest version
     fields.update(version=name, files_sha256=hashes, created_at=created.isoformat())
     (target_dir / MANIFEST_NAME).write_text(json.dumps(fields))
     if corrupt:
@@ -298,7 +305,12 @@ def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_d
     _copy_version(settings.models_dir, "v-corrupt", corrupt=True)
     _copy_version(settings.models_dir, "v-nan", {t: nan_graph() for t in ("1%", "2%", "5%")})
     _copy_version(settings.models_dir, "v-slow", {t: slow_graph() for t in ("1%", "2%", "5%")})
-    _copy_version(settings.models_dir, "v-slow2", {t: slow_graph() for t in ("1%", "2%", "5%")})
+    _copy_version(settings.models_dir, "v-slow2", {t: slow_graph() for t in ("1%", "2%", "5%")},
+                  without_samples=True)
+    source_graphs = {e.target: (settings.models_dir / SOURCE / e.file).read_bytes()
+                     for e in load_manifest(settings.models_dir / SOURCE).models}
+    _copy_version(settings.models_dir, "v-swapped", {"1%": source_graphs["2%"], "2%": source_graphs["1%"],
+                                                     "5%": source_graphs["5%"]})
     config = tmp_path / "breaker.yaml"
     config.write_text("control:\n  breaker:\n    window_calls: 10\n    failures_to_open: 2\n"
                       "    latency_budget_ms: 300\n    open_s: 600\n")
@@ -344,8 +356,10 @@ def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_d
         assert all(p.variant == "v-slow" for p in by_id.values())
 
         # A ramping version whose breaker opens is a failed gate: the ramp stops, the live version stays.
+        # (v-slow2 has no parity samples, as an older version: its answers cannot be compared, and the event says so)
         ramp_id = _send_control(settings, "ramp", {"version": "v-slow2", "shares": [0.5, 1.0]})
-        assert _event_for(settings, ramp_id, 6, timeout_s=60)["status"] == "applied"
+        ramped = _event_for(settings, ramp_id, 6, timeout_s=60)
+        assert ramped["status"] == "applied" and "no recorded samples" in ramped["reason"], ramped
         _wait_for_log(worker, "control revision 4 applied", timeout_s=60)
         for hour in range(FIRST + 8, FIRST + 11):
             chunk = _records(futures_series, hour, hour + 1)
@@ -355,6 +369,11 @@ def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_d
         assert len(stopped) == 1 and "model failed" in stopped[0]["reason"], stopped
         stopped = stopped[0]
         assert stopped["state"]["live"] == SOURCE and stopped["state"]["arms"] == {} and stopped["state"]["ramp"] is None
+
+        # Graphs swapped between targets, hashes rewritten: every file check passes, the recorded outputs do not.
+        swapped = _event_for(settings, _send_control(settings, "promote", {"version": "v-swapped"}), 8)
+        assert swapped["status"] == "refused" and "parity: 1% max |Δp| " in swapped["reason"], swapped
+        assert "2% max |Δp| " in swapped["reason"] and "5%" not in swapped["reason"], swapped
 
 
 def test_the_cli_signs_and_a_worker_ramps_a_version_in_on_schedule(
