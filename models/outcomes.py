@@ -30,6 +30,7 @@ than a newer one that already settled the prediction cannot change it).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -77,7 +78,7 @@ class PendingOutcome(BaseModel):
     p_none: float
     degraded: bool = False
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Unique per prediction, target, model version, arm and stream: the dedupe key."""
         return f"{self.open_time}|{self.target}|{self.model.name}|{self.model.version}|{self.variant}|{self.stream}"
