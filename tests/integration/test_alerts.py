@@ -165,7 +165,7 @@ def _produce(settings: Settings, scenario: Scenario, outcomes: bool = True) -> N
 
 
 def _wait_for(telegram: FakeTelegram, done: Callable[[list[Received]], bool], timeout_s: float = 90,
-              settle_s: float = 2.0) -> list[Received]:
+              settle_s: float = 1.5) -> list[Received]:
     """Wait until ``done`` holds, then ``settle_s`` more so that a duplicate would show."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -405,22 +405,36 @@ def test_names_with_markup_characters_survive_escaping_and_degraded_is_flagged(
     assert TOKEN not in log_text
 
 
-def test_without_matplotlib_the_summary_goes_out_as_text_and_the_log_says_so(
+def test_a_refused_chat_and_a_missing_matplotlib_stop_nothing(
     alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
     telegram: FakeTelegram, tmp_path: Path,
 ) -> None:
+    """One chat the bot cannot reach (400) and no matplotlib: the other chat gets every message, the
+    summary as text, the log says why, and the refused chat is tried once per message, not on every poll."""
     blocked = tmp_path / "no-matplotlib" / "matplotlib"
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text('raise ImportError("matplotlib is blocked for this test")\n')
-    scenario = _build(list(futures_series.values()), model_set, hours=12)
+    scenario = _build(list(futures_series.values()), model_set, hours=24)
+    expected = _expected_alerts(scenario.predictions)
+    telegram.unknown_chat(CHATS[1])
     _produce(alerts_settings, scenario)
     with _start(alerts_settings, telegram, tmp_path, "alerts", {"PYTHONPATH": str(blocked.parent)}) as process:
-        received = _wait_for(telegram, lambda r: len(_kinds(r)["summary"]) >= len(CHATS))
+        received = _wait_for(telegram, lambda r: len(_kinds(r)["summary"]) >= 1 and len(_kinds(r)["digest"]) >= 1
+                             and len(_kinds(r)["followup"]) >= len(expected), settle_s=3)
         log_text = process.log_path.read_text()
+        assert process.returncode is None, "a refused chat stopped the service"
     kinds = _kinds(received)
-    assert len(kinds["summary"]) == len(CHATS) and kinds["chart"] == [], log_text[-2000:]
-    assert "hit " in kinds["summary"][0].plain and "vs base" in kinds["summary"][0].plain
+    assert {r.chat_id for r in received} == {CHATS[0]}
+    assert Counter(_alert_key(r) for r in kinds["alert"]) == Counter({(CHATS[0], *a): 1 for a in expected})
+    assert kinds["chart"] == [] and "vs base" in kinds["summary"][0].plain
     assert log_text.count("matplotlib is not installed: daily summaries go out as text only") == 1
+    # Tried once per alert, digest and summary; never for a follow-up (no alert there to reply to).
+    parts = len(kinds["digest"]) + len(kinds["digest-part"]), len(kinds["summary"]) + len(kinds["summary-part"])
+    assert parts == (1, 1), parts
+    assert len(telegram.refusals) == len(expected) + 2, telegram.refusals
+    assert all(d == "Bad Request: chat not found" for _, _, d in telegram.refusals)
+    assert "not sent: sendMessage to chat -1002 refused with 400: Bad Request: chat not found" in log_text
+    assert TOKEN not in log_text
 
 
 def _label(series: CandleSeries, open_time: int, target: str) -> tuple[str, int]:

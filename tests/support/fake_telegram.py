@@ -5,8 +5,9 @@ the path (401 otherwise), a chat id, HTML that Telegram would parse (only its
 tags, every ``<``, ``>`` and ``&`` outside them escaped: 400 "can't parse
 entities" otherwise), the 4096-character limit after parsing (1024 for a
 caption), a PNG in a multipart upload. What it accepted is recorded; it can
-be told to answer the next N calls with 429 (``retry_after``) or 500, and to
-call a function (e.g. kill the client) when the N-th call arrives.
+be told to answer the next N calls with 429 (``retry_after``) or 500, to
+refuse a chat (400 "chat not found"), and to call a function (e.g. kill the
+client) when the N-th call arrives.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class FakeTelegram:
         self.refusals: list[tuple[float, int, str]] = []  # (time.monotonic(), status, description) of non-200 answers
         self._failures: list[tuple[int, int | None]] = []
         self._trigger: tuple[int, Callable[[], None]] | None = None
+        self._unknown_chats: set[str] = set()
         self._accepted_calls = 0
         self._next_id: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -111,6 +113,11 @@ class FakeTelegram:
         """Answer the next ``count`` calls with ``status`` (429 carries ``retry_after``)."""
         with self._lock:
             self._failures.extend([(status, retry_after)] * count)
+
+    def unknown_chat(self, chat_id: str) -> None:
+        """Answer every call to ``chat_id`` as Telegram does for a chat the bot cannot reach (400)."""
+        with self._lock:
+            self._unknown_chats.add(chat_id)
 
     def when_call(self, number: int, action: Callable[[], None]) -> None:
         """Run ``action`` when call ``number`` (1-based, among calls that would be accepted) arrives;
@@ -193,6 +200,8 @@ class FakeTelegram:
         chat_id = str(fields.get("chat_id", ""))
         if not chat_id:
             return self._refuse(400, "Bad Request: chat_id is empty")
+        if chat_id in self._unknown_chats:
+            return self._refuse(400, "Bad Request: chat not found")
         text = str(fields.get("text" if method == "sendMessage" else "caption", ""))
         parse_mode = fields.get("parse_mode")
         try:

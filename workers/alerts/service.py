@@ -42,6 +42,7 @@ class AlertService:
         self._chats = tuple(chats)
         self._draw_chart = draw_chart if self._config.chart else None
         self._period_ms = self._config.digest_every_hours * 3_600_000
+        self._refused: set[tuple[str, str, str]] = set()  # (kind, key, chat) Telegram refused for good
 
     # ------------------------------------------------------------ messages in
 
@@ -89,32 +90,41 @@ class AlertService:
     # ------------------------------------------------------------ sends
 
     async def _send_text(self, kind: str, key: str, text: str) -> None:
-        """``text`` to every chat, split to Telegram's limit; each part marked sent on its own."""
-        parts = split_message(text, self._config.max_message_chars)
+        """``text`` to every chat (see :meth:`_send_to_chat`)."""
         for chat in self._chats:
-            if await self._store.sent(kind, key, chat) is not None:
-                continue
-            first = None
-            for index, part in enumerate(parts):
-                part_key = f"{key}#{index + 1}/{len(parts)}"
-                message_id = await self._store.sent(kind, part_key, chat)
+            await self._send_to_chat(kind, key, chat, text)
+
+    async def _send_to_chat(self, kind: str, key: str, chat: str, text: str, reply_to: int | None = None) -> int | None:
+        """``text`` split to Telegram's limit, each part marked on its own, then the whole marked with the
+        first part's message_id (what a follow-up replies to). None when Telegram refused a part."""
+        whole = await self._store.sent(kind, key, chat)
+        if whole is not None:
+            return whole
+        parts = split_message(text, self._config.max_message_chars)
+        first = None
+        for index, part in enumerate(parts):
+            part_key = f"{key}#{index + 1}/{len(parts)}"
+            message_id = await self._store.sent(kind, part_key, chat)
+            if message_id is None:
+                message_id = await self._deliver(kind, part_key, chat, part, reply_to=reply_to if index == 0 else None)
                 if message_id is None:
-                    message_id = await self._deliver(kind, part_key, chat, part)
-                    if message_id is None:
-                        break
-                first = message_id if first is None else first
-            else:
-                assert first is not None  # split_message gives at least one part
-                await self._store.mark_sent(kind, key, chat, first)  # the whole message: checked first next time
+                    self._refused.add((kind, key, chat))  # the whole message, for _all_sent
+                    return None
+            first = message_id if first is None else first
+        assert first is not None  # split_message gives at least one part
+        await self._store.mark_sent(kind, key, chat, first)
+        return first
 
     async def _deliver(self, kind: str, key: str, chat: str, text: str, reply_to: int | None = None,
                        photo: bytes | None = None) -> int | None:
         """Send, then mark sent; the message_id, or None when Telegram refused it for good (logged).
 
         A refusal (a 4xx such as an unknown chat or a blocked bot) is not
-        marked: it is logged and skipped, so one bad chat cannot stop the
-        stream for the others; a restart tries it once more.
+        marked: it is logged and not tried again by this process, so one bad
+        chat cannot stop the stream for the others; a restart tries it once more.
         """
+        if (kind, key, chat) in self._refused:
+            return None
         try:
             if photo is not None:
                 message_id = await self._client.send_photo(chat, photo, text)
@@ -122,32 +132,27 @@ class AlertService:
                 message_id = await self._client.send_message(chat, text, reply_to=reply_to)
         except TelegramRefused as exc:
             log.error("%s %s not sent: %s", kind, key, exc)
+            self._refused.add((kind, key, chat))
             return None
         await self._store.mark_sent(kind, key, chat, message_id)
         log.info("%s %s sent to chat %s as message %d", kind, key, chat, message_id)
         return message_id
 
     async def _all_sent(self, kind: str, key: str) -> bool:
-        return all([await self._store.sent(kind, key, chat) is not None for chat in self._chats])
+        """Sent to every chat, or refused for good where not: nothing left to try for (kind, key)."""
+        return all([(kind, key, chat) in self._refused or await self._store.sent(kind, key, chat) is not None
+                    for chat in self._chats])
 
     async def _send_alert(self, call: AlertCall, chat: str) -> None:
-        key = f"{call.prediction_id}|{call.target}"
-        if await self._store.sent("alert", key, chat) is not None:
-            return
-        (text,) = split_message(format_alert(call), self._config.max_message_chars)
-        await self._deliver("alert", key, chat, text)
+        await self._send_to_chat("alert", f"{call.prediction_id}|{call.target}", chat, format_alert(call))
 
     async def _send_followups(self, call: AlertCall, outcome: Outcome) -> None:
         key = f"{call.prediction_id}|{call.target}"
-        originals = {}
         for chat in self._chats:
             original = await self._store.sent("alert", key, chat)
-            if original is not None:  # not sent there yet: the alert path sends the follow-up after it
-                originals[chat] = original
-        for chat, original in originals.items():
-            if await self._store.sent("followup", key, chat) is not None:
+            if original is None:  # not sent there yet: the alert path sends the follow-up after it
                 continue
-            await self._deliver("followup", key, chat, format_followup(call, outcome), reply_to=original)
+            await self._send_to_chat("followup", key, chat, format_followup(call, outcome), reply_to=original)
 
     async def _send_digest(self, period_ms: int) -> None:
         if await self._all_sent("digest", str(period_ms)):
