@@ -139,6 +139,8 @@ async def consume(settings: Settings, service: AlertService, stop: asyncio.Event
                 continue
             for tp, records in batch.items():
                 for record in records:
+                    if stop.is_set():  # SIGTERM: finish the message in hand, leave the rest uncommitted
+                        break
                     await _handle(service, names, record)
                     try:
                         await consumer.commit({tp: record.offset + 1})
