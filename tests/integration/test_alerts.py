@@ -277,7 +277,8 @@ def test_alerts_followups_digest_and_summary_arrive_once_each(
     _produce(alerts_settings, scenario)
     with _start(alerts_settings, telegram, tmp_path, "alerts") as process:
         received = _wait_for(telegram, _complete(len(expected), followups))
-        log_text = process.log_path.read_text()
+    log_text = process.log_path.read_text()
+    assert process.returncode == 0 and log_text.rstrip().endswith("alerts stopped"), "SIGTERM is not a clean stop"
     kinds = _check_everything_once(received, scenario, log_text)
     assert not any("SHADOWUSDT" in r.plain for r in received), "a shadow prediction reached a chat"
 
