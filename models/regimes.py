@@ -378,16 +378,17 @@ def regime_diagnostics(model: RegimeModel, history: np.ndarray, training: Sequen
 
 # ------------------------------------------------------------------ ONNX
 class _Builder:
-    """Collects the nodes and constants of a graph."""
+    """Collects the nodes and constants of a graph; real constants in ``float_type``."""
 
-    def __init__(self) -> None:
+    def __init__(self, float_type: Any = np.float32) -> None:
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
+        self.float_type = float_type
 
-    def const(self, name: str, value: Any, dtype: Any = np.float32) -> str:
+    def const(self, name: str, value: Any, dtype: Any = None) -> str:
         from onnx import numpy_helper
 
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype or self.float_type), name))
         return name
 
     def ints(self, name: str, value: Any) -> str:
@@ -401,11 +402,11 @@ class _Builder:
         return outputs[0]
 
 
-def _log_densities(g: _Builder, model: RegimeModel) -> str:
+def _log_densities(g: _Builder, model: RegimeModel, source: str = "sequence") -> str:
     """``sequence`` [N, T, 4] -> log N(z_t; μ_k, Σ_k) as [K, N, T]; batch and hour stay innermost
     so that each broadcast and reduction runs over long contiguous spans (with K and d innermost
     onnxruntime was ten times slower)."""
-    fields = g.node("Transpose", ["sequence"], "fields", perm=[2, 0, 1])  # [4, N, T]
+    fields = g.node("Transpose", [source], "fields", perm=[2, 0, 1])  # [4, N, T]
     ret = g.node("Gather", [fields, g.ints("row_return", [_RETURN])], "raw_return", axis=0)
     rng = g.node("Gather", [fields, g.ints("row_range", [_RANGE])], "raw_range", axis=0)
     vol = g.node("Log", [g.node("Add", [rng, g.const("volatility_floor", VOLATILITY_FLOOR)], "range_floored")],
@@ -511,9 +512,10 @@ def _filter_every_hour(g: _Builder, model: RegimeModel, density: str) -> str:
 
     The state starts at ``start_``; because ``start_`` is the stationary distribution of
     ``A``, the first step ``(start_ A) ⊙ b_0 = start_ ⊙ b_0`` is the filter's first hour."""
-    from onnx import TensorProto, helper
+    from onnx import helper, numpy_helper
 
     k = model.n_states
+    real = helper.np_dtype_to_tensor_dtype(np.dtype(g.float_type))
     body = helper.make_graph(
         [helper.make_node("MatMul", ["alpha_in", "scan_transmat"], ["predicted"]),
          helper.make_node("Mul", ["predicted", "b_t"], ["unnormalised"]),
@@ -521,12 +523,12 @@ def _filter_every_hour(g: _Builder, model: RegimeModel, density: str) -> str:
          helper.make_node("Div", ["unnormalised", "total"], ["alpha_out"]),
          helper.make_node("Identity", ["alpha_out"], ["alpha_hour"])],
         "forward_step",
-        [helper.make_tensor_value_info("alpha_in", TensorProto.FLOAT, [None, k]),
-         helper.make_tensor_value_info("b_t", TensorProto.FLOAT, [None, k])],
-        [helper.make_tensor_value_info("alpha_out", TensorProto.FLOAT, [None, k]),
-         helper.make_tensor_value_info("alpha_hour", TensorProto.FLOAT, [None, k])],
-        [helper.make_tensor("scan_transmat", TensorProto.FLOAT, [k, k], model.transmat_.astype(np.float32).ravel()),
-         helper.make_tensor("scan_axis1", TensorProto.INT64, [1], [1])])
+        [helper.make_tensor_value_info("alpha_in", real, [None, k]),
+         helper.make_tensor_value_info("b_t", real, [None, k])],
+        [helper.make_tensor_value_info("alpha_out", real, [None, k]),
+         helper.make_tensor_value_info("alpha_hour", real, [None, k])],
+        [numpy_helper.from_array(model.transmat_.astype(g.float_type), "scan_transmat"),
+         numpy_helper.from_array(np.array([1], dtype=np.int64), "scan_axis1")])
     hours_first = g.node("Transpose", [density], "every_b", perm=[2, 1, 0])  # [T, N, K]
     rows = g.node("Slice", [g.node("Shape", ["sequence"], "sequence_shape"), g.ints("rows_start", [0]),
                             g.ints("rows_end", [1])], "batch_rows")
@@ -540,14 +542,20 @@ def regime_feature_graph(model: RegimeModel, hours: int = SEQUENCE_LENGTH) -> An
     """:func:`regime_features` as an ONNX graph (opset 17, IR capped): input ``sequence``
     float32[batch, hours, 4], output ``regime_features`` float32[batch, K + 3] with the columns
     of :func:`regime_feature_names`. The filter runs hour by hour (a ``Scan``) because the
-    time in state needs the filtered regime of every hour, not only the last."""
+    time in state needs the filtered regime of every hour, not only the last.
+
+    It computes in float64, like the trainer's numpy filter, and rounds to float32 only at
+    the end: trees split these columns at float32 thresholds, and a filter run in float32
+    differs by ~1e-7, enough to send a row to the other side of a split (measured: 5.6e-4
+    in probability on the full futures history)."""
     from onnx import TensorProto, checker, helper
 
     from models.families.onnx_limits import TARGET_OPSET, cap_ir_version
 
     k = model.n_states
-    g = _Builder()
-    log_b = _log_densities(g, model)
+    g = _Builder(np.float64)
+    wide = g.node("Cast", ["sequence"], "sequence_f64", to=TensorProto.DOUBLE)
+    log_b = _log_densities(g, model, wide)
     top = g.node("ReduceMax", [log_b], "log_density_max", axes=[0], keepdims=1)
     density = g.node("Exp", [g.node("Sub", [log_b, top], "log_density_rel")], "density_rel")  # [K, N, T]
     alpha = _filter_every_hour(g, model, density)  # [T, N, K]
@@ -555,8 +563,8 @@ def regime_feature_graph(model: RegimeModel, hours: int = SEQUENCE_LENGTH) -> An
     last_state = g.node("Gather", [state, g.ints("hour_last", hours - 1)], "state_last", axis=0)  # [N]
     # hours in state = T - (1 + the latest hour whose state differs from the last), T when none does
     differs = g.node("Cast", [g.node("Not", [g.node("Equal", [state, last_state], "same_as_last")], "differs_bool")],
-                     "differs", to=TensorProto.FLOAT)
-    position = g.const("hour_position", np.arange(1, hours + 1, dtype=np.float32)[:, None])  # [T, 1]
+                     "differs", to=TensorProto.DOUBLE)
+    position = g.const("hour_position", np.arange(1, hours + 1)[:, None])  # [T, 1]
     latest = g.node("ReduceMax", [g.node("Mul", [differs, position], "differs_at")], "latest_differing",
                     axes=[0], keepdims=0)  # [N]
     in_state = g.node("Sub", [g.const("hours_total", float(hours)), latest], "hours_in_state")
@@ -564,10 +572,11 @@ def regime_feature_graph(model: RegimeModel, hours: int = SEQUENCE_LENGTH) -> An
     exit_p = g.node("MatMul", [last, g.const("leave", (1.0 - np.diag(model.transmat_))[:, None])], "exit_probability")
     before = g.node("Gather", [state, g.ints("hour_before", max(hours - 2, 0))], "state_before", axis=0)
     changed = g.node("Cast", [g.node("Not", [g.node("Equal", [last_state, before], "same_as_before")], "changed_bool")],
-                     "changed", to=TensorProto.FLOAT)
+                     "changed", to=TensorProto.DOUBLE)
     column = g.ints("as_column", [1])
-    g.node("Concat", [last, g.node("Unsqueeze", [in_state, column], "hours_column"), exit_p,
-                      g.node("Unsqueeze", [changed, column], "changed_column")], REGIME_FEATURES_OUTPUT, axis=1)
+    columns = g.node("Concat", [last, g.node("Unsqueeze", [in_state, column], "hours_column"), exit_p,
+                                g.node("Unsqueeze", [changed, column], "changed_column")], "columns_f64", axis=1)
+    g.node("Cast", [columns], REGIME_FEATURES_OUTPUT, to=TensorProto.FLOAT)
     graph = helper.make_graph(
         g.nodes, "hmm_regime_features",
         [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, [None, hours, len(SEQUENCE_FIELDS)])],

@@ -181,9 +181,10 @@ def test_onnx_regime_features_equal_the_numpy_ones(model: RegimeModel, sequences
                                    providers=["CPUExecutionProvider"])
     (online,) = session.run([REGIME_FEATURES_OUTPUT], {"sequence": sequences})
     offline, _ = regime_features(model, sequences)
-    assert float(np.max(np.abs(online[:, :4] - offline[:, :4]))) <= 1e-5
+    assert float(np.max(np.abs(online - offline))) <= 1e-6
     np.testing.assert_array_equal(online[:, [4, 6]], offline[:, [4, 6]])  # hours in state, changed: exact
-    assert float(np.max(np.abs(online[:, 5] - offline[:, 5]))) <= 1e-6
+    # computed in float64 and rounded once, the columns the trees split are the trainer's float32 values
+    assert np.mean(online == offline.astype(np.float32)) >= 0.9999
     assert len(np.unique(offline[:, 4])) > 5  # the check saw regimes of many ages
 
 
