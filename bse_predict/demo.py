@@ -60,10 +60,12 @@ def _ensure_version(settings: Settings, training: list[CandleSeries], console: C
     from export.train import train_version
 
     version = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    served = settings.models.served  # the demo shows the stream: one family is enough
+    served = settings.models.served  # the demo shows the stream: the served family is enough
+    families = {name: family.model_copy(update={"enabled": name == served})  # an ensemble's members keep their blocks
+                for name, family in settings.models.families.items()}
     tuned = settings.model_copy(update={
         "training": settings.training.model_copy(update={"max_rows_per_symbol": TRAIN_ROWS}),
-        "models": settings.models.model_copy(update={"families": {served: settings.models.families[served]}}),
+        "models": settings.models.model_copy(update={"families": families}),
     })
     console.print(f"no model version yet: training {version} ({served}) on the newest {TRAIN_ROWS} hours of "
                   f"{', '.join(DEMO_SYMBOLS)}")
