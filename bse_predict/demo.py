@@ -22,8 +22,8 @@ from rich.console import Console
 from bse_predict.services import services_up
 from configs.settings import Settings
 from models.candle_files import CandleSeries, read_candle_files
-from models.features import LOOKBACK_CANDLES
-from models.manifest import list_versions
+from models.inputs import INPUT_LOOKBACK
+from models.manifest import list_versions, load_manifest
 from models.schema import Prediction
 from models.synthetic import synthetic_series
 from workers.replay import candle_records, replay
@@ -34,7 +34,7 @@ __all__ = ["run_demo", "DEMO_DATA"]
 DEMO_DATA = Path("../shared/data/candles/binance-futures")
 DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TRAIN_ROWS = 6000
-REPLAY_HOURS = LOOKBACK_CANDLES + 48
+REPLAY_HOURS = max(INPUT_LOOKBACK.values()) + 48
 
 
 def _demo_series(console: Console) -> tuple[list[CandleSeries], list[CandleSeries]]:
@@ -114,7 +114,8 @@ def run_demo(settings: Settings, rate_per_s: float, progress: Callable[[str], No
                               env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     console.print(f"worker started (log: {log_path}); replaying {REPLAY_HOURS} hours of {', '.join(s.symbol for s in replayed)} "
                   f"with 2 in-progress updates per candle at {rate_per_s:g} candles/s")
-    expected = sum(len(s.open_time_ms) - LOOKBACK_CANDLES + 1 for s in replayed)
+    history = load_manifest(settings.models_dir / version).min_history  # the served models' window
+    expected = sum(len(s.open_time_ms) - history + 1 for s in replayed)
     try:
         async def both() -> int:
             shown = asyncio.create_task(_show_predictions(demo_settings, expected, console, timeout_s=300))
@@ -125,6 +126,6 @@ def run_demo(settings: Settings, rate_per_s: float, progress: Callable[[str], No
     finally:
         worker.terminate()
         worker.wait(30)
-    console.print(f"{shown} predictions of {expected} expected (the first {LOOKBACK_CANDLES - 1} hours of each "
+    console.print(f"{shown} predictions of {expected} expected (the first {history - 1} hours of each "
                   "symbol only fill its window)")
     return shown
