@@ -178,6 +178,15 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
             parts = variant_parts.setdefault(f"{family}_{variant}", ([], []))
             parts[0].append(variant_calibrator.transform(v_raw))
             parts[1].append(v_raw)
+        if hasattr(model, "predict_adaptive"):  # re-weighted as outcomes arrive, never before they are known
+            adaptive_calibrator = make_calibrator(calibrator_name if m.calibration.any() else "none")
+            adaptive_calibrator.fit(model.predict_adaptive(X[m.calibration], rows.labels[m.calibration],
+                                                           rows.open_time_ms[m.calibration], split.horizon_ms)
+                                    if m.calibration.any() else np.empty((0, 3)), rows.labels[m.calibration])
+            a_raw = model.predict_adaptive(X[m.test], rows.labels[m.test], rows.open_time_ms[m.test], split.horizon_ms)
+            parts = variant_parts.setdefault(f"{family}_adaptive", ([], []))
+            parts[0].append(adaptive_calibrator.transform(a_raw))
+            parts[1].append(a_raw)
         timing["fit_seconds"] += t1 - t0
         timing["calibrate_seconds"] += t2 - t1
         timing["predict_seconds"] += t3 - t2

@@ -33,6 +33,7 @@ from models.dataset import SymbolDataset
 from models.ensemble import (
     STRATEGIES,
     StackingCombiner,
+    adaptive_predictions,
     dynamic_weights,
     fit_weights,
     log_loss,
@@ -67,7 +68,7 @@ class EnsemblePredictor(BasePredictor):
     def __init__(self, members: Sequence[str] = ("random_forest", "xgboost"), strategy: str = "weighted",
                  member_params: dict[str, dict[str, Any]] | None = None, weight_floor: float = 0.02,
                  stacking_c: float = 1.0, regime_min_rows: int = 300, validation_fraction: float = 0.25,
-                 purge_rows: int = 72, seed: int = 7) -> None:
+                 purge_rows: int = 72, adaptive_rate: float = 0.02, seed: int = 7) -> None:
         self.members = members
         self.strategy = strategy
         self.member_params = member_params
@@ -76,6 +77,7 @@ class EnsemblePredictor(BasePredictor):
         self.regime_min_rows = regime_min_rows
         self.validation_fraction = validation_fraction
         self.purge_rows = purge_rows
+        self.adaptive_rate = adaptive_rate
         self.seed = seed
 
     # ------------------------------------------------------------ inputs
@@ -215,6 +217,14 @@ class EnsemblePredictor(BasePredictor):
         probs = self._member_probabilities(X)
         regime = self._regime_probabilities(X) if strategy == "regime" else None
         return self.combine(probs, strategy, regime)
+
+    def predict_adaptive(self, X: np.ndarray | InputRows, y: np.ndarray, open_time_ms: np.ndarray,
+                         horizon_ms: int) -> np.ndarray:
+        """Rows replayed in time order from the fitted weights, re-weighted (hedge, floored) by each
+        row's outcome ``horizon_ms`` after its candle: what live re-weighting on the outcomes
+        stream would have answered. Not a served graph (its weights change with every outcome)."""
+        return adaptive_predictions(self._member_probabilities(X), y, open_time_ms, horizon_ms, self.weights_,
+                                    self.adaptive_rate, self.weight_floor)
 
     def predict_strategy(self, X: np.ndarray | InputRows, strategy: str) -> np.ndarray:
         return self.predict_with_status(X, strategy)[0]

@@ -21,7 +21,7 @@ def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_seri
     report = evaluate([futures_series[s] for s in ("BTCUSDT", "ETHUSDT")], settings, tmp_path, options,
                       show_progress=False)
     result = report.targets["2%"]
-    strategies = {"ensemble", "ensemble_dynamic", "ensemble_stacking"}
+    strategies = {"ensemble", "ensemble_dynamic", "ensemble_stacking", "ensemble_adaptive"}
     members = {"ensemble_member_random_forest", "ensemble_member_euclidean_knn"}
     assert strategies | members | {"climatology", "always_up"} <= set(result.models)
     rows = {m.pooled.rows for m in result.models.values()}
