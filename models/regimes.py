@@ -478,9 +478,7 @@ def filter_graph(model: RegimeModel, outcome_map: np.ndarray | None = None,
     of batched K×K products instead of 168 sequential steps (measured: as fast as the
     unrolled steps at 100 rows, three times faster for one row; docs/models/hmm.md).
     """
-    from onnx import TensorProto, checker, helper
-
-    from models.families.onnx_limits import TARGET_OPSET, cap_ir_version
+    from onnx import TensorProto, helper
 
     k = model.n_states
     g = _Builder()
@@ -495,8 +493,18 @@ def filter_graph(model: RegimeModel, outcome_map: np.ndarray | None = None,
     if outcome_map is not None:
         g.node("MatMul", ["regime_probabilities", g.const("outcome_map", outcome_map)], "probabilities")
         outputs.insert(0, helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3]))
+    return _checked_model(g, "hmm_forward_filter", model, hours, outputs)
+
+
+def _checked_model(g: _Builder, name: str, model: RegimeModel, hours: int, outputs: list[Any]) -> Any:
+    """The graph of ``g`` on the ``sequence`` input as a checked model (opset 17, IR capped),
+    naming the states in the metadata property ``regime_states``."""
+    from onnx import TensorProto, checker, helper
+
+    from models.families.onnx_limits import TARGET_OPSET, cap_ir_version
+
     graph = helper.make_graph(
-        g.nodes, "hmm_forward_filter",
+        g.nodes, name,
         [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, [None, hours, len(SEQUENCE_FIELDS)])],
         outputs, g.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TARGET_OPSET)],
@@ -548,9 +556,7 @@ def regime_feature_graph(model: RegimeModel, hours: int = SEQUENCE_LENGTH) -> An
     the end: trees split these columns at float32 thresholds, and a filter run in float32
     differs by ~1e-7, enough to send a row to the other side of a split (measured: 5.6e-4
     in probability on the full futures history)."""
-    from onnx import TensorProto, checker, helper
-
-    from models.families.onnx_limits import TARGET_OPSET, cap_ir_version
+    from onnx import TensorProto, helper
 
     k = model.n_states
     g = _Builder(np.float64)
@@ -577,13 +583,5 @@ def regime_feature_graph(model: RegimeModel, hours: int = SEQUENCE_LENGTH) -> An
     columns = g.node("Concat", [last, g.node("Unsqueeze", [in_state, column], "hours_column"), exit_p,
                                 g.node("Unsqueeze", [changed, column], "changed_column")], "columns_f64", axis=1)
     g.node("Cast", [columns], REGIME_FEATURES_OUTPUT, to=TensorProto.FLOAT)
-    graph = helper.make_graph(
-        g.nodes, "hmm_regime_features",
-        [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, [None, hours, len(SEQUENCE_FIELDS)])],
-        [helper.make_tensor_value_info(REGIME_FEATURES_OUTPUT, TensorProto.FLOAT, [None, k + 3])], g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TARGET_OPSET)],
-                              producer_name="bse-predict")
-    helper.set_model_props(proto, {"regime_states": ",".join(model.state_names_)})
-    cap_ir_version(proto)
-    checker.check_model(proto, full_check=True)
-    return proto
+    return _checked_model(g, "hmm_regime_features", model, hours,
+                          [helper.make_tensor_value_info(REGIME_FEATURES_OUTPUT, TensorProto.FLOAT, [None, k + 3])])
