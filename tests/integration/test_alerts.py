@@ -458,16 +458,14 @@ def test_end_to_end_from_a_worker_replay(
 ) -> None:
     """The real worker predicts a replay of real candles and settles their outcomes; alerts turns both into
     messages: every expected alert once, a correct follow-up to each that resolved, no digest twice."""
-    from tests.support.worker_process import WorkerProcess
+    from tests.support.worker_process import WorkerProcess, service_env
     from workers.replay import candle_records
 
     settings = alerts_settings.model_copy(update={"models_dir": trained_version.models_dir})
     slices = [futures_series[s].tail(LOOKBACK_CANDLES + 40 + HORIZON) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
     records = list(candle_records(slices))
     names = TopicNames.of(settings)
-    worker_env = {"BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
-                  "BSE_TOPIC_PREFIX": settings.topic_prefix, "BSE_MODELS_DIR": str(settings.models_dir)}
-    with WorkerProcess(worker_env, tmp_path / "worker.log"), _start(settings, telegram, tmp_path, "alerts") as alerts:
+    with WorkerProcess(service_env(settings), tmp_path / "worker.log"), _start(settings, telegram, tmp_path, "alerts") as alerts:
         asyncio.run(send_raw(settings.kafka_bootstrap, names.candles, [(r.symbol.encode(), r.payload) for r in records]))
         count = 3 * (len(slices[0].open_time_ms) - LOOKBACK_CANDLES + 1)
         predictions = {p.id: p for p in (Prediction.model_validate_json(r.value) for r in asyncio.run(

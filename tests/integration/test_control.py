@@ -34,7 +34,7 @@ from models.parity_check import SAMPLE_DIR
 from models.routing import Arm, arm_for, normalised
 from models.schema import Prediction
 from tests.support.kafka_io import read_topic, read_until, send_raw
-from tests.support.worker_process import WorkerProcess
+from tests.support.worker_process import WorkerProcess, service_env
 from workers.replay import CandleRecord, candle_records
 from workers.topics import TopicNames, ensure_topics
 
@@ -135,13 +135,7 @@ def control_settings(isolated: Settings, trained_version: Settings, tmp_path: Pa
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BSE_REDIS_URL": settings.redis_url,
-        "BSE_TOPIC_PREFIX": settings.topic_prefix,
-        "BSE_MODELS_DIR": str(settings.models_dir),
-        "BSE_CONTROL_SECRET": SECRET,
-    }
+    return {**service_env(settings), "BSE_CONTROL_SECRET": SECRET}
 
 
 # ---------------------------------------------------------------- stream helpers

@@ -41,7 +41,7 @@ from models.schema import Candle, ModelRef, Outcome, Prediction, TargetPredictio
 from models.signals import target_label
 from models.synthetic import synthetic_series
 from tests.support.kafka_io import read_topic, read_until, send_raw
-from tests.support.worker_process import WorkerProcess
+from tests.support.worker_process import WorkerProcess, service_env
 from workers.challenger import ChallengerWatch
 from workers.drift import DriftMonitor
 from workers.metrics import RedisLiveScores, WorkerMetrics
@@ -55,14 +55,6 @@ STEP_MS = 3_600_000
 HOURS = 330
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BSE_REDIS_URL": settings.redis_url,
-        "BSE_TOPIC_PREFIX": settings.topic_prefix,
-        "BSE_MODELS_DIR": str(settings.models_dir),
-    }
 
 
 @pytest.fixture
@@ -96,7 +88,7 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
     records = list(candle_records(list(slices.values())))
     names = TopicNames.of(stream_settings)
     horizon = stream_settings.market.horizon_candles
-    env = _env(stream_settings)
+    env = service_env(stream_settings)
 
     first = WorkerProcess(env, tmp_path / "worker-1.log").start()
     replaying = threading.Thread(target=asyncio.run, args=(replay(stream_settings, records, rate_per_s=110),))
@@ -365,7 +357,7 @@ def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey
     names = TopicNames.of(settings)
     config = tmp_path / "auto.yaml"
     config.write_text("challenger:\n  auto_promote: true\n", encoding="utf-8")
-    env = {**_env(settings), "BSE_CONTROL_SECRET": "integration-secret"}
+    env = {**service_env(settings), "BSE_CONTROL_SECRET": "integration-secret"}
     records = list(candle_records([futures_series[s].tail(300) for s in SYMBOLS]))
     with WorkerProcess(env, tmp_path / "worker.log", ("--config", str(config))) as worker:
         # v-worse is the newest version, hence live by default: v-test goes live, v-worse to shadow.

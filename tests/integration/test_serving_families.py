@@ -19,7 +19,7 @@ from models.families import BasePredictor, get_model
 from models.manifest import load_manifest
 from models.schema import Prediction
 from tests.support.kafka_io import read_until, send_raw
-from tests.support.worker_process import WorkerProcess
+from tests.support.worker_process import WorkerProcess, service_env
 from workers.replay import candle_records
 from workers.topics import TopicNames, ensure_topics
 
@@ -49,9 +49,7 @@ def test_the_worker_serves_a_two_input_family_like_the_trainer(
     assert manifest.min_history == 192 and {e.inputs for e in manifest.models} == {("features", "sequence")}
     slices = [futures_series[s].tail(HOURS) for s in SYMBOLS]
     expected_count = len(SYMBOLS) * (HOURS - manifest.min_history + 1)
-    env = {"BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
-           "BSE_TOPIC_PREFIX": settings.topic_prefix, "BSE_MODELS_DIR": str(settings.models_dir)}
-    with WorkerProcess(env, tmp_path / "worker.log") as worker:
+    with WorkerProcess(service_env(settings), tmp_path / "worker.log") as worker:
         names = TopicNames.of(settings)
         asyncio.run(send_raw(settings.kafka_bootstrap, names.candles,
                              [(r.symbol.encode(), r.payload) for r in candle_records(slices)]))

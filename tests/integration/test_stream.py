@@ -23,7 +23,7 @@ from models.onnx_runner import ServedModelSet
 from models.schema import Prediction
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.reference import expected_predictions
-from tests.support.worker_process import WorkerProcess
+from tests.support.worker_process import WorkerProcess, service_env
 from workers.replay import CandleRecord, candle_records, replay
 from workers.topics import TopicNames, ensure_topics
 
@@ -33,14 +33,6 @@ STEP_MS = 3_600_000
 HOURS = 330
 FIRST = LOOKBACK_CANDLES - 1  # index of the first candle with a full window
 
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BSE_REDIS_URL": settings.redis_url,
-        "BSE_TOPIC_PREFIX": settings.topic_prefix,
-        "BSE_MODELS_DIR": str(settings.models_dir),
-    }
 
 
 @pytest.fixture
@@ -111,7 +103,7 @@ def test_messy_replay_gives_one_prediction_per_closed_candle_equal_to_the_traine
     model_set = ServedModelSet.load(stream_settings.models_dir / "v-test")
     expected = expected_predictions(model_set, _arrivals(records), STEP_MS)
     assert len(expected) == 3 * (HOURS - FIRST)
-    with WorkerProcess(_env(stream_settings), tmp_path / "worker.log") as worker:
+    with WorkerProcess(service_env(stream_settings), tmp_path / "worker.log") as worker:
         asyncio.run(send_raw(stream_settings.kafka_bootstrap, TopicNames.of(stream_settings).candles,
                              [(r.symbol.encode(), r.payload) for r in records]))
         predictions = _predictions(stream_settings, len(expected))
@@ -179,7 +171,7 @@ def test_malformed_candles_go_to_the_dlq_with_reason_while_valid_ones_flow(
     mixed: list[tuple[bytes | None, bytes]] = [(r.symbol.encode(), r.payload) for r in good[:180]]
     mixed += bad
     mixed += [(r.symbol.encode(), r.payload) for r in good[180:]]
-    with WorkerProcess(_env(stream_settings), tmp_path / "worker.log") as worker:
+    with WorkerProcess(service_env(stream_settings), tmp_path / "worker.log") as worker:
         asyncio.run(send_raw(stream_settings.kafka_bootstrap, TopicNames.of(stream_settings).candles, mixed))
         names = TopicNames.of(stream_settings)
         dead = asyncio.run(read_until(stream_settings.kafka_bootstrap, names.candles_dlq, len(bad), 60))
@@ -201,7 +193,7 @@ def test_a_worker_killed_mid_replay_loses_no_prediction(
     records = list(candle_records(_slices(futures_series), updates=1))
     expected_ids = {f"{s}|1h|{int(t)}" for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
                     for t in futures_series[s].tail(HOURS).open_time_ms[FIRST:]}
-    env = _env(stream_settings)
+    env = service_env(stream_settings)
     first = WorkerProcess(env, tmp_path / "worker-1.log").start()
     replaying = threading.Thread(target=asyncio.run, args=(replay(stream_settings, records, rate_per_s=120),))
     replaying.start()  # about 8 s of closed candles, still flowing when the worker dies
@@ -224,7 +216,7 @@ def test_a_window_lost_in_redis_is_rebuilt_from_kafka_history(
     btc = futures_series["BTCUSDT"].tail(260)
     records = list(candle_records([btc]))
     topic = TopicNames.of(stream_settings).candles
-    env = _env(stream_settings)
+    env = service_env(stream_settings)
     with WorkerProcess(env, tmp_path / "worker-1.log"):
         asyncio.run(send_raw(stream_settings.kafka_bootstrap, topic, [(r.symbol.encode(), r.payload) for r in records[:230]]))
         _predictions(stream_settings, 230 - FIRST)

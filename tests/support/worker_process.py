@@ -9,7 +9,19 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["WorkerProcess"]
+from configs.settings import Settings
+
+__all__ = ["WorkerProcess", "service_env"]
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a subprocess at the test's services, topics and models."""
+    return {
+        "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BSE_REDIS_URL": settings.redis_url,
+        "BSE_TOPIC_PREFIX": settings.topic_prefix,
+        "BSE_MODELS_DIR": str(settings.models_dir),
+    }
+
 
 # Logged by the agent once it holds its Redis store and model set; messages sent
 # before the group's first assignment are still read (auto_offset_reset=earliest).
