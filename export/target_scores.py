@@ -116,6 +116,8 @@ def _against_best_member(families: Sequence[str], labels: np.ndarray, open_time_
     out: list[PairedComparison] = []
     blocks = day_blocks(open_time_ms, block_days)
     for ensemble, variants in oof.variants.items():
+        if not variants:  # a plain family has no strategies and no members to beat
+            continue
         members = [v for v in variants if v.startswith(f"{ensemble}_member_")]
         members = members or [f for f in families if f != ensemble and f not in variants]
         if not members:

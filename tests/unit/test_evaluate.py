@@ -150,6 +150,8 @@ def test_bootstrap_compares_every_model_with_random_forest(api_run: tuple[Evalua
     for c in result.comparisons:
         assert c.relative_improvement.lower <= c.relative_improvement.upper and c.block_days == 3
     assert any("not tested" in v for v in result.verdicts)
+    # plain families have no members: no "better than its best member" claim about them
+    assert not any("best member" in v for v in result.verdicts)
 
 
 def test_command_line_matches_the_api_and_is_deterministic(api_run: tuple[EvaluationReport, Path],
