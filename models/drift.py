@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SHARE_FLOOR", "FeatureBins", "training_bins", "bin_counts", "psi", "drifted_features"]
+__all__ = ["SHARE_FLOOR", "FeatureBins", "training_bins", "bin_counts", "grouped_bin_counts", "psi", "drifted_features"]
 
 SHARE_FLOOR = 1e-4
 
@@ -39,6 +39,17 @@ def bin_counts(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     values = values[np.isfinite(values)]
     index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
     return np.bincount(index, minlength=len(edges) + 1).astype(np.int64)
+
+
+def grouped_bin_counts(values: np.ndarray, groups: np.ndarray, n_groups: int, edges: Sequence[float]) -> np.ndarray:
+    """int64[n_groups, len(edges) + 1]: :func:`bin_counts` of each group's values in one pass
+    (``groups`` int[n], each value's group in ``[0, n_groups)``)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), values[finite], side="right")
+    width = len(edges) + 1
+    flat = np.asarray(groups, dtype=np.int64)[finite] * width + index
+    return np.bincount(flat, minlength=n_groups * width).reshape(n_groups, width).astype(np.int64)
 
 
 def training_bins(features: np.ndarray, names: Sequence[str], bins: int = 10) -> dict[str, FeatureBins]:

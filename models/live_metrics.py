@@ -24,7 +24,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from models.labels import CLASS_NAMES
@@ -72,19 +71,18 @@ def _bin_of(p: float, bins: int) -> int:
 def score_fields(p: Sequence[float], outcome: str, bins: int) -> dict[str, float]:
     """The sums one outcome adds (``p`` = (p_up, p_down, p_none), ``outcome`` a class name)."""
     y = CLASS_NAMES.index(outcome)
-    probabilities = np.asarray(p, dtype=np.float64)
-    onehot = np.eye(3)[y]
+    probabilities = [float(v) for v in p]  # plain floats: numpy on three numbers cost more than the sums
     fields = {
         "n": 1.0,
-        "log_loss": -math.log(max(float(probabilities[y]), LOG_LOSS_FLOOR)),
-        "brier": float(np.sum((probabilities - onehot) ** 2)),
-        "correct": float(int(np.argmax(probabilities)) == y),
+        "log_loss": -math.log(max(probabilities[y], LOG_LOSS_FLOOR)),
+        "brier": sum((q - float(k == y)) ** 2 for k, q in enumerate(probabilities)),
+        "correct": float(max(range(len(probabilities)), key=probabilities.__getitem__) == y),  # ties: the first
         f"y:{outcome}": 1.0,
     }
     for k, name in enumerate(CLASS_NAMES):
-        b = _bin_of(float(probabilities[k]), bins)
+        b = _bin_of(probabilities[k], bins)
         fields[f"cal:{name}:{b}:n"] = 1.0
-        fields[f"cal:{name}:{b}:p"] = float(probabilities[k])
+        fields[f"cal:{name}:{b}:p"] = probabilities[k]
         fields[f"cal:{name}:{b}:hit"] = float(k == y)
     return fields
 

@@ -102,9 +102,12 @@ class Settlement(BaseModel):
 def pending_from_prediction(
     prediction: Prediction, target_fracs: dict[str, float], horizon_candles: int, step_ms: int, stream: Stream
 ) -> list[PendingOutcome]:
-    """One pending outcome per target of ``prediction`` that ``target_fracs`` knows ("2%": 0.02)."""
+    """One pending outcome per target of ``prediction`` that ``target_fracs`` knows ("2%": 0.02).
+
+    Built without validation: every value comes from a checked :class:`Prediction` or the settings
+    (validating a thousand of these per batch cost the worker more than inference)."""
     return [
-        PendingOutcome(
+        PendingOutcome.model_construct(
             prediction_id=prediction.id, symbol=prediction.symbol, timeframe=prediction.timeframe,
             open_time=prediction.open_time, entry_close=prediction.close, target=target,
             target_frac=target_fracs[target], horizon_candles=horizon_candles, step_ms=step_ms,
@@ -195,8 +198,9 @@ class PendingBook:
             for index in np.flatnonzero(labels >= 0):
                 item = self._items[self._keys[index]]
                 touch = labels[index] != NONE
-                settled.append(Settlement(pending=item, label=int(labels[index]),
-                                          resolved_at=open_time_ms + item.step_ms if touch else item.horizon_end_ms))
+                settled.append(Settlement.model_construct(
+                    pending=item, label=int(labels[index]),
+                    resolved_at=int(open_time_ms) + item.step_ms if touch else item.horizon_end_ms))
             waiting &= labels < 0
             if not waiting.any():
                 break
@@ -204,9 +208,9 @@ class PendingBook:
 
 
 def to_outcome(settlement: Settlement) -> Outcome:
-    """The contract's ``outcomes`` message for one settlement."""
+    """The contract's ``outcomes`` message for one settlement (built from checked values, unvalidated)."""
     item = settlement.pending
-    return Outcome(
+    return Outcome.model_construct(
         id=item.prediction_id, symbol=item.symbol, open_time=item.open_time, target=item.target,
         outcome=CLASS_NAMES[settlement.label], resolved_at=settlement.resolved_at, model=item.model,
         variant=item.variant, p_up=item.p_up, p_down=item.p_down, p_none=item.p_none, stream=item.stream,

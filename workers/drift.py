@@ -10,6 +10,10 @@ the last ``drift.window_days`` days, computes each feature's PSI against the
 manifest's training shares (:mod:`models.drift`) and publishes a ``drift``
 event on ``control.events`` for each feature above ``drift.psi_threshold``,
 at most once a day per version and feature (a Redis ``SET NX`` with expiry).
+The counts are kept in process and added to Redis in one script call just
+before a check (every ``check_every_rows`` rows), not per batch: a crash
+loses fewer than that many rows of counts out of a window of days, and
+another worker's check does not see this worker's last rows yet.
 
 A worker that just started has no candle history of its own, so its first
 window of hours adds no rows; a version without ``feature_bins`` in its
@@ -30,13 +34,14 @@ import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from models.control_message import format_issued_at
-from models.drift import FeatureBins, bin_counts, drifted_features
+from models.drift import FeatureBins, drifted_features, grouped_bin_counts
 from models.errors import ManifestError
 from models.features import FEATURE_NAMES, LOOKBACK_CANDLES, compute_features
 from models.manifest import load_manifest
 from models.schema import Candle, Prediction
 from models.window import window_ending_at
 from workers.challenger import Sender
+from workers.metrics import HashSums
 
 __all__ = ["DriftMonitor"]
 
@@ -84,10 +89,14 @@ class DriftMonitor:
         self._sender = sender
         self._events_topic = events_topic
         self._clock = clock
+        self._sums = HashSums(client, floats=False)
         self._candles: dict[tuple[str, str], _Candles] = {}
         self._bins: dict[str, dict[str, FeatureBins] | None] = {}
         self._rows_since_check: dict[str, int] = defaultdict(int)
         self._newest_day: dict[str, int] = {}
+        # Bin counts not yet added to Redis (hash key -> field -> count): they go in one call just before
+        # a check, not per batch (thousands of fields a batch cost the worker more than inference).
+        self._unsent: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.events: list[dict[str, object]] = []
 
     def _bins_of(self, version: str) -> dict[str, FeatureBins] | None:
@@ -124,33 +133,32 @@ class DriftMonitor:
             return
         self._remember(closed)
         rows, features = self._features(live)
-        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+        by_version: dict[str, list[int]] = defaultdict(list)
         for index, prediction in enumerate(rows):
-            if self._bins_of(prediction.model.version):
-                groups[(prediction.model.version, prediction.open_time // _DAY_MS)].append(index)
-        counts: dict[str, dict[str, int]] = defaultdict(dict)
-        for (version, day), indices in groups.items():
+            by_version[prediction.model.version].append(index)
+        counts = self._unsent
+        for version, indices in by_version.items():
             bins = self._bins_of(version)
-            assert bins is not None
-            key = f"{self._prefix}:{{{version}}}:{day}"
+            if not bins:
+                continue
+            days = np.array([rows[i].open_time // _DAY_MS for i in indices], dtype=np.int64)
+            unique_days, day_of_row = np.unique(days, return_inverse=True)
+            keys = [f"{self._prefix}:{{{version}}}:{day}" for day in unique_days]
             for column, name in enumerate(FEATURE_NAMES):
                 if name in bins:
-                    for b, n in enumerate(bin_counts(features[indices, column], bins[name].edges)):
-                        if n:
-                            counts[key][f"{name}|{b}"] = int(n)
+                    grouped = grouped_bin_counts(features[indices, column], day_of_row, len(keys), bins[name].edges)
+                    for g, b in zip(*np.nonzero(grouped), strict=True):
+                        counts[keys[g]][f"{name}|{b}"] += int(grouped[g, b])
             self._rows_since_check[version] += len(indices)
-            self._newest_day[version] = max(day, self._newest_day.get(version, day))
-        if counts:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, fields in counts.items():
-                    for field, n in fields.items():
-                        pipe.hincrby(key, field, n)
-                    pipe.expire(key, (self._config.window_days + 1) * _DAY_MS // 1000)
-                await pipe.execute()
-        for version, pending in list(self._rows_since_check.items()):
-            if pending >= self._config.check_every_rows:
-                self._rows_since_check[version] = 0
-                await self._check(version, self._newest_day[version])
+            self._newest_day[version] = max(int(unique_days[-1]), self._newest_day.get(version, int(unique_days[-1])))
+        due = [version for version, rows in self._rows_since_check.items() if rows >= self._config.check_every_rows]
+        if not due:
+            return
+        await self._sums.add(self._unsent, (self._config.window_days + 1) * _DAY_MS // 1000)
+        self._unsent = defaultdict(lambda: defaultdict(int))
+        for version in due:
+            self._rows_since_check[version] = 0
+            await self._check(version, self._newest_day[version])
 
     async def _check(self, version: str, newest_day: int) -> None:
         bins = self._bins_of(version)
