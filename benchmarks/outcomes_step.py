@@ -3,7 +3,7 @@
 Feeds 100-symbol ticks of real candles (``../shared/data/candles``) through the
 :class:`~workers.outcomes.OutcomeResolver` the worker builds (Redis outcome
 store, Kafka outcome publisher, live scores, challenger watch, drift monitor),
-with one live and one shadow prediction per symbol and candle. The first
+with one live and (unless ``--shadow-version ''``) one shadow prediction per symbol and candle. The first
 ``--warm`` ticks fill the pending books (72 candles x 3 targets x 2 streams per
 symbol at the defaults); the next ``--ticks`` are timed. Prints one JSON object;
 ``--profile`` prints the top of a cProfile of the timed ticks instead.
@@ -84,7 +84,7 @@ async def _run(args: argparse.Namespace) -> None:
     await ensure_topics(settings)
     names = TopicNames.of(settings)
     live_version = args.version or newest_version(settings.models_dir)
-    shadow_version = args.shadow_version or live_version
+    shadow_version = live_version if args.shadow_version is None else args.shadow_version
     series = bench_symbols([_DATA], args.symbols, args.warm + args.ticks)
     client = aioredis.from_url(settings.redis_url)
     publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
@@ -102,7 +102,7 @@ async def _run(args: argparse.Namespace) -> None:
                                              low=float(s.ohlcv[tick, 2]), close=float(s.ohlcv[tick, 3]),
                                              volume=float(s.ohlcv[tick, 4]), closed=True) for s in series]
             live = [_prediction(c, live_version, i) for i, c in enumerate(closed)]
-            shadow = [_prediction(c, shadow_version, i + 1) for i, c in enumerate(closed)]
+            shadow = [_prediction(c, shadow_version, i + 1) for i, c in enumerate(closed)] if shadow_version else []
             timed = tick >= args.warm
             if timed and args.profile:
                 profiler.enable()
@@ -124,7 +124,7 @@ async def _run(args: argparse.Namespace) -> None:
         pstats.Stats(profiler).sort_stats(args.sort).print_stats(35)
         return
     print(json.dumps({
-        "symbols": args.symbols, "timed_ticks": len(times), "pending_per_symbol": 2 * 3 * 72,
+        "symbols": args.symbols, "timed_ticks": len(times), "pending_per_symbol": (2 if shadow_version else 1) * 3 * 72,
         "ms_per_tick": {"p50": round(statistics.median(times), 2), "mean": round(statistics.fmean(times), 2),
                         "max": round(max(times), 2)},
         "ms_per_tick_by_part": {name: round(sum(v) / len(times), 2) for name, v in parts.items()},
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=80)
     parser.add_argument("--ticks", type=int, default=40)
     parser.add_argument("--version", default=None)
-    parser.add_argument("--shadow-version", default=None)
+    parser.add_argument("--shadow-version", default=None, help="default: the live version; '' for no shadow stream")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="cumulative", help="cProfile sort key with --profile")
     asyncio.run(_run(parser.parse_args()))

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from models.control_message import format_issued_at
-from models.drift import FeatureBins, drifted_features, grouped_bin_counts
+from models.drift import BinLayout, FeatureBins, drifted_features
 from models.errors import ManifestError
 from models.features import FEATURE_NAMES, LOOKBACK_CANDLES, compute_features
 from models.manifest import load_manifest
@@ -96,7 +96,8 @@ class DriftMonitor:
         self._newest_day: dict[str, int] = {}
         # Bin counts not yet added to Redis (hash key -> field -> count): they go in one call just before
         # a check, not per batch (thousands of fields a batch cost the worker more than inference).
-        self._unsent: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._unsent: dict[tuple[str, int], np.ndarray] = {}  # (version, day) -> counts in its BinLayout
+        self._layouts: dict[str, BinLayout | None] = {}
         self.events: list[dict[str, object]] = []
 
     def _bins_of(self, version: str) -> dict[str, FeatureBins] | None:
@@ -107,6 +108,22 @@ class DriftMonitor:
                 log.warning("drift: no bins for %s: %s", version, exc)
                 self._bins[version] = None
         return self._bins[version]
+
+    def _layout_of(self, version: str) -> BinLayout | None:
+        if version not in self._layouts:
+            bins = self._bins_of(version)
+            self._layouts[version] = BinLayout(bins, FEATURE_NAMES) if bins else None
+        return self._layouts[version]
+
+    async def _flush(self) -> None:
+        """Add the counts kept since the last flush to Redis, one hash per version and day."""
+        sums: dict[str, dict[str, int]] = {}
+        for (version, day), counted in self._unsent.items():
+            layout = self._layouts[version]
+            assert layout is not None
+            sums[f"{self._prefix}:{{{version}}}:{day}"] = {layout.fields[i]: int(counted[i]) for i in np.flatnonzero(counted)}
+        self._unsent = {}
+        await self._sums.add(sums, (self._config.window_days + 1) * _DAY_MS // 1000)
 
     def _remember(self, closed: Sequence[Candle]) -> None:
         for candle in closed:
@@ -136,26 +153,22 @@ class DriftMonitor:
         by_version: dict[str, list[int]] = defaultdict(list)
         for index, prediction in enumerate(rows):
             by_version[prediction.model.version].append(index)
-        counts = self._unsent
         for version, indices in by_version.items():
-            bins = self._bins_of(version)
-            if not bins:
+            layout = self._layout_of(version)
+            if layout is None:
                 continue
             days = np.array([rows[i].open_time // _DAY_MS for i in indices], dtype=np.int64)
             unique_days, day_of_row = np.unique(days, return_inverse=True)
-            keys = [f"{self._prefix}:{{{version}}}:{day}" for day in unique_days]
-            for column, name in enumerate(FEATURE_NAMES):
-                if name in bins:
-                    grouped = grouped_bin_counts(features[indices, column], day_of_row, len(keys), bins[name].edges)
-                    for g, b in zip(*np.nonzero(grouped), strict=True):
-                        counts[keys[g]][f"{name}|{b}"] += int(grouped[g, b])
+            for day, counted in zip(unique_days.tolist(), layout.counts(features[indices], day_of_row, len(unique_days)),
+                                    strict=True):
+                unsent = self._unsent.get((version, day))
+                self._unsent[(version, day)] = counted if unsent is None else unsent + counted
             self._rows_since_check[version] += len(indices)
             self._newest_day[version] = max(int(unique_days[-1]), self._newest_day.get(version, int(unique_days[-1])))
-        due = [version for version, rows in self._rows_since_check.items() if rows >= self._config.check_every_rows]
+        due = [version for version, count in self._rows_since_check.items() if count >= self._config.check_every_rows]
         if not due:
             return
-        await self._sums.add(self._unsent, (self._config.window_days + 1) * _DAY_MS // 1000)
-        self._unsent = defaultdict(lambda: defaultdict(int))
+        await self._flush()
         for version in due:
             self._rows_since_check[version] = 0
             await self._check(version, self._newest_day[version])
