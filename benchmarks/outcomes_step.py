@@ -121,7 +121,7 @@ async def _run(args: argparse.Namespace) -> None:
             await client.delete(*keys)
         await client.aclose()
     if args.profile:
-        pstats.Stats(profiler).sort_stats(args.sort).print_stats(35)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
         return
     print(json.dumps({
         "symbols": args.symbols, "timed_ticks": len(times), "pending_per_symbol": (2 if shadow_version else 1) * 3 * 72,
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--shadow-version", default=None, help="default: the live version; '' for no shadow stream")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="cumulative", help="cProfile sort key with --profile")
+    parser.add_argument("--top", type=int, default=35, help="lines of the profile to print")
     asyncio.run(_run(parser.parse_args()))
 
 
