@@ -32,6 +32,7 @@ from models.outcomes import PendingOutcome, Settlement, Stream, pending_from_pre
 from models.schema import Candle, Outcome, Prediction
 from models.signals import target_label
 from workers.outcome_store import OutcomeStore
+from workers.publisher import send_record_batches
 
 __all__ = ["PredictionListener", "BatchListener", "OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
 
@@ -76,21 +77,8 @@ class KafkaOutcomePublisher:
         ``send`` per outcome cost more than the rest of the outcome step."""
         if not outcomes:
             return
-        partitions = sorted(await self._producer.partitions_for(self._topic))
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for outcome in outcomes:
-            key = outcome.symbol.encode()
-            by_partition[self._partitioner(key, partitions, partitions)].append((key, outcome.model_dump_json().encode()))
-        futures = []
-        for partition, records in by_partition.items():
-            batch = self._producer.create_batch()
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # the batch is full
-                    futures.append(await self._producer.send_batch(batch, self._topic, partition=partition))
-                    batch = self._producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await self._producer.send_batch(batch, self._topic, partition=partition))
-        await asyncio.gather(*futures)
+        records = [(o.symbol.encode(), o.model_dump_json().encode()) for o in outcomes]
+        await asyncio.gather(*await send_record_batches(self._producer, self._partitioner, self._topic, records))
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """One more record on another topic (control decisions, events) through the same producer."""

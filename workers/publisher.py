@@ -19,7 +19,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from models.schema import DeadLetter, Prediction
 
-__all__ = ["KafkaPublisher"]
+__all__ = ["KafkaPublisher", "send_record_batches"]
 
 
 class KafkaPublisher:
@@ -54,17 +54,24 @@ class KafkaPublisher:
             await asyncio.gather(*pending)
 
     async def _send_batches(self, topic: str, records: list[tuple[bytes, bytes]]) -> list[asyncio.Future]:
-        partitions = sorted(await self._producer.partitions_for(topic))
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for key, value in records:
-            by_partition[self._partitioner(key, partitions, partitions)].append((key, value))
-        futures = []
-        for partition, items in by_partition.items():
-            batch = self._producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # the batch is full
-                    futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-                    batch = self._producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-        return futures
+        return await send_record_batches(self._producer, self._partitioner, topic, records)
+
+
+async def send_record_batches(producer: AIOKafkaProducer, partitioner: DefaultPartitioner, topic: str,
+                              records: Sequence[tuple[bytes, bytes]]) -> list[asyncio.Future]:
+    """(key, value) records appended to one record batch per partition (more when one fills up)
+    and handed to the producer; await the returned futures for the broker's acks."""
+    partitions = sorted(await producer.partitions_for(topic))
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    for key, value in records:
+        by_partition[partitioner(key, partitions, partitions)].append((key, value))
+    futures = []
+    for partition, items in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # the batch is full
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
