@@ -8,6 +8,8 @@ way for every producer and worker.
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -76,5 +78,24 @@ async def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> None
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another worker created them between our list and create: the goal is met
+            await _wait_until_visible(admin, [t.name for t in wanted])
     finally:
         await admin.close()
+
+
+async def _wait_until_visible(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 15.0) -> None:
+    """Return once the broker's metadata lists every topic with a leader for each partition.
+
+    A consumer that fetches metadata before that sees the topic missing, is assigned nothing,
+    and only notices the topic at its next metadata refresh (minutes): seen on a freshly
+    started broker, where a worker started right after the topics were created read nothing."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(topics)
+        if len(described) == len(topics) and all(
+                t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics {topics} not visible in the broker's metadata after {timeout_s} s")
+        await asyncio.sleep(0.1)
