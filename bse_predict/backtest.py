@@ -19,7 +19,7 @@ from export.backtest_report import ModelBacktest, build_backtest, write_report
 from models.candle_files import CandleSeries
 from models.errors import BsePredictError
 from models.manifest import load_manifest
-from models.onnx_runner import ServedModelSet
+from models.ensemble_runner import load_model_set
 from models.trading import trades_from_predictions
 from workers.backtest import replay_predictions
 
@@ -71,7 +71,7 @@ def _window(series: Sequence[CandleSeries], start_ms: int, warm_up: int) -> list
 
 def _one(settings: Settings, version: str, model: str, series: Sequence[CandleSeries], start_ms: int,
          targets: Sequence[str], progress: Callable[[str, int], None]) -> ModelBacktest:
-    served = ServedModelSet.load(settings.models_dir / version, model_name=model)
+    served = load_model_set(settings.models_dir / version, settings.worker.ensemble, model_name=model)
     missing = [t for t in targets if t not in served.targets]
     if missing:
         raise BacktestError(f"{version}/{model} has no target {missing[0]}; it has {', '.join(served.targets)}")

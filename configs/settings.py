@@ -71,6 +71,18 @@ class TopicsConfig(_Frozen):
     replication_factor: int = Field(1, gt=0)
 
 
+class EnsembleServingConfig(_Frozen):
+    """How the worker runs an ensemble version (docs/models/ensembles.md): ``graph`` is the one ONNX
+    graph per target; ``members`` runs each member's own file side by side on ``threads`` threads,
+    drops a member that has not answered within ``member_timeout_ms`` (the rows are ``degraded``)
+    and, with ``adaptive``, combines with weights re-fitted from the live outcomes."""
+
+    mode: Literal["graph", "members"] = "graph"
+    member_timeout_ms: float = Field(250.0, gt=0)
+    threads: int = Field(2, gt=0)
+    adaptive: bool = False
+
+
 class WorkerConfig(_Frozen):
     app_id: str = "bse-predict"
     batch_max_events: int = Field(256, gt=0)
@@ -78,6 +90,7 @@ class WorkerConfig(_Frozen):
     inference_threads: int = Field(1, gt=0)
     session_timeout_s: float = Field(10.0, gt=0)
     rebuild_from_files: tuple[Path, ...] = ()
+    ensemble: EnsembleServingConfig = EnsembleServingConfig()
 
 
 class TargetThresholds(_Frozen):

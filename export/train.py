@@ -101,8 +101,10 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     # CPU seconds beside wall seconds: on a shared machine the wall clock measures the neighbours too
     metrics.update(train_rows=float(len(split.y_train)), train_seconds=round(seconds, 3),
                    train_cpu_seconds=round(cpu_seconds, 3))
+    combiner = getattr(model, "combiner_record", None)
     entry = ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx",
-                       inputs=model.input_kinds, native_file=f"native/{stem}.joblib")
+                       inputs=model.input_kinds, native_file=f"native/{stem}.joblib",
+                       combiner=combiner(model.strategy, family) if combiner else None)
     results = [(entry, metrics, parity)]
     for variant in getattr(model, "variants", tuple)():
         file = f"{family}_{variant}_{target.rstrip('%')}pct.onnx"
@@ -115,7 +117,8 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
         variant_metrics = (holdout_metrics(model.predict_strategy(split.x_holdout, variant), split.y_holdout,
                                            split.y_train) if len(split.y_holdout) else {})
         results.append((ModelEntry(name=f"{family}_{variant}", family=family, target=target, file=file,
-                                   inputs=kinds, native_file=f"native/{stem}.joblib"),
+                                   inputs=kinds, native_file=f"native/{stem}.joblib",
+                                   combiner=combiner(variant, family) if combiner else None),
                         variant_metrics, variant_parity))
     return results
 

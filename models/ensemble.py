@@ -37,6 +37,8 @@ __all__ = [
     "STRATEGIES",
     "EPS",
     "StackingCombiner",
+    "CombinerSpec",
+    "combine",
     "failed_rows",
     "floor_weights",
     "fit_weights",
@@ -159,6 +161,34 @@ def stacking_predict(probs: np.ndarray, combiner: StackingCombiner) -> tuple[np.
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True), failed_rows(probs).any(axis=0)
+
+
+@dataclass(frozen=True)
+class CombinerSpec:
+    """What an ensemble combines its members with: one strategy of :data:`STRATEGIES` and its
+    fitted numbers. The ONNX graph (:mod:`models.ensemble_graph`) and :func:`combine` read it."""
+
+    strategy: str
+    weights: np.ndarray  # [M]
+    power: float = 0.0
+    by_regime: np.ndarray | None = None  # [K, M]
+    stacking: StackingCombiner | None = None
+
+
+def combine(spec: CombinerSpec, probs: np.ndarray, regime_probabilities: np.ndarray | None = None,
+            weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n]) by ``spec``;
+    ``weights`` replaces the fitted weight vector (live adaptive weights, weighted strategy)."""
+    base = spec.weights if weights is None else weights
+    if spec.strategy == "weighted":
+        return weighted_average(probs, base)
+    if spec.strategy == "dynamic":
+        return weighted_average(probs, dynamic_weights(probs, base, spec.power))
+    if spec.strategy == "stacking" and spec.stacking is not None:
+        return stacking_predict(probs, spec.stacking)
+    if spec.strategy == "regime" and spec.by_regime is not None and regime_probabilities is not None:
+        return weighted_average(probs, regime_weights(regime_probabilities, spec.by_regime, base))
+    raise ValueError(f"strategy {spec.strategy!r} cannot combine with what it was given")
 
 
 def hedge_update(weights: np.ndarray, member_probs: np.ndarray, outcome: int, rate: float,

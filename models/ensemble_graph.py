@@ -13,29 +13,17 @@ metadata property ``regime_states`` names the states. One
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from models.ensemble import EPS, StackingCombiner
+from models.ensemble import EPS, CombinerSpec
 
-__all__ = ["CombinerSpec", "ensemble_graph", "DEGRADED_OUTPUT", "REGIME_OUTPUT"]
+__all__ = ["ensemble_graph", "DEGRADED_OUTPUT", "REGIME_OUTPUT"]
 
 DEGRADED_OUTPUT = "degraded"
 REGIME_OUTPUT = "regime_probabilities"
 _SHARED_INPUTS = {"features", "sequence"}
-
-
-@dataclass(frozen=True)
-class CombinerSpec:
-    """What the graph combines with: one strategy of :data:`models.ensemble.STRATEGIES`."""
-
-    strategy: str
-    weights: np.ndarray  # [M]
-    power: float = 0.0
-    by_regime: np.ndarray | None = None  # [K, M]
-    stacking: StackingCombiner | None = None
 
 
 class _Graph:

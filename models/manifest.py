@@ -14,12 +14,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import numpy as np
+
 from models.drift import FeatureBins
+from models.ensemble import CombinerSpec, StackingCombiner
 from models.errors import ManifestError
 
 __all__ = [
     "MANIFEST_NAME",
     "DataSpan",
+    "CombinerRecord",
     "ModelEntry",
     "ParityReport",
     "LegacyOrigin",
@@ -47,6 +51,44 @@ class DataSpan(_Frozen):
     rows: int
 
 
+class CombinerRecord(_Frozen):
+    """How an ensemble entry combines its members (entries of the same target and version): the
+    numbers of :class:`models.ensemble.CombinerSpec`, so that a server may run the members' own
+    files side by side and combine in numpy (:mod:`models.ensemble_runner`) instead of the graph."""
+
+    strategy: str
+    members: tuple[str, ...]
+    weights: tuple[float, ...]
+    power: float = 0.0
+    by_regime: tuple[tuple[float, ...], ...] | None = None
+    stacking_coef: tuple[tuple[float, ...], ...] | None = None
+    stacking_intercept: tuple[float, ...] | None = None
+    stacking_mean_log_probs: tuple[tuple[float, ...], ...] | None = None
+    regime_member: str | None = Field(None, description="the member entry whose regime_probabilities pick weights")
+    weight_floor: float = Field(0.0, description="live adaptive re-weighting keeps every weight at least this")
+    adaptive_rate: float = Field(0.0, description="live adaptive re-weighting's learning rate")
+
+    @classmethod
+    def from_spec(cls, spec: CombinerSpec, members: tuple[str, ...], regime_member: str | None,
+                  weight_floor: float, adaptive_rate: float) -> CombinerRecord:
+        stacking = spec.stacking
+        return cls(strategy=spec.strategy, members=members, weights=tuple(spec.weights.tolist()), power=spec.power,
+                   by_regime=None if spec.by_regime is None else tuple(map(tuple, spec.by_regime.tolist())),
+                   stacking_coef=None if stacking is None else tuple(map(tuple, stacking.coef.tolist())),
+                   stacking_intercept=None if stacking is None else tuple(stacking.intercept.tolist()),
+                   stacking_mean_log_probs=None if stacking is None else tuple(map(tuple,
+                                                                                   stacking.mean_log_probs.tolist())),
+                   regime_member=regime_member, weight_floor=weight_floor, adaptive_rate=adaptive_rate)
+
+    def spec(self) -> CombinerSpec:
+        stacking = None
+        if self.stacking_coef is not None and self.stacking_intercept is not None:
+            stacking = StackingCombiner(np.array(self.stacking_coef), np.array(self.stacking_intercept),
+                                        np.array(self.stacking_mean_log_probs))
+        return CombinerSpec(strategy=self.strategy, weights=np.array(self.weights), power=self.power,
+                            by_regime=None if self.by_regime is None else np.array(self.by_regime), stacking=stacking)
+
+
 class ModelEntry(_Frozen):
     """One ONNX file: a family's model for one target."""
 
@@ -58,6 +100,7 @@ class ModelEntry(_Frozen):
     output_name: str = "probabilities"
     classes: tuple[str, ...] = CLASS_ORDER
     native_file: str | None = Field(None, description="the native model, kept only to re-export and compare")
+    combiner: CombinerRecord | None = Field(None, description="an ensemble's combination of member entries")
 
 
 class ParityReport(_Frozen):

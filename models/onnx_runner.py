@@ -135,21 +135,26 @@ class ServedModelSet:
             out[target] = np.asarray(probabilities, dtype=np.float64)
         return out
 
-    def predict_outputs(self, inputs: dict[str, np.ndarray]) -> ModelOutputs:
+    def predict_outputs(self, inputs: dict[str, np.ndarray], run_options: ort.RunOptions | None = None) -> ModelOutputs:
         """:meth:`predict` plus each graph's ``degraded`` rows (any target's) and the regime
-        of the first graph that outputs one; still one ``run`` per target."""
+        of the first graph that outputs one; still one ``run`` per target. ``run_options`` lets
+        another thread stop the call (``terminate``)."""
         batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
         rows = len(next(iter(batches.values())))
         probabilities: dict[str, np.ndarray] = {}
         degraded = np.zeros(rows, dtype=bool)
         states: tuple[str, ...] = ()
         regime: np.ndarray | None = None
+        target_regimes: dict[str, np.ndarray] = {}
         for target, s in self._sessions.items():
             names = [s.output_name, *(n for n in (s.degraded_output, s.regime_output) if n)]
-            answers = dict(zip(names, s.session.run(names, {kind: batches[kind] for kind in s.inputs}), strict=True))
+            answers = dict(zip(names, s.session.run(names, {kind: batches[kind] for kind in s.inputs}, run_options),
+                               strict=True))
             probabilities[target] = np.asarray(answers[s.output_name], dtype=np.float64)
             if s.degraded_output:
                 degraded |= np.asarray(answers[s.degraded_output], dtype=bool)
-            if s.regime_output and regime is None:
-                states, regime = s.regime_states, np.asarray(answers[s.regime_output], dtype=np.float64)
-        return ModelOutputs(probabilities, degraded, states, regime)
+            if s.regime_output:
+                target_regimes[target] = np.asarray(answers[s.regime_output], dtype=np.float64)
+                if regime is None:
+                    states, regime = s.regime_states, target_regimes[target]
+        return ModelOutputs(probabilities, degraded, states, regime, target_regimes)

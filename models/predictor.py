@@ -9,7 +9,7 @@ predictor that offers ``predict_outputs`` gives them; any other answers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,6 +29,10 @@ class ModelOutputs:
     regime_states: tuple[str, ...] = ()
     regime_probabilities: np.ndarray | None = None
     """float[B, K] forward-filtered regime probabilities, states named by ``regime_states``."""
+    target_regimes: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each target's own regime (its models may have their own HMM); ``regime_probabilities`` is the first."""
+    member_probabilities: dict[str, np.ndarray] | None = None
+    """An ensemble served member by member: {target: float[M, B, 3]}, NaN where a member failed."""
 
 
 class Predictor(Protocol):

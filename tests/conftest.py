@@ -81,3 +81,24 @@ def trained_version(tmp_path_factory: pytest.TempPathFactory, futures_series: di
     settings = load_settings(models_dir=str(models_dir), **TRAINING_OVERRIDES)
     train_version(list(futures_series.values()), settings, "v-test", show_progress=False)
     return settings
+
+
+ENSEMBLE_VERSION = "v-ens"
+
+
+@pytest.fixture(scope="session")
+def ensemble_models(tmp_path_factory: pytest.TempPathFactory, futures_series: dict[str, CandleSeries]) -> Path:
+    """A models folder with ``v-ens``: a small ensemble (RandomForest + HMM regimes, regime weights)
+    on the newest 1,500 h of BTC, ETH, SOL futures."""
+    from export.train import train_version
+
+    models_dir = tmp_path_factory.mktemp("ensemble-models")
+    families = {name: {"enabled": False} for name in load_settings().models.families}
+    families["ensemble"] = {"enabled": True, "params": {
+        "members": ["random_forest", "hmm_regime"], "strategy": "regime", "regime_min_rows": 150,
+        "member_params": {"random_forest": {"n_estimators": 16, "max_depth": 5, "min_samples_leaf": 40, "seed": 3},
+                          "hmm_regime": {"n_states": 3, "n_iter": 10, "seed": 3}}}}
+    settings = load_settings(models_dir=str(models_dir), training={"max_rows_per_symbol": 1500},
+                             models={"served": "ensemble", "families": families})
+    train_version(list(futures_series.values()), settings, ENSEMBLE_VERSION, show_progress=False)
+    return models_dir

@@ -55,12 +55,12 @@ log = logging.getLogger(__name__)
 
 def load_served_version(settings: Settings, version: str) -> Predictor:
     """Load, verify (manifest, files, sha256, feature definitions) and warm up one version's ONNX set."""
-    from models.onnx_runner import ServedModelSet
+    from models.ensemble_runner import load_model_set
 
     version_dir = settings.models_dir / version
     if not (version_dir / MANIFEST_NAME).is_file():
         raise ManifestError(f"unknown version {version!r}: no {MANIFEST_NAME} in {settings.models_dir}")
-    model_set = ServedModelSet.load(version_dir, intra_op_threads=1)
+    model_set = load_model_set(version_dir, settings.worker.ensemble)
     model_set.warm_up((1, 16))
     return model_set
 

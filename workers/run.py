@@ -29,9 +29,9 @@ def load_predictor(settings: Settings, version: str | None = None, engine: Engin
         from models.native_runner import NativeModelSet
 
         return NativeModelSet.load(version_dir)
-    from models.onnx_runner import ServedModelSet
+    from models.ensemble_runner import load_model_set
 
-    model_set = ServedModelSet.load(version_dir, intra_op_threads=1)
+    model_set = load_model_set(version_dir, settings.worker.ensemble)
     model_set.warm_up((1, 16, 64, settings.worker.batch_max_events))
     log.info("version %s loaded; providers per target: %s", chosen, model_set.providers())
     return model_set

@@ -32,21 +32,22 @@ import numpy as np
 from models.dataset import SymbolDataset
 from models.ensemble import (
     STRATEGIES,
+    CombinerSpec,
     StackingCombiner,
     adaptive_predictions,
+    combine,
     dynamic_weights,
     fit_weights,
     log_loss,
-    regime_weights,
-    stacking_predict,
     weighted_average,
 )
-from models.ensemble_graph import CombinerSpec, ensemble_graph
+from models.ensemble_graph import ensemble_graph
 from models.families.base import BasePredictor, get_model, register
 from models.families.random_forest import RandomForestPredictor
 from models.families.xgboost_family import XGBoostPredictor
 from models.inputs import InputRows
 from models.labels import UNKNOWN
+from models.manifest import CombinerRecord
 
 __all__ = ["EnsemblePredictor"]
 
@@ -196,16 +197,25 @@ class EnsemblePredictor(BasePredictor):
     def combine(self, member_probs: np.ndarray, strategy: str,
                 regime_probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n])."""
-        if strategy == "weighted":
-            return weighted_average(member_probs, self.weights_)
-        if strategy == "dynamic":
-            return weighted_average(member_probs, dynamic_weights(member_probs, self.weights_, self.power_))
-        if strategy == "stacking":
-            return stacking_predict(member_probs, self.stacking_)
-        if strategy == "regime" and self.by_regime_ is not None and regime_probabilities is not None:
-            return weighted_average(member_probs, regime_weights(regime_probabilities, self.by_regime_,
-                                                                 self.weights_))
-        raise ValueError(f"strategy {strategy!r} is not fitted in this ensemble ({', '.join(self.variants(True))})")
+        if strategy not in self.variants(include_own=True, members=False):
+            raise ValueError(f"strategy {strategy!r} is not fitted in this ensemble ({', '.join(self.variants(True))})")
+        return combine(self.combiner_spec(strategy), member_probs, regime_probabilities)
+
+    def combiner_record(self, variant: str, entry_prefix: str) -> CombinerRecord | None:
+        """What the manifest keeps of ``variant``'s combination (members named as the trainer names
+        their entries, ``{entry_prefix}_member_{family}``); ``None`` for a member alone."""
+        if variant.startswith("member_"):
+            return None
+        names = tuple(f"{entry_prefix}_member_{m}" for m in self.members)
+        regime = names[self.regime_member_] if self.regime_member_ is not None and variant == "regime" else None
+        return CombinerRecord.from_spec(self.combiner_spec(variant), names, regime, self.weight_floor,
+                                        self.adaptive_rate)
+
+    def combiner_spec(self, strategy: str) -> CombinerSpec:
+        """The fitted numbers ``strategy`` combines with."""
+        return CombinerSpec(strategy=strategy, weights=self.weights_, power=self.power_,
+                            by_regime=self.by_regime_ if strategy == "regime" else None,
+                            stacking=self.stacking_ if strategy == "stacking" else None)
 
     def predict_with_status(self, X: np.ndarray | InputRows, strategy: str | None = None,
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -256,9 +266,7 @@ class EnsemblePredictor(BasePredictor):
             for i, member in enumerate(self.members_):
                 member.export_onnx(Path(folder) / f"m{i}.onnx")
                 protos.append(onnx.load(Path(folder) / f"m{i}.onnx"))
-        spec = CombinerSpec(strategy=strategy, weights=self.weights_, power=self.power_,
-                            by_regime=self.by_regime_ if strategy == "regime" else None,
-                            stacking=self.stacking_ if strategy == "stacking" else None)
+        spec = self.combiner_spec(strategy)
         regime_states: tuple[str, ...] = ()
         if self.regime_member_ is not None:
             regime_states = tuple(self.members_[self.regime_member_].regimes_.state_names_)  # type: ignore[attr-defined]

@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bse_predict.cli import app
-from configs.settings import Settings, load_settings
+from configs.settings import Settings
 from models.candle_files import CandleSeries
+from tests.conftest import ENSEMBLE_VERSION as VERSION
 from models.onnx_runner import ServedModelSet
 from models.schema import Prediction
 from tests.support.kafka_io import read_until, send_raw
@@ -28,23 +29,6 @@ from workers.topics import TopicNames, ensure_topics
 pytestmark = pytest.mark.integration
 
 HOURS = 260
-VERSION = "v-ens"
-
-
-@pytest.fixture(scope="module")
-def ensemble_models(tmp_path_factory: pytest.TempPathFactory, futures_series: dict[str, CandleSeries]) -> Path:
-    from export.train import train_version
-
-    models_dir = tmp_path_factory.mktemp("ensemble-models")
-    families = {name: {"enabled": False} for name in load_settings().models.families}
-    families["ensemble"] = {"enabled": True, "params": {
-        "members": ["random_forest", "hmm_regime"], "strategy": "regime", "regime_min_rows": 150,
-        "member_params": {"random_forest": {"n_estimators": 16, "max_depth": 5, "min_samples_leaf": 40, "seed": 3},
-                          "hmm_regime": {"n_states": 3, "n_iter": 10, "seed": 3}}}}
-    settings = load_settings(models_dir=str(models_dir), training={"max_rows_per_symbol": 1500},
-                             models={"served": "ensemble", "families": families})
-    train_version(list(futures_series.values()), settings, VERSION, show_progress=False)
-    return models_dir
 
 
 def test_backtest_predictions_equal_the_workers_for_the_same_candles(

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from models.candle_files import CandleSeries
 from models.dataset import build_dataset
 from models.ensemble import (
+    CombinerSpec,
     StackingCombiner,
     adaptive_predictions,
     fit_weights,
@@ -20,7 +21,7 @@ from models.ensemble import (
     stacking_predict,
     weighted_average,
 )
-from models.ensemble_graph import CombinerSpec, ensemble_graph
+from models.ensemble_graph import ensemble_graph
 from models.families import get_model
 from models.families.ensemble import EnsemblePredictor
 from models.families.onnx_limits import TARGET_OPSET

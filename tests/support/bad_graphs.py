@@ -1,0 +1,88 @@
+"""ONNX graphs that misbehave on purpose, built with the onnx helpers: a model that answers NaN,
+and one that takes at least a given time per call on the machine at hand. Real onnxruntime runs
+them; the control plane and ensemble tests serve them in place of trained files."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from models.features import FEATURE_NAMES
+
+__all__ = ["nan_graph", "slow_graph", "calibrated_slow_graph"]
+
+
+def _graph(nodes: list, initializers: list, name: str) -> bytes:
+    features = helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(FEATURE_NAMES)])
+    out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])
+    model = helper.make_model(helper.make_graph(nodes, name, [features], [out], initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # onnxruntime 1.31 reads at most IR 13; onnx 1.23 would write 14
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _zero_projection() -> list:
+    return [helper.make_tensor("zeros", TensorProto.FLOAT, [len(FEATURE_NAMES), 3], [0.0] * (3 * len(FEATURE_NAMES)))]
+
+
+def nan_graph() -> bytes:
+    """Every row answers (NaN, NaN, NaN)."""
+    nodes = [helper.make_node("MatMul", ["features", "zeros"], ["projected"]),
+             helper.make_node("Add", ["projected", "nan_bias"], ["probabilities"])]
+    bias = helper.make_tensor("nan_bias", TensorProto.FLOAT, [3], [float("nan")] * 3)
+    return _graph(nodes, [*_zero_projection(), bias], "always_nan")
+
+
+def slow_graph(size: int) -> bytes:
+    """Valid (1/3, 1/3, 1/3) rows after a size x size matrix product that depends on the input
+    (so it cannot be folded away at load)."""
+    nodes = [
+        helper.make_node("ReduceMean", ["features"], ["mean"], keepdims=1),
+        helper.make_node("Sigmoid", ["mean"], ["scale"]),
+        helper.make_node("ConstantOfShape", ["square_shape"], ["ones"],
+                         value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("Mul", ["ones", "scale"], ["square"]),
+        helper.make_node("MatMul", ["square", "square"], ["product"]),
+        helper.make_node("ReduceSum", ["product"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("MatMul", ["features", "zeros"], ["projected"]),
+        helper.make_node("Add", ["projected", "third"], ["base"]),
+        helper.make_node("Add", ["base", "nothing"], ["probabilities"]),
+    ]
+    initializers = [
+        *_zero_projection(),
+        helper.make_tensor("square_shape", TensorProto.INT64, [2], [size, size]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("third", TensorProto.FLOAT, [3], [1 / 3] * 3),
+    ]
+    return _graph(nodes, initializers, "slow")
+
+
+@functools.cache
+def calibrated_slow_graph(min_seconds: float = 1.0) -> bytes:
+    """A slow graph that takes at least ``min_seconds`` a call on this machine, quiet or busy: a
+    fixed size was ~1 s on a loaded machine and under the 300 ms budget on a quiet one."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from models.onnx_runner import make_session
+
+    size = 1200
+    while True:
+        graph = slow_graph(size)
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"slow-{os.getpid()}-{size}.onnx"
+        path.write_bytes(graph)
+        session: ort.InferenceSession = make_session(path, ["CPUExecutionProvider"])
+        path.unlink()
+        row = {"features": np.ones((1, len(FEATURE_NAMES)), dtype=np.float32)}
+        started = time.perf_counter()
+        session.run(None, row)
+        if time.perf_counter() - started >= min_seconds or size >= 8000:
+            return graph
+        size = int(size * 1.35)

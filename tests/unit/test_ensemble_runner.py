@@ -1,0 +1,131 @@
+"""An ensemble served member by member equals its one graph and its native model; a member that
+misses the deadline, is still busy, raises or answers NaN is dropped and the rows are degraded.
+The slow and NaN members are real ONNX graphs run by onnxruntime, put in place of a member's
+file (the manifest's hashes rewritten)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from configs.settings import EnsembleServingConfig, Settings
+from models.candle_files import CandleSeries
+from models.ensemble_runner import ServedEnsemble, load_model_set
+from models.inputs import build_inputs
+from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from models.onnx_runner import ServedModelSet
+from tests.conftest import ENSEMBLE_VERSION
+from tests.support.bad_graphs import calibrated_slow_graph, nan_graph
+
+MEMBERS = EnsembleServingConfig(mode="members", member_timeout_ms=300, threads=2)
+RF, HMM = "ensemble_member_random_forest", "ensemble_member_hmm_regime"
+
+
+def _inputs(version_dir: Path, series: dict[str, CandleSeries], rows_per_symbol: int = 40) -> dict[str, np.ndarray]:
+    served = ServedModelSet.load(version_dir)
+    windows, times = [], []
+    for one in series.values():
+        for end in range(len(one.ohlcv) - rows_per_symbol, len(one.ohlcv)):
+            windows.append(one.ohlcv[end - served.min_history + 1:end + 1])
+            times.append(int(one.open_time_ms[end]))
+    return build_inputs(served.input_kinds, np.stack(windows), np.array(times, dtype=np.int64))
+
+
+def _with_member_file(models_dir: Path, tmp_path: Path, member: str, graph: bytes) -> Path:
+    """A copy of the ensemble version whose ``member`` entries run ``graph`` (hashes rewritten)."""
+    target = tmp_path / "models" / ENSEMBLE_VERSION
+    shutil.copytree(models_dir / ENSEMBLE_VERSION, target)
+    manifest = load_manifest(target)
+    for entry in manifest.models:
+        if entry.name == member:
+            (target / entry.file).write_bytes(graph)
+    fields = json.loads(manifest.model_dump_json())
+    fields["files_sha256"] = {f: sha256_of(target / f) for f in manifest.files_sha256}
+    (target / MANIFEST_NAME).write_text(json.dumps(fields))
+    return target
+
+
+def test_members_side_by_side_equal_the_graph_and_the_native_model(
+    ensemble_models: Path, futures_series: dict[str, CandleSeries]
+) -> None:
+    version_dir = ensemble_models / ENSEMBLE_VERSION
+    inputs = _inputs(version_dir, futures_series)
+    members = load_model_set(version_dir, MEMBERS)
+    assert isinstance(members, ServedEnsemble) and members.min_history == ServedModelSet.load(version_dir).min_history
+    graph = load_model_set(version_dir, EnsembleServingConfig(mode="graph"))
+    assert isinstance(graph, ServedModelSet)
+    by_members, by_graph = members.predict_outputs(inputs), graph.predict_outputs(inputs)
+    assert by_members.regime_states == by_graph.regime_states
+    np.testing.assert_allclose(by_members.regime_probabilities, by_graph.regime_probabilities, atol=1e-6)
+    assert not by_members.degraded.any() and not by_graph.degraded.any()
+    manifest = load_manifest(version_dir)
+    for target, entry in manifest.entries_for("ensemble").items():
+        native = joblib.load(version_dir / entry.native_file)
+        expected = native.predict_proba(native.rows_from_inputs(inputs))
+        assert np.abs(by_members.probabilities[target] - expected).max() <= 1e-5
+        assert np.abs(by_members.probabilities[target] - by_graph.probabilities[target]).max() <= 1e-5
+        assert by_members.member_probabilities is not None
+        assert by_members.member_probabilities[target].shape == (2, len(expected), 3)
+
+
+def test_a_member_past_the_deadline_is_dropped_and_the_rows_are_degraded(
+    ensemble_models: Path, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    version_dir = _with_member_file(ensemble_models, tmp_path, RF, calibrated_slow_graph(1.0))
+    inputs = _inputs(version_dir, futures_series, rows_per_symbol=4)
+    served = ServedEnsemble.load(version_dir, MEMBERS)
+    hmm_alone = ServedModelSet.load(version_dir, model_name=HMM).predict(inputs)
+
+    started = time.perf_counter()
+    first = served.predict_outputs(inputs)
+    first_seconds = time.perf_counter() - started
+    second = served.predict_outputs(inputs)  # the slow member may still be finishing: busy, not queued
+
+    assert first_seconds < 0.9, "the call waited for the slow member"
+    for outputs in (first, second):
+        assert outputs.degraded.all()
+        for target, probabilities in outputs.probabilities.items():
+            np.testing.assert_allclose(probabilities, hmm_alone[target], atol=1e-6)  # the rest renormalised
+    assert served.failures[f"{RF}:timeout"] >= 1
+    assert served.failures[f"{RF}:timeout"] + served.failures[f"{RF}:busy"] == 2
+    served.close()
+
+
+def test_live_weights_replace_the_fitted_ones_and_a_nan_member_is_dropped(
+    ensemble_models: Path, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    version_dir = ensemble_models / ENSEMBLE_VERSION
+    inputs = _inputs(version_dir, futures_series, rows_per_symbol=6)
+    rf_alone = ServedModelSet.load(version_dir, model_name=RF).predict(inputs)
+    hmm_alone = ServedModelSet.load(version_dir, model_name=HMM).predict(inputs)
+    asked: list[tuple[str, str]] = []
+
+    def live(version: str, target: str) -> np.ndarray:
+        asked.append((version, target))
+        return np.array([0.9, 0.1])
+
+    weighted = ServedEnsemble.load(version_dir, MEMBERS, model_name="ensemble_weighted", live_weights=live)
+    answer = weighted.predict_outputs(inputs)
+    assert sorted(asked) == [(ENSEMBLE_VERSION, t) for t in ("1%", "2%", "5%")]
+    for target, probabilities in answer.probabilities.items():
+        np.testing.assert_allclose(probabilities, 0.9 * rf_alone[target] + 0.1 * hmm_alone[target], atol=1e-6)
+
+    broken_dir = _with_member_file(ensemble_models, tmp_path, RF, nan_graph())
+    broken = ServedEnsemble.load(broken_dir, MEMBERS).predict_outputs(inputs)
+    assert broken.degraded.all()
+    assert broken.member_probabilities is not None
+    for target, probabilities in broken.probabilities.items():
+        np.testing.assert_allclose(probabilities, hmm_alone[target], atol=1e-6)
+        assert np.isnan(broken.member_probabilities[target][0]).all()
+
+
+@pytest.mark.parametrize("mode", ["graph", "members"])
+def test_a_plain_model_is_served_as_its_graph_in_either_mode(trained_version: Settings, mode: str) -> None:
+    version_dir = trained_version.models_dir / "v-test"
+    assert isinstance(load_model_set(version_dir, EnsembleServingConfig(mode=mode)), ServedModelSet)
