@@ -225,13 +225,19 @@ def worker(
     version: Annotated[str | None, typer.Option("--version", help="Serve this version (default: newest).")] = None,
     engine: Annotated[str, typer.Option("--engine", help="onnx (production) or native (scikit-learn reference).")] = "onnx",
     loglevel: Annotated[str, typer.Option("--loglevel", help="crit, error, warn, info or debug.")] = "info",
+    ensemble_mode: Annotated[str | None, typer.Option(
+        "--ensemble-mode", help="graph or members: how an ensemble is served (default: worker.ensemble.mode).")] = None,
 ) -> None:
     """The streaming worker (a Faust app); run several for one consumer group."""
     from workers.run import run_worker
 
     if engine not in ("onnx", "native"):
         raise ValueError(f"--engine must be onnx or native, got {engine!r}")
-    run_worker(_settings(config), version, engine, loglevel)  # type: ignore[arg-type]
+    settings = _settings(config)
+    if ensemble_mode is not None:
+        serving = settings.worker.ensemble.model_validate({**settings.worker.ensemble.model_dump(), "mode": ensemble_mode})
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"ensemble": serving})})
+    run_worker(settings, version, engine, loglevel)  # type: ignore[arg-type]
 
 
 @app.command()

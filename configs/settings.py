@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings", "DEFAULT_CONFIG_PATH", "TIMEFRAME_MS"]
@@ -81,6 +81,12 @@ class EnsembleServingConfig(_Frozen):
     member_timeout_ms: float = Field(250.0, gt=0)
     threads: int = Field(2, gt=0)
     adaptive: bool = False
+
+    @model_validator(mode="after")
+    def _adaptive_needs_members(self) -> EnsembleServingConfig:
+        if self.adaptive and self.mode != "members":
+            raise ValueError("worker.ensemble.adaptive needs mode: members (one graph has fixed weights)")
+        return self
 
 
 class WorkerConfig(_Frozen):

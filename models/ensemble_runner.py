@@ -110,6 +110,10 @@ class ServedEnsemble:
         return tuple(self._combiners)
 
     @property
+    def combiners(self) -> dict[str, CombinerRecord]:
+        return dict(self._combiners)
+
+    @property
     def input_kinds(self) -> tuple[str, ...]:
         return tuple(sorted({k for m in self._members for k in m.model_set.input_kinds}))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,31 @@ def services(base_settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def isolated(services: Settings, tmp_path: Path) -> Settings:
-    """Settings with a fresh topic and Redis key prefix, so tests never see each other's data."""
+def isolated(services: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with a fresh topic and Redis key prefix, so tests never see each other's data. The
+    test's topics and keys are deleted after it: a suite leaves thousands of partitions otherwise,
+    and a broker that kept them all ran out of file handles after a few runs."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    return services.model_copy(update={"topic_prefix": prefix})
+    settings = services.model_copy(update={"topic_prefix": prefix})
+    yield settings
+    asyncio.run(_delete_topics(settings.kafka_bootstrap, prefix))
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.unlink(*keys)
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
 
 
 # A small RandomForest alone: the stream tests are about the stream, and the family suite covers the rest.

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from models.predictor import Predictor
+from workers.adaptive import AdaptiveWeights
 from workers.publisher import KafkaPublisher
 from workers.rebuild import WindowRebuilder
 from workers.live import LiveOutcomes
@@ -61,8 +62,9 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
     }
 
 
-def create_app(settings: Settings, predictor: Predictor) -> faust.App:
-    """The worker app serving ``predictor``; run it with :func:`faust.Worker`."""
+def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeights | None = None) -> faust.App:
+    """The worker app serving ``predictor``; run it with :func:`faust.Worker`. With ``adaptive``, an
+    ensemble served member by member is re-weighted from the live outcomes (:mod:`workers.adaptive`)."""
     app = faust.App(**faust_settings(settings, settings.worker.app_id))
     names = TopicNames.of(settings)
     candles = app.topic(names.candles, key_serializer="raw", value_serializer="raw",
@@ -71,7 +73,8 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
     executor = ThreadPoolExecutor(max_workers=settings.worker.inference_threads, thread_name_prefix="inference")
     processors: list[CandleProcessor] = []
     # ``predictor`` serves until the control state names others; versions load off the event loop.
-    router = ModelRouter(predictor, partial(load_served_version, settings), settings.control.breaker)
+    router = ModelRouter(predictor, partial(load_served_version, settings, adaptive=adaptive),
+                         settings.control.breaker)
     live_outcomes = LiveOutcomes(app, settings, processors,  # outcomes, live scores, challenger, /metrics
                                  breaker_states=lambda: {m.version: router.breaker(m.version).status
                                                          for m in router.table.models()})
@@ -90,8 +93,11 @@ def create_app(settings: Settings, predictor: Predictor) -> faust.App:
         await publisher.start()
         outcome_publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
         await outcome_publisher.start()
-        resolver = live_outcomes.resolver(client, outcome_publisher)
-        processor = CandleProcessor(settings, store, router, publisher, executor, rebuilder, outcomes=resolver)
+        if adaptive is not None:
+            adaptive.attach(client)
+        resolver = live_outcomes.resolver(client, outcome_publisher, extra_listeners=[adaptive] if adaptive else [])
+        processor = CandleProcessor(settings, store, router, publisher, executor, rebuilder, outcomes=resolver,
+                                    member_sink=adaptive)
         processors.append(processor)
         live = router.table.live
         log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version, router.table.revision,

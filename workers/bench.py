@@ -275,8 +275,11 @@ def _spawn(phase: _Phase, settings: Settings, log_path: Path, config_file: Path 
 def _phases(settings: Settings, version: str, ensemble_version: str | None = None) -> dict[str, _Phase]:
     predictions = TopicNames.of(settings).predictions
     return {
-        "ensemble": _Phase("ensemble", ["worker", "--version", ensemble_version or version, "--loglevel", "info"],
-                           predictions),
+        "ensemble": _Phase("ensemble", ["worker", "--version", ensemble_version or version, "--loglevel", "info",
+                                        "--ensemble-mode", "graph"], predictions),
+        "ensemble_members": _Phase("ensemble_members", ["worker", "--version", ensemble_version or version,
+                                                        "--loglevel", "info", "--ensemble-mode", "members"],
+                                   predictions),
         "relay": _Phase("relay", ["relay"], settings.topic(RELAY_OUTPUT)),
         "onnx": _Phase("onnx", ["worker", "--version", version, "--loglevel", "info"], predictions),
         "native": _Phase("native", ["worker", "--version", version, "--engine", "native", "--loglevel", "info"],
@@ -287,8 +290,8 @@ def _phases(settings: Settings, version: str, ensemble_version: str | None = Non
 def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress: Progress) -> dict[str, object]:
     """Run every phase and return the report (one JSON-able dict)."""
     version = options.version or newest_version(settings.models_dir)
-    if "ensemble" in options.phases and not options.ensemble_version:
-        raise ValueError("the ensemble phase needs --ensemble-version")
+    if {"ensemble", "ensemble_members"} & set(options.phases) and not options.ensemble_version:
+        raise ValueError("the ensemble phases need --ensemble-version")
     versions = {version, *([options.ensemble_version] if options.ensemble_version else [])}
     warmup = max(load_manifest(settings.models_dir / v).min_history for v in versions)
     ticks = max(1, int(options.rate * options.seconds / options.symbols))
@@ -311,6 +314,7 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+            asyncio.run(_forget_keys(phase_settings))
         results[name] = results[name].model_copy(update={"process_exit_code": process.returncode})
     progress("timing inference alone on one tick of every symbol")
     inference = inference_per_tick(settings, version, options.ensemble_version, series, warmup)
@@ -319,9 +323,30 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
     report["inference_per_tick_ms"] = inference
     report["ratios"].update({  # type: ignore[attr-defined]
         "p99_ensemble_over_relay": _ratio(p99.get("ensemble"), p99.get("relay")),
+        "p99_ensemble_members_over_relay": _ratio(p99.get("ensemble_members"), p99.get("relay")),
         "inference_ensemble_over_onnx": _ratio(inference.get("ensemble"), inference.get("onnx")),
+        "inference_ensemble_members_over_onnx": _ratio(inference.get("ensemble_members"), inference.get("onnx")),
     })
     return report
+
+
+async def _forget_keys(settings: Settings) -> None:
+    """Delete what a phase's worker left in Redis (windows, pending outcomes, scores of 100 symbols):
+    every key under the phase's own prefix. Left behind, they slowed every later key scan."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{settings.topic_prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
 
 
 def _median_ms(call: Callable[[], object], repeats: int = 30) -> float:
@@ -337,9 +362,10 @@ def _median_ms(call: Callable[[], object], repeats: int = 30) -> float:
 def inference_per_tick(settings: Settings, version: str, ensemble_version: str | None,
                        series: Sequence[CandleSeries], history: int) -> dict[str, float]:
     """Median milliseconds of one tick's inference (every symbol in one batch, windows of the last
-    ``history`` candles): the served model set of each version, and for an ensemble its members
-    as one session each plus the weighted combination in numpy."""
-    from models.ensemble import weighted_average
+    ``history`` candles): the served model set of each version as one graph per target, and an
+    ensemble also member by member (:class:`models.ensemble_runner.ServedEnsemble`, on
+    ``worker.ensemble.threads`` threads)."""
+    from models.ensemble_runner import ServedEnsemble
     from models.inputs import build_inputs
     from models.onnx_runner import ServedModelSet
 
@@ -352,21 +378,11 @@ def inference_per_tick(settings: Settings, version: str, ensemble_version: str |
         served = ServedModelSet.load(settings.models_dir / v)
         inputs = build_inputs(served.input_kinds, windows, open_times)
         out[name] = _median_ms(lambda: served.predict_outputs(inputs))
-        if name != "ensemble":
-            continue
-        manifest = load_manifest(settings.models_dir / v)
-        members = sorted({m.name for m in manifest.models if m.name.startswith("ensemble_member_")})
-        if not members:
-            continue
-        sessions = [ServedModelSet.load(settings.models_dir / v, model_name=m) for m in members]
-        weights = np.full(len(members), 1.0 / len(members))
-
-        def per_member() -> None:
-            answers = [s.predict(inputs) for s in sessions]
-            for target in answers[0]:
-                weighted_average(np.stack([a[target] for a in answers]), weights)
-
-        out["ensemble_one_session_per_member"] = _median_ms(per_member)
+        if name == "ensemble" and all(e.combiner for e in load_manifest(settings.models_dir / v).entries_for(
+                served.model_name).values()):
+            members = ServedEnsemble.load(settings.models_dir / v, settings.worker.ensemble)
+            out["ensemble_members"] = _median_ms(lambda: members.predict_outputs(inputs))
+            members.close()
     return out
 
 

@@ -45,6 +45,7 @@ from models.errors import ManifestError
 from models.manifest import MANIFEST_NAME, load_manifest, verify_files
 from models.parity_check import check_recorded_parity
 from models.predictor import Predictor, predict_windows
+from workers.adaptive import AdaptiveWeights, load_served
 from workers.model_router import MODEL_ERRORS, ModelRouter
 from workers.topics import ensure_topics
 
@@ -53,15 +54,13 @@ __all__ = ["RedisControlStore", "ControlPlane", "load_served_version", "send_con
 log = logging.getLogger(__name__)
 
 
-def load_served_version(settings: Settings, version: str) -> Predictor:
-    """Load, verify (manifest, files, sha256, feature definitions) and warm up one version's ONNX set."""
-    from models.ensemble_runner import load_model_set
-
-    version_dir = settings.models_dir / version
-    if not (version_dir / MANIFEST_NAME).is_file():
+def load_served_version(settings: Settings, version: str, adaptive: AdaptiveWeights | None = None) -> Predictor:
+    """Load, verify (manifest, files, sha256, feature definitions) and warm up one version's model set
+    (an ensemble member by member in that mode, registered for live re-weighting with ``adaptive``)."""
+    if not (settings.models_dir / version / MANIFEST_NAME).is_file():
         raise ManifestError(f"unknown version {version!r}: no {MANIFEST_NAME} in {settings.models_dir}")
-    model_set = load_model_set(version_dir, settings.worker.ensemble)
-    model_set.warm_up((1, 16))
+    model_set = load_served(settings, version, adaptive)
+    model_set.warm_up((1, 16))  # type: ignore[attr-defined]
     return model_set
 
 

@@ -63,8 +63,10 @@ class LiveOutcomes:
         async def refresh_live_metrics() -> None:
             await self.refresh(app)
 
-    def resolver(self, client: aioredis.Redis, publisher: KafkaOutcomePublisher) -> OutcomeResolver | None:
-        """The outcome resolver of one candle agent, its listeners attached; None when outcomes are off."""
+    def resolver(self, client: aioredis.Redis, publisher: KafkaOutcomePublisher,
+                 extra_listeners: Sequence[OutcomeListener] = ()) -> OutcomeResolver | None:
+        """The outcome resolver of one candle agent, its listeners (and ``extra_listeners``) attached;
+        None when outcomes are off."""
         settings = self._settings
         port = settings.live_metrics.metrics_port
         if port and not self._serving:
@@ -73,7 +75,7 @@ class LiveOutcomes:
         if not settings.outcomes.enabled:
             return None
         self._scores = RedisLiveScores(client, settings)
-        listeners: list[OutcomeListener] = [self._scores]
+        listeners: list[OutcomeListener] = [self._scores, *extra_listeners]
         if settings.challenger.enabled:
             listeners.append(ChallengerWatch(client, settings, publisher, version_order(settings),
                                              self._names.control, self._names.control_events))

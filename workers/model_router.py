@@ -83,6 +83,7 @@ class _RowOutput:
     probabilities: dict[str, np.ndarray]  # target -> float64[3]
     degraded: bool  # the model itself answered degraded (an ensemble dropped a member)
     regime: RegimeInfo | None
+    members: dict[str, np.ndarray] | None = None  # an ensemble served member by member: target -> float[M, 3]
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,13 @@ class RowAnswer:
     variant: str
     degraded: bool = False
     regime: RegimeInfo | None = None
+    members: dict[str, np.ndarray] | None = None
+    """Each member's probabilities (target -> float[M, 3]) when the model is an ensemble served member by member."""
 
     @classmethod
     def of(cls, out: _RowOutput, model: Predictor, variant: str, fallback: bool = False) -> RowAnswer:
-        return cls(out.probabilities, model.version, model.model_name, variant, fallback or out.degraded, out.regime)
+        return cls(out.probabilities, model.version, model.model_name, variant, fallback or out.degraded, out.regime,
+                   out.members)
 
 
 def _regime(outputs: ModelOutputs, index: int) -> RegimeInfo | None:
@@ -246,7 +250,9 @@ class ModelRouter:
         if slow:
             counts[f"slow.{version}"] += 1
         degraded = np.asarray(outputs.degraded, dtype=bool)
-        return {row: _RowOutput({t: p[i] for t, p in outputs.probabilities.items()}, bool(degraded[i]), _regime(outputs, i))
+        members = outputs.member_probabilities
+        return {row: _RowOutput({t: p[i] for t, p in outputs.probabilities.items()}, bool(degraded[i]),
+                                _regime(outputs, i), {t: m[:, i] for t, m in members.items()} if members else None)
                 for i, row in enumerate(rows) if not bad[i]}
 
     def _record(self, version: str, before: BreakerState, failed: bool, now_s: float, reason: str) -> None:

@@ -11,6 +11,7 @@ import faust
 from configs.settings import Settings
 from models.manifest import newest_version
 from models.predictor import Predictor
+from workers.adaptive import AdaptiveWeights, load_served
 from workers.app import create_app
 from workers.topics import ensure_topics
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 Engine = Literal["onnx", "native"]
 
 
-def load_predictor(settings: Settings, version: str | None = None, engine: Engine = "onnx") -> Predictor:
+def load_predictor(settings: Settings, version: str | None = None, engine: Engine = "onnx",
+                   adaptive: AdaptiveWeights | None = None) -> Predictor:
     """The version to serve: the one asked for, else the newest in ``models_dir``."""
     chosen = version or newest_version(settings.models_dir)
     version_dir = settings.models_dir / chosen
@@ -29,19 +31,22 @@ def load_predictor(settings: Settings, version: str | None = None, engine: Engin
         from models.native_runner import NativeModelSet
 
         return NativeModelSet.load(version_dir)
-    from models.ensemble_runner import load_model_set
-
-    model_set = load_model_set(version_dir, settings.worker.ensemble)
-    model_set.warm_up((1, 16, 64, settings.worker.batch_max_events))
-    log.info("version %s loaded; providers per target: %s", chosen, model_set.providers())
+    model_set = load_served(settings, chosen, adaptive)
+    model_set.warm_up((1, 16, 64, settings.worker.batch_max_events))  # type: ignore[attr-defined]
+    log.info("version %s loaded; providers per target: %s", chosen, model_set.providers())  # type: ignore[attr-defined]
     return model_set
 
 
 def run_worker(settings: Settings, version: str | None = None, engine: Engine = "onnx", loglevel: str = "info") -> None:
     """Blocks until the worker is stopped (SIGTERM/SIGINT)."""
-    predictor = load_predictor(settings, version, engine)
+    adaptive = None
+    if settings.worker.ensemble.adaptive:
+        if not settings.outcomes.enabled:
+            raise ValueError("worker.ensemble.adaptive re-weights from live outcomes: it needs outcomes.enabled")
+        adaptive = AdaptiveWeights(settings)
+    predictor = load_predictor(settings, version, engine, adaptive)
     asyncio.run(ensure_topics(settings))
-    app = create_app(settings, predictor)
+    app = create_app(settings, predictor, adaptive)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 

@@ -80,6 +80,11 @@ def _last_of_each(candles: Sequence[Candle]) -> list[Candle]:
     return list(latest.values())
 
 
+class MemberSink(Protocol):
+    async def record(self, predictions: Sequence[Prediction], members: dict[str, dict[str, np.ndarray]]) -> None:
+        """Keep the members' probabilities of published live predictions (live re-weighting)."""
+
+
 class CandleProcessor:
     """Processes one batch of candle records; see the module docstring.
 
@@ -97,6 +102,7 @@ class CandleProcessor:
         rebuilder: WindowRebuilder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         outcomes: OutcomeResolver | None = None,
+        member_sink: MemberSink | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -106,6 +112,7 @@ class CandleProcessor:
         self._clock_ms = clock_ms
         self._rebuilder = rebuilder
         self._outcomes = outcomes
+        self._member_sink = member_sink
         self._rebuild_tried: set[tuple[str, str]] = set()
         self._allowed_timeframes = frozenset({settings.market.timeframe})
         self.counts: Counter[str] = Counter()
@@ -140,9 +147,11 @@ class CandleProcessor:
         with timer.stage("windows"):
             to_predict = self._windows_to_predict(writes)
         with timer.stage("predict"):
-            predictions, shadow = await self._predict(to_predict, started) if to_predict else ([], [])
+            predictions, shadow, members = await self._predict(to_predict, started) if to_predict else ([], [], {})
         with timer.stage("publish"):
             await self._publisher.publish(predictions, dead_letters, shadow)
+        if self._member_sink is not None:  # before the outcomes that could settle them
+            await self._member_sink.record(predictions, members)
         if self._outcomes is not None:  # before the predicted marks: a crash re-predicts, so re-registers
             with timer.stage("outcomes"):
                 await self._outcomes.after_publish(predictions, shadow, [w.candle for w in writes])
@@ -189,9 +198,10 @@ class CandleProcessor:
             ready.append((write, window))
         return ready
 
-    async def _predict(self, ready: Sequence[tuple[ClosedWrite, np.ndarray]],
-                       started: float) -> tuple[list[Prediction], list[Prediction]]:
-        """(live predictions, shadow predictions); rows no model answered have neither (counted)."""
+    async def _predict(self, ready: Sequence[tuple[ClosedWrite, np.ndarray]], started: float
+                       ) -> tuple[list[Prediction], list[Prediction], dict[str, dict[str, np.ndarray]]]:
+        """(live predictions, shadow predictions, the live ones' member probabilities by prediction id
+        where an ensemble served member by member answered); rows no model answered have neither."""
         windows = np.stack([window for _, window in ready])
         open_times = np.array([w.candle.open_time for w, _ in ready], dtype=np.int64)
         symbols = [w.candle.symbol for w, _ in ready]
@@ -202,7 +212,9 @@ class CandleProcessor:
         live = self._messages([(w, a) for (w, _), a in zip(ready, routed.answers, strict=True) if a is not None], latency_ms)
         shadow = self._messages([(w, a) for (w, _), a in zip(ready, routed.shadow, strict=False) if a is not None],
                                 latency_ms)
-        return live, shadow
+        members = {w.candle.id: a.members for (w, _), a in zip(ready, routed.answers, strict=True)
+                   if a is not None and a.members is not None}
+        return live, shadow, members
 
     def _messages(self, rows: Sequence[tuple[ClosedWrite, RowAnswer]], latency_ms: float) -> list[Prediction]:
         """Prediction messages, the signal step batched per target over every row that has it."""
