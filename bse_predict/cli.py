@@ -307,7 +307,7 @@ def bench(
     rate: Annotated[float, typer.Option("--rate", help="Closed candles per second, sent in ticks of one per symbol.")] = 1000.0,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of the timed phase.")] = 30.0,
     burst: Annotated[int, typer.Option("--burst", help="Candles sent at once to measure maximum throughput.")] = 20000,
-    phases: Annotated[str | None, typer.Option("--phases", help="Comma-separated: relay, onnx, native, ensemble (default: all but ensemble; with --ensemble-version all).")] = None,
+    phases: Annotated[str | None, typer.Option("--phases", help="Comma-separated: relay, onnx, native, ensemble, ensemble_members (default: all but the ensembles; with --ensemble-version all).")] = None,
     data: Annotated[list[Path] | None, typer.Option("--data", help="Candle files or directories.")] = None,
     version: Annotated[str | None, typer.Option("--version", help="Model version (default: newest).")] = None,
     ensemble_version: Annotated[str | None, typer.Option("--ensemble-version", help="A version serving an ensemble, for the ensemble phase.")] = None,
@@ -318,9 +318,9 @@ def bench(
 
     from workers.bench import BenchOptions, run_bench
 
-    phases = phases or ("relay,onnx,native,ensemble" if ensemble_version else "relay,onnx,native")
+    phases = phases or ("relay,onnx,native,ensemble,ensemble_members" if ensemble_version else "relay,onnx,native")
     chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
-    unknown = set(chosen) - {"relay", "onnx", "native", "ensemble"}
+    unknown = set(chosen) - {"relay", "onnx", "native", "ensemble", "ensemble_members"}
     if unknown or symbols < 1 or rate <= 0 or seconds <= 0:
         raise ValueError(f"bad bench options: phases {sorted(unknown) or chosen}, symbols {symbols}, rate {rate}, seconds {seconds}")
     options = BenchOptions(symbols=symbols, rate=rate, seconds=seconds, burst_candles=burst,

@@ -1,17 +1,18 @@
 """``bse-predict bench``: the real stack, measured against its floor and the plain approach.
 
-Three phases run one after the other in one invocation, each on fresh topics
+The phases run one after the other in one invocation, each on fresh topics
 and with its own subprocess, fed the same candles the same way:
 
 - ``relay``: a Faust agent that forwards every candle (the floor: Kafka + Faust);
 - ``onnx``: the worker as deployed;
 - ``native``: the same worker with scikit-learn ``predict_proba`` instead of ONNX;
-- ``ensemble``: the worker serving ``ensemble_version`` (an ensemble graph per target).
+- ``ensemble``: the worker serving ``ensemble_version`` (an ensemble graph per target);
+- ``ensemble_members``: the same version served member by member
+  (``--ensemble-mode members``: each member's own file, side by side).
 
 Beside the phases, inference alone is timed in this process on the same
 windows (one tick of every symbol, median of repeats): each phase's served
-model set and, for an ensemble version, its members as one session each (the
-alternative to the one-graph ensemble, combined with the same weights).
+model set and, for an ensemble version, also member by member.
 
 Each phase fills the windows (``min_history`` candles per symbol, not timed),
 sends ``settle_seconds`` of ticks untimed (the first full batches pay one-off

@@ -18,7 +18,7 @@ from bse_predict.cli import app
 from configs.settings import Settings
 from models.candle_files import CandleSeries
 from tests.conftest import ENSEMBLE_VERSION as VERSION
-from models.onnx_runner import ServedModelSet
+from models.ensemble_runner import ServedEnsemble, load_model_set
 from models.schema import Prediction
 from tests.support.kafka_io import read_until, send_raw
 from tests.support.worker_process import WorkerProcess
@@ -37,7 +37,8 @@ def test_backtest_predictions_equal_the_workers_for_the_same_candles(
     settings = isolated.model_copy(update={"models_dir": ensemble_models})
     asyncio.run(ensure_topics(settings))
     series = [futures_series[s].tail(HOURS) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
-    model_set = ServedModelSet.load(ensemble_models / VERSION)
+    model_set = load_model_set(ensemble_models / VERSION, settings.worker.ensemble)  # what the worker loads
+    assert isinstance(model_set, ServedEnsemble)  # the default: member by member
     assert model_set.model_name == "ensemble" and model_set.input_kinds == ("features", "sequence")
     expected = {p.id: p for p in replay_predictions(settings, model_set, series)}
     assert len(expected) == 3 * (HOURS - model_set.min_history + 1)

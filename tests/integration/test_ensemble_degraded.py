@@ -2,9 +2,9 @@
 (RandomForest + HMM regimes) one of whose members misbehaves, and publishes ``degraded: true``
 with the other member's probabilities (the rest renormalised).
 
-- one graph per target (the default mode), the RandomForest member answering NaN inside the
-  graph: the graph is rebuilt from the version's own member files and recorded combination;
-- member by member (``worker.ensemble.mode: members``), the RandomForest member's file taking
+- one graph per target (``--ensemble-mode graph``), the RandomForest member answering NaN inside
+  the graph: the graph is rebuilt from the version's own member files and recorded combination;
+- member by member (the default mode), the RandomForest member's file taking
   over a second a call: it misses the 150 ms deadline, is stopped and dropped, and the worker
   keeps answering at the HMM's pace (a later call finds it still busy and drops it again).
 """
@@ -101,7 +101,7 @@ def test_the_worker_publishes_degraded_predictions_from_the_members_left(
     settings = isolated.model_copy(update={"models_dir": tmp_path / "models"})
     if mode == "graph":
         _broken_version(ensemble_models, settings.models_dir, nan_graph(), in_the_graph=True)
-        args: tuple[str, ...] = ()
+        args: tuple[str, ...] = ("--ensemble-mode", "graph")
     else:
         _broken_version(ensemble_models, settings.models_dir, calibrated_slow_graph(1.0), in_the_graph=False)
         config = tmp_path / "members.yaml"
