@@ -98,6 +98,12 @@ class AdaptiveWeights:
         for version, stored in zip(versions, replies[len(fields):], strict=True):
             self._adopt(version, stored)
 
+    async def refresh(self) -> None:
+        """Pull every registered version's vector (a restarted worker serves them from its first batch)."""
+        client = self._require_client()
+        for version in list(self._combiners):
+            self._adopt(version, await client.hgetall(self._weights_key(version)))
+
     def _adopt(self, version: str, stored: dict[bytes, bytes]) -> None:
         for target, raw in stored.items():
             self._weights[(version, target.decode())] = np.asarray(orjson.loads(raw), dtype=np.float64)

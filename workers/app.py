@@ -95,6 +95,7 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
         await outcome_publisher.start()
         if adaptive is not None:
             adaptive.attach(client)
+            await adaptive.refresh()
         resolver = live_outcomes.resolver(client, outcome_publisher, extra_listeners=[adaptive] if adaptive else [])
         processor = CandleProcessor(settings, store, router, publisher, executor, rebuilder, outcomes=resolver,
                                     member_sink=adaptive)
