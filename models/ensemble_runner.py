@@ -15,8 +15,8 @@ arithmetic. What this mode can do that one graph cannot:
   ``degraded``, exactly as for a member that raised or answered NaN;
 - **live weights**: a :class:`LiveWeights` source may replace each target's
   fitted weight vector (adaptive re-weighting from the outcomes stream,
-  :mod:`workers.adaptive`); the member probabilities of every row come back in
-  :attr:`ModelOutputs.member_probabilities` for that re-weighting.
+  :mod:`workers.adaptive`); with one, the member probabilities of every row come
+  back in :attr:`ModelOutputs.member_probabilities` for that re-weighting.
 """
 
 from __future__ import annotations
@@ -159,7 +159,9 @@ class ServedEnsemble:
             degraded |= bad
         states = regime_member.regime_states if regime_member else ()
         regime = regime_member.regime_probabilities if regime_member else None
-        return ModelOutputs(probabilities, degraded, states, regime, regimes if regime_member else {}, member_probs)
+        # the members' rows only travel on when live re-weighting needs them (each row is sliced downstream)
+        return ModelOutputs(probabilities, degraded, states, regime, regimes if regime_member else {},
+                            member_probs if self._live_weights is not None else None)
 
     # ------------------------------------------------------------ running the members
     def _run_members(self, inputs: dict[str, np.ndarray]) -> list[ModelOutputs | None]:

@@ -56,7 +56,7 @@ def test_members_side_by_side_equal_the_graph_and_the_native_model(
 ) -> None:
     version_dir = ensemble_models / ENSEMBLE_VERSION
     inputs = _inputs(version_dir, futures_series)
-    members = load_model_set(version_dir, MEMBERS)
+    members = load_model_set(version_dir, MEMBERS, live_weights=lambda version, target: None)  # fitted weights
     assert isinstance(members, ServedEnsemble) and members.min_history == ServedModelSet.load(version_dir).min_history
     graph = load_model_set(version_dir, EnsembleServingConfig(mode="graph"))
     assert isinstance(graph, ServedModelSet)
@@ -89,7 +89,7 @@ def test_a_member_past_the_deadline_is_dropped_and_the_rows_are_degraded(
 
     assert first_seconds < 0.9, "the call waited for the slow member"
     for outputs in (first, second):
-        assert outputs.degraded.all()
+        assert outputs.degraded.all() and outputs.member_probabilities is None  # no live weights: not kept
         for target, probabilities in outputs.probabilities.items():
             np.testing.assert_allclose(probabilities, hmm_alone[target], atol=1e-6)  # the rest renormalised
     assert served.failures[f"{RF}:timeout"] >= 1
@@ -117,7 +117,7 @@ def test_live_weights_replace_the_fitted_ones_and_a_nan_member_is_dropped(
         np.testing.assert_allclose(probabilities, 0.9 * rf_alone[target] + 0.1 * hmm_alone[target], atol=1e-6)
 
     broken_dir = _with_member_file(ensemble_models, tmp_path, RF, nan_graph())
-    broken = ServedEnsemble.load(broken_dir, MEMBERS).predict_outputs(inputs)
+    broken = ServedEnsemble.load(broken_dir, MEMBERS, live_weights=lambda version, target: None).predict_outputs(inputs)
     assert broken.degraded.all()
     assert broken.member_probabilities is not None
     for target, probabilities in broken.probabilities.items():
