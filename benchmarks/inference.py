@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +19,7 @@ from configs.settings import load_settings
 from models.manifest import newest_version
 from models.native_runner import NativeModelSet
 from models.onnx_runner import ServedModelSet
-
-
-def _median_ms(call: Callable[[], object], repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+from workers.bench import median_ms
 
 
 def main() -> None:
@@ -48,8 +36,8 @@ def main() -> None:
     for rows in (1, 100):
         features = rng.normal(size=(rows, len(onnx_set.manifest.feature_names)))
         inputs = {"features": features}
-        onnx_ms = _median_ms(lambda: onnx_set.predict(inputs), args.repeats)
-        native_ms = _median_ms(lambda: native_set.predict(inputs), max(5, args.repeats // 5))
+        onnx_ms = median_ms(lambda: onnx_set.predict(inputs), args.repeats)
+        native_ms = median_ms(lambda: native_set.predict(inputs), max(5, args.repeats // 5))
         report["batches"][str(rows)] = {
             "onnx_ms": round(onnx_ms, 3),
             "native_ms": round(native_ms, 3),

@@ -350,7 +350,8 @@ async def _forget_keys(settings: Settings) -> None:
         await client.aclose()
 
 
-def _median_ms(call: Callable[[], object], repeats: int = 30) -> float:
+def median_ms(call: Callable[[], object], repeats: int = 30) -> float:
+    """Median milliseconds of ``repeats`` calls after one untimed call."""
     call()
     times = []
     for _ in range(repeats):
@@ -378,11 +379,11 @@ def inference_per_tick(settings: Settings, version: str, ensemble_version: str |
             continue
         served = ServedModelSet.load(settings.models_dir / v)
         inputs = build_inputs(served.input_kinds, windows, open_times)
-        out[name] = _median_ms(lambda: served.predict_outputs(inputs))
+        out[name] = median_ms(lambda: served.predict_outputs(inputs))
         if name == "ensemble" and all(e.combiner for e in load_manifest(settings.models_dir / v).entries_for(
                 served.model_name).values()):
             members = ServedEnsemble.load(settings.models_dir / v, settings.worker.ensemble)
-            out["ensemble_members"] = _median_ms(lambda: members.predict_outputs(inputs))
+            out["ensemble_members"] = median_ms(lambda: members.predict_outputs(inputs))
             members.close()
     return out
 
