@@ -21,7 +21,8 @@ __all__ = ["main", "app"]
 
 app = typer.Typer(help="Streaming first-touch barrier predictions for crypto candles.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-services_app = typer.Typer(help="Local single-node Kafka (KRaft) and Redis, without Docker.", no_args_is_help=True)
+services_app = typer.Typer(help="Local Kafka (KRaft: one node, or a three-broker cluster) and Redis, without Docker.",
+                           no_args_is_help=True)
 models_app = typer.Typer(help="The model registry in BSE_MODELS_DIR.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(models_app, name="models")
@@ -75,24 +76,39 @@ def _settings(config: Path | None, targets: str | None = None, horizon_hours: in
 # ---------------------------------------------------------------- services
 
 def _print_report(report: Any) -> None:
-    for state in (report.kafka, report.redis):
+    def line(state: Any, indent: str = "") -> None:
         mark = "[green]up[/green]" if state.healthy else ("[yellow]starting[/yellow]" if state.running else "[red]down[/red]")
-        console.print(f"{state.name:<6} {mark}  {state.address}  pid={state.pid or '-'}  log={state.log_path}  {state.detail}")
+        pid = "" if state.log_path is None else f"  pid={state.pid or '-'}  log={state.log_path}"
+        console.print(f"{indent}{state.name:<6} {mark}  {state.address}{pid}  {state.detail}")
+
+    line(report.kafka)
+    if len(report.kafka_brokers) > 1:
+        for broker in report.kafka_brokers:
+            line(broker, indent="  ")
+    line(report.redis)
 
 
 @services_app.command("up")
 @one_line_errors
-def services_up_command(config: ConfigOption = None) -> None:
-    """Start Kafka and Redis (idempotent); returns when both answer."""
+def services_up_command(
+    config: ConfigOption = None,
+    brokers: Annotated[int, typer.Option(
+        "--brokers", help="1: one Kafka node; 3: a three-broker KRaft cluster (replication 3, min.insync.replicas 2), "
+                          "brokers at the bootstrap port, +2 and +4, each controller one port above (docs/services.md).")] = 1,
+) -> None:
+    """Start Kafka and Redis (idempotent); returns when all answer."""
     from bse_predict.services import services_up
 
-    _print_report(services_up(_settings(config), progress=lambda m: errors.print(m, markup=False)))
+    report = services_up(_settings(config), brokers=brokers, progress=lambda m: errors.print(m, markup=False))
+    _print_report(report)
+    if len(report.kafka_brokers) > 1:
+        errors.print(f"clients of the cluster: BSE_KAFKA_BOOTSTRAP={report.kafka.address}", markup=False)
 
 
 @services_app.command("down")
 @one_line_errors
 def services_down_command(config: ConfigOption = None) -> None:
-    """Stop the local Kafka and Redis started by `services up`."""
+    """Stop the local Kafka (every broker) and Redis started by `services up`."""
     from bse_predict.services import services_down
 
     _print_report(services_down(_settings(config), progress=lambda m: errors.print(m, markup=False)))
@@ -101,7 +117,7 @@ def services_down_command(config: ConfigOption = None) -> None:
 @services_app.command("status")
 @one_line_errors
 def services_status_command(config: ConfigOption = None) -> None:
-    """Report Kafka and Redis; exit code 1 when either does not answer."""
+    """Report Kafka (each broker of a cluster) and Redis; exit code 1 unless all answer."""
     from bse_predict.services import services_status
 
     report = services_status(_settings(config))

@@ -1,22 +1,26 @@
-"""The local Kafka of ``bse-predict services``: one KRaft node from Maven Central jars.
+"""The local Kafka of ``bse-predict services``: KRaft nodes from Maven Central jars.
 
 The jars of Kafka 4.3.1 are fetched once with Maven into
 ``${XDG_CACHE_HOME:-~/.cache}/bse-predict/kafka-4.3.1/libs`` (this environment
 reaches Maven Central but not the Apache download mirrors, so no tarball).
-The broker and its controller share one JVM; the controller listens on the
-broker port + 1.
+Each node runs its broker and its controller in one JVM; the controller
+listens on the broker port + 1. This module holds the single node and what
+every node needs (jars, configuration, storage); the three-node cluster is in
+:mod:`bse_predict.local_cluster`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -33,7 +37,14 @@ from bse_predict.services import (
 )
 from configs.settings import Settings
 
-__all__ = ["KAFKA_VERSION", "kafka_service"]
+__all__ = [
+    "KAFKA_VERSION",
+    "first_address",
+    "kafka_service",
+    "node_properties",
+    "prepare_node",
+    "quiet_aiokafka",
+]
 
 KAFKA_VERSION = "4.3.1"
 
@@ -72,25 +83,28 @@ _LOG4J2 = """<Configuration status="WARN">
 
 
 def kafka_service(settings: Settings) -> LocalService:
-    """The local broker for ``settings.kafka_bootstrap`` (its first address)."""
-    host, port_number = _first_address(settings.kafka_bootstrap)
+    """The local single node for ``settings.kafka_bootstrap`` (its first address)."""
+    host, port = first_address(settings.kafka_bootstrap)
     root = services_dir()
     home = root / "kafka"
     return LocalService(
         name="kafka",
         host=host,
-        port=port_number,
-        extra_ports=(port_number + 1,),  # the KRaft controller listener
+        port=port,
+        extra_ports=(port + 1,),  # the KRaft controller listener
         home=home,
         log_path=root / "kafka.log",
         pid_path=root / "kafka.pid",
         cmdline_marker="kafka.Kafka",
         probe=lambda: _probe(settings.kafka_bootstrap),
-        prepare=lambda progress: _prepare(home, host, port_number, progress),
+        prepare=lambda progress: prepare_node(
+            home, host, 1, {1: port}, heap="768m", cluster_id=None, progress=progress
+        ),
     )
 
 
-def _first_address(bootstrap: str) -> tuple[str, int]:
+def first_address(bootstrap: str) -> tuple[str, int]:
+    """Host and port of the first address in a bootstrap list (port 9092 when none is given)."""
     first = bootstrap.split(",")[0].strip()
     host, colon, port = first.rpartition(":")
     if not colon:
@@ -111,44 +125,78 @@ def _probe(bootstrap: str) -> str | None:
         finally:
             await admin.close()
 
-    # A refused connection is the expected answer while the broker is down or
-    # starting; keep aiokafka from logging it as an error on every poll.
-    aiokafka_log = logging.getLogger("aiokafka")
-    level = aiokafka_log.level
-    aiokafka_log.setLevel(logging.CRITICAL)
-    try:
-        cluster = asyncio.run(describe())
-    except (KafkaError, OSError, TimeoutError):  # down, or still starting
-        return None
-    finally:
-        aiokafka_log.setLevel(level)
+    with quiet_aiokafka():
+        try:
+            cluster = asyncio.run(describe())
+        except (KafkaError, OSError, TimeoutError):  # down, or still starting
+            return None
     if not cluster["brokers"]:
         return None
     return f"Kafka cluster {cluster['cluster_id']}"
 
 
-def _prepare(home: Path, host: str, port: int, progress: Progress) -> list[str]:
-    """Make jars, configuration and storage ready; return the broker's command line."""
+@contextlib.contextmanager
+def quiet_aiokafka() -> Iterator[None]:
+    """Keep aiokafka from logging refused connections as errors while the block runs.
+
+    A refused connection is the expected answer while a broker is down or
+    starting, and the callers poll."""
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        aiokafka_log.setLevel(level)
+
+
+def prepare_node(
+    home: Path,
+    host: str,
+    node_id: int,
+    voters: dict[int, int],
+    *,
+    heap: str,
+    cluster_id: str | None,
+    progress: Progress,
+) -> list[str]:
+    """Make jars, configuration and storage of one node ready; return its command line.
+
+    ``voters`` maps the node id of every node of the cluster to its broker port;
+    ``cluster_id`` is the id to format new storage with (None: a random one).
+    """
     java = require_program("java", "Kafka needs Java 17 or newer")
     libs = _jars(progress)
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    config.write_text(_properties(host, port, data), encoding="utf-8")
+    config.write_text(node_properties(host, node_id, voters, data), encoding="utf-8")
     log4j = home / "log4j2.xml"
     log4j.write_text(_LOG4J2, encoding="utf-8")
     classpath = ["-cp", str(libs / "*"), f"-Dlog4j2.configurationFile={log4j}"]
     if not (data / "meta.properties").exists():
-        _format_storage([java, *classpath], config, progress)
-    return [java, "-Xmx768m", *classpath, "kafka.Kafka", str(config)]
+        _format_storage([java, *classpath], config, cluster_id or _random_cluster_id(), progress)
+    return [java, f"-Xmx{heap}", *classpath, "kafka.Kafka", str(config)]
 
 
-def _properties(host: str, port: int, data: Path) -> str:
+def node_properties(host: str, node_id: int, voters: dict[int, int], data: Path) -> str:
+    """server.properties of one node: broker and controller in one process.
+
+    Every node's controller listens on its broker port + 1. Replication follows
+    the node count: every topic on every node (at most 3), acknowledged by all
+    but one (at least 1). In a cluster, a node that stops heart-beating is
+    fenced after 6 s (Kafka's default: 9 s), so its partitions move sooner.
+    """
+    port = voters[node_id]
     broker, controller = host_port(host, port), host_port(host, port + 1)
+    quorum = ",".join(f"{node}@{host_port(host, voter_port + 1)}" for node, voter_port in sorted(voters.items()))
+    replicas = min(len(voters), 3)
+    min_isr = max(replicas - 1, 1)
+    fencing = ["broker.session.timeout.ms=6000", "broker.heartbeat.interval.ms=1000"] if len(voters) > 1 else []
     return "\n".join([
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{controller}",
+        f"node.id={node_id}",
+        f"controller.quorum.voters={quorum}",
         f"listeners=PLAINTEXT://{broker},CONTROLLER://{controller}",
         f"advertised.listeners=PLAINTEXT://{broker}",
         "controller.listener.names=CONTROLLER",
@@ -156,12 +204,15 @@ def _properties(host: str, port: int, data: Path) -> str:
         "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         f"log.dirs={data}",
         "num.partitions=8",
-        "offsets.topic.replication.factor=1",
+        f"default.replication.factor={replicas}",
+        f"min.insync.replicas={min_isr}",
+        f"offsets.topic.replication.factor={replicas}",
         "offsets.topic.num.partitions=8",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={min_isr}",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={min_isr}",
+        *fencing,
         "group.initial.rebalance.delay.ms=0",
         "auto.create.topics.enable=true",
         "log.retention.hours=168",
@@ -169,9 +220,12 @@ def _properties(host: str, port: int, data: Path) -> str:
     ])
 
 
-def _format_storage(java: list[str], config: Path, progress: Progress) -> None:
+def _random_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _format_storage(java: list[str], config: Path, cluster_id: str, progress: Progress) -> None:
     progress("formatting Kafka storage (once per data dir)...")
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     result = subprocess.run(
         [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
         capture_output=True, text=True,

@@ -1,9 +1,11 @@
-"""Start, stop and report a local single-node Kafka (KRaft) and Redis, without Docker.
+"""Start, stop and report a local Kafka (KRaft: one node or a three-node cluster)
+and Redis, without Docker.
 
-This module holds the public API and the lifecycle both services share:
+This module holds the public API and the lifecycle every service shares:
 launching detached, pid files, port checks, waiting for health, stopping.
-What is particular to each lives in :mod:`bse_predict.local_kafka` and
-:mod:`bse_predict.local_redis`.
+What is particular to each lives in :mod:`bse_predict.local_kafka` (the single
+node, and what every node needs), :mod:`bse_predict.local_cluster` (the
+cluster, and the calls fault tests make) and :mod:`bse_predict.local_redis`.
 
 State, logs and pid files live in ``${BSE_SERVICES_DIR:-./var/services}``
 (relative to the current directory). Only loopback addresses are served: a
@@ -52,11 +54,12 @@ class ServicesError(Exception):
 
 
 class ServiceState(BaseModel):
-    """One service as seen now.
+    """One service (or the Kafka cluster as a whole) as seen now.
 
     ``running``: our process is alive or something answers at ``address``;
     ``healthy``: it answers (Kafka metadata, Redis PING); ``pid``: only for a
-    process that bse-predict started.
+    process that bse-predict started; ``log_path``: None for a whole cluster,
+    whose brokers each have their own.
     """
 
     name: str
@@ -64,13 +67,16 @@ class ServiceState(BaseModel):
     running: bool
     healthy: bool
     pid: int | None
-    log_path: Path
+    log_path: Path | None
     detail: str
 
 
 class ServicesReport(BaseModel):
+    """``kafka`` is the single node or the cluster as a whole; ``kafka_brokers`` lists each node."""
+
     kafka: ServiceState
     redis: ServiceState
+    kafka_brokers: tuple[ServiceState, ...]
 
 
 @dataclass(frozen=True)
@@ -97,15 +103,115 @@ class LocalService:
 
 
 def services_up(
-    settings: Settings, *, progress: Progress = print, timeout_s: float = 120
+    settings: Settings, *, brokers: int = 1, progress: Progress = print, timeout_s: float = 120
 ) -> ServicesReport:
-    """Start whatever does not answer yet, then wait until both answer.
+    """Start whatever does not answer yet, then wait until all answer.
 
-    Every check and one-time setup (ports, Java, jars, storage, redis-server)
-    runs before anything is launched, so a setup error starts nothing.
-    ``timeout_s`` counts from the launch.
+    ``brokers``: 1 for a single Kafka node, 3 for a three-node cluster
+    (:mod:`bse_predict.local_cluster`). Every check and one-time setup (ports,
+    Java, jars, storage, redis-server) runs before anything is launched, so a
+    setup error starts nothing. ``timeout_s`` counts from the launch.
     """
-    services = _services(settings)
+    from bse_predict.local_redis import redis_service
+
+    kafka = _claim_kafka_layout(settings, brokers)
+    start_services([*kafka, redis_service(settings)], progress=progress, timeout_s=timeout_s)
+    return services_status(settings)
+
+
+def services_down(settings: Settings, *, progress: Progress = print) -> ServicesReport:
+    """Stop the services that bse-predict started; anything else is left alone."""
+    from bse_predict.local_redis import redis_service
+
+    _stop_services([*_kafka_services(settings, _recorded_kafka_brokers()), redis_service(settings)], progress)
+    return services_status(settings)
+
+
+def services_status(settings: Settings) -> ServicesReport:
+    """Report every service without starting or stopping anything.
+
+    Kafka is reported in the layout of the last ``up`` (single node or cluster).
+    """
+    from bse_predict.local_redis import redis_service
+
+    brokers = tuple(_service_state(node) for node in _kafka_services(settings, _recorded_kafka_brokers()))
+    kafka = brokers[0] if len(brokers) == 1 else _cluster_state(brokers)
+    return ServicesReport(kafka=kafka, redis=_service_state(redis_service(settings)), kafka_brokers=brokers)
+
+
+# -------------------------------------------------------------- Kafka layout
+
+
+def _kafka_services(settings: Settings, brokers: int) -> list[LocalService]:
+    """The Kafka nodes of a layout: the single node (1) or the cluster's nodes (3)."""
+    # Imported here, not at the top: both modules build on the types of this one.
+    from bse_predict.local_cluster import CLUSTER_BROKERS, cluster_services
+    from bse_predict.local_kafka import kafka_service
+
+    if brokers == 1:
+        return [kafka_service(settings)]
+    if brokers == CLUSTER_BROKERS:
+        return cluster_services(settings)
+    raise ServicesError(f"brokers must be 1 or {CLUSTER_BROKERS}, got {brokers}")
+
+
+def _recorded_kafka_brokers() -> int:
+    """The broker count of the last ``up`` in this services dir (1 when none is recorded)."""
+    try:
+        return int(_layout_path().read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return 1
+
+
+def _claim_kafka_layout(settings: Settings, brokers: int) -> list[LocalService]:
+    """Record ``brokers`` as this services dir's Kafka layout and return its nodes.
+
+    Refused while a Kafka of the other layout that bse-predict started is running:
+    both bind the same ports.
+    """
+    wanted = _kafka_services(settings, brokers)
+    for node in wanted:
+        _require_local(node)
+    recorded = _recorded_kafka_brokers()
+    if recorded != brokers:
+        running = [node.name for node in _kafka_services(settings, recorded) if running_pid(node) is not None]
+        if running:
+            raise ServicesError(
+                f"the local Kafka runs with {recorded} broker(s) ({', '.join(running)}); "
+                "run `bse-predict services down` first"
+            )
+    path = _layout_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{brokers}\n", encoding="utf-8")
+    return wanted
+
+
+def _layout_path() -> Path:
+    return services_dir() / "kafka-brokers"
+
+
+def _cluster_state(brokers: tuple[ServiceState, ...]) -> ServiceState:
+    answering = [state for state in brokers if state.healthy]
+    return ServiceState(
+        name="kafka",
+        address=",".join(state.address for state in brokers),
+        running=any(state.running for state in brokers),
+        healthy=len(answering) == len(brokers),
+        pid=None,
+        log_path=None,
+        detail=f"{len(answering)} of {len(brokers)} brokers answer",
+    )
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+def start_services(services: list[LocalService], *, progress: Progress, timeout_s: float) -> None:
+    """Start those of ``services`` that do not answer yet, then wait until all answer.
+
+    Every check and one-time setup runs before anything is launched; ``timeout_s``
+    counts from the launch.
+    """
     for service in services:
         _require_local(service)
     to_start = [service for service in services if _needs_start(service, progress)]
@@ -113,33 +219,8 @@ def services_up(
     started = {service.name: _start(service, argv, progress) for service, argv in commands}
     deadline = time.monotonic() + timeout_s
     for service in services:
-        pid = started.get(service.name) or _our_pid(service)
+        pid = started.get(service.name) or running_pid(service)
         _await_healthy(service, pid, deadline, timeout_s)
-    return services_status(settings)
-
-
-def services_down(settings: Settings, *, progress: Progress = print) -> ServicesReport:
-    """Stop the services that bse-predict started; anything else is left alone."""
-    for service in _services(settings):
-        _stop(service, progress)
-    return services_status(settings)
-
-
-def services_status(settings: Settings) -> ServicesReport:
-    """Report both services without starting or stopping anything."""
-    kafka, redis = _services(settings)
-    return ServicesReport(kafka=_state(kafka), redis=_state(redis))
-
-
-def _services(settings: Settings) -> tuple[LocalService, LocalService]:
-    # Imported here, not at the top: both modules build on the types of this one.
-    from bse_predict.local_kafka import kafka_service
-    from bse_predict.local_redis import redis_service
-
-    return kafka_service(settings), redis_service(settings)
-
-
-# ------------------------------------------------------------------ lifecycle
 
 
 def _needs_start(service: LocalService, progress: Progress) -> bool:
@@ -150,7 +231,7 @@ def _needs_start(service: LocalService, progress: Progress) -> bool:
     if service.probe() is not None:
         progress(f"{service.name} already running at {service.address}")
         return False
-    pid = _our_pid(service)
+    pid = running_pid(service)
     if pid is not None:
         progress(f"{service.name} (pid {pid}) is still starting; waiting for it")
         return False
@@ -181,24 +262,51 @@ def _await_healthy(
         time.sleep(_POLL_S)
 
 
-def _stop(service: LocalService, progress: Progress) -> None:
-    pid = _our_pid(service)
-    if pid is None:
+def _stop_services(services: list[LocalService], progress: Progress) -> None:
+    """SIGTERM the processes of ``services`` that bse-predict started, all at once, then
+    wait for each (SIGKILL after 30 s).
+
+    All at once: a cluster node stopped after the others would wait for a
+    controller quorum that is already gone.
+    """
+    stopping: list[tuple[LocalService, int]] = []
+    for service in services:
+        pid = running_pid(service)
+        if pid is None:
+            service.pid_path.unlink(missing_ok=True)
+            progress(f"{service.name}: nothing started by bse-predict is running")
+            continue
+        progress(f"stopping {service.name} (pid {pid})...")
+        _signal(pid, signal.SIGTERM)
+        stopping.append((service, pid))
+    deadline = time.monotonic() + _STOP_WAIT_S
+    for service, pid in stopping:
+        if not _wait_exit(pid, max(deadline - time.monotonic(), 0)):
+            progress(f"{service.name} ignored SIGTERM for {_STOP_WAIT_S:g} s; killing it")
+            _signal(pid, signal.SIGKILL)
+            _wait_exit(pid, 5)
         service.pid_path.unlink(missing_ok=True)
-        progress(f"{service.name}: nothing started by bse-predict is running")
-        return
-    progress(f"stopping {service.name} (pid {pid})...")
-    _signal(pid, signal.SIGTERM)
-    if not _wait_exit(pid, _STOP_WAIT_S):
-        progress(f"{service.name} ignored SIGTERM for {_STOP_WAIT_S:g} s; killing it")
-        _signal(pid, signal.SIGKILL)
-        _wait_exit(pid, 5)
+        progress(f"{service.name} stopped")
+
+
+def kill_service(service: LocalService) -> int:
+    """SIGKILL the service's process (no clean shutdown), wait until it is gone; return its pid.
+
+    Raises ServicesError when no process of it that bse-predict started is running.
+    """
+    pid = running_pid(service)
+    if pid is None:
+        raise ServicesError(f"{service.name}: nothing started by bse-predict is running")
+    _signal(pid, signal.SIGKILL)
+    if not _wait_exit(pid, 10):
+        raise ServicesError(f"{service.name} (pid {pid}) is still alive 10 s after SIGKILL")
     service.pid_path.unlink(missing_ok=True)
-    progress(f"{service.name} stopped")
+    return pid
 
 
-def _state(service: LocalService) -> ServiceState:
-    pid = _our_pid(service)
+def _service_state(service: LocalService) -> ServiceState:
+    """The service as seen now: our pid, whether it answers, and how."""
+    pid = running_pid(service)
     answer = service.probe()
     if answer is not None:
         detail = answer if pid is not None else f"{answer} (not started by bse-predict)"
@@ -235,7 +343,7 @@ def _spawn_detached(argv: list[str], log_path: Path, *, cwd: Path) -> int:
     return int(launcher.stdout.strip())
 
 
-def _our_pid(service: LocalService) -> int | None:
+def running_pid(service: LocalService) -> int | None:
     """The pid in the service's pid file, if that process is alive and is the service."""
     try:
         pid = int(service.pid_path.read_text(encoding="utf-8").strip())

@@ -57,18 +57,34 @@ class MarketConfig(_Frozen):
 class CandleRules(_Frozen):
     symbol_pattern: str = r"^[A-Z0-9]{2,20}$"
     max_message_bytes: int = Field(4096, gt=0)
+    dead_letter_keep_bytes: int = Field(4096, gt=0, description="a dead letter keeps this much of the original")
+    symbols: tuple[str, ...] = Field((), description="only these symbols are served (empty: any that matches the pattern)")
     max_future_ms: int = Field(7_200_000, ge=0)
     min_open_time_ms: int = 1_230_768_000_000
 
 
 class WindowConfig(_Frozen):
     retain_candles: int = Field(400, gt=1)
+    silent_expire_hours: int = Field(
+        720, gt=0, description="a symbol's Redis keys (window, marks, pending outcomes) expire this long after its "
+                               "last candle; it is then rebuilt from the candles topic if it comes back")
     rebuild_scan_messages: int = Field(200_000, ge=0)
 
 
 class TopicsConfig(_Frozen):
+    """How ``ensure_topics`` creates the topics. ``replication_factor`` and ``min_insync_replicas``
+    left unset (None) take the cluster's ``default.replication.factor`` and ``min.insync.replicas``."""
+
     partitions: int = Field(8, gt=0)
-    replication_factor: int = Field(1, gt=0)
+    replication_factor: int | None = Field(None, gt=0)
+    min_insync_replicas: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _min_isr_within_replicas(self) -> TopicsConfig:
+        if (self.replication_factor is not None and self.min_insync_replicas is not None
+                and self.min_insync_replicas > self.replication_factor):
+            raise ValueError("topics.min_insync_replicas cannot exceed topics.replication_factor")
+        return self
 
 
 class EnsembleServingConfig(_Frozen):
