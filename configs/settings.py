@@ -268,12 +268,17 @@ class BreakerConfig(_Frozen):
 
 
 class ControlConfig(_Frozen):
-    """The control plane: message freshness, how often workers look for a new state, the breakers."""
+    """The control plane: message freshness and size, how often workers look for a new state, how
+    transient Redis and Kafka faults are retried, the breakers."""
 
     max_age_s: float = Field(300.0, gt=0)
     max_future_s: float = Field(30.0, ge=0)
+    max_message_bytes: int = Field(65_536, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
     tick_interval_s: float = Field(1.0, gt=0)
+    retry_initial_s: float = Field(0.1, gt=0)
+    retry_max_s: float = Field(5.0, gt=0)
+    io_timeout_s: float = Field(5.0, gt=0)
     breaker: BreakerConfig = BreakerConfig()
 
 

@@ -63,6 +63,7 @@ class Ramp(_Frozen):
 
 class ControlState(_Frozen):
     revision: int = 0  # +1 whenever what is served changes; workers watch it
+    sequence: int = 0  # +1 on every stored change (set by the store, not by step): the newest copy has the highest
     live: str | None = None  # None until the first command: the newest version in BSE_MODELS_DIR
     previous: tuple[str, ...] = ()  # the rollback stack, most recent last
     arms: tuple[Arm, ...] = ()  # empty: every symbol to live, variant "control"
@@ -179,7 +180,7 @@ def _ramp_applied(state: ControlState, ramp: Ramp, now: datetime) -> tuple[Contr
     if share <= 0.0:
         return state.model_copy(update={"arms": (), "shadow": ramp.version, "ramp": ramp}), False
     arms = normalised([Arm(ramp.version, ramp.version, share), Arm(state.live, state.live, 1.0 - share)])
-    shadow = None if state.shadow == ramp.version else state.shadow
+    shadow = None if state.shadow in {a.version for a in arms} else state.shadow  # a served version is no shadow
     return state.model_copy(update={"arms": arms, "shadow": shadow, "ramp": ramp}), False
 
 

@@ -7,6 +7,13 @@ writes it, UTF-8. Verification works on the *decoded JSON object as received*
 a re-serialisation could spell ``issued_at`` or a float differently and break
 a valid signature.
 
+Bytes that are not a control message are refused, never raised on: the size
+is checked before anything is parsed (``max_bytes``), then strict UTF-8, a
+nesting limit (:data:`MAX_NESTING`, checked before ``json.loads``, which
+would recurse once per bracket), strict JSON (no duplicate keys, no ``NaN``
+or ``Infinity``, no lone surrogate escapes). Every failure is a
+:class:`ControlRefused` whose ``kind`` goes on ``control.events``.
+
 Duplicate ids are a matter of state (which ids were seen), so they are checked
 by the control state machine (:mod:`models.control`); an id only needs
 remembering for as long as a message carrying it would still be fresh.
@@ -19,6 +26,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -40,7 +48,18 @@ __all__ = [
     "verify_message",
     "format_issued_at",
     "check_args",
+    "decode_json_object",
+    "MAX_MESSAGE_BYTES",
+    "MAX_NESTING",
 ]
+
+MAX_MESSAGE_BYTES = 65_536  # the default of ``control.max_message_bytes``
+MAX_NESTING = 16  # brackets deep; a control message needs 3
+MAX_EVERY_S = 366 * 86_400.0  # a ramp step at most once a year: later than that is a typo
+_MAX_NAME_BYTES = 200  # a version is a directory name: most file systems allow 255 bytes
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 Command = Literal["promote", "rollback", "ab", "shadow", "fallback", "ramp", "gate"]
 COMMANDS: tuple[str, ...] = ("promote", "rollback", "ab", "shadow", "fallback", "ramp", "gate")
@@ -58,15 +77,30 @@ class ControlRefused(BsePredictError):
 
 
 def _version_name(value: object) -> str:
-    if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
-        raise ValueError(f"{value!r} is not a version name")
+    if (not isinstance(value, str) or not value or not value.isprintable() or "/" in value or "\\" in value
+            or value.startswith(".") or len(value.encode("utf-8")) > _MAX_NAME_BYTES):
+        raise ValueError(f"{value!r:.80} is not a version name")
     return value
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite float; None for anything else (bools, text, huge integers, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _ramp_shares(value: object) -> list[float]:
     if not isinstance(value, list) or not value:
         raise ValueError("ramp needs a non-empty list of shares")
-    shares = [float(v) for v in value]
+    numbers = [_number(v) for v in value]
+    if any(n is None for n in numbers):
+        raise ValueError("ramp shares must be numbers")
+    shares = [n for n in numbers if n is not None]
     if any(not (0.0 <= s <= 1.0) for s in shares) or shares != sorted(shares) or shares[-1] != 1.0:
         raise ValueError("ramp shares must rise from >= 0 to exactly 1.0")
     return shares
@@ -87,20 +121,23 @@ def check_args(command: str, args: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError("ab needs variants {version: weight}")
         checked: dict[str, float] = {}
         for name, weight in variants.items():
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"weight of {name!r} must be a finite number >= 0")
-            checked[_version_name(name)] = float(weight)
+            number = _number(weight)
+            if number is None or number < 0:
+                raise ValueError(f"weight of {name!r:.80} must be a finite number >= 0")
+            checked[_version_name(name)] = number
         if sum(checked.values()) <= 0:
             raise ValueError("ab weights sum to 0")
         return {"variants": checked}
     if command == "ramp":
         every_s = args.get("every_s")
-        if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, int | float) or every_s <= 0):
-            raise ValueError("ramp every_s must be a positive number of seconds, or null to advance on gates only")
+        seconds = None if every_s is None else _number(every_s)
+        if every_s is not None and (seconds is None or not 0 < seconds <= MAX_EVERY_S):
+            raise ValueError(f"ramp every_s must be a number of seconds in (0, {MAX_EVERY_S:.0f}], "
+                             "or null to advance on gates only")
         return {
             "version": _version_name(args.get("version")),
             "shares": _ramp_shares(args.get("shares", [0.0, 0.05, 0.25, 0.5, 1.0])),
-            "every_s": None if every_s is None else float(every_s),
+            "every_s": seconds,
         }
     if command == "gate":  # a gate's verdict on a ramping version: passed advances it, failed stops it
         passed, reason = args.get("passed"), args.get("reason", "")
@@ -127,7 +164,10 @@ class ControlMessage(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("issued_at must carry a time zone (UTC, e.g. 2026-11-21T12:00:00Z)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before the first representable UTC time
+            raise ValueError("issued_at is out of range") from exc
 
     @field_validator("args")
     @classmethod
@@ -185,30 +225,75 @@ def encode_message(fields: Mapping[str, Any]) -> bytes:
     return json.dumps(dict(fields), separators=(",", ":")).encode("utf-8")
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
-    try:
-        decoded = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ControlRefused("malformed", f"not UTF-8 JSON: {exc}") from exc
-    if not isinstance(decoded, dict):
-        raise ControlRefused("malformed", f"a JSON {type(decoded).__name__} is not a control message")
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    decoded: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in decoded:
+            raise ControlRefused("malformed", f"duplicate key {key!r:.80}")
+        decoded[key] = value
     return decoded
 
 
-def verify_message(raw: bytes, secret: str | None, now: datetime, max_age_s: float = 300.0,
-                   max_future_s: float = 30.0) -> ControlMessage:
-    """Decode, authenticate and date-check one control message; raise :class:`ControlRefused`.
+def _no_constant(name: str) -> Any:
+    raise ControlRefused("malformed", f"{name} is not JSON")
 
-    Order: decode, signature (constant-time), then shape and freshness, so an
-    unsigned sender learns nothing about which fields we would accept.
+
+def _nesting(text: str) -> int:
+    """How deep the brackets of ``text`` go, those inside JSON strings not counted."""
+    depth = deepest = 0
+    for bracket in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def decode_json_object(raw: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """One strict JSON object from ``raw``, or :class:`ControlRefused` (``too_large`` or ``malformed``) saying
+    why not. Checked in this order: size, UTF-8, nesting (before the parser sees it), JSON, duplicate keys,
+    lone surrogates (which could not be written back as UTF-8)."""
+    if raw is None:
+        raise ControlRefused("malformed", "the record has no value")
+    if len(raw) > max_bytes:
+        raise ControlRefused("too_large", f"{len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ControlRefused("malformed", f"not UTF-8: {exc}") from exc
+    if _nesting(text) > MAX_NESTING:
+        raise ControlRefused("malformed", f"nested deeper than {MAX_NESTING} levels")
+    try:
+        decoded = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except ValueError as exc:  # JSONDecodeError, and integers longer than Python converts
+        raise ControlRefused("malformed", f"not JSON: {str(exc)[:200]}") from exc
+    if not isinstance(decoded, dict):
+        raise ControlRefused("malformed", f"a JSON {type(decoded).__name__} is not a control message")
+    try:
+        json.dumps(decoded, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ControlRefused("malformed", "a string holds a lone surrogate escape (\\ud800 to \\udfff)") from exc
+    return decoded
+
+
+def _label(value: object) -> str | None:
+    """A received id or command fit to be repeated on ``control.events`` (printable, at most 128 characters)."""
+    return value if isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable() else None
+
+
+def verify_message(raw: bytes | None, secret: str | None, now: datetime, max_age_s: float = 300.0,
+                   max_future_s: float = 30.0, max_bytes: int = MAX_MESSAGE_BYTES) -> ControlMessage:
+    """Decode, authenticate and date-check one control message; raise :class:`ControlRefused`, and
+    nothing else, for any ``raw``.
+
+    Order: decode (:func:`decode_json_object`), signature (constant-time), then shape and freshness,
+    so an unsigned sender learns nothing about which fields we would accept.
     """
-    fields = _decode(raw)
-    message_id = fields.get("id") if isinstance(fields.get("id"), str) else None
-    command = fields.get("command") if isinstance(fields.get("command"), str) else None
+    fields = decode_json_object(raw, max_bytes)
+    message_id, command = _label(fields.get("id")), _label(fields.get("command"))
     if not secret:
         raise ControlRefused("no_secret", "BSE_CONTROL_SECRET is not set: every control message is refused", message_id, command)
     signature = fields.get("signature")
-    if not isinstance(signature, str) or not hmac.compare_digest(signature.encode("utf-8"), sign_fields(fields, secret).encode("utf-8")):
+    if (not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature)
+            or not hmac.compare_digest(signature, sign_fields(fields, secret))):
         raise ControlRefused("bad_signature", "the HMAC-SHA256 signature does not match", message_id, command)
     try:
         message = ControlMessage.model_validate(fields)

@@ -120,19 +120,23 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
             await outcome_publisher.stop()
             await rebuilder.close()
             await client.aclose()
-            await control.stop()
 
     @app.agent(control_topic, concurrency=1)
     async def apply_control(stream: faust.StreamT) -> None:
-        """Each control message is handled by one worker of the group; all follow through Redis."""
-        await control.start()
-        async for event in stream.events():
-            await control.handle(event.message.value)
+        """Each control message is handled by one worker of the group; all follow through Redis. ``handle``
+        refuses what is not a valid message and retries Redis and Kafka faults in place, so the loop body
+        ends (and Faust acknowledges the message) only once it was applied or refused and reported. The
+        control plane's connections close when this agent stops; whatever needs one later reopens it."""
+        try:
+            async for event in stream.events():
+                await control.handle(event.message.value)
+        finally:
+            await control.stop()
 
     @app.timer(settings.control.tick_interval_s)
     async def tick_control() -> None:
-        if control.started:
-            await control.tick()
+        """Opened breakers and the passing time into the shared state (faults retried in place)."""
+        await control.tick()
 
     @app.timer(STATS_INTERVAL_S)
     async def log_stats() -> None:

@@ -1,26 +1,39 @@
-"""The worker's side of the control plane: receive, check, apply, share and report control messages.
+"""The worker's side of the control plane: receive, check, apply, share, report and keep control states.
 
 Where the state lives, and why
 ------------------------------
-The ``control`` topic is the signed log of what operators asked; the applied
-state lives in Redis (``{prefix}control:state``, a JSON :class:`ControlState`,
-and ``{prefix}control:revision``, a counter). Workers share one consumer
-group, so each control message is handled by one worker: it verifies the
-signature and freshness, checks the versions named (load, manifest, files,
-sha256; for promote and ramp a warm-up on current windows and the recorded
-parity), and steps the pure state machine inside a Redis WATCH/MULTI
-transaction, so two workers can never interleave two changes. Every worker
-polls the small revision key (``control.poll_interval_s``, 0.2 s) and swaps
-in the new routing table when it moves: all workers serve the same state
-within a second, without a restart, and a worker that starts later reads the
-state before it serves its first candle.
+The ``control`` topic is the signed log of what operators asked. The applied
+state is served from Redis (``{prefix}control:state``, a JSON
+:class:`ControlState`, and ``{prefix}control:revision``, a counter) and kept in
+Kafka: every stored change is also published, signed, to ``control.state``
+(:mod:`workers.control_log`), from which a worker restores it when Redis has
+lost it. Workers share one consumer group, so each control message is handled
+by one worker: it verifies the message (size, JSON, signature, freshness),
+checks the versions named (load, manifest, files, sha256; for promote and ramp
+a warm-up on current windows and the recorded parity), and steps the pure state
+machine inside a Redis WATCH/MULTI transaction, so two workers can never
+interleave two changes. Every worker polls the small revision key
+(``control.poll_interval_s``, 0.2 s) and swaps in the new routing table when it
+moves: all workers serve the same state within a second, without a restart, and
+a worker that starts later reads the state before it serves its first candle.
 
-Why not the topic alone (compacted, read from the beginning): the freshness
-window makes an old signed message unacceptable by design, so replaying the
-log cannot rebuild the state; compaction by the contract's key (the command)
-would also drop the order between different commands. Redis already holds
-the windows the worker cannot run without, and a transaction on it gives the
-single order the state machine needs.
+Recovery: a worker compares Redis with ``control.state`` when it starts, and
+again whenever it finds the state missing after having seen one, and before a
+change would be written over a missing state. A state missing in Redis (or
+older, by sequence, than the log's newest) is replaced by the log's
+highest-sequence state in one transaction that writes only if it is still
+missing or older, so workers restoring at once agree; one newer than the log's
+newest is published. The restored state keeps its revision (every worker goes
+on serving what it served) and its seen ids (a replayed message is refused).
+
+Why not the ``control`` topic alone (compacted, read from the beginning): the
+freshness window makes an old signed message unacceptable by design, so
+replaying the log cannot rebuild the state; compaction by the contract's key
+(the command) would also drop the order between different commands.
+
+Faults: transient Redis and Kafka errors are retried in place
+(:mod:`workers.transient`): a message is handled, a tick applied, a poll done
+once the servers answer again, never dropped.
 """
 
 from __future__ import annotations
@@ -28,13 +41,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import WatchError
 
 from configs.settings import Settings
@@ -46,12 +64,17 @@ from models.manifest import MANIFEST_NAME, load_manifest, verify_files
 from models.parity_check import check_recorded_parity
 from models.predictor import Predictor, predict_windows
 from workers.adaptive import AdaptiveWeights, load_served
+from workers.control_log import ControlStateLog
 from workers.model_router import MODEL_ERRORS, ModelRouter
 from workers.topics import ensure_topics
+from workers.transient import Backoff, retry_transient
 
-__all__ = ["RedisControlStore", "ControlPlane", "load_served_version", "send_control"]
+__all__ = ["RedisControlStore", "Transacted", "ControlPlane", "load_served_version", "send_control"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_MAX_REASON = 500  # characters of a refusal's reason on control.events
 
 
 def load_served_version(settings: Settings, version: str, adaptive: AdaptiveWeights | None = None) -> Predictor:
@@ -75,6 +98,12 @@ async def send_control(settings: Settings, fields: dict[str, object]) -> None:
         await producer.stop()
 
 
+class Transacted(NamedTuple):
+    state: ControlState  # the stored state after the change
+    events: list[ControlEvent]
+    written: bool  # False: the change left the state as it was, nothing was stored
+
+
 class RedisControlStore:
     """The applied control state and its revision counter in Redis."""
 
@@ -83,18 +112,24 @@ class RedisControlStore:
         self._state_key = f"{key_prefix}control:state"
         self._revision_key = f"{key_prefix}control:revision"
 
-    async def revision(self) -> int:
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def revision(self) -> int | None:
+        """The stored revision; None when Redis holds no state."""
         raw = await self._client.get(self._revision_key)
-        return int(raw) if raw is not None else 0
+        return int(raw) if raw is not None else None
 
-    async def read(self) -> ControlState:
+    async def read(self) -> ControlState | None:
         raw = await self._client.get(self._state_key)
-        return ControlState.model_validate_json(raw) if raw is not None else ControlState()
+        return ControlState.model_validate_json(raw) if raw is not None else None
 
-    async def transact(
-        self, change: Callable[[ControlState], tuple[ControlState, list[ControlEvent]]]
-    ) -> tuple[ControlState, list[ControlEvent]]:
-        """Apply ``change`` to the stored state atomically (optimistic: retried when another worker wrote first)."""
+    async def transact(self, change: Callable[[ControlState], tuple[ControlState, list[ControlEvent]]],
+                       on_missing: Callable[[], Awaitable[None]] | None = None) -> Transacted:
+        """Apply ``change`` to the stored state atomically (optimistic: retried when another worker wrote
+        first); a stored change gets the next ``sequence``. When no state is stored and ``change`` would
+        write one, ``on_missing`` runs first (once: a restore from the log) and the transaction starts over."""
+        asked = False
         async with self._client.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -104,78 +139,165 @@ class RedisControlStore:
                     after, events = change(before)
                     if after == before:
                         await pipe.unwatch()
-                        return after, events
+                        return Transacted(after, events, written=False)
+                    if raw is None and on_missing is not None and not asked:
+                        await pipe.unwatch()
+                        asked = True
+                        await on_missing()
+                        continue
+                    after = after.model_copy(update={"sequence": before.sequence + 1})
                     pipe.multi()
                     pipe.set(self._state_key, after.model_dump_json())
                     pipe.set(self._revision_key, after.revision)
                     await pipe.execute()
-                    return after, events
+                    return Transacted(after, events, written=True)
+                except WatchError:
+                    continue
+
+    async def restore(self, state: ControlState) -> tuple[bool, ControlState | None]:
+        """Store ``state`` if the stored one is missing or has a lower sequence, atomically: of workers
+        restoring at once, one writes and the others find it done. (Whether it wrote, the state it found.)"""
+        async with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self._state_key)
+                    raw = await pipe.get(self._state_key)
+                    stored = ControlState.model_validate_json(raw) if raw is not None else None
+                    if stored is not None and stored.sequence >= state.sequence:
+                        await pipe.unwatch()
+                        return False, stored
+                    pipe.multi()
+                    pipe.set(self._state_key, state.model_dump_json())
+                    pipe.set(self._revision_key, state.revision)
+                    await pipe.execute()
+                    return True, stored
                 except WatchError:
                     continue
 
 
 class ControlPlane:
-    """One per worker process: handles control messages, keeps the router on the shared state."""
+    """One per worker process: handles control messages, keeps the router on the shared state.
+
+    Its connections (Redis; a producer for ``control.events`` and ``control.state``; a reader of
+    ``control.state``) open on first use, and again after :meth:`stop`: an agent that stops it never
+    leaves another agent without them. Transient Redis and Kafka faults are retried in place
+    (:mod:`workers.transient`): ``faults`` counts the failed tries by service (``redis``, ``kafka``),
+    ``restores`` the states this worker restored into Redis from ``control.state``.
+    """
 
     def __init__(self, settings: Settings, router: ModelRouter, loader_executor: Executor) -> None:
         self._settings = settings
         self._router = router
         self._executor = loader_executor
+        self.faults: Counter[str] = Counter()
+        self.restores = 0
         self._client: aioredis.Redis | None = None
         self._store: RedisControlStore | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._start_lock = asyncio.Lock()
+        self._connect_lock = asyncio.Lock()
         self._sync_lock = asyncio.Lock()  # the poll and a just-handled message never swap tables out of order
         self._unloadable_revision: int | None = None  # logged once, retried on every poll
+        self._reconciled = False  # Redis and control.state compared once since this process started
+        self._check_log = True  # a missing state sends the poll to the log: until it found none, and after a state was seen
         self._events_topic = settings.topic("control.events")
+        self._backoff = Backoff(settings.control.retry_initial_s, settings.control.retry_max_s)
         secret = settings.control_secret
         self._secret = (secret.get_secret_value() or None) if secret is not None else None
+        self._log = ControlStateLog(settings, self._secret)
 
     async def start(self) -> None:
-        """Connect once (whichever of the agents and timers gets here first)."""
-        async with self._start_lock:
-            if self._store is not None:
-                return
-            self._client = aioredis.Redis.from_url(self._settings.redis_url)
-            producer = AIOKafkaProducer(bootstrap_servers=self._settings.kafka_bootstrap, linger_ms=0, acks="all",
-                                        client_id="bse-predict-control")
-            await producer.start()
-            self._producer = producer
-            self._store = RedisControlStore(self._client, key_prefix=self._settings.topic_prefix)
+        """Open the connections now, retrying while Redis or Kafka is down; a no-op when they are open."""
+        async def connect() -> None:
+            await self._redis_store().ping()
+            await self._open_producer()
 
-    @property
-    def started(self) -> bool:
-        return self._store is not None
+        await self._retrying("starting the control plane", connect)
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-        if self._client is not None:
-            await self._client.aclose()
+        """Close the connections; the next call that needs one opens it again."""
+        async with self._connect_lock:
+            producer, self._producer = self._producer, None
+            client, self._client, self._store = self._client, None, None
+            if producer is not None:
+                await producer.stop()
+            if client is not None:
+                await client.aclose()
+            await self._log.close()
+
+    def _redis_store(self) -> RedisControlStore:
+        if self._store is None:
+            timeout_s = self._settings.control.io_timeout_s
+            # No retries inside the client: :func:`retry_transient` retries, logs and counts them.
+            self._client = aioredis.Redis.from_url(self._settings.redis_url, socket_timeout=timeout_s,
+                                                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+            self._store = RedisControlStore(self._client, key_prefix=self._settings.topic_prefix)
+        return self._store
+
+    async def _open_producer(self) -> AIOKafkaProducer:
+        async with self._connect_lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self._settings.kafka_bootstrap, linger_ms=0, acks="all",
+                                            client_id="bse-predict-control")
+                try:
+                    await producer.start()
+                except KafkaError:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _send(self, topic: str, value: bytes, key: bytes) -> None:
+        producer = await self._open_producer()
+        await producer.send_and_wait(topic, value, key=key)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await retry_transient(call, what, self._backoff, self.faults, log)
 
     # -- receiving ---------------------------------------------------------------------------
 
-    async def handle(self, raw: bytes) -> list[ControlEvent]:
-        """One message of the ``control`` topic: verified, checked, applied or refused, and reported."""
-        assert self._store is not None
+    async def handle(self, raw: bytes | None) -> list[ControlEvent]:
+        """One record of the ``control`` topic: verified, checked, applied or refused, and reported.
+
+        Raises nothing for any ``raw``: what is not a valid control message is refused with its reason.
+        Transient Redis and Kafka faults are retried in place until they pass, so a valid message is
+        never lost to one; when Redis committed a try but its answer was lost, the next try finds the
+        message's id stored and reports what that try did (not a replay)."""
         now = datetime.now(UTC)
         config = self._settings.control
         try:
-            message = verify_message(raw, self._secret, now, config.max_age_s, config.max_future_s)
+            message = verify_message(raw, self._secret, now, config.max_age_s, config.max_future_s,
+                                     config.max_message_bytes)
         except ControlRefused as refusal:
-            event = ControlEvent(status="refused", reason=f"{refusal.kind}: {refusal.reason}", at=now,
+            event = ControlEvent(status="refused", reason=f"{refusal.kind}: {refusal.reason}"[:_MAX_REASON], at=now,
                                  id=refusal.message_id, command=refusal.command)
             await self._report([event])
             return [event]
         loop = asyncio.get_running_loop()
         problems, notes = await loop.run_in_executor(self._executor, self._check_versions, message)
-        _, events = await self._store.transact(
-            lambda state: step(state, CommandReceived(message, problems, self._router.default_live), now,
-                               config.max_age_s + config.max_future_s))
+        received = CommandReceived(message, problems, self._router.default_live)
+        remember_s = config.max_age_s + config.max_future_s
+        tries = 0
+        computed: list[ControlEvent] | None = None
+
+        def change(state: ControlState) -> tuple[ControlState, list[ControlEvent]]:
+            nonlocal computed
+            if tries > 1 and computed is not None and any(seen_id == message.id for seen_id, _ in state.seen):
+                return state, computed  # an earlier try was stored before Redis failed to answer
+            after, computed = step(state, received, now, remember_s)
+            return after, computed
+
+        async def attempt() -> Transacted:
+            nonlocal tries
+            tries += 1
+            return await self._redis_store().transact(change, self._reconcile)
+
+        done = await self._retrying(f"applying control message {message.id}", attempt)
+        events = done.events
         if notes:  # what the checks could not cover goes on the record of an applied command
             said = "; ".join(f"{version}: {note}" for version, note in notes.items())
             events = [e.model_copy(update={"reason": f"{e.reason} ({said})"}) if e.status == "applied" else e
                       for e in events]
+        await self._publish(done.state, now)
         await self._report(events)
         await self.sync()
         return events
@@ -236,12 +358,27 @@ class ControlPlane:
     # -- sharing -----------------------------------------------------------------------------
 
     async def sync(self) -> None:
-        """Swap in the stored state when its revision moved (the poll every worker runs)."""
-        assert self._store is not None
+        """Swap in the stored state when its revision moved (the poll every worker runs). The first call
+        compares Redis with ``control.state`` (:meth:`_reconcile`), as does a call that finds no state in
+        Redis after this worker has seen one. Transient faults are retried in place."""
+        await self._retrying("following the control state", self._sync_once)
+
+    async def _sync_once(self) -> None:
+        store = self._redis_store()
         async with self._sync_lock:
-            if await self._store.revision() == self._router.table.revision:
+            if not self._reconciled:
+                await self._reconcile()
+                self._reconciled = True
+            revision = await store.revision()
+            if revision is None and self._check_log:
+                await self._reconcile()
+                revision = await store.revision()
+            self._check_log = revision is not None
+            if revision is None or revision == self._router.table.revision:
                 return
-            state = await self._store.read()
+            state = await store.read()
+            if state is None:  # removed since the revision was read: the next poll restores it
+                return
             loop = asyncio.get_running_loop()
             try:
                 table = await loop.run_in_executor(self._executor, self._router.table_for, state)
@@ -255,32 +392,61 @@ class ControlPlane:
             self._router.table = table
             log.info("control revision %d applied: %s", state.revision, json.dumps(state.summary()))
 
+    async def _reconcile(self) -> None:
+        """Bring Redis and ``control.state`` level: a state missing in Redis, or older (by sequence) than the
+        log's newest, is replaced by the log's newest; one newer than the log's newest (its writer stopped
+        before publishing it, or it was stored before the log existed) is published."""
+        store = self._redis_store()
+        newest = await self._log.newest()
+        stored = await store.read()
+        if newest is not None and (stored is None or stored.sequence < newest.sequence):
+            written, replaced = await store.restore(newest)
+            if written:
+                self.restores += 1
+                had = "none" if replaced is None else f"sequence {replaced.sequence}"
+                log.warning("control state restored from %s: sequence %d, revision %d, %d seen ids (Redis had %s)",
+                            self._log.topic, newest.sequence, newest.revision, len(newest.seen), had)
+        elif stored is not None and (newest is None or newest.sequence < stored.sequence):
+            await self._log.publish(stored, self._send, datetime.now(UTC))
+
     async def follow(self) -> None:
         """Poll the revision for as long as the worker runs (a task of the candle agent: Faust timers
-        only start once the group has assigned partitions, seconds after a worker joins)."""
+        only start once the group has assigned partitions, seconds after a worker joins). Transient
+        faults are retried in place; it ends only by raising another error."""
         while True:
             await self.sync()
             await asyncio.sleep(self._settings.control.poll_interval_s)
 
     async def tick(self) -> None:
-        """Breakers that opened, then the passing time (scheduled ramps, forgotten ids)."""
-        assert self._store is not None
+        """Breakers that opened, then the passing time (scheduled ramps, forgotten ids); each stored change
+        published to ``control.state``, then reported. Transient faults are retried in place."""
         now = datetime.now(UTC)
         config = self._settings.control
+        remember_s = config.max_age_s + config.max_future_s
         tripped, self._router.tripped = self._router.tripped, []  # appended to by the inference thread
         events: list[Event] = [ModelFailed(v, reason) for v, reason in tripped]
         events.append(Tick())
         reported: list[ControlEvent] = []
         for event in events:
-            _, out = await self._store.transact(
-                lambda state, event=event: step(state, event, now, config.max_age_s + config.max_future_s))
-            reported += out
+            def change(state: ControlState, event: Event = event) -> tuple[ControlState, list[ControlEvent]]:
+                return step(state, event, now, remember_s)
+
+            done = await self._retrying("ticking the control state",
+                                        lambda change=change: self._redis_store().transact(change, self._reconcile))
+            if done.written:
+                await self._publish(done.state, now)
+            reported += done.events
         await self._report(reported)
 
+    async def _publish(self, state: ControlState, now: datetime) -> None:
+        """``state`` to ``control.state``, unless this worker published it (or a newer one) already."""
+        await self._retrying("publishing the control state", lambda: self._log.publish(state, self._send, now))
+
     async def _report(self, events: list[ControlEvent]) -> None:
-        assert self._producer is not None
         for event in events:
             (log.info if event.status != "refused" else log.warning)("control %s: %s %s", event.status,
                                                                       event.command, event.reason)
             key = (event.command or "unknown").encode()
-            await self._producer.send_and_wait(self._events_topic, event.model_dump_json().encode(), key=key)
+            value = event.model_dump_json().encode()
+            await self._retrying("reporting on control.events",
+                                 lambda value=value, key=key: self._send(self._events_topic, value, key))

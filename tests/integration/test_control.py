@@ -383,3 +383,81 @@ def test_concurrent_changes_through_redis_are_never_lost(isolated: Settings) -> 
     state, revision = asyncio.run(run())
     assert sorted(i for i, _ in state.seen) == sorted(m.id for m in messages)
     assert revision == state.revision == 40  # every fallback changed what is served once
+
+
+def test_unreadable_control_records_are_refused_and_reported_and_the_next_valid_one_is_applied(
+    control_settings: Settings, tmp_path: Path
+) -> None:
+    """Bytes that are not a control message (json.loads alone raises RecursionError on the first two)
+    are refused on control.events with their reason; the agent goes on with the next message."""
+    settings = control_settings
+    _copy_version(settings.models_dir, "v-b")
+    worker = WorkerProcess(_env(settings), tmp_path / "w.log").start()
+    try:
+        unreadable = [b"[" * 200_000, b"[" * 60_000, b'{"id": "x", \xff\xfe}', b'{"id": "a", "id": "b"}',
+                      b'{"args": {"v": NaN}}']
+        asyncio.run(send_raw(settings.kafka_bootstrap, settings.topic("control"),
+                             [(b"promote", raw) for raw in unreadable]))
+        valid_id = _send_control(settings, "fallback", {"version": "v-b"})
+        events = _events(settings, len(unreadable) + 1)
+        reasons = [e["reason"] for e in events[:len(unreadable)]]
+        assert all(e["status"] == "refused" and e["id"] is None for e in events[:len(unreadable)])
+        assert reasons[0].startswith("too_large: 200000 bytes")
+        assert reasons[1].startswith("malformed: nested deeper than")
+        assert reasons[2].startswith("malformed: not UTF-8")
+        assert reasons[3].startswith("malformed: duplicate key 'id'")
+        assert reasons[4].startswith("malformed: NaN is not JSON")
+        applied = events[len(unreadable)]
+        assert (applied["id"], applied["status"], applied["state"]["fallback"]) == (valid_id, "applied", "v-b")
+        _wait_for_log(worker, "control revision 1 applied")
+        assert "Traceback" not in worker.log_path.read_text(errors="replace")
+    finally:
+        worker.stop()
+
+
+def test_after_redis_forgets_the_control_state_every_worker_serves_the_same_versions_and_a_replay_is_refused(
+    control_settings: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+) -> None:
+    """The prefix's control keys deleted (what FLUSHALL does to them): the workers restore the state from
+    control.state, one of them writes it, and nobody falls back to its start-up version."""
+    import redis
+
+    settings = control_settings
+    _copy_version(settings.models_dir, "v-b")
+    names = TopicNames.of(settings)
+    env = _env(settings)
+    workers = [WorkerProcess(env, tmp_path / f"w{i}.log").start() for i in (1, 2)]
+    try:
+        _send_candles(settings, _records(futures_series, 0, FIRST + 1))
+        fields = build_message("promote", {"version": "v-b"}, SECRET, datetime.now(UTC), "integration-test")
+        raw = encode_message(fields)
+        asyncio.run(send_raw(settings.kafka_bootstrap, names.control, [(b"promote", raw)]))
+        assert _event_for(settings, fields["id"], 1)["status"] == "applied"
+        for worker in workers:
+            _wait_for_log(worker, "control revision 1 applied")
+        client = redis.Redis.from_url(settings.redis_url)
+        state_key, revision_key = f"{settings.topic_prefix}control:state", f"{settings.topic_prefix}control:revision"
+        before = client.get(state_key)
+        assert client.delete(state_key, revision_key) == 2
+
+        deadline = time.monotonic() + 30
+        while client.get(state_key) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get(state_key) == before and client.get(revision_key) == b"1"
+        restored = [w for w in workers if "control state restored from" in w.log_path.read_text(errors="replace")]
+        assert len(restored) == 1, "one worker writes the restored state; the other finds it there"
+
+        chunk = _records(futures_series, FIRST + 1, FIRST + 3)
+        _send_candles(settings, chunk)
+        served = _predictions(settings, names.predictions, _ids(chunk))
+        assert set(served) == _ids(chunk)
+        assert {(p.model.version, p.variant) for p in served.values()} == {("v-b", "control")}
+        for worker in workers:
+            assert "control revision 0 applied" not in worker.log_path.read_text(errors="replace")
+
+        asyncio.run(send_raw(settings.kafka_bootstrap, names.control, [(b"promote", raw)]))  # the same bytes again
+        events = _events(settings, 2)
+        assert events[-1]["id"] == fields["id"] and events[-1]["reason"].startswith("replayed")
+    finally:
+        for worker in workers:
+            worker.stop()
