@@ -213,6 +213,10 @@ class AlertsConfig(_Frozen):
     start_from: Literal["earliest", "latest"] = "latest"
     poll_timeout_ms: int = Field(1000, gt=0)
     session_timeout_s: float = Field(10.0, ge=6.0)
+    claim_ttl_s: float = Field(30.0, ge=1.0)
+    claim_poll_ms: int = Field(200, gt=0)
+    lease_ttl_s: float = Field(15.0, ge=1.0)
+    stale_after_hours: float = Field(3.0, gt=0)
 
     def chat_ids(self, env_chat_ids: str | None) -> tuple[str, ...]:
         """TELEGRAM_CHAT_ID (comma-separated) first, then ``chats``; duplicates dropped."""

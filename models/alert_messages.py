@@ -1,4 +1,4 @@
-"""The words of every Telegram message: alert, follow-up, digest, daily summary (HTML).
+"""The words of every Telegram message: alert, follow-up, catch-up note, digest, daily summary (HTML).
 
 Each function returns Telegram HTML where every value from a message is
 escaped and every line closes the tags it opens, so
@@ -16,7 +16,7 @@ from models.live_stats import GroupStats, SummaryStats
 from models.schema import Outcome, Prediction
 from models.telegram_text import escape_html
 
-__all__ = ["format_alert", "format_followup", "format_digest", "format_summary", "summary_caption",
+__all__ = ["format_alert", "format_followup", "format_catchup", "format_digest", "format_summary", "summary_caption",
            "format_price", "format_utc"]
 
 _ARROW = {"up": "⬆️", "down": "⬇️"}
@@ -66,19 +66,58 @@ def format_alert(call: AlertCall) -> str:
     return "\n".join(lines)
 
 
-def format_followup(call: AlertCall, outcome: Outcome) -> str:
-    """The reply to an alert once its answer is known: what happened and after how long."""
+def _what_happened(call: AlertCall, outcome: Outcome) -> str:
+    """"✅ +2% first, after 5 h", "❌ -2% first, after 1 h" or "⏸ neither ±2% within 72 h"."""
     e = escape_html
-    took = _hours(outcome.resolved_at - call.decided_at_ms)
     if outcome.outcome == "none":
-        head = f"⏸ neither ±{e(call.target)} within {call.horizon_hours} h"
-    else:
-        mark = "✅" if outcome.outcome == call.direction else "❌"
-        head = f"{mark} {e(_barrier(call.target, outcome.outcome))} first, after {took}"
-    return "\n".join([
-        f"{head} · <b>{e(call.symbol)}</b>",
+        return f"⏸ neither ±{e(call.target)} within {call.horizon_hours} h"
+    mark = "✅" if outcome.outcome == call.direction else "❌"
+    took = _hours(outcome.resolved_at - call.decided_at_ms)
+    return f"{mark} {e(_barrier(call.target, outcome.outcome))} first, after {took}"
+
+
+def format_followup(call: AlertCall, outcome: Outcome, caught_up: bool = False) -> str:
+    """The reply to an alert once its answer is known: what happened and after how long.
+
+    ``caught_up``: the call went out in a catch-up note, not as an alert of its own, so the
+    reply names the call's candle (the note lists several calls).
+    """
+    e = escape_html
+    lines = [
+        f"{_what_happened(call, outcome)} · <b>{e(call.symbol)}</b>",
         f"called {e(call.direction)} at {_pct(call.probability)} · resolved {e(format_utc(outcome.resolved_at))}",
-    ])
+    ]
+    if caught_up:
+        lines.append(f"<i>from the catch-up note: candle {e(format_utc(call.open_time))}</i>")
+    return "\n".join(lines)
+
+
+def format_catchup(calls: Sequence[tuple[AlertCall, Outcome | None]], stale_after_hours: float) -> str:
+    """One note for calls that were too old to be sent as alerts: one line per call, oldest first.
+
+    A call whose outcome is already known says what happened; the others get
+    their follow-up later, as a reply to this note.
+    """
+    if not calls:
+        raise ValueError("a catch-up note needs at least one call")
+    e = escape_html
+    ordered = sorted(calls, key=lambda c: (c[0].open_time, c[0].symbol, target_sort_key(c[0].target)))
+    first, last = ordered[0][0].open_time, ordered[-1][0].open_time
+    noun = "call" if len(ordered) == 1 else "calls"
+    lines = [
+        f"⏪ <b>Catch-up</b> · {len(ordered)} {noun} not sent as alerts",
+        f"candles {e(format_utc(first))} to {e(format_utc(last))}",
+        f"<i>each was more than {e(_hours(round(stale_after_hours * 3_600_000)))} old when it could be sent;"
+        " outcomes still open are answered in replies</i>",
+        "",
+    ]
+    for call, outcome in ordered:
+        result = f" → {_what_happened(call, outcome)}" if outcome is not None else ""
+        lines.append(
+            f"{_SIGNAL_MARK[call.signal]} <b>{e(call.symbol)}</b> {e(_barrier(call.target, call.direction))}"
+            f" · {e(call.signal)} {_pct(call.probability)} · {e(format_utc(call.open_time)[5:16])}"
+            f" · {e(format_price(call.close))}{result}")
+    return "\n".join(lines)
 
 
 def format_digest(period_start_ms: int, every_hours: int, predictions: Sequence[Prediction],

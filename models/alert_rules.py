@@ -6,6 +6,7 @@ service asks :func:`wanted_calls` which targets of a prediction pass their
 thresholds, then :func:`cooldown_allows` with the last alerted ``open_time``
 of the same symbol, target and direction, and stores the verdict before it
 sends anything (docs/alerts.md explains why the verdict is stored).
+:func:`is_stale` is the one rule that takes the present: the caller passes it in.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from configs.settings import TIMEFRAME_MS, AlertsConfig
 from models.schema import Prediction, Signal
 
-__all__ = ["AlertCall", "wanted_calls", "cooldown_allows", "cooldown_key", "target_sort_key", "called_direction"]
+__all__ = ["AlertCall", "wanted_calls", "cooldown_allows", "cooldown_key", "target_sort_key", "called_direction",
+           "is_stale"]
 
 
 class AlertCall(BaseModel):
@@ -104,3 +106,9 @@ def cooldown_allows(last_alert_open_time_ms: int | None, open_time_ms: int, cool
     if last_alert_open_time_ms is None:
         return True
     return abs(open_time_ms - last_alert_open_time_ms) >= cooldown_hours * 3_600_000
+
+
+def is_stale(call: AlertCall, now_ms: int, stale_after_hours: float) -> bool:
+    """True when the call's candle closed more than ``stale_after_hours`` before ``now_ms``:
+    too late to be sent as a live alert (it goes into a catch-up note instead)."""
+    return now_ms - call.decided_at_ms > stale_after_hours * 3_600_000

@@ -6,7 +6,7 @@ tags, every ``<``, ``>`` and ``&`` outside them escaped: 400 "can't parse
 entities" otherwise), the 4096-character limit after parsing (1024 for a
 caption), a PNG in a multipart upload. What it accepted is recorded; it can
 be told to answer the next N calls with 429 (``retry_after``) or 500, to
-refuse a chat (400 "chat not found"), and to call a function (e.g. kill the
+refuse a chat (400 "chat not found") and accept it again, and to call a function (e.g. kill the
 client) when the N-th call arrives.
 """
 
@@ -118,6 +118,11 @@ class FakeTelegram:
         """Answer every call to ``chat_id`` as Telegram does for a chat the bot cannot reach (400)."""
         with self._lock:
             self._unknown_chats.add(chat_id)
+
+    def reachable(self, chat_id: str) -> None:
+        """Undo :meth:`unknown_chat`: calls to ``chat_id`` are accepted again."""
+        with self._lock:
+            self._unknown_chats.discard(chat_id)
 
     def when_call(self, number: int, action: Callable[[], None]) -> None:
         """Run ``action`` when call ``number`` (1-based, among calls that would be accepted) arrives;

@@ -88,6 +88,15 @@ async def test_attempts_run_out_with_a_clean_error(telegram: FakeTelegram) -> No
         with pytest.raises(TelegramUnavailable) as error:
             await client.send_message("1", "x")
     assert "failed 4 times" in str(error.value) and TOKEN not in str(error.value)
+    assert error.value.may_have_delivered  # a 5xx does not say the message was not delivered
+
+
+async def test_only_429s_say_nothing_was_delivered(telegram: FakeTelegram) -> None:
+    telegram.fail_next(429, 10, retry_after=1)
+    async with _client(telegram.url, FakeTime()) as client:
+        with pytest.raises(TelegramUnavailable) as error:
+            await client.send_message("1", "x")
+    assert not error.value.may_have_delivered
 
 
 async def test_a_4xx_is_final_and_names_telegram_s_reason(telegram: FakeTelegram) -> None:
@@ -107,6 +116,7 @@ async def test_network_errors_never_show_the_token(caplog: pytest.LogCaptureFixt
             with pytest.raises(TelegramUnavailable) as error:
                 await client.send_message("1", "x")
     assert "network error" in str(error.value)
+    assert not error.value.may_have_delivered  # no connection was ever made
     assert TOKEN not in str(error.value) and TOKEN not in caplog.text
     assert "SECRET" not in str(error.value) + caplog.text
 

@@ -24,4 +24,12 @@ class TelegramRefused(AlertsError):
 
 
 class TelegramUnavailable(AlertsError):
-    """429s, 5xx answers or network errors outlasted every attempt."""
+    """429s, 5xx answers or network errors outlasted every attempt.
+
+    ``may_have_delivered`` is False only when no attempt could have reached
+    Telegram's chat: every one was answered 429 or never connected.
+    """
+
+    def __init__(self, message: str, may_have_delivered: bool) -> None:
+        super().__init__(message)
+        self.may_have_delivered = may_have_delivered

@@ -9,7 +9,8 @@ own schedule, commits past in-flight events with concurrency > 1
 (faust-streaming issue 606) and commits after an exception; nothing here
 needs its tables or its windowing. Only ``predictions`` and ``outcomes`` are
 read: ``predictions.shadow`` is never subscribed, so shadow output cannot
-reach a chat.
+reach a chat. Each process has a random owner id for its claims and for the
+schedule lease, which a background task renews until the process stops.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import uuid
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
@@ -29,6 +31,7 @@ from configs.settings import Settings
 from models.schema import Outcome, Prediction
 from workers.alerts.chart import summary_chart_png
 from workers.alerts.errors import AlertsConfigError
+from workers.alerts.lease import Lease, OwnedKeys
 from workers.alerts.service import AlertService
 from workers.alerts.store import AlertStore
 from workers.alerts.telegram import TelegramClient, redact
@@ -99,6 +102,18 @@ async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
     return all([await consumer.position(tp) >= ends[tp] for tp in assignment])
 
 
+async def _group_caught_up(consumer: AIOKafkaConsumer, topics: tuple[str, str]) -> bool:
+    """True when the group's committed offsets reach the end of every partition of ``topics``: every
+    process of the group has handled everything there is, so a digest holds every symbol."""
+    partitions = [TopicPartition(topic, p) for topic in topics
+                  for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    ends = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        if (await consumer.committed(tp) or 0) < ends[tp]:
+            return False
+    return True
+
+
 async def _handle(service: AlertService, names: tuple[str, str], record: ConsumerRecord) -> None:
     predictions, _ = names
     try:
@@ -135,7 +150,7 @@ async def consume(settings: Settings, service: AlertService, stop: asyncio.Event
             batch = await consumer.getmany(timeout_ms=settings.alerts.poll_timeout_ms, max_records=100)
             if not batch:
                 if await _caught_up(consumer):
-                    await service.on_idle()
+                    await service.on_idle(lambda: _group_caught_up(consumer, names))
                 continue
             for tp, records in batch.items():
                 for record in records:
@@ -161,13 +176,22 @@ async def _run(settings: Settings, token: str, chats: tuple[str, ...]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     client_redis = aioredis.Redis.from_url(settings.redis_url)
-    store = AlertStore(client_redis, settings.topic_prefix, settings.alerts.state_ttl_hours)
+    owner = uuid.uuid4().hex  # this process, in its claims and its lease
+    store = AlertStore(client_redis, settings.topic_prefix, settings.alerts.state_ttl_hours, owner,
+                       settings.alerts.claim_ttl_s)
+    lease = Lease(OwnedKeys(client_redis), store.lease_key, owner, settings.alerts.lease_ttl_s)
     try:
         async with TelegramClient(settings.telegram_api_url, settings.telegram_bot_token, settings.alerts) as client:
-            service = AlertService(settings, store, client, chats, summary_chart_png)
-            log.info("alerts for %d chat(s) from %s; digest %s, summary %s", len(chats),
+            service = AlertService(settings, store, client, chats, summary_chart_png, lease)
+            log.info("alerts %s for %d chat(s) from %s; digest %s, summary %s", owner[:8], len(chats),
                      ", ".join(subscribed_topics(settings)), settings.alerts.digest, settings.alerts.summary)
-            await consume(settings, service, stop)
+            keeper = asyncio.create_task(lease.keep(stop))
+            try:
+                await consume(settings, service, stop)
+            finally:
+                stop.set()
+                await keeper
+                await lease.release()  # after the last on_idle, which may have renewed it
         log.info("alerts stopped")
     finally:
         await client_redis.aclose()

@@ -1,27 +1,37 @@
-"""What each message leads to: alerts, follow-ups, and, when the stream is caught up, the digest and summary.
+"""What each message leads to: alerts, follow-ups, and, when the stream is caught up, catch-up notes,
+the digest and the summary.
 
 Every send follows the same rule: look for the sent mark of (kind, key, chat);
-if there is none, send, and write the mark only after Telegram accepted the
-message. The consumer commits a Kafka offset only after its message was
-handled here, so a crash anywhere re-handles the message, and the marks turn
-the repeat into a no-op for everything already sent. docs/alerts.md gives
-the whole argument and its one unavoidable gap.
+if there is none, claim it (a Redis key set only where absent, expiring unless
+renewed), send, and turn the claim into the mark only after Telegram accepted
+the message; a refusal releases the claim. A claim held by another process
+means that process is sending: wait until it is marked (done) or gone (given
+up or expired: claim it). The consumer commits a Kafka offset only after its
+message was handled here, so a crash anywhere re-handles the message, and the
+marks turn the repeat into a no-op for everything already sent. An alert too
+old to be news (``alerts.stale_after_hours``) is kept for the chat's catch-up
+note instead. Catch-up notes, digests and summaries are made only by the
+holder of the schedule lease. docs/alerts.md gives the whole argument and its
+one unavoidable gap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from configs.settings import TIMEFRAME_MS, Settings
-from models.alert_messages import (format_alert, format_digest, format_followup, format_summary, format_utc,
-                                    summary_caption)
-from models.alert_rules import AlertCall, wanted_calls
+from models.alert_messages import (format_alert, format_catchup, format_digest, format_followup, format_summary,
+                                    format_utc, summary_caption)
+from models.alert_rules import AlertCall, is_stale, wanted_calls
 from models.live_stats import SummaryStats, summarize
 from models.schema import Outcome, Prediction
 from models.telegram_text import split_message
-from workers.alerts.errors import TelegramRefused
-from workers.alerts.store import AlertStore
+from workers.alerts.errors import TelegramRefused, TelegramUnavailable
+from workers.alerts.lease import Lease, renewing
+from workers.alerts.store import AlertStore, CatchupNote, Claimed, call_member
 from workers.alerts.telegram import TelegramClient
 
 __all__ = ["AlertService", "ChartDrawer"]
@@ -35,9 +45,11 @@ ChartDrawer = Callable[[SummaryStats, str], bytes | None]
 
 class AlertService:
     def __init__(self, settings: Settings, store: AlertStore, client: TelegramClient, chats: Sequence[str],
-                 draw_chart: ChartDrawer | None) -> None:
+                 draw_chart: ChartDrawer | None, lease: Lease, clock: Callable[[], float] = time.time) -> None:
         self._config = settings.alerts
         self._store = store
+        self._lease = lease
+        self._clock = clock
         self._client = client
         self._chats = tuple(chats)
         self._draw_chart = draw_chart if self._config.chart else None
@@ -56,6 +68,9 @@ class AlertService:
             if not await self._store.decide(call, self._config.cooldown_hours):
                 log.info("alert %s %s %s held back by the cooldown", call.symbol, call.target, call.direction)
                 continue
+            if is_stale(call, int(self._clock() * 1000), self._config.stale_after_hours):
+                await self._hold_for_catchup(call)
+                continue
             for chat in self._chats:
                 await self._send_alert(call, chat)
             outcome = await self._store.outcome(call.prediction_id, call.target)
@@ -71,13 +86,20 @@ class AlertService:
         if call is not None:
             await self._send_followups(call, outcome)
 
-    async def on_idle(self) -> None:
+    async def on_idle(self, group_caught_up: Callable[[], Awaitable[bool]]) -> None:
         """The consumer has read everything there is: send the newest digest and summary if still due.
 
         Only the newest complete period (its last candle has closed) and the
         newest complete day: after downtime or in a replay, one digest of the
-        present beats a backlog of stale ones.
+        present beats a backlog of stale ones. Before them, the catch-up note
+        of each chat that has stale calls waiting. Only the lease holder does
+        any of this, and only once ``group_caught_up`` says that the other
+        processes of its consumer group have handled everything too.
         """
+        if not await self._lease.hold() or not await group_caught_up():
+            return
+        for chat in self._chats:
+            await self._catch_up(chat)
         if self._config.digest:
             close_ms = await self._store.latest_close_ms()
             if close_ms is not None:
@@ -117,26 +139,61 @@ class AlertService:
 
     async def _deliver(self, kind: str, key: str, chat: str, text: str, reply_to: int | None = None,
                        photo: bytes | None = None) -> int | None:
-        """Send, then mark sent; the message_id, or None when Telegram refused it for good (logged).
+        """Claim, send, mark sent; the message_id, or None when Telegram refused it for good (logged).
 
-        A refusal (a 4xx such as an unknown chat or a blocked bot) is not
-        marked: it is logged and not tried again by this process, so one bad
-        chat cannot stop the stream for the others; a restart tries it once more.
+        A refusal (a 4xx such as an unknown chat or a blocked bot) releases the
+        claim and is not marked: it is logged and not tried again by this
+        process, so one bad chat cannot stop the stream for the others; another
+        process, or a restart, tries it once more. An outage that may have
+        delivered keeps the claim until it expires; one that cannot have
+        delivered releases it.
         """
         if (kind, key, chat) in self._refused:
             return None
+        already = await self._claim(kind, key, chat)
+        if already is not None:
+            return already
         try:
-            if photo is not None:
-                message_id = await self._client.send_photo(chat, photo, text)
-            else:
-                message_id = await self._client.send_message(chat, text, reply_to=reply_to)
+            async with renewing(lambda: self._store.renew_claim(kind, key, chat), self._config.claim_ttl_s / 3,
+                                f"the claim on {kind} {key} to chat {chat}"):
+                if photo is not None:
+                    message_id = await self._client.send_photo(chat, photo, text)
+                else:
+                    message_id = await self._client.send_message(chat, text, reply_to=reply_to)
         except TelegramRefused as exc:
+            await self._store.release_claim(kind, key, chat)
             log.error("%s %s not sent: %s", kind, key, exc)
             self._refused.add((kind, key, chat))
             return None
-        await self._store.mark_sent(kind, key, chat, message_id)
+        except TelegramUnavailable as exc:
+            if not exc.may_have_delivered:
+                await self._store.release_claim(kind, key, chat)
+            raise
+        if not await self._store.finish_claim(kind, key, chat, message_id):
+            log.warning("%s %s to chat %s: the claim expired before Telegram accepted the message;"
+                        " another alerts process may have sent it too", kind, key, chat)
         log.info("%s %s sent to chat %s as message %d", kind, key, chat, message_id)
         return message_id
+
+    async def _claim(self, kind: str, key: str, chat: str) -> int | None:
+        """None once this process holds the claim; the message_id when another process sent it meanwhile.
+
+        While another process holds it, wait: it is either marked sent (done),
+        released (Telegram refused it there) or expired (that process died).
+        """
+        waiting = False
+        while True:
+            answer = await self._store.claim(kind, key, chat)
+            if answer is Claimed.MINE:
+                return None
+            if isinstance(answer, int):
+                if waiting:
+                    log.info("%s %s to chat %s was sent by another alerts process", kind, key, chat)
+                return answer
+            if not waiting:
+                log.info("%s %s to chat %s is claimed by another alerts process; waiting for it", kind, key, chat)
+                waiting = True
+            await asyncio.sleep(self._config.claim_poll_ms / 1000)
 
     async def _all_sent(self, kind: str, key: str) -> bool:
         """Sent to every chat, or refused for good where not: nothing left to try for (kind, key)."""
@@ -144,15 +201,56 @@ class AlertService:
                     for chat in self._chats])
 
     async def _send_alert(self, call: AlertCall, chat: str) -> None:
-        await self._send_to_chat("alert", f"{call.prediction_id}|{call.target}", chat, format_alert(call))
+        await self._send_to_chat("alert", call_member(call), chat, format_alert(call))
 
     async def _send_followups(self, call: AlertCall, outcome: Outcome) -> None:
-        key = f"{call.prediction_id}|{call.target}"
         for chat in self._chats:
-            original = await self._store.sent("alert", key, chat)
-            if original is None:  # not sent there yet: the alert path sends the follow-up after it
+            await self._send_followup(call, outcome, chat)
+
+    async def _send_followup(self, call: AlertCall, outcome: Outcome, chat: str) -> None:
+        """A reply to the call's alert, or to the catch-up note that listed it."""
+        key = call_member(call)
+        original = await self._store.sent("alert", key, chat)
+        if original is None:  # not sent there yet: the alert or catch-up path sends the follow-up after it
+            return
+        caught_up = await self._store.sent("caught-up", key, chat) is not None
+        await self._send_to_chat("followup", key, chat, format_followup(call, outcome, caught_up), reply_to=original)
+
+    async def _hold_for_catchup(self, call: AlertCall) -> None:
+        held = [chat for chat in self._chats if await self._store.hold_for_catchup(chat, call)]
+        if held:
+            log.info("alert %s %s %s is older than %s h: kept for the catch-up note of %d chat(s)", call.symbol,
+                     call.target, call.direction, self._config.stale_after_hours, len(held))
+
+    async def _catch_up(self, chat: str) -> None:
+        """Seal the chat's waiting stale calls into a note, then send every sealed note not yet sent there.
+
+        A sealed note's text is stored, so a retry sends the same parts. Once
+        sent, each call listed is marked as alerted in that chat (follow-ups
+        reply to the note), and as followed up where the note gave its outcome.
+        """
+        calls = await self._store.pending_calls(chat)
+        if calls:
+            answers = [(c, await self._store.outcome(c.prediction_id, c.target)) for c in calls]
+            note = CatchupNote(text=format_catchup(answers, self._config.stale_after_hours), calls=tuple(calls),
+                               resolved=tuple(call_member(c) for c, o in answers if o is not None))
+            await self._store.seal_catchup(chat, note)
+        for number, note in await self._store.open_catchups(chat):
+            first = await self._send_to_chat("catchup", str(number), chat, note.text)
+            if first is None:  # refused: left open for another process or a restart
                 continue
-            await self._send_to_chat("followup", key, chat, format_followup(call, outcome), reply_to=original)
+            resolved = set(note.resolved)
+            for call in note.calls:
+                member = call_member(call)
+                await self._store.mark_sent("alert", member, chat, first)
+                if member in resolved:
+                    await self._store.mark_sent("followup", member, chat, first)
+            for call in note.calls:
+                if call_member(call) not in resolved:
+                    outcome = await self._store.outcome(call.prediction_id, call.target)
+                    if outcome is not None:  # resolved after the note was sealed
+                        await self._send_followup(call, outcome, chat)
+            await self._store.close_catchup(chat, number)
 
     async def _send_digest(self, period_ms: int) -> None:
         if await self._all_sent("digest", str(period_ms)):

@@ -5,7 +5,9 @@
 - 429: wait the answer's ``parameters.retry_after`` (the chat's bucket is held
   that long), then try again. 5xx and network errors: exponential backoff.
   Any other 4xx is final (:class:`TelegramRefused`): the same request would
-  fail the same way. After ``max_attempts`` tries, :class:`TelegramUnavailable`.
+  fail the same way. After ``max_attempts`` tries, :class:`TelegramUnavailable`,
+  which says whether any attempt may have been delivered (a 5xx, or a network
+  error after the connection was made).
 - The token is part of every URL (``/bot<token>/method``), so no URL or
   library error text leaves this module without :meth:`TelegramClient.redact`.
 """
@@ -110,6 +112,7 @@ class TelegramClient:
             raise RuntimeError("TelegramClient is used outside `async with`")
         url = f"{self._base}/bot{self._token.get_secret_value()}/{method}"
         last = "no attempt made"
+        uncertain = False  # an attempt may have been delivered although no 200 came back
         for attempt in range(1, self._config.max_attempts + 1):
             bucket = await self._pace(chat_id)
             self.attempts += 1
@@ -123,6 +126,7 @@ class TelegramClient:
                         answer = {}
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = f"network error {type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
+                uncertain |= not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
             else:
                 answer = answer if isinstance(answer, dict) else {}
                 description = self.redact(str(answer.get("description", "")))[:300]
@@ -135,6 +139,7 @@ class TelegramClient:
                     last = f"429 {description or 'Too Many Requests'}"
                 elif status >= 500:
                     last = f"{status} {description}"
+                    uncertain = True
                 else:
                     raise TelegramRefused(method, chat_id, status, description or "no description")
             if attempt == self._config.max_attempts:
@@ -144,4 +149,4 @@ class TelegramClient:
             if not last.startswith("429"):
                 await self._sleep(delay)
         raise TelegramUnavailable(
-            f"{method} to chat {chat_id} failed {self._config.max_attempts} times, last: {last}")
+            f"{method} to chat {chat_id} failed {self._config.max_attempts} times, last: {last}", uncertain)
