@@ -98,11 +98,37 @@ class EnsembleServingConfig(_Frozen):
     member_timeout_ms: float = Field(200.0, gt=0)
     threads: int = Field(2, gt=0)
     adaptive: bool = False
+    members_retain_hours: int = Field(
+        168, gt=0, description="adaptive: a day's member probabilities expire this long after their last write "
+                               "(those of predictions that never settle, e.g. a symbol that stopped)")
 
     @model_validator(mode="after")
     def _adaptive_needs_members(self) -> EnsembleServingConfig:
         if self.adaptive and self.mode != "members":
             raise ValueError("worker.ensemble.adaptive needs mode: members (one graph has fixed weights)")
+        return self
+
+
+class FaultConfig(_Frozen):
+    """How the worker meets a failing Redis or broker: the same batch is retried in place with
+    exponential backoff; past ``deadline_s`` the process exits non-zero without committing it, for its
+    supervisor to restart from the last committed offset (docs/reliability.md)."""
+
+    retry_initial_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(5.0, gt=0)
+    deadline_s: float = Field(300.0, gt=0)
+    stop_grace_s: float = Field(15.0, gt=0, description="on SIGTERM, how long a batch in hand may take to finish")
+    redis_socket_timeout_s: float = Field(5.0, gt=0, description="a Redis reply later than this is a fault")
+    redis_connect_timeout_s: float = Field(2.0, gt=0)
+    redis_health_check_s: float = Field(10.0, gt=0, description="a connection idle this long is PINGed before use")
+    kafka_request_timeout_ms: int = Field(30_000, gt=0, description="a produce not acknowledged by then is a fault")
+    inject_failure_probability: float = Field(
+        0.0, ge=0.0, lt=1.0, description="test hook of the chaos suite: each processing stage raises with this chance")
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> FaultConfig:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("worker.faults.retry_max_s must be at least retry_initial_s")
         return self
 
 
@@ -114,6 +140,9 @@ class WorkerConfig(_Frozen):
     session_timeout_s: float = Field(10.0, gt=0)
     rebuild_from_files: tuple[Path, ...] = ()
     ensemble: EnsembleServingConfig = EnsembleServingConfig()
+    faults: FaultConfig = FaultConfig()
+    max_symbols: int = Field(5000, gt=0, description="at most this many different symbols are served fleet-wide; "
+                                                     "candles of others are dead letters (symbol_cap)")
 
 
 class TargetThresholds(_Frozen):
@@ -249,6 +278,7 @@ class ChallengerConfig(_Frozen):
     alpha: float = Field(0.05, gt=0, lt=1)
     loss_clip_nats: float = Field(5.0, gt=0)
     issued_by: str = "auto-challenger"
+    retain_hours: int = Field(720, gt=0, description="a version pair's evidence expires this long after its last pair")
 
 
 class DriftConfig(_Frozen):

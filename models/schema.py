@@ -130,6 +130,8 @@ def parse_candle(
         raise InvalidCandle(*_validation_kind(exc)) from exc
     if not re.fullmatch(rules.symbol_pattern, candle.symbol):
         raise InvalidCandle("bad_symbol", f"symbol {candle.symbol!r} does not match {rules.symbol_pattern}")
+    if rules.symbols and candle.symbol not in rules.symbols:
+        raise InvalidCandle("symbol_not_listed", f"symbol {candle.symbol!r} is not in candles.symbols")
     if key is not None and key.decode("utf-8", "replace") != candle.symbol:
         raise InvalidCandle("key_mismatch", f"message key {key!r} is not the symbol {candle.symbol!r}")
     if candle.timeframe not in allowed_timeframes:
@@ -186,7 +188,8 @@ class Prediction(_Message):
 
 
 class DeadLetter(_Message):
-    """What ``candles.dlq`` carries: the reason, where it came from and the original bytes."""
+    """What ``candles.dlq`` carries: the reason, where it came from and the original bytes, the first
+    ``candles.dead_letter_keep_bytes`` of them when longer (``truncated``; length and sha256 of the whole)."""
 
     reason: str
     kind: str
@@ -195,8 +198,11 @@ class DeadLetter(_Message):
     offset: int
     key: str | None
     original_b64: str
-    original_text: str | None = Field(None, description="the original bytes when they are UTF-8")
+    original_text: str | None = Field(None, description="the (kept) original bytes when they are UTF-8")
     received_at_ms: int
+    original_bytes: int | None = Field(None, description="the length of the whole original value")
+    original_sha256: str | None = Field(None, description="hex sha256 of the whole original value")
+    truncated: bool = Field(False, description="only the first bytes of the original are kept")
 
 
 class Outcome(_Message):

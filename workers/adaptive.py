@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 ADAPTIVE_STRATEGIES = ("weighted", "dynamic")
 """The strategies whose weight vector is the one re-weighted (regime and stacking have others)."""
 _RETRIES = 20
+_DAY_MS = 86_400_000
 
 
 class AdaptiveWeights:
@@ -53,6 +54,7 @@ class AdaptiveWeights:
 
     def __init__(self, settings: Settings) -> None:
         self._prefix = f"{settings.topic_prefix}adaptive"
+        self._members_ttl_s = settings.worker.ensemble.members_retain_hours * 3600
         self._combiners: dict[str, dict[str, CombinerRecord]] = {}
         self._weights: dict[tuple[str, str], np.ndarray] = {}
         self._client: aioredis.Redis | None = None
@@ -74,8 +76,10 @@ class AdaptiveWeights:
     def attach(self, client: aioredis.Redis) -> None:
         self._client = client
 
-    def _members_key(self, version: str) -> str:
-        return f"{self._prefix}:{version}:members"
+    def _members_key(self, version: str, open_time_ms: int) -> str:
+        """One hash per version and candle day: a day's hash expires once nothing is written to it, which
+        takes the member probabilities of predictions that never settle with it."""
+        return f"{self._prefix}:{version}:members:{open_time_ms // _DAY_MS}"
 
     def _weights_key(self, version: str) -> str:
         return f"{self._prefix}:{version}:weights"
@@ -86,16 +90,18 @@ class AdaptiveWeights:
         client = self._require_client()
         fields: dict[str, dict[str, bytes]] = defaultdict(dict)
         for prediction in predictions:
+            key = self._members_key(prediction.model.version, prediction.open_time)
             for target, probs in members.get(prediction.id, {}).items():
-                fields[prediction.model.version][f"{prediction.id}|{target}"] = np.asarray(probs, np.float64).tobytes()
+                fields[key][f"{prediction.id}|{target}"] = np.asarray(probs, np.float64).tobytes()
         async with client.pipeline(transaction=False) as pipe:
-            for version, mapping in fields.items():
-                pipe.hset(self._members_key(version), mapping=mapping)  # type: ignore[arg-type]
+            for key, mapping in fields.items():
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                pipe.expire(key, self._members_ttl_s)
             versions = list(self._combiners)
             for version in versions:
                 pipe.hgetall(self._weights_key(version))
             replies = await pipe.execute()
-        for version, stored in zip(versions, replies[len(fields):], strict=True):
+        for version, stored in zip(versions, replies[2 * len(fields):], strict=True):
             self._adopt(version, stored)
 
     async def refresh(self) -> None:
@@ -119,14 +125,20 @@ class AdaptiveWeights:
 
     async def _apply(self, version: str, items: list[Settlement]) -> None:
         client = self._require_client()
-        members_key, weights_key = self._members_key(version), self._weights_key(version)
-        fields = [f"{s.pending.prediction_id}|{s.pending.target}" for s in items]
+        weights_key = self._weights_key(version)
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for s in items:
+            by_key[self._members_key(version, s.pending.open_time)].append(f"{s.pending.prediction_id}|{s.pending.target}")
         for _ in range(_RETRIES):
             async with client.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(weights_key)
                     stored = await pipe.hgetall(weights_key)
-                    raw_members = await pipe.hmget(members_key, fields)
+                    found: dict[tuple[str, str], bytes | None] = {}
+                    for key, fields in by_key.items():
+                        found.update(zip(((key, f) for f in fields), await pipe.hmget(key, fields), strict=True))
+                    raw_members = [found[(self._members_key(version, s.pending.open_time),
+                                          f"{s.pending.prediction_id}|{s.pending.target}")] for s in items]
                     weights = {t.decode(): np.asarray(orjson.loads(v), np.float64) for t, v in stored.items()}
                     applied = 0
                     for settlement, raw in zip(items, raw_members, strict=True):
@@ -142,7 +154,8 @@ class AdaptiveWeights:
                     pipe.multi()
                     if applied:
                         pipe.hset(weights_key, mapping={t: orjson.dumps(w.tolist()) for t, w in weights.items()})
-                    pipe.hdel(members_key, *fields)
+                    for key, fields in by_key.items():
+                        pipe.hdel(key, *fields)
                     await pipe.execute()
                 except WatchError:
                     continue

@@ -1,34 +1,42 @@
 """The Faust application of the worker: topics, the candle agent, and start-up.
 
 ``create_app`` builds everything from the settings passed in; nothing exists at
-import time. The agent runs with concurrency 1 and takes events in batches
-(``take_events``): Faust acks a batch only after the loop body returns, and our
-body returns only after the predictions are acknowledged by Kafka, so a crash
-replays, never skips (faust-streaming issue 606 is about
-concurrency > 1, which we do not use).
+import time. The candle agent runs with concurrency 1 and takes events in batches
+(``take_events``). Faust acknowledges a batch when the loop body ends, however
+it ends, so the body ends only when the batch is finished: its predictions,
+dead letters and outcomes acknowledged by the broker and its Redis writes done.
+:class:`workers.batch_guard.BatchGuard` retries a failing batch in place and,
+past its deadline, leaves the process without acknowledging it; a crash at any
+point replays the batch, never skips it (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import faust
-import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from configs.settings import Settings
 from models.predictor import Predictor
 from workers.adaptive import AdaptiveWeights
+from workers.batch_guard import BatchGuard, FaultInjector
 from workers.publisher import KafkaPublisher
 from workers.rebuild import WindowRebuilder
 from workers.live import LiveOutcomes
 from workers.outcomes import KafkaOutcomePublisher
+from workers.prediction_history import PredictionHistory
 from workers.control import ControlPlane, load_served_version
 from workers.model_router import ModelRouter
+from workers.redis_client import connect_redis
 from workers.streams import CandleProcessor, RawMessage
+from workers.symbol_registry import RedisSymbolRegistry
 from workers.topics import TopicNames
 from workers.window_store import RedisWindowStore
 
@@ -49,7 +57,8 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
         "store": "memory://",
         "web_enabled": False,
         "topic_partitions": settings.topics.partitions,
-        "topic_replication_factor": settings.topics.replication_factor,
+        # ensure_topics creates every topic first (with the cluster's replication); Faust declares nothing new
+        "topic_replication_factor": settings.topics.replication_factor or 1,
         "topic_disable_leader": True,
         "producer_linger_ms": 0,
         "broker_max_poll_records": settings.worker.batch_max_events,
@@ -75,51 +84,72 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
     # ``predictor`` serves until the control state names others; versions load off the event loop.
     router = ModelRouter(predictor, partial(load_served_version, settings, adaptive=adaptive),
                          settings.control.breaker)
+    control = ControlPlane(settings, router, ThreadPoolExecutor(max_workers=1, thread_name_prefix="control"))
     live_outcomes = LiveOutcomes(app, settings, processors,  # outcomes, live scores, challenger, /metrics
                                  breaker_states=lambda: {m.version: router.breaker(m.version).status
-                                                         for m in router.table.models()})
-    control = ControlPlane(settings, router, ThreadPoolExecutor(max_workers=1, thread_name_prefix="control"))
+                                                         for m in router.table.models()},
+                                 control_counts=lambda: {**{f"control_fault.{k}": v for k, v in control.faults.items()},
+                                                         "control_restored": control.restores})
+
+    faults = settings.worker.faults
+    fault_point = FaultInjector(faults.inject_failure_probability) if faults.inject_failure_probability else None
 
     @app.agent(candles, concurrency=1)
     async def predict_candles(stream: faust.StreamT) -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
-        await control.start()
-        await control.sync()  # a worker that starts later serves the fleet's state from its first candle
-        following = asyncio.create_task(control.follow(), name="follow-control")
+        """Each batch is finished (published, acknowledged, stored) before Faust may acknowledge it;
+        faults are retried in place and past the deadline the process leaves uncommitted
+        (:mod:`workers.batch_guard`)."""
+        client = connect_redis(settings.redis_url, faults)
+        store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix,
+                                 expire_after_ms=settings.window.silent_expire_hours * 3_600_000)
         rebuilder = WindowRebuilder(settings, store, read_count=router.min_history + 1)
         publisher = KafkaPublisher(settings.kafka_bootstrap, names.predictions, names.candles_dlq,
-                                   names.predictions_shadow)
-        await publisher.start()
-        outcome_publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
-        await outcome_publisher.start()
-        if adaptive is not None:
-            adaptive.attach(client)
-            await adaptive.refresh()
+                                   names.predictions_shadow, faults.kafka_request_timeout_ms)
+        outcome_publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes,
+                                                  faults.kafka_request_timeout_ms)
         resolver = live_outcomes.resolver(client, outcome_publisher, extra_listeners=[adaptive] if adaptive else [])
+        history = PredictionHistory(settings, settings.window.rebuild_scan_messages, publisher.partitions_for)
         processor = CandleProcessor(settings, store, router, publisher, executor, rebuilder, outcomes=resolver,
-                                    member_sink=adaptive)
+                                    member_sink=adaptive, fault_point=fault_point, prediction_history=history,
+                                    symbols=RedisSymbolRegistry(client, settings.worker.max_symbols,
+                                                                settings.window.silent_expire_hours * 3_600_000,
+                                                                key_prefix=settings.topic_prefix))
         processors.append(processor)
+
+        async def recover(kind: str) -> None:
+            if kind in ("kafka", "network"):
+                await publisher.restart()
+                await outcome_publisher.restart()
+
+        guard = BatchGuard(faults, processor.counts, recover=recover)
+
+        async def start_up() -> None:
+            await control.start()
+            await control.sync()  # a worker that starts later serves the fleet's state from its first candle
+            await publisher.start()
+            await outcome_publisher.start()
+            if adaptive is not None:
+                adaptive.attach(client)
+                await adaptive.refresh()
+
+        await guard.run(start_up)
+        following = asyncio.create_task(control.follow(), name="follow-control")
         live = router.table.live
         log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version, router.table.revision,
                  names.candles)
         try:
             async for events in stream.take_events(settings.worker.batch_max_events,
                                                    within=settings.worker.batch_within_ms / 1000.0):
-                if following.done():  # it only ends by failing: let the worker crash loudly, not drift
-                    following.result()
-                await processor.process([
-                    RawMessage(e.message.key, e.message.value, e.message.topic, e.message.partition,
-                               e.message.offset)
-                    for e in events
-                ])
-        finally:
+                if following.done():  # a bug ended it (faults are retried inside): say so and follow again
+                    log.error("following the control state stopped: %r; following again", following.exception())
+                    following = asyncio.create_task(control.follow(), name="follow-control")
+                batch = [RawMessage(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                                    e.message.offset) for e in events]
+                await guard.run(partial(processor.process, batch))
+        finally:  # reached on a stop only, after the batch in hand finished
             following.cancel()
-            await store.flush()
-            await publisher.stop()
-            await outcome_publisher.stop()
-            await rebuilder.close()
-            await client.aclose()
+            await _close_quietly(store.flush(), publisher.stop(), outcome_publisher.stop(), rebuilder.close(),
+                                 history.close(), client.aclose())
 
     @app.agent(control_topic, concurrency=1)
     async def apply_control(stream: faust.StreamT) -> None:
@@ -145,3 +175,12 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
             log.info("ms per batch by stage: %s", processor.stage_times.take_per_batch_ms())
 
     return app
+
+
+async def _close_quietly(*closing: Awaitable[None]) -> None:
+    """Run every closing step; a failing Redis or broker at stop is logged, the rest still close."""
+    for step in closing:
+        try:
+            await step
+        except (RedisError, KafkaError, OSError, asyncio.TimeoutError) as error:
+            log.warning("closing at stop: %r", error)

@@ -24,6 +24,7 @@ not its version's own answer and is not paired either.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -40,6 +41,20 @@ from models.sequential import BETS, Evidence, add_differences, decision_command,
 __all__ = ["Sender", "ChallengerWatch"]
 
 log = logging.getLogger(__name__)
+
+
+# KEYS: the version pair's evidence hash, this call's token; ARGV: the hash's TTL (s), the token's TTL (s),
+# then (field, increment) pairs. The token makes a second run of one call (redis-py resends a command
+# whose connection failed) add nothing. Returns the hash's fields and totals.
+_ADD_EVIDENCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+  for i = 3, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_TOKEN_TTL_S = 300
 
 
 class Sender(Protocol):
@@ -67,6 +82,8 @@ class ChallengerWatch:
         self._control_topic = control_topic
         self._events_topic = events_topic
         self._clock = clock
+        self._retain_s = self._config.retain_hours * 3600
+        self._add_sums = client.register_script(_ADD_EVIDENCE)
         self.decisions: list[dict[str, Any]] = []
 
     async def on_settled(self, settlements: Sequence[Settlement]) -> None:
@@ -97,23 +114,23 @@ class ChallengerWatch:
         return f"{self._prefix}:{{{champion}|{challenger}}}"
 
     async def _add(self, champion: str, challenger: str, batch: Evidence) -> Evidence:
-        """Add this batch's sums in Redis; the fleet's totals come back."""
+        """Add this batch's sums in Redis (once, however often redis-py sends the call); the fleet's totals
+        come back."""
         key = self._key(champion, challenger)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hincrbyfloat(key, "pairs", batch.pairs)
-            pipe.hincrbyfloat(key, "sum_x", batch.sum_x)
-            for i, (better, worse) in enumerate(zip(batch.log_wealth_better, batch.log_wealth_worse, strict=True)):
-                pipe.hincrbyfloat(key, f"better:{i}", better)
-                pipe.hincrbyfloat(key, f"worse:{i}", worse)
-            pipe.hgetall(key)
-            totals = {k.decode(): float(v) for k, v in (await pipe.execute())[-1].items()}
+        increments: list[str | float] = ["pairs", batch.pairs, "sum_x", batch.sum_x]
+        for i, (better, worse) in enumerate(zip(batch.log_wealth_better, batch.log_wealth_worse, strict=True)):
+            increments += [f"better:{i}", better, f"worse:{i}", worse]
+        reply = await self._add_sums(keys=[key, f"{key}:token:{uuid.uuid4().hex}"],
+                                     args=[self._retain_s, _TOKEN_TTL_S, *(repr(v) if isinstance(v, float) else v
+                                                                          for v in increments)])
+        totals = {reply[i].decode(): float(reply[i + 1]) for i in range(0, len(reply), 2)}
         return Evidence(pairs=round(totals["pairs"]), sum_x=totals["sum_x"],
                         log_wealth_better=tuple(totals[f"better:{i}"] for i in range(len(BETS))),
                         log_wealth_worse=tuple(totals[f"worse:{i}"] for i in range(len(BETS))))
 
     async def _decide(self, champion: str, challenger: str, challenger_is_live: bool, evidence: Evidence,
                       found: str) -> None:
-        if not await self._client.set(f"{self._key(champion, challenger)}:decided", found, nx=True):
+        if not await self._client.set(f"{self._key(champion, challenger)}:decided", found, nx=True, ex=self._retain_s):
             return  # another worker (or an earlier batch) already decided this pair
         now = self._clock()
         command = decision_command(found, challenger, challenger_is_live)  # type: ignore[arg-type]

@@ -89,7 +89,7 @@ class DriftMonitor:
         self._sender = sender
         self._events_topic = events_topic
         self._clock = clock
-        self._sums = HashSums(client, floats=False)
+        self._sums = HashSums(client, floats=False, token_prefix=self._prefix)
         self._candles: dict[tuple[str, str], _Candles] = {}
         self._bins: dict[str, dict[str, FeatureBins] | None] = {}
         self._rows_since_check: dict[str, int] = defaultdict(int)

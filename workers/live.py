@@ -8,12 +8,14 @@ the :class:`~workers.outcomes.OutcomeResolver` with its listeners.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from configs.settings import Settings
 from models.errors import ManifestError
@@ -49,19 +51,31 @@ class LiveOutcomes:
     """See the module docstring."""
 
     def __init__(self, app: faust.App, settings: Settings, processors: Sequence[Any],
-                 breaker_states: Callable[[], Mapping[str, str]] | None = None) -> None:
+                 breaker_states: Callable[[], Mapping[str, str]] | None = None,
+                 control_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._settings = settings
         self._names = TopicNames.of(settings)
         self._processors = processors
         self._breaker_states = breaker_states
+        self._control_counts = control_counts
         self._resolvers: list[OutcomeResolver] = []
         self._scores: RedisLiveScores | None = None
         self._serving = False
+        self._refresh_failing = False
         self.metrics = WorkerMetrics()
 
         @app.timer(settings.live_metrics.refresh_s)
         async def refresh_live_metrics() -> None:
-            await self.refresh(app)
+            try:
+                await self.refresh(app)
+            except (RedisError, OSError, asyncio.TimeoutError) as error:  # the next refresh tries again
+                if not self._refresh_failing:
+                    log.warning("refreshing /metrics failed (%r); the gauges keep their last values", error)
+                self._refresh_failing = True
+            else:
+                if self._refresh_failing:
+                    log.warning("refreshing /metrics works again")
+                self._refresh_failing = False
 
     def resolver(self, client: aioredis.Redis, publisher: KafkaOutcomePublisher,
                  extra_listeners: Sequence[OutcomeListener] = ()) -> OutcomeResolver | None:
@@ -80,7 +94,8 @@ class LiveOutcomes:
             listeners.append(ChallengerWatch(client, settings, publisher, version_order(settings),
                                              self._names.control, self._names.control_events))
         store = RedisOutcomeStore(client, settings.outcomes.settled_retain_hours * 3_600_000,
-                                  key_prefix=settings.topic_prefix)
+                                  key_prefix=settings.topic_prefix,
+                                  expire_after_ms=settings.window.silent_expire_hours * 3_600_000)
         drift = [DriftMonitor(client, settings, publisher, self._names.control_events)] if settings.drift.enabled else []
         resolver = OutcomeResolver(settings, store, publisher, listeners, prediction_listeners=[self.metrics],
                                    batch_listeners=drift)
@@ -89,7 +104,8 @@ class LiveOutcomes:
 
     async def refresh(self, app: faust.App) -> None:
         """Move the Prometheus gauges and counters to the current state."""
-        self.metrics.set_counts([*(p.counts for p in self._processors), *(r.counts for r in self._resolvers)])
+        control = [self._control_counts()] if self._control_counts is not None else []
+        self.metrics.set_counts([*(p.counts for p in self._processors), *(r.counts for r in self._resolvers), *control])
         assigned = app.consumer.assignment()
         committed = {tp: offset for tp, offset in (app.monitor.tp_committed_offsets or {}).items() if tp in assigned}
         self.metrics.set_lag(self._names.candles, committed, app.consumer.highwater)

@@ -18,6 +18,7 @@ partition, and breaker states where a source for them is given.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 import orjson
@@ -41,18 +42,24 @@ SeriesKey = tuple[str, str, str, str]
 
 _LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 
-# KEYS: the hashes; ARGV[1]: a JSON list, per key {field: increment as a string}; ARGV[2]: the TTL in
-# seconds; ARGV[3]: HINCRBY or HINCRBYFLOAT. Increments travel as the strings redis-py would send
-# (Python's repr), so the sums are the same as with one command per field.
+# KEYS: the hashes, then the call's token key; ARGV[1]: a JSON list, per hash {field: increment as a
+# string}; ARGV[2]: the TTL in seconds; ARGV[3]: HINCRBY or HINCRBYFLOAT. Increments travel as the
+# strings redis-py would send (Python's repr), so the sums are the same as with one command per field;
+# ARGV[4]: the token's TTL in seconds. The token (unique per call) makes a second run of the same call, which redis-py sends when a
+# connection fails after Redis ran it, add nothing.
 _ADD_SUMS = """
 local sums = cjson.decode(ARGV[1])
 local ttl = tonumber(ARGV[2])
-for i, key in ipairs(KEYS) do
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', tonumber(ARGV[4])) then return 0 end
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
   for field, value in pairs(sums[i]) do redis.call(ARGV[3], key, field, value) end
   redis.call('EXPIRE', key, ttl)
 end
-return #KEYS
+return #KEYS - 1
 """
+
+_TOKEN_TTL_S = 300  # redis-py resends within seconds
 
 
 class HashSums:
@@ -64,9 +71,10 @@ class HashSums:
     argument costs a few milliseconds.
     """
 
-    def __init__(self, client: aioredis.Redis, floats: bool) -> None:
+    def __init__(self, client: aioredis.Redis, floats: bool, token_prefix: str) -> None:
         self._script = client.register_script(_ADD_SUMS)
         self._command = "HINCRBYFLOAT" if floats else "HINCRBY"
+        self._token_prefix = token_prefix
 
     async def add(self, sums: Mapping[str, Mapping[str, float]], ttl_s: int,
                   pipe: Pipeline | None = None) -> None:
@@ -74,7 +82,8 @@ class HashSums:
         if not sums:
             return
         encoded = orjson.dumps([{field: repr(value) for field, value in fields.items()} for fields in sums.values()])
-        await self._script(keys=list(sums), args=[encoded, ttl_s, self._command], client=pipe)
+        token = f"{self._token_prefix}:sums-token:{uuid.uuid4().hex}"
+        await self._script(keys=[*sums, token], args=[encoded, ttl_s, self._command, _TOKEN_TTL_S], client=pipe)
 
 
 class RedisLiveScores:
@@ -88,7 +97,7 @@ class RedisLiveScores:
         self._bins = config.calibration_bins
         self._windows_hours = config.windows_hours
         self._ttl_s = (max(config.windows_hours) * 3_600_000 + 2 * self._bucket_ms) // 1000
-        self._sums = HashSums(client, floats=True)
+        self._sums = HashSums(client, floats=True, token_prefix=self._prefix)
 
     def _series_id(self, key: SeriesKey) -> str:
         return "|".join(key)
@@ -160,7 +169,8 @@ class WorkerMetrics:
         self.calibration_p = Gauge("bse_live_calibration_mean_p", "Mean predicted p per calibration bin",
                                    (*series, "cls", "bin"), registry=r)
         self.events = Counter("bse_stream_events", "Stream counters by kind (messages, closed, predicted, dead letters, "
-                              "degraded, unserved, breaker_open.V, model_error.V, outcomes_published, ...)", ("kind",), registry=r)
+                              "degraded, unserved, breaker_open.V, model_error.V, outcomes_published, fault.redis, fault.kafka, "
+                              "fault_recovered, control_fault.redis, ...)", ("kind",), registry=r)
         self.latency = Histogram("bse_prediction_latency_ms", "Batch start to prediction ready, per prediction",
                                  ("stream",), buckets=_LATENCY_BUCKETS_MS, registry=r)
         self.lag = Gauge("bse_consumer_lag", "Candle records not yet processed, per assigned partition", ("partition",), registry=r)

@@ -157,13 +157,22 @@ class ModelRouter:
             self._loaded[version] = self._loader(version)
         return self._loaded[version]
 
+    @property
+    def loaded_versions(self) -> frozenset[str]:
+        return frozenset(self._loaded)
+
     def table_for(self, state: ControlState) -> RoutingTable:
-        """The table a control state asks for, loading what is missing (blocking: run it off the loop)."""
+        """The table a control state asks for, loading what is missing (blocking: run it off the loop).
+        Versions the state no longer names are unloaded (the start-up version stays: it serves when the
+        state names no live version); the table in service keeps its own until it is swapped."""
         live = self.load(state.live) if state.live is not None else self._loaded[self.default_live]
         arms = tuple((arm, self.load(arm.version)) for arm in state.arms)
         shadow = self.load(state.shadow) if state.shadow is not None else None
         fallback = self.load(state.fallback) if state.fallback is not None else None
-        return RoutingTable(state.revision, live, arms, shadow, fallback)
+        table = RoutingTable(state.revision, live, arms, shadow, fallback)
+        named = {model.version for model in table.models()} | {self.default_live}
+        self._loaded = {version: model for version, model in self._loaded.items() if version in named}
+        return table
 
     # -- the inference thread ---------------------------------------------------------------
 

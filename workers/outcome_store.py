@@ -13,6 +13,8 @@ symbol's keys share a cluster slot:
   a store keeps an in-process copy of each symbol's pending outcomes and reads
   them again only when the generation says someone else changed them.
 
+Each symbol's keys expire ``expire_after_ms`` after its last change (a symbol that
+stopped: the pending outcomes of predictions that can never settle go with them).
 Registering is idempotent (``HSETNX`` behind the settled check, one Lua call per
 batch); settling removes from ``pending`` and adds to ``settled`` atomically.
 The worker settles only after the outcomes were acknowledged by Kafka, so a
@@ -54,6 +56,7 @@ for s = 1, tonumber(ARGV[1]) do
     flags[2 + i] = flag
   end
   if added > 0 then flags[2] = redis.call('INCR', generation) end
+  for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
   out[s] = flags
   a = a + 1 + 2 * n
 end
@@ -77,6 +80,7 @@ for s = 1, tonumber(ARGV[2]) do
   local newest = redis.call('ZREVRANGE', settled, 0, 0, 'WITHSCORES')
   redis.call('ZREMRANGEBYSCORE', settled, '-inf', '(' .. tostring(tonumber(newest[2]) - retain_ms))
   out[s] = {before, redis.call('INCR', generation)}
+  for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
   a = a + 1 + 2 * n
 end
 return out
@@ -111,9 +115,11 @@ class RedisOutcomeStore:
     again only when someone else changed the symbol (a restart, a rebalance).
     """
 
-    def __init__(self, client: aioredis.Redis, retain_ms: int, key_prefix: str = "") -> None:
+    def __init__(self, client: aioredis.Redis, retain_ms: int, key_prefix: str = "",
+                 expire_after_ms: int = 720 * 3_600_000) -> None:
         self._client = client
         self._retain_ms = retain_ms
+        self._expire_ms = expire_after_ms
         self._prefix = key_prefix
         self._register = client.register_script(_REGISTER)
         self._settle = client.register_script(_SETTLE)
@@ -144,7 +150,7 @@ class RedisOutcomeStore:
             args.append(len(group))
             for item in group:
                 args.extend((item.key, item.model_dump_json()))
-        replies = await self._register(keys=keys, args=args)
+        replies = await self._register(keys=keys, args=[*args, self._expire_ms])
         added = 0
         for (key, group), (before, after, *flags) in zip(groups.items(), replies, strict=True):
             new = [item for item, flag in zip(group, flags, strict=True) if flag]
@@ -178,7 +184,7 @@ class RedisOutcomeStore:
             args.append(len(group))
             for item in group:
                 args.extend((item.key, item.open_time))
-        replies = await self._settle(keys=keys, args=args)
+        replies = await self._settle(keys=keys, args=[*args, self._expire_ms])
         for (key, group), (before, after) in zip(groups.items(), replies, strict=True):
             gone = [item.key for item in group]
             self._follow(key, int(before), int(after), lambda book, gone=gone: book.remove(gone))

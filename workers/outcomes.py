@@ -19,20 +19,16 @@ no two workers settle the same symbol at once.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
-
 from configs.settings import Settings
-from models.outcomes import PendingOutcome, Settlement, Stream, pending_from_prediction, to_outcome
+from models.outcomes import PendingBook, PendingOutcome, Settlement, Stream, pending_from_prediction, to_outcome
 from models.schema import Candle, Outcome, Prediction
 from models.signals import target_label
 from workers.outcome_store import OutcomeStore
-from workers.publisher import send_record_batches
+from workers.publisher import ReliableProducer
 
 __all__ = ["PredictionListener", "BatchListener", "OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
 
@@ -58,13 +54,11 @@ class OutcomePublisher(Protocol):
 
 
 class KafkaOutcomePublisher:
-    """Outcomes keyed by symbol, acks from all replicas, idempotent producer."""
+    """Outcomes keyed by symbol through a :class:`~workers.publisher.ReliableProducer`."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all",
-                                          enable_idempotence=True, client_id="bse-predict-outcomes")
+    def __init__(self, bootstrap: str, topic: str, request_timeout_ms: int = 30_000) -> None:
+        self._producer = ReliableProducer(bootstrap, "bse-predict-outcomes", request_timeout_ms)
         self._topic = topic
-        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         await self._producer.start()
@@ -72,17 +66,20 @@ class KafkaOutcomePublisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    async def restart(self) -> None:
+        """A fresh producer (after a broker fault)."""
+        await self._producer.restart()
+
     async def publish_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         """One record batch per partition (as :class:`workers.publisher.KafkaPublisher` does): a
         ``send`` per outcome cost more than the rest of the outcome step."""
-        if not outcomes:
-            return
-        records = [(o.symbol.encode(), o.model_dump_json().encode()) for o in outcomes]
-        await asyncio.gather(*await send_record_batches(self._producer, self._partitioner, self._topic, records))
+        if outcomes:
+            await self._producer.send_all([(self._topic, [(o.symbol.encode(), o.model_dump_json().encode())
+                                                          for o in outcomes])])
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """One more record on another topic (control decisions, events) through the same producer."""
-        await (await self._producer.send(topic, value, key=key))
+        await self._producer.send_one(topic, key, value)
 
 
 class OutcomeResolver:
@@ -126,6 +123,22 @@ class OutcomeResolver:
         for listener in self._listeners:
             await listener.on_settled(settlements)
         return outcomes
+
+    async def restore(self, live: Sequence[Prediction], shadow: Sequence[Prediction],
+                      candles: Sequence[tuple[int, Sequence[float]]]) -> int:
+        """Register predictions read back after Redis lost their pending outcomes and settle them on one
+        symbol's ``candles`` since (open_time, ohlcv; in order): what those candles answered is published
+        again (the same outcome as before, by id and target), the rest waits as pending. The listeners
+        are not told: what they kept in Redis went with the rest. Returns how many were published."""
+        items = self._pending_of(live, "live") + self._pending_of(shadow, "shadow")
+        if not items:
+            return 0
+        self.counts["outcomes_restored"] += await self._store.register(items)
+        settlements = PendingBook(items).settle_in_order(candles)
+        if settlements:
+            await self._publisher.publish_outcomes([to_outcome(s) for s in settlements])
+            await self._store.settle([s.pending for s in settlements])
+        return len(settlements)
 
     async def _settle(self, closed: Sequence[Candle]) -> list[Settlement]:
         by_symbol: dict[tuple[str, str], list[Candle]] = defaultdict(list)

@@ -11,26 +11,28 @@ record; the stream acks (and Faust commits) the candles after that.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from models.schema import DeadLetter, Prediction
 
-__all__ = ["KafkaPublisher", "send_record_batches"]
+__all__ = ["KafkaPublisher", "ReliableProducer", "send_record_batches"]
+
+log = logging.getLogger(__name__)
 
 
 class KafkaPublisher:
     def __init__(self, bootstrap: str, predictions_topic: str, dead_letter_topic: str,
-                 shadow_topic: str | None = None) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all",
-                                          enable_idempotence=True, client_id="bse-predict-worker")
+                 shadow_topic: str | None = None, request_timeout_ms: int = 30_000) -> None:
+        self._producer = ReliableProducer(bootstrap, "bse-predict-worker", request_timeout_ms)
         self._predictions_topic = predictions_topic
         self._dead_letter_topic = dead_letter_topic
         self._shadow_topic = shadow_topic
-        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         await self._producer.start()
@@ -38,23 +40,77 @@ class KafkaPublisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    async def restart(self) -> None:
+        """A fresh producer (after a broker fault)."""
+        await self._producer.restart()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The topic's partitions, as this producer partitions keys over them."""
+        return await self._producer.partitions_for(topic)
+
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
                       shadow: Sequence[Prediction] = ()) -> None:
         if shadow and self._shadow_topic is None:
             raise ValueError("shadow predictions but no shadow topic: they must never go to predictions")
-        pending: list[asyncio.Future] = []
-        for topic, records in (
+        await self._producer.send_all([
             (self._predictions_topic, [(p.symbol.encode(), p.model_dump_json().encode()) for p in predictions]),
             (self._dead_letter_topic, [((d.key or "").encode(), d.model_dump_json().encode()) for d in dead_letters]),
             (self._shadow_topic or "", [(p.symbol.encode(), p.model_dump_json().encode()) for p in shadow]),
-        ):
-            if records:
-                pending += await self._send_batches(topic, records)
-        if pending:
-            await asyncio.gather(*pending)
+        ])
 
-    async def _send_batches(self, topic: str, records: list[tuple[bytes, bytes]]) -> list[asyncio.Future]:
-        return await send_record_batches(self._producer, self._partitioner, topic, records)
+
+class ReliableProducer:
+    """An idempotent ``acks=all`` producer whose every record's delivery is checked.
+
+    ``send_all`` returns only when the broker acknowledged every record and raises the first
+    failure otherwise (aiokafka's ``flush`` does not raise for a failed send; the futures do).
+    After a failure ``restart`` replaces the producer: an idempotent producer whose batch expired
+    may refuse the next sequence numbers, and a fresh producer id costs only duplicates, which
+    consumers drop by id.
+    """
+
+    def __init__(self, bootstrap: str, client_id: str, request_timeout_ms: int = 30_000) -> None:
+        self._options = {"bootstrap_servers": bootstrap, "linger_ms": 0, "acks": "all", "enable_idempotence": True,
+                         "client_id": client_id, "request_timeout_ms": request_timeout_ms}
+        self._producer = AIOKafkaProducer(**self._options)
+        self._partitioner = DefaultPartitioner()
+        self._started = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+
+    async def restart(self) -> None:
+        old, self._producer = self._producer, AIOKafkaProducer(**self._options)
+        if self._started:
+            self._started = False
+            try:
+                await asyncio.wait_for(old.stop(), self._options["request_timeout_ms"] / 1000)
+            except (KafkaError, OSError, asyncio.TimeoutError) as error:  # the old one is dropped either way
+                log.info("stopping the failed producer: %r", error)
+        await self.start()
+
+    async def send_all(self, by_topic: Sequence[tuple[str, Sequence[tuple[bytes, bytes]]]]) -> None:
+        """(topic, [(key, value)]) pairs sent as one record batch per partition; see the class docstring."""
+        pending: list[asyncio.Future] = []
+        for topic, records in by_topic:
+            if records:
+                pending += await send_record_batches(self._producer, self._partitioner, topic, records)
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(await self._producer.partitions_for(topic))
+
+    async def send_one(self, topic: str, key: bytes, value: bytes) -> None:
+        await self.send_all([(topic, [(key, value)])])
 
 
 async def send_record_batches(producer: AIOKafkaProducer, partitioner: DefaultPartitioner, topic: str,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
 from configs.settings import Settings
@@ -28,7 +29,7 @@ __all__ = ["WindowRebuilder"]
 
 log = logging.getLogger(__name__)
 
-_FETCH_TIMEOUT_MS = 1000
+_FETCH_TIMEOUT_MS = 5000
 
 
 class WindowRebuilder:
@@ -59,8 +60,9 @@ class WindowRebuilder:
         while position < offset:
             batch = await self._consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
             records = batch.get(tp, [])
-            if not records:
-                break
+            if not records:  # the records before ``offset`` exist: not reading them is a fault, not an answer
+                raise KafkaTimeoutError(f"rebuild of {symbol} read {topic}[{partition}] up to offset {position} "
+                                        f"of {offset}, then nothing within {_FETCH_TIMEOUT_MS} ms")
             for record in records:
                 position = record.offset + 1
                 if record.offset >= offset or record.key != symbol.encode():

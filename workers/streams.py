@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -27,10 +28,13 @@ from models.predictor import Predictor
 from models.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
 from models.signals import target_predictions
 from models.window import window_ending_at
+from workers.prediction_history import PredictionHistory
 from workers.rebuild import WindowRebuilder
+from workers.symbol_registry import SymbolRegistry
 from workers.stage_times import StageTimes
 from workers.outcomes import OutcomeResolver
 from workers.model_router import ModelRouter, RowAnswer
+from workers.topics import TopicNames
 from workers.window_store import ClosedWrite, WindowStore
 
 __all__ = ["RawMessage", "Publisher", "CandleProcessor"]
@@ -56,21 +60,31 @@ class Publisher(Protocol):
         acknowledged every message."""
 
 
-def _dead_letter(message: RawMessage, error: InvalidCandle, now_ms: int) -> DeadLetter:
+_DEAD_LETTER_KEY_CHARS = 256
+
+
+def _dead_letter(message: RawMessage, error: InvalidCandle, now_ms: int, keep_bytes: int) -> DeadLetter:
+    """The dead letter of ``message``, bounded: the first ``keep_bytes`` of the original, with the whole
+    one's length and sha256 (a record the broker refuses as too large would stop the batch for good)."""
+    kept = message.value[:keep_bytes]
     try:
-        text: str | None = message.value.decode("utf-8")
+        text: str | None = kept.decode("utf-8")
     except UnicodeDecodeError:
         text = None
+    key = message.key[:_DEAD_LETTER_KEY_CHARS].decode("utf-8", "replace") if message.key is not None else None
     return DeadLetter(
-        reason=error.reason,
+        reason=error.reason[:1024],
         kind=error.kind,
         source_topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        key=message.key.decode("utf-8", "replace") if message.key is not None else None,
-        original_b64=base64.b64encode(message.value).decode("ascii"),
+        key=key,
+        original_b64=base64.b64encode(kept).decode("ascii"),
         original_text=text,
         received_at_ms=now_ms,
+        original_bytes=len(message.value),
+        original_sha256=hashlib.sha256(message.value).hexdigest(),
+        truncated=len(kept) < len(message.value),
     )
 
 
@@ -103,6 +117,9 @@ class CandleProcessor:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         outcomes: OutcomeResolver | None = None,
         member_sink: MemberSink | None = None,
+        fault_point: Callable[[str], None] | None = None,
+        prediction_history: PredictionHistory | None = None,
+        symbols: SymbolRegistry | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -113,7 +130,11 @@ class CandleProcessor:
         self._rebuilder = rebuilder
         self._outcomes = outcomes
         self._member_sink = member_sink
+        self._fault_point = fault_point or (lambda stage: None)
+        self._history = prediction_history
+        self._symbols = symbols
         self._rebuild_tried: set[tuple[str, str]] = set()
+        self._complete_at: dict[tuple[str, str], int] = {}  # newest open time whose window was complete
         self._allowed_timeframes = frozenset({settings.market.timeframe})
         self.counts: Counter[str] = Counter()
         self.stage_times = StageTimes()
@@ -130,31 +151,47 @@ class CandleProcessor:
         forming: list[Candle] = []
         dead_letters: list[DeadLetter] = []
         origin: dict[str, RawMessage] = {}
+        keep_bytes = self._settings.candles.dead_letter_keep_bytes
+        valid: list[tuple[Candle, RawMessage]] = []
         for message in messages:
             try:
-                candle = parse_candle(message.value, self._settings.candles, now_ms, message.key, self._allowed_timeframes)
+                valid.append((parse_candle(message.value, self._settings.candles, now_ms, message.key,
+                                           self._allowed_timeframes), message))
             except InvalidCandle as error:
                 self.counts[f"dlq.{error.kind}"] += 1
-                dead_letters.append(_dead_letter(message, error, now_ms))
+                dead_letters.append(_dead_letter(message, error, now_ms, keep_bytes))
+        admitted = await self._symbols.admit({c.symbol for c, _ in valid}, now_ms) if self._symbols else None
+        for candle, message in valid:
+            if admitted is not None and candle.symbol not in admitted:
+                self.counts["dlq.symbol_cap"] += 1
+                refused = InvalidCandle("symbol_cap", f"symbol {candle.symbol!r} refused: the fleet serves "
+                                                      f"worker.max_symbols={self._settings.worker.max_symbols} already")
+                dead_letters.append(_dead_letter(message, refused, now_ms, keep_bytes))
                 continue
             (closed if candle.closed else forming).append(candle)
             origin[candle.id] = message
         timer = self.stage_times
+        fault_point = self._fault_point
         with timer.stage("store"):
+            fault_point("store")
             await self._store.write_forming(forming)
             writes = await self._store.write_closed(_last_of_each(closed), read_count=self._lookback + 1)
             writes = await self._rebuild_short_windows(writes, origin)
         with timer.stage("windows"):
             to_predict = self._windows_to_predict(writes)
         with timer.stage("predict"):
+            fault_point("predict")
             predictions, shadow, members = await self._predict(to_predict, started) if to_predict else ([], [], {})
         with timer.stage("publish"):
+            fault_point("publish")
             await self._publisher.publish(predictions, dead_letters, shadow)
+        fault_point("published")
         if self._member_sink is not None:  # before the outcomes that could settle them
             await self._member_sink.record(predictions, members)
         if self._outcomes is not None:  # before the predicted marks: a crash re-predicts, so re-registers
             with timer.stage("outcomes"):
                 await self._outcomes.after_publish(predictions, shadow, [w.candle for w in writes])
+        fault_point("marks")
         # Rows no model could answer stay unmarked: a replay of the candle is predicted again.
         answered = {p.id for p in predictions}
         await self._store.mark_predicted([w.candle for w, _ in to_predict if w.candle.id in answered])
@@ -163,26 +200,63 @@ class CandleProcessor:
                            predicted=len(predictions), dead_letters=len(dead_letters))
 
     async def _rebuild_short_windows(self, writes: list[ClosedWrite], origin: dict[str, RawMessage]) -> list[ClosedWrite]:
-        """A symbol seen for the first time by this process with too little history in Redis gets
-        one rebuild attempt; its candles of this batch are then written again to read the restored window."""
+        """A symbol with too little history in Redis gets one rebuild attempt when this process sees it
+        first, and another each time a window comes back short for a candle no older than one whose
+        window was complete (Redis lost it);
+        its candles of this batch are then written again to read the restored window. An attempt
+        that fails (a fault) counts as not tried: the retried batch tries again."""
         if self._rebuilder is None:
             return writes
         rebuilt: set[tuple[str, str]] = set()
+        outcomes_lost: set[tuple[str, str]] = set()
         for write in writes:
             key = (write.candle.symbol, write.candle.timeframe)
-            if key in self._rebuild_tried or len(write.open_time_ms) > self._lookback:
+            complete_at = self._complete_at.get(key)
+            if len(write.open_time_ms) > self._lookback:
+                self._complete_at[key] = max(write.candle.open_time, complete_at or write.candle.open_time)
                 continue
-            self._rebuild_tried.add(key)
+            # short for a candle no older than one that had its whole history: Redis lost the window
+            lost = complete_at is not None and write.candle.open_time >= complete_at
+            if key in rebuilt or (key in self._rebuild_tried and not lost):
+                continue
+            if lost:
+                log.warning("the window of %s %s is short in Redis (%d candles) after it was complete: "
+                            "Redis lost it; rebuilding", *key, len(write.open_time_ms))
             message = origin[write.candle.id]
-            if await self._rebuilder.rebuild(write.candle, message.topic, message.partition, message.offset):
+            restored = await self._rebuilder.rebuild(write.candle, message.topic, message.partition, message.offset)
+            self._rebuild_tried.add(key)
+            self._complete_at.pop(key, None)
+            rebuilt.add(key)
+            if restored:
                 self.counts["windows_rebuilt"] += 1
-                rebuilt.add(key)
+                outcomes_lost.add(key)
         again = [i for i, w in enumerate(writes) if (w.candle.symbol, w.candle.timeframe) in rebuilt]
         if again:
             rewritten = await self._store.write_closed([writes[i].candle for i in again], read_count=self._lookback + 1)
             for index, write in zip(again, rewritten, strict=True):
                 writes[index] = write
+                key = (write.candle.symbol, write.candle.timeframe)
+                if key in outcomes_lost:
+                    outcomes_lost.discard(key)
+                    await self._restore_outcomes(write)
         return writes
+
+    async def _restore_outcomes(self, write: ClosedWrite) -> None:
+        """Redis lost this symbol's window, so its pending outcomes too: settle its predictions of the
+        last horizon again from the predictions topics and the restored window (:mod:`workers.prediction_history`)."""
+        if self._outcomes is None or self._history is None:
+            return
+        candle, step_ms = write.candle, TIMEFRAME_MS[write.candle.timeframe]
+        from_ms = candle.open_time - (self._settings.market.horizon_candles + 1) * step_ms
+        names = TopicNames.of(self._settings)
+        live = await self._history.recent(names.predictions, candle.symbol, candle.timeframe, from_ms, candle.open_time)
+        shadow = await self._history.recent(names.predictions_shadow, candle.symbol, candle.timeframe, from_ms,
+                                            candle.open_time)
+        since = [(int(t), row) for t, row in zip(write.open_time_ms.tolist(), write.ohlcv.tolist(), strict=True)
+                 if from_ms < t < candle.open_time]
+        published = await self._outcomes.restore(live, shadow, since)
+        log.warning("pending outcomes of %s %s were lost with its window: %d predictions read back, %d outcomes "
+                    "published again", candle.symbol, candle.timeframe, len(live) + len(shadow), published)
 
     def _windows_to_predict(self, writes: Sequence[ClosedWrite]) -> list[tuple[ClosedWrite, np.ndarray]]:
         ready = []

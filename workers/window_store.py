@@ -16,6 +16,9 @@ cluster slot:
 - ``…:generation`` a counter bumped by every closed write, from any worker:
   it tells a worker whether its in-process copy of the window is current.
 
+Every key expires ``expire_after_ms`` after the symbol's last write
+(``window.silent_expire_hours``): a symbol that stops costs nothing for long.
+
 A whole batch is one Lua script call (atomic, one round trip). A window
 travels back only when the worker's copy is stale, as one blob of fixed-size
 records: per-candle reads of hundreds of separate replies cost more than
@@ -41,7 +44,8 @@ _PACKED_DTYPE = np.dtype([("t", "<i8"), ("ohlcv", "<f8", (5,))])
 
 # One call per batch. First the predicted marks of the previous batch, then
 # each closed candle: replace by open_time, trim, drop an older forming
-# candle, bump the symbol's generation. The window comes back only when the
+# candle, bump the symbol's generation; every key written expires after the
+# last ARGV (ms) without a write (a symbol that went silent). The window comes back only when the
 # caller's cached copy cannot be extended by this candle alone. The copy is
 # good when the caller's generation equals the one before this write (for a
 # symbol's first candle in the batch) or when the symbol's previous candle in
@@ -51,12 +55,14 @@ local retain = tonumber(ARGV[1])
 local read_count = tonumber(ARGV[2])
 local marks = tonumber(ARGV[3])
 local candles = tonumber(ARGV[4])
+local ttl_ms = ARGV[#ARGV]
 for i = 1, marks do
   local key = KEYS[i]
   local t = ARGV[4 + i]
   redis.call('ZADD', key, t, t)
   local n = redis.call('ZCARD', key)
   if n > retain then redis.call('ZREMRANGEBYRANK', key, 0, n - retain - 1) end
+  redis.call('PEXPIRE', key, ttl_ms)
 end
 local out = {}
 local cache_valid = {}
@@ -75,6 +81,7 @@ for i = 1, candles do
   local ft = redis.call('HGET', forming, 't')
   if ft and tonumber(ft) <= t then redis.call('DEL', forming) end
   local after = redis.call('INCR', generation)
+  for _, key in ipairs({win, forming, predicted, generation}) do redis.call('PEXPIRE', key, ttl_ms) end
   local done = 0
   if redis.call('ZSCORE', predicted, t) then done = 1 end
   local order = 0
@@ -99,6 +106,7 @@ if last[2] and tonumber(last[2]) >= t then return 0 end
 local ft = redis.call('HGET', KEYS[2], 't')
 if ft and tonumber(ft) > t then return 0 end
 redis.call('HSET', KEYS[2], 't', ARGV[1], 'c', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -156,9 +164,11 @@ class RedisWindowStore:
     crash in between costs a duplicate prediction (same id), never a lost one.
     """
 
-    def __init__(self, client: aioredis.Redis, retain_candles: int, key_prefix: str = "") -> None:
+    def __init__(self, client: aioredis.Redis, retain_candles: int, key_prefix: str = "",
+                 expire_after_ms: int = 720 * 3_600_000) -> None:
         self._client = client
         self._retain = retain_candles
+        self._expire_ms = expire_after_ms
         self._prefix = key_prefix
         self._write_batch = client.register_script(_WRITE_BATCH)
         self._write_forming = client.register_script(_WRITE_FORMING)
@@ -180,7 +190,7 @@ class RedisWindowStore:
             cached = self._cache.get((candle.symbol, candle.timeframe))
             args.extend((candle.open_time, pack_candle(candle), cached.generation if cached else -1))
         try:
-            replies = await self._write_batch(keys=keys, args=args)
+            replies = await self._write_batch(keys=keys, args=[*args, self._expire_ms])
         except BaseException:
             self._pending_marks = marks + self._pending_marks
             raise
@@ -210,7 +220,8 @@ class RedisWindowStore:
         async with self._client.pipeline(transaction=False) as pipe:
             for candle in candles:
                 win, forming, _, _ = self._keys(candle.symbol, candle.timeframe)
-                await self._write_forming(keys=[win, forming], args=[candle.open_time, pack_candle(candle)], client=pipe)
+                await self._write_forming(keys=[win, forming], args=[candle.open_time, pack_candle(candle), self._expire_ms],
+                                         client=pipe)
             await pipe.execute()
 
     async def mark_predicted(self, candles: Sequence[Candle]) -> None:

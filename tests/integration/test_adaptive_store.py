@@ -25,8 +25,8 @@ COMBINER = CombinerRecord(strategy="weighted", members=("m_a", "m_b"), weights=(
 MEMBERS = {"p1": np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1]]), "p2": np.array([[0.2, 0.7, 0.1], [0.5, 0.4, 0.1]])}
 
 
-def _prediction(prediction_id: str) -> Prediction:
-    return Prediction.model_construct(id=prediction_id, model=ModelRef(name="ensemble", version=VERSION))
+def _prediction(prediction_id: str, open_time: int) -> Prediction:
+    return Prediction.model_construct(id=prediction_id, open_time=open_time, model=ModelRef(name="ensemble", version=VERSION))
 
 
 def _settled(prediction_id: str, open_time: int, label: int) -> Settlement:
@@ -50,12 +50,16 @@ def test_two_workers_share_one_vector_and_a_restart_serves_it(isolated: Settings
     async def scenario() -> tuple[np.ndarray | None, np.ndarray | None, int, int]:
         (a, client_a), (b, client_b) = await _worker(isolated), await _worker(isolated)
         assert a.current(VERSION, "2%") is None  # nothing learnt yet: the fitted weights apply
-        await a.record([_prediction("p1")], {"p1": {"2%": MEMBERS["p1"]}})
-        await b.record([_prediction("p2")], {"p2": {"2%": MEMBERS["p2"]}})
+        await a.record([_prediction("p1", 0)], {"p1": {"2%": MEMBERS["p1"]}})
+        await b.record([_prediction("p2", 3_600_000)], {"p2": {"2%": MEMBERS["p2"]}})
         first, second = _settled("p1", 0, UP), _settled("p2", 3_600_000, DOWN)
         await asyncio.gather(a.on_settled([first]), b.on_settled([second]))  # two workers at once
         await a.on_settled([first])  # seen again (a replay after a rebalance): no second update
-        left = await client_a.hlen(f"{isolated.topic_prefix}adaptive:{VERSION}:members")
+        member_keys = [k async for k in client_a.scan_iter(match=f"{isolated.topic_prefix}adaptive:{VERSION}:members:*")]
+        left = sum([await client_a.hlen(k) for k in member_keys])
+        await a.record([_prediction("p3", 7_200_000)], {"p3": {"2%": MEMBERS["p1"]}})  # never settles: its day's hash expires
+        (p3_key,) = [k async for k in client_a.scan_iter(match=f"{isolated.topic_prefix}adaptive:{VERSION}:members:*")]
+        assert 0 < await client_a.ttl(p3_key) <= isolated.worker.ensemble.members_retain_hours * 3600
         restarted, client_c = await _worker(isolated)
         for client in (client_a, client_b, client_c):
             await client.aclose()

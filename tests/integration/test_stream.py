@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import random
 import threading
@@ -136,6 +137,8 @@ MALFORMED: list[tuple[str, bytes | None, bytes]] = [
     ("key_mismatch", b"BTCUSDT", None),
     ("bad_closed_flag", b"SOLUSDT", None),
     ("bad_price", b"SOLUSDT", None),
+    # 150 KB of control characters: escaped whole in JSON, its dead letter would pass the broker's 1 MB limit
+    ("too_large", b"SOLUSDT", bytes(range(1, 32)) * 5000),
 ]
 
 
@@ -180,10 +183,15 @@ def test_malformed_candles_go_to_the_dlq_with_reason_while_valid_ones_flow(
     letters = [orjson.loads(r.value) for r in dead]  # keyed records land on several partitions
     assert Counter(letter["kind"] for letter in letters) == Counter(kind for kind, _, _ in MALFORMED)
     assert len({letter["kind"] for letter in letters}) >= 15
-    kind_of_bytes = {raw: kind for (kind, _, _), (_, raw) in zip(MALFORMED, bad, strict=True)}
-    for letter in letters:
-        assert kind_of_bytes[base64.b64decode(letter["original_b64"])] == letter["kind"]
+    by_sha256 = {hashlib.sha256(raw).hexdigest(): (kind, raw) for (kind, _, _), (_, raw) in zip(MALFORMED, bad, strict=True)}
+    keep = stream_settings.candles.dead_letter_keep_bytes
+    for record, letter in zip(dead, letters, strict=True):
+        kind, raw = by_sha256[letter["original_sha256"]]
+        assert letter["kind"] == kind and letter["original_bytes"] == len(raw)
+        assert base64.b64decode(letter["original_b64"]) == raw[:keep]
+        assert letter["truncated"] == (len(raw) > keep)
         assert letter["reason"] and letter["source_topic"] == names.candles
+        assert len(record.value) < 64 * keep  # bounded, whatever the original's size
     assert {p.open_time for p in predictions} == {int(t) for t in sol.open_time_ms[FIRST:]}
 
 

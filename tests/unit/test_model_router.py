@@ -144,3 +144,11 @@ def test_an_unknown_version_in_the_state_raises_and_the_table_stays() -> None:
     with pytest.raises(ManifestError):
         router.table_for(ControlState(revision=1, live="v9"))
     assert router.table is before
+
+
+def test_versions_the_state_no_longer_names_are_unloaded() -> None:
+    router, _ = _router(Constant("v0"), Constant("v1"), Constant("v2"), Constant("v3"))
+    router.table = router.table_for(ControlState(revision=1, live="v1", shadow="v2"))
+    assert router.loaded_versions == {"v0", "v1", "v2"}
+    router.table = router.table_for(ControlState(revision=2, live="v3"))
+    assert router.loaded_versions == {"v0", "v3"}  # v0 served at start-up and stays

@@ -1,0 +1,48 @@
+"""Every Redis key the stream writes for a symbol has an owner that expires it once the symbol goes silent."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis.asyncio as aioredis
+import pytest
+
+from configs.settings import Settings
+from models.schema import Candle
+from tests.contract.test_outcome_store import item
+from workers.outcome_store import RedisOutcomeStore
+from workers.window_store import RedisWindowStore
+
+pytestmark = pytest.mark.integration
+
+EXPIRE_MS = 3_600_000
+
+
+async def _ttls_ms(client: aioredis.Redis, prefix: str) -> dict[str, int]:
+    return {key.decode(): await client.pttl(key) async for key in client.scan_iter(match=f"{prefix}*")}
+
+
+async def test_window_and_outcome_keys_expire_after_the_symbol_goes_silent(services: Settings) -> None:
+    client = aioredis.Redis.from_url(services.redis_url)
+    prefix = f"expiry-{uuid.uuid4().hex[:8]}:"
+    try:
+        windows = RedisWindowStore(client, 50, key_prefix=prefix, expire_after_ms=EXPIRE_MS)
+        candles = [Candle(symbol="BTCUSDT", timeframe="1h", open_time=1_700_000_000_000 + i * 3_600_000, open=1.0,
+                          high=2.0, low=0.5, close=1.5, volume=1.0, closed=i < 3) for i in range(4)]
+        await windows.write_closed(candles[:3], read_count=10)
+        await windows.write_forming([candles[3]])
+        await windows.mark_predicted(candles[:3])
+        await windows.write_closed([], read_count=10)  # the marks travel with the next write
+        outcomes = RedisOutcomeStore(client, 10 * EXPIRE_MS, key_prefix=prefix, expire_after_ms=EXPIRE_MS)
+        pending = [item(i) for i in range(3)]
+        await outcomes.register(pending)
+        await outcomes.settle(pending[:1])
+        ttls = await _ttls_ms(client, prefix)
+        suffixes = {key.rsplit(":", 1)[-1] for key in ttls}
+        assert {"win", "forming", "predicted", "generation", "pending", "settled"} <= suffixes, ttls
+        assert all(0 < ttl <= EXPIRE_MS for ttl in ttls.values()), ttls
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
