@@ -122,6 +122,10 @@ class FaultConfig(_Frozen):
     redis_connect_timeout_s: float = Field(2.0, gt=0)
     redis_health_check_s: float = Field(10.0, gt=0, description="a connection idle this long is PINGed before use")
     kafka_request_timeout_ms: int = Field(30_000, gt=0, description="a produce not acknowledged by then is a fault")
+    attempt_timeout_s: float = Field(90.0, gt=0, description="an attempt at a batch still running after this is "
+                                                            "a fault (cancelled and retried)")
+    stall_s: float = Field(120.0, gt=0, description="no batch finished for this long while records wait past the "
+                                                    "committed offsets: the consumer stalled, the process exits 75")
     inject_failure_probability: float = Field(
         0.0, ge=0.0, lt=1.0, description="test hook of the chaos suite: each processing stage raises with this chance")
 

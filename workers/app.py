@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -36,6 +38,7 @@ from workers.control import ControlPlane, load_served_version
 from workers.model_router import ModelRouter
 from workers.redis_client import connect_redis
 from workers.streams import CandleProcessor, RawMessage
+from workers.stall_watch import StallWatch
 from workers.symbol_registry import RedisSymbolRegistry
 from workers.topics import TopicNames
 from workers.window_store import RedisWindowStore
@@ -45,6 +48,7 @@ __all__ = ["create_app", "faust_settings"]
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 10.0
+STALL_CHECK_S = 5.0
 
 
 def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
@@ -53,6 +57,8 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return {
         "id": f"{settings.topic_prefix}{app_id}",
+        # unique per process: the stall watch finds this consumer's partitions in the group by it
+        "broker_client_id": f"{app_id}-{socket.gethostname()}-{os.getpid()}",
         "broker": f"kafka://{settings.kafka_bootstrap}",
         "store": "memory://",
         "web_enabled": False,
@@ -93,6 +99,8 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
 
     faults = settings.worker.faults
     fault_point = FaultInjector(faults.inject_failure_probability) if faults.inject_failure_probability else None
+    stall = StallWatch(settings.kafka_bootstrap, app.conf.id, app.conf.broker_client_id, names.candles, faults.stall_s)
+    guards: list[BatchGuard] = []
 
     @app.agent(candles, concurrency=1)
     async def predict_candles(stream: faust.StreamT) -> None:
@@ -122,6 +130,7 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
                 await outcome_publisher.restart()
 
         guard = BatchGuard(faults, processor.counts, recover=recover)
+        guards.append(guard)
 
         async def start_up() -> None:
             await control.start()
@@ -133,6 +142,7 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
                 await adaptive.refresh()
 
         await guard.run(start_up)
+        stall.progressed()
         following = asyncio.create_task(control.follow(), name="follow-control")
         live = router.table.live
         log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version, router.table.revision,
@@ -146,10 +156,11 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
                 batch = [RawMessage(e.message.key, e.message.value, e.message.topic, e.message.partition,
                                     e.message.offset) for e in events]
                 await guard.run(partial(processor.process, batch))
+                stall.progressed()
         finally:  # reached on a stop only, after the batch in hand finished
             following.cancel()
             await _close_quietly(store.flush(), publisher.stop(), outcome_publisher.stop(), rebuilder.close(),
-                                 history.close(), client.aclose())
+                                 history.close(), client.aclose(), stall.close())
 
     @app.agent(control_topic, concurrency=1)
     async def apply_control(stream: faust.StreamT) -> None:
@@ -167,6 +178,10 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
     async def tick_control() -> None:
         """Opened breakers and the passing time into the shared state (faults retried in place)."""
         await control.tick()
+
+    @app.timer(STALL_CHECK_S)
+    async def watch_for_a_stall() -> None:
+        await stall.check(busy=any(g.in_hand for g in guards))
 
     @app.timer(STATS_INTERVAL_S)
     async def log_stats() -> None:

@@ -6,7 +6,8 @@ acknowledges the batch, and Faust later commits its offsets. So the body must
 end only when the batch is done. :class:`BatchGuard` runs one attempt after
 another of the same batch:
 
-- an attempt that raises is a fault: one log line when the first attempt of a
+- an attempt that raises, or is still running after ``attempt_timeout_s`` (a call
+  that hangs: it is cancelled), is a fault: one log line when the first attempt of a
   batch fails and one when the batch finally succeeds, counted in ``counts``
   (``fault.<kind>``, ``fault_recovered``) for ``/metrics``; the next attempt
   waits an exponential backoff, and ``recover(kind)`` runs before it (the
@@ -79,7 +80,8 @@ def leave_now(code: int) -> None:
 
 
 class BatchGuard:
-    """See the module docstring. ``leave`` is :func:`leave_now` outside tests."""
+    """See the module docstring. ``leave`` is :func:`leave_now` outside tests; ``in_hand`` is true while
+    a batch runs."""
 
     def __init__(self, config: FaultConfig, counts: Counter[str], *,
                  recover: Callable[[str], Awaitable[None]] | None = None,
@@ -92,15 +94,20 @@ class BatchGuard:
         self._leave = leave
         self._sleep = sleep
         self._clock = clock
+        self.in_hand = False
+
 
     async def run(self, attempt: Callable[[], Awaitable[None]]) -> None:
         """Return once ``attempt`` succeeded; see the module docstring for faults and stops."""
         task = asyncio.ensure_future(self._until_done(attempt))
+        self.in_hand = True
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             await self._finish_before_stop(task)
             raise
+        finally:
+            self.in_hand = False
 
     async def _finish_before_stop(self, task: asyncio.Future[None]) -> None:
         ends_at = self._clock() + self._config.stop_grace_s
@@ -123,7 +130,7 @@ class BatchGuard:
         while True:
             attempts += 1
             try:
-                await attempt()
+                await asyncio.wait_for(attempt(), self._config.attempt_timeout_s)
             except Exception as error:  # every failure of an attempt is retried or ends the process
                 kind = fault_kind(error)
                 self._counts[f"fault.{kind}"] += 1

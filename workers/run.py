@@ -13,6 +13,7 @@ from models.manifest import newest_version
 from models.predictor import Predictor
 from workers.adaptive import AdaptiveWeights, load_served
 from workers.app import create_app
+from workers.log_repeats import quiet_repeats
 from workers.topics import ensure_topics
 
 __all__ = ["load_predictor", "run_worker", "run_relay", "Engine"]
@@ -47,6 +48,7 @@ def run_worker(settings: Settings, version: str | None = None, engine: Engine = 
     predictor = load_predictor(settings, version, engine, adaptive)
     asyncio.run(ensure_topics(settings))
     app = create_app(settings, predictor, adaptive)
+    quiet_repeats("aiokafka")  # a broker outage: one refused-connection line per 30 s, not several a second
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 

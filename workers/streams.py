@@ -3,8 +3,11 @@
 Pure steps live in ``models/``; this module sequences them around the IO
 (the window store and the publisher) and keeps the event loop free by
 running features and inference in a one-thread executor. Expected bad input
-(:class:`InvalidCandle`) becomes a dead letter; anything else is a bug and is
-allowed to crash the worker, which then restarts from its committed offset.
+(:class:`InvalidCandle`, or a symbol past the fleet's cap) becomes a dead
+letter. Anything else raised here (a Redis or broker fault, a bug) fails the
+batch as a whole: every step is safe to repeat, and the worker's
+:class:`~workers.batch_guard.BatchGuard` runs the batch again or leaves the
+process without acknowledging it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from configs.settings import FaultConfig
+from tests.support.fake_time import FakeTime
 from workers.batch_guard import FAULT_EXIT_CODE, BatchGuard, FaultInjector, InjectedFault, fault_kind
 
 
@@ -22,20 +23,6 @@ class Left(Exception):
 def _leave(code: int) -> None:
     raise Left(code)
 
-
-class FakeTime:
-    """A clock that moves only when the guard sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def _failing(times: int, error: Exception) -> tuple[list[int], object]:
@@ -138,3 +125,18 @@ def test_the_injector_fails_at_about_its_rate() -> None:
     never = FaultInjector(0.0, random.Random(7))
     for _ in range(1_000):
         never("store")
+
+
+async def test_an_attempt_that_hangs_is_cancelled_and_retried() -> None:
+    calls: list[int] = []
+
+    async def attempt() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # a call that never answers
+
+    counts: Counter[str] = Counter()
+    guard = BatchGuard(FaultConfig(attempt_timeout_s=0.05, retry_initial_s=0.01), counts, leave=_leave)
+    await guard.run(attempt)
+    assert len(calls) == 2
+    assert counts == Counter({"fault.network": 1, "fault_recovered": 1})

@@ -14,24 +14,13 @@ from pydantic import SecretStr
 
 from configs.settings import AlertsConfig
 from tests.support.fake_telegram import FakeTelegram
+from tests.support.fake_time import FakeTime
 from workers.alerts.errors import TelegramRefused, TelegramUnavailable
 from workers.alerts.telegram import TelegramClient
 
 TOKEN = "777:SECRET_token-value.x"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
