@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test services-up services-down bench clean
+.PHONY: setup demo test chaos services-up services-down bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: services-up
 
 test: services-up
 	$(BIN)/pytest
+
+# Real faults (kills, restarts, pauses, wipes) in the suite's own Kafka and Redis: docs/reliability.md
+chaos: setup
+	$(BIN)/pytest tests/chaos -m chaos -v
 
 bench: services-up
 	$(BIN)/bse-predict bench
