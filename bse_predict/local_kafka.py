@@ -226,8 +226,8 @@ def _random_cluster_id() -> str:
 
 def _format_storage(java: list[str], config: Path, cluster_id: str, progress: Progress) -> None:
     progress("formatting Kafka storage (once per data dir)...")
-    result = subprocess.run(
-        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+    result = subprocess.run(  # "--cluster-id=": a random id may start with "-", which "-t ID" reads as an option
+        [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
         capture_output=True, text=True,
     )
     if result.returncode != 0:
