@@ -21,7 +21,6 @@ import signal
 import uuid
 from urllib.parse import urlparse
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -35,6 +34,7 @@ from workers.alerts.lease import Lease, OwnedKeys
 from workers.alerts.service import AlertService
 from workers.alerts.store import AlertStore
 from workers.alerts.telegram import TelegramClient, redact
+from workers.redis_client import connect_redis
 from workers.topics import TopicNames, ensure_topics
 
 __all__ = ["run_alerts", "consume", "check_alert_settings", "subscribed_topics", "READY_MESSAGE"]
@@ -175,7 +175,7 @@ async def _run(settings: Settings, token: str, chats: tuple[str, ...]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    client_redis = aioredis.Redis.from_url(settings.redis_url)
+    client_redis = connect_redis(settings.redis_url, settings.worker.faults)  # timeouts: a hung Redis is an error
     owner = uuid.uuid4().hex  # this process, in its claims and its lease
     store = AlertStore(client_redis, settings.topic_prefix, settings.alerts.state_ttl_hours, owner,
                        settings.alerts.claim_ttl_s)
