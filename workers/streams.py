@@ -138,6 +138,7 @@ class CandleProcessor:
         self._symbols = symbols
         self._rebuild_tried: set[tuple[str, str]] = set()
         self._complete_at: dict[tuple[str, str], int] = {}  # newest open time whose window was complete
+        self._outcomes_to_restore: set[tuple[str, str]] = set()  # windows rebuilt, pending outcomes not yet
         self._allowed_timeframes = frozenset({settings.market.timeframe})
         self.counts: Counter[str] = Counter()
         self.stage_times = StageTimes()
@@ -211,7 +212,6 @@ class CandleProcessor:
         if self._rebuilder is None:
             return writes
         rebuilt: set[tuple[str, str]] = set()
-        outcomes_lost: set[tuple[str, str]] = set()
         for write in writes:
             key = (write.candle.symbol, write.candle.timeframe)
             complete_at = self._complete_at.get(key)
@@ -232,16 +232,17 @@ class CandleProcessor:
             rebuilt.add(key)
             if restored:
                 self.counts["windows_rebuilt"] += 1
-                outcomes_lost.add(key)
+                self._outcomes_to_restore.add(key)
         again = [i for i, w in enumerate(writes) if (w.candle.symbol, w.candle.timeframe) in rebuilt]
         if again:
             rewritten = await self._store.write_closed([writes[i].candle for i in again], read_count=self._lookback + 1)
             for index, write in zip(again, rewritten, strict=True):
                 writes[index] = write
-                key = (write.candle.symbol, write.candle.timeframe)
-                if key in outcomes_lost:
-                    outcomes_lost.discard(key)
-                    await self._restore_outcomes(write)
+        for write in writes:  # kept across attempts: a fault after the window came back retries the restore
+            key = (write.candle.symbol, write.candle.timeframe)
+            if key in self._outcomes_to_restore:
+                await self._restore_outcomes(write)
+                self._outcomes_to_restore.discard(key)
         return writes
 
     async def _restore_outcomes(self, write: ClosedWrite) -> None:
