@@ -13,7 +13,8 @@ symbol's keys share a cluster slot:
   a store keeps an in-process copy of each symbol's pending outcomes and reads
   them again only when the generation says someone else changed them.
 
-Each symbol's keys expire ``expire_after_ms`` after its last change (a symbol that
+Each symbol's keys expire about ``expire_after_ms`` after its last change (the
+expiry set when they are created and renewed every 24th change) (a symbol that
 stopped: the pending outcomes of predictions that can never settle go with them).
 Registering is idempotent (``HSETNX`` behind the settled check, one Lua call per
 batch); settling removes from ``pending`` and adds to ``settled`` atomically.
@@ -29,6 +30,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from models.outcomes import PendingBook, PendingOutcome
+from workers.window_store import EXPIRY_REFRESH_WRITES
 
 __all__ = ["SymbolKey", "OutcomeStore", "RedisOutcomeStore", "MemoryOutcomeStore"]
 
@@ -56,7 +58,9 @@ for s = 1, tonumber(ARGV[1]) do
     flags[2 + i] = flag
   end
   if added > 0 then flags[2] = redis.call('INCR', generation) end
-  for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
+  if added > 0 and flags[2] % tonumber(ARGV[#ARGV - 1]) == 1 then
+    for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
+  end
   out[s] = flags
   a = a + 1 + 2 * n
 end
@@ -79,8 +83,11 @@ for s = 1, tonumber(ARGV[2]) do
   end
   local newest = redis.call('ZREVRANGE', settled, 0, 0, 'WITHSCORES')
   redis.call('ZREMRANGEBYSCORE', settled, '-inf', '(' .. tostring(tonumber(newest[2]) - retain_ms))
-  out[s] = {before, redis.call('INCR', generation)}
-  for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
+  local after = redis.call('INCR', generation)
+  if after % tonumber(ARGV[#ARGV - 1]) == 1 or redis.call('ZCARD', settled) == n then
+    for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
+  end
+  out[s] = {before, after}
   a = a + 1 + 2 * n
 end
 return out
@@ -150,7 +157,7 @@ class RedisOutcomeStore:
             args.append(len(group))
             for item in group:
                 args.extend((item.key, item.model_dump_json()))
-        replies = await self._register(keys=keys, args=[*args, self._expire_ms])
+        replies = await self._register(keys=keys, args=[*args, EXPIRY_REFRESH_WRITES, self._expire_ms])
         added = 0
         for (key, group), (before, after, *flags) in zip(groups.items(), replies, strict=True):
             new = [item for item, flag in zip(group, flags, strict=True) if flag]
@@ -184,7 +191,7 @@ class RedisOutcomeStore:
             args.append(len(group))
             for item in group:
                 args.extend((item.key, item.open_time))
-        replies = await self._settle(keys=keys, args=[*args, self._expire_ms])
+        replies = await self._settle(keys=keys, args=[*args, EXPIRY_REFRESH_WRITES, self._expire_ms])
         for (key, group), (before, after) in zip(groups.items(), replies, strict=True):
             gone = [item.key for item in group]
             self._follow(key, int(before), int(after), lambda book, gone=gone: book.remove(gone))
