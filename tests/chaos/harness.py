@@ -202,9 +202,6 @@ class Supervised:
             os.killpg(pid, signum)
             return True
 
-    def ready_count(self) -> int:
-        return self.log_path.read_text(errors="replace").count("serving ") if self.log_path.exists() else 0
-
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
