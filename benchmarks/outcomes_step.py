@@ -26,11 +26,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import redis.asyncio as aioredis
 
 from configs.settings import load_settings
 from models.manifest import newest_version
 from models.schema import Candle, ModelRef, Prediction, TargetPrediction
+from workers.connections import connect_redis, kafka_options
 from workers.bench import bench_symbols
 from workers.live import LiveOutcomes
 from workers.outcomes import KafkaOutcomePublisher, OutcomeResolver
@@ -86,8 +86,8 @@ async def _run(args: argparse.Namespace) -> None:
     live_version = args.version or newest_version(settings.models_dir)
     shadow_version = live_version if args.shadow_version is None else args.shadow_version
     series = bench_symbols([_DATA], args.symbols, args.warm + args.ticks)
-    client = aioredis.from_url(settings.redis_url)
-    publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
+    client = connect_redis(settings)
+    publisher = KafkaOutcomePublisher(kafka_options(settings), names.outcomes)
     await publisher.start()
     resolver = LiveOutcomes(_NoApp(), settings, []).resolver(client, publisher)  # type: ignore[arg-type]
     assert resolver is not None

@@ -42,15 +42,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def one_line_errors(command: F) -> F:
-    """Expected failures end the command with one line on stderr and exit code 2."""
+    """Expected failures (bad input, a Kafka or Redis that is down or refuses us) end the command with one
+    line on stderr and exit code 2."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from aiokafka.errors import KafkaError
+        from redis.exceptions import RedisError
+
         from bse_predict.services import ServicesError
 
         try:
             return command(*args, **kwargs)
-        except (BsePredictError, ServicesError, ValueError, OSError) as exc:
+        except (BsePredictError, ServicesError, ValueError, OSError, KafkaError, RedisError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if isinstance(exc, ValidationError):
                 first = exc.errors()[0]
@@ -88,6 +92,11 @@ def _print_report(report: Any) -> None:
     line(report.redis)
 
 
+SecureOption = Annotated[bool, typer.Option(
+    "--secure", help="The secure stack instead, beside the plain one: Kafka SASL_SSL (SCRAM-SHA-512) on 9098, "
+                     "Redis TLS with an ACL user on 6380, in var/services/secure (docs/services.md).")]
+
+
 @services_app.command("up")
 @one_line_errors
 def services_up_command(
@@ -95,11 +104,24 @@ def services_up_command(
     brokers: Annotated[int, typer.Option(
         "--brokers", help="1: one Kafka node; 3: a three-broker KRaft cluster (replication 3, min.insync.replicas 2), "
                           "brokers at the bootstrap port, +2 and +4, each controller one port above (docs/services.md).")] = 1,
+    secure: SecureOption = False,
 ) -> None:
-    """Start Kafka and Redis (idempotent); returns when all answer."""
+    """Start Kafka and Redis (idempotent); returns when all answer. With --secure, prints the client's settings."""
+    progress = lambda m: errors.print(m, markup=False)  # noqa: E731
+    if secure:
+        from bse_predict.local_secure import secure_environment, secure_stack, secure_up
+
+        if brokers != 1:
+            raise ValueError("--secure runs one Kafka node; leave out --brokers")
+        stack = secure_stack()
+        _print_report(secure_up(stack, progress=progress))
+        errors.print(f"the client's settings (also in {stack.env_path}, for `. {stack.env_path}`):", markup=False)
+        for name, value in secure_environment(stack).items():
+            console.print(f"{name}={value}", markup=False, highlight=False)
+        return
     from bse_predict.services import services_up
 
-    report = services_up(_settings(config), brokers=brokers, progress=lambda m: errors.print(m, markup=False))
+    report = services_up(_settings(config), brokers=brokers, progress=progress)
     _print_report(report)
     if len(report.kafka_brokers) > 1:
         errors.print(f"clients of the cluster: BSE_KAFKA_BOOTSTRAP={report.kafka.address}", markup=False)
@@ -107,20 +129,31 @@ def services_up_command(
 
 @services_app.command("down")
 @one_line_errors
-def services_down_command(config: ConfigOption = None) -> None:
-    """Stop the local Kafka (every broker) and Redis started by `services up`."""
+def services_down_command(config: ConfigOption = None, secure: SecureOption = False) -> None:
+    """Stop the local Kafka (every broker) and Redis started by `services up` (with --secure: the secure stack)."""
+    progress = lambda m: errors.print(m, markup=False)  # noqa: E731
+    if secure:
+        from bse_predict.local_secure import secure_down, secure_stack
+
+        _print_report(secure_down(secure_stack(), progress=progress))
+        return
     from bse_predict.services import services_down
 
-    _print_report(services_down(_settings(config), progress=lambda m: errors.print(m, markup=False)))
+    _print_report(services_down(_settings(config), progress=progress))
 
 
 @services_app.command("status")
 @one_line_errors
-def services_status_command(config: ConfigOption = None) -> None:
+def services_status_command(config: ConfigOption = None, secure: SecureOption = False) -> None:
     """Report Kafka (each broker of a cluster) and Redis; exit code 1 unless all answer."""
-    from bse_predict.services import services_status
+    if secure:
+        from bse_predict.local_secure import secure_stack, secure_status
 
-    report = services_status(_settings(config))
+        report = secure_status(secure_stack())
+    else:
+        from bse_predict.services import services_status
+
+        report = services_status(_settings(config))
     _print_report(report)
     if not (report.kafka.healthy and report.redis.healthy):
         raise typer.Exit(1)
@@ -297,6 +330,7 @@ def replay(
     from rich.progress import Progress
 
     from models.candle_files import read_candle_files
+    from workers.connections import explained_kafka_errors
     from workers.replay import candle_records, replay as run_replay
 
     settings = _settings(config)
@@ -306,7 +340,7 @@ def replay(
     if last_hours:
         series = [s.tail(last_hours) for s in series]
     records = list(candle_records(series, updates))
-    with Progress(console=errors) as progress:
+    with explained_kafka_errors(settings), Progress(console=errors) as progress:
         task = progress.add_task("replaying candles", total=len(records))
         report = asyncio.run(run_replay(settings, records, rate, on_sent=lambda *_: progress.advance(task)))
     console.print(f"sent {report.closed} closed candles and {report.updates} updates in {report.seconds:.1f} s")
@@ -392,6 +426,20 @@ def models_show(version: str, config: ConfigOption = None) -> None:
         console.print(line, markup=False, highlight=False)
 
 
+@models_app.command("sign")
+@one_line_errors
+def models_sign(version: str, config: ConfigOption = None) -> None:
+    """Sign a version's manifest with BSE_MODEL_SIGNING_SECRET (HMAC-SHA256), once its files check out."""
+    from models.manifest import sign_version
+
+    settings = _settings(config)
+    if settings.model_signing_secret is None:
+        raise ValueError("BSE_MODEL_SIGNING_SECRET is not set: there is no secret to sign with")
+    _check_version_name(version)
+    sign_version(settings.models_dir / version, settings.model_signing_secret)
+    console.print(f"signed {version} (HMAC-SHA256 of its manifest)", markup=False, highlight=False)
+
+
 @models_app.command("migrate")
 @one_line_errors
 def models_migrate(
@@ -412,22 +460,54 @@ def models_migrate(
 # ---------------------------------------------------------------- control
 
 IssuedByOption = Annotated[str, typer.Option("--issued-by", help="Who sends it (recorded on control.events).")]
+WaitOption = Annotated[float, typer.Option(
+    "--wait-s", min=0.0, help="Seconds to wait for a worker's answer on control.events (exit 1: refused, "
+                              "3: no answer in time).")]
+NoWaitOption = Annotated[bool, typer.Option("--no-wait", help="Send and exit 0 without waiting for the answer.")]
+_REFUSED_EXIT = 1
+_NO_ANSWER_EXIT = 3
 
 
-def _send_control(config: Path | None, command: str, args: dict[str, Any], issued_by: str) -> None:
-    """Build, sign with BSE_CONTROL_SECRET and send one control message; print its id."""
+def _send_control(config: Path | None, command: str, args: dict[str, Any], issued_by: str, wait_s: float = 30.0,
+                  no_wait: bool = False) -> None:
+    """Build, sign with BSE_CONTROL_SECRET (its id BSE_CONTROL_KEY_ID) and send one control message; print
+    its id, then wait for a worker's answer: applied (exit 0), refused (exit 1, the reason on stderr), none
+    within ``wait_s`` (exit 3)."""
     from datetime import UTC, datetime
 
     from models.control_message import build_message
-    from workers.control import send_control
+    from workers.connections import explained_kafka_errors
+    from workers.control import send_control, send_control_and_wait
 
     settings = _settings(config)
     if settings.control_secret is None or not settings.control_secret.get_secret_value():
         raise ValueError("BSE_CONTROL_SECRET is not set: control messages cannot be signed")
-    fields = build_message(command, args, settings.control_secret.get_secret_value(), datetime.now(UTC), issued_by)
-    asyncio.run(send_control(settings, fields))
-    console.print(f"sent {command} {fields['args']} id={fields['id']} to {settings.topic('control')}; "
-                  f"the outcome appears on {settings.topic('control.events')}", markup=False, highlight=False)
+    fields = build_message(command, args, settings.control_secret.get_secret_value(), datetime.now(UTC), issued_by,
+                           key_id=settings.control_key_id)
+    where = f"{command} {fields['args']} id={fields['id']} to {settings.topic('control')}"
+    with explained_kafka_errors(settings):
+        if no_wait:
+            asyncio.run(send_control(settings, fields))
+            console.print(f"sent {where}; the outcome appears on {settings.topic('control.events')}",
+                          markup=False, highlight=False)
+            return
+
+        def waiting() -> None:
+            errors.print(f"sent {where}; waiting up to {wait_s:g} s for a worker's answer on "
+                         f"{settings.topic('control.events')}", markup=False, highlight=False)
+
+        answer = asyncio.run(send_control_and_wait(settings, fields, wait_s, waiting))
+    if answer is None:
+        errors.print(f"error: no worker answered within {wait_s:g} s (is a worker running on "
+                     f"{settings.kafka_bootstrap}, topic prefix {settings.topic_prefix!r}?); message {fields['id']} "
+                     f"was sent and is refused as stale if no worker reads it within {settings.control.max_age_s:g} s",
+                     markup=False, highlight=False)
+        raise typer.Exit(_NO_ANSWER_EXIT)
+    if answer.status == "refused":
+        errors.print(f"error: refused {command} id={fields['id']}: {answer.reason}", markup=False, highlight=False)
+        raise typer.Exit(_REFUSED_EXIT)
+    live = "" if answer.state is None else f" (revision {answer.state.get('revision')}, live {answer.state.get('live')})"
+    console.print(f"applied {command} id={fields['id']}: {answer.reason}{live}", markup=False, highlight=False)
 
 
 def _version_or_off(value: str) -> str | None:
@@ -436,16 +516,18 @@ def _version_or_off(value: str) -> str | None:
 
 @control_app.command("promote")
 @one_line_errors
-def control_promote(version: str, config: ConfigOption = None, issued_by: IssuedByOption = "ops") -> None:
+def control_promote(version: str, config: ConfigOption = None, issued_by: IssuedByOption = "ops",
+                    wait_s: WaitOption = 30.0, no_wait: NoWaitOption = False) -> None:
     """Make VERSION live for every symbol, after a load, hash check and warm-up on current windows."""
-    _send_control(config, "promote", {"version": version}, issued_by)
+    _send_control(config, "promote", {"version": version}, issued_by, wait_s, no_wait)
 
 
 @control_app.command("rollback")
 @one_line_errors
-def control_rollback(config: ConfigOption = None, issued_by: IssuedByOption = "ops") -> None:
+def control_rollback(config: ConfigOption = None, issued_by: IssuedByOption = "ops", wait_s: WaitOption = 30.0,
+                     no_wait: NoWaitOption = False) -> None:
     """Make the previous live version live again, at once."""
-    _send_control(config, "rollback", {}, issued_by)
+    _send_control(config, "rollback", {}, issued_by, wait_s, no_wait)
 
 
 @control_app.command("ab")
@@ -454,6 +536,8 @@ def control_ab(
     variants: Annotated[list[str], typer.Argument(help="VERSION=WEIGHT pairs, e.g. v1=0.9 v2=0.1.")],
     config: ConfigOption = None,
     issued_by: IssuedByOption = "ops",
+    wait_s: WaitOption = 30.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Split symbols between versions by weight (sticky by symbol); ``variant`` in predictions names the arm."""
     weights: dict[str, float] = {}
@@ -465,7 +549,7 @@ def control_ab(
             raise ValueError(f"expected VERSION=WEIGHT, got {pair!r}") from None
         if not sep or not name:
             raise ValueError(f"expected VERSION=WEIGHT, got {pair!r}")
-    _send_control(config, "ab", {"variants": weights}, issued_by)
+    _send_control(config, "ab", {"variants": weights}, issued_by, wait_s, no_wait)
 
 
 @control_app.command("shadow")
@@ -474,9 +558,11 @@ def control_shadow(
     version: Annotated[str, typer.Argument(help="A version, or off.")],
     config: ConfigOption = None,
     issued_by: IssuedByOption = "ops",
+    wait_s: WaitOption = 30.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Run VERSION on every candle and publish it to predictions.shadow only; ``off`` stops it."""
-    _send_control(config, "shadow", {"version": _version_or_off(version)}, issued_by)
+    _send_control(config, "shadow", {"version": _version_or_off(version)}, issued_by, wait_s, no_wait)
 
 
 @control_app.command("fallback")
@@ -485,9 +571,11 @@ def control_fallback(
     version: Annotated[str, typer.Argument(help="A version, or off.")],
     config: ConfigOption = None,
     issued_by: IssuedByOption = "ops",
+    wait_s: WaitOption = 30.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """The version that answers (degraded: true) while a served model's circuit breaker is open."""
-    _send_control(config, "fallback", {"version": _version_or_off(version)}, issued_by)
+    _send_control(config, "fallback", {"version": _version_or_off(version)}, issued_by, wait_s, no_wait)
 
 
 @control_app.command("ramp")
@@ -498,13 +586,16 @@ def control_ramp(
     every_s: Annotated[float | None, typer.Option("--every-s", help="Seconds per step; omit to advance on gates only.")] = None,
     config: ConfigOption = None,
     issued_by: IssuedByOption = "ops",
+    wait_s: WaitOption = 30.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Warm VERSION up: shadow, then growing shares of symbols, then live; stops at the first failed gate."""
     try:
         steps = [float(x) for x in shares.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"--shares must be numbers separated by commas, got {shares!r}") from None
-    _send_control(config, "ramp", {"version": version, "shares": steps, "every_s": every_s}, issued_by)
+    _send_control(config, "ramp", {"version": version, "shares": steps, "every_s": every_s}, issued_by, wait_s,
+                  no_wait)
 
 
 @control_app.command("gate")
@@ -515,9 +606,54 @@ def control_gate(
     reason: Annotated[str, typer.Option("--reason", help="Why, for control.events.")] = "",
     config: ConfigOption = None,
     issued_by: IssuedByOption = "ops",
+    wait_s: WaitOption = 30.0,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """A gate's verdict on a ramping version: --pass moves it to the next share, --fail stops the ramp."""
-    _send_control(config, "gate", {"version": version, "passed": passed, "reason": reason}, issued_by)
+    _send_control(config, "gate", {"version": version, "passed": passed, "reason": reason}, issued_by, wait_s,
+                  no_wait)
+
+
+@control_app.command("rotate")
+@one_line_errors
+def control_rotate(
+    key_id: Annotated[str | None, typer.Option("--key-id", help="The new key's id (default: key-YYYYMMDD, today).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make a new random control key: the secret alone on stdout, the rotation steps on stderr (docs/operations.md)."""
+    import re
+    import secrets
+    from datetime import UTC, datetime
+
+    from configs.settings import CONTROL_KEY_ID_PATTERN
+
+    try:
+        settings = _settings(config)
+        old_id, has_key = settings.control_key_id, settings.control_secret is not None
+    except ValidationError:  # a BSE_CONTROL_SECRET too short to start with is a reason to be here
+        old_id, has_key = "<BSE_CONTROL_KEY_ID, default primary>", True
+    new_id = key_id or f"key-{datetime.now(UTC):%Y%m%d}"
+    if not re.fullmatch(CONTROL_KEY_ID_PATTERN, new_id):
+        raise ValueError(f"--key-id {new_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if has_key and new_id == old_id:
+        raise ValueError(f"--key-id {new_id!r} is the current key's id; name the new key differently")
+    secret = secrets.token_hex(32)  # 256 random bits as 64 hex digits: nothing to quote, no ',' or '='
+    if not has_key:
+        steps = f"""new control key {new_id}: the secret is the one line on stdout.
+No BSE_CONTROL_SECRET is set here: give every worker and sender the same
+  BSE_CONTROL_SECRET='<new secret>'  BSE_CONTROL_KEY_ID={new_id}"""
+    else:
+        steps = f"""new control key {new_id}: the secret is the one line on stdout; keep it like the current one.
+Rotate without refusing a message on the way (every worker restarted one at a time at each step):
+  1. every worker accepts it too:  BSE_CONTROL_KEYS='{new_id}=<new secret>'
+     (comma-separated after any keys already listed there)
+  2. every sender signs with it: operator machines and the workers (challenger decisions, control.state):
+       BSE_CONTROL_SECRET='<new secret>'  BSE_CONTROL_KEY_ID={new_id}
+     and the workers keep accepting the old key:  BSE_CONTROL_KEYS='{old_id}=<old secret>'
+  3. once no sender uses the old key (control.events names each message's key_id) and
+     control.max_age_s has passed: remove the old key from BSE_CONTROL_KEYS everywhere."""
+    errors.print(steps, markup=False, highlight=False)
+    console.print(secret, markup=False, highlight=False)
 
 
 def main() -> None:

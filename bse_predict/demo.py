@@ -26,6 +26,7 @@ from models.inputs import INPUT_LOOKBACK
 from models.manifest import list_versions, load_manifest
 from models.schema import Prediction
 from models.synthetic import synthetic_series
+from workers.connections import client_environment, kafka_options
 from workers.replay import candle_records, replay
 from workers.topics import TopicNames, ensure_topics
 
@@ -80,7 +81,7 @@ def _print(console: Console, prediction: Prediction) -> None:
 
 
 async def _show_predictions(settings: Settings, expected: int, console: Console, timeout_s: float) -> int:
-    consumer = AIOKafkaConsumer(TopicNames.of(settings).predictions, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(TopicNames.of(settings).predictions, **kafka_options(settings),
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
     seen: set[str] = set()
@@ -109,7 +110,7 @@ def run_demo(settings: Settings, rate_per_s: float, progress: Callable[[str], No
     log_path = Path("var") / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BSE_TOPIC_PREFIX": demo_settings.topic_prefix, "BSE_MODELS_DIR": str(settings.models_dir),
-           "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url}
+           **client_environment(settings)}
     worker = subprocess.Popen([sys.executable, "-m", "bse_predict.cli", "worker", "--version", version],
                               env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     console.print(f"worker started (log: {log_path}); replaying {REPLAY_HOURS} hours of {', '.join(s.symbol for s in replayed)} "

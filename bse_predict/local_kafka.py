@@ -20,8 +20,9 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -43,6 +44,7 @@ __all__ = [
     "kafka_service",
     "node_properties",
     "prepare_node",
+    "probe_kafka",
     "quiet_aiokafka",
 ]
 
@@ -96,7 +98,7 @@ def kafka_service(settings: Settings) -> LocalService:
         log_path=root / "kafka.log",
         pid_path=root / "kafka.pid",
         cmdline_marker="kafka.Kafka",
-        probe=lambda: _probe(settings.kafka_bootstrap),
+        probe=lambda: probe_kafka(settings.kafka_bootstrap),
         prepare=lambda progress: prepare_node(
             home, host, 1, {1: port}, heap="768m", cluster_id=None, progress=progress
         ),
@@ -114,11 +116,13 @@ def first_address(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]") or "localhost", int(port)
 
 
-def _probe(bootstrap: str) -> str | None:
-    """Describe the cluster with a real metadata request; None if it does not answer."""
+def probe_kafka(bootstrap: str, **client_options: Any) -> str | None:
+    """Describe the cluster with a real metadata request; None if it does not answer.
+
+    ``client_options`` are more aiokafka arguments (security: the secure stack's probe)."""
 
     async def describe() -> dict:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **client_options)
         try:
             await admin.start()
             return await admin.describe_cluster()
@@ -159,34 +163,49 @@ def prepare_node(
     heap: str,
     cluster_id: str | None,
     progress: Progress,
+    overrides: Mapping[str, str] | None = None,
+    scram_users: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Make jars, configuration and storage of one node ready; return its command line.
 
     ``voters`` maps the node id of every node of the cluster to its broker port;
-    ``cluster_id`` is the id to format new storage with (None: a random one).
+    ``cluster_id`` is the id to format new storage with (None: a random one);
+    ``overrides`` replace or add server properties (listeners, TLS, SASL: the
+    secure stack, :mod:`bse_predict.local_secure`); ``scram_users`` (name to
+    password) get SCRAM-SHA-512 credentials when the storage is formatted.
+    server.properties is written with mode 0600: with overrides it may hold a password.
     """
     java = require_program("java", "Kafka needs Java 17 or newer")
     libs = _jars(progress)
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    config.write_text(node_properties(host, node_id, voters, data), encoding="utf-8")
+    _write_owner_only(config, node_properties(host, node_id, voters, data, overrides))
     log4j = home / "log4j2.xml"
     log4j.write_text(_LOG4J2, encoding="utf-8")
     classpath = ["-cp", str(libs / "*"), f"-Dlog4j2.configurationFile={log4j}"]
     if not (data / "meta.properties").exists():
-        _format_storage([java, *classpath], config, cluster_id or _random_cluster_id(), progress)
+        scram = [f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+                 for name, password in (scram_users or {}).items()]
+        _format_storage([java, *classpath], config, cluster_id or _random_cluster_id(), progress, scram)
     return [java, f"-Xmx{heap}", *classpath, "kafka.Kafka", str(config)]
 
 
-def node_properties(host: str, node_id: int, voters: dict[int, int], data: Path) -> str:
+def node_properties(
+    host: str, node_id: int, voters: dict[int, int], data: Path, overrides: Mapping[str, str] | None = None
+) -> str:
     """server.properties of one node: broker and controller in one process.
 
     Every node's controller listens on its broker port + 1. Replication follows
     the node count: every topic on every node (at most 3), acknowledged by all
     but one (at least 1). In a cluster, a node that stops heart-beating is
     fenced after 6 s (Kafka's default: 9 s), so its partitions move sooner.
+    ``overrides`` replace the value of a key in place, or are appended.
     """
+    return _override_properties(_plain_properties(host, node_id, voters, data), overrides or {})
+
+
+def _plain_properties(host: str, node_id: int, voters: dict[int, int], data: Path) -> str:
     port = voters[node_id]
     broker, controller = host_port(host, port), host_port(host, port + 1)
     quorum = ",".join(f"{node}@{host_port(host, voter_port + 1)}" for node, voter_port in sorted(voters.items()))
@@ -220,14 +239,33 @@ def node_properties(host: str, node_id: int, voters: dict[int, int], data: Path)
     ])
 
 
+def _override_properties(text: str, overrides: Mapping[str, str]) -> str:
+    lines = []
+    for line in text.splitlines():
+        key = line.partition("=")[0]
+        lines.append(f"{key}={overrides[key]}" if key in overrides else line)
+    present = {line.partition("=")[0] for line in lines}
+    lines += [f"{key}={value}" for key, value in overrides.items() if key not in present]
+    return "\n".join(lines) + "\n"
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 def _random_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _format_storage(java: list[str], config: Path, cluster_id: str, progress: Progress) -> None:
+def _format_storage(
+    java: list[str], config: Path, cluster_id: str, progress: Progress, extra: list[str]
+) -> None:
     progress("formatting Kafka storage (once per data dir)...")
     result = subprocess.run(  # "--cluster-id=": a random id may start with "-", which "-t ID" reads as an option
-        [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
+        [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config), *extra],
         capture_output=True, text=True,
     )
     if result.returncode != 0:

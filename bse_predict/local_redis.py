@@ -27,12 +27,12 @@ from bse_predict.services import (
 )
 from configs.settings import Settings
 
-__all__ = ["redis_service"]
+__all__ = ["redis_server_program", "redis_service"]
 
 
 def redis_service(settings: Settings) -> LocalService:
     """The local server for ``settings.redis_url``."""
-    url = urlsplit(settings.redis_url)
+    url = urlsplit(settings.redis_url.get_secret_value())
     host, port = url.hostname or "localhost", url.port or 6379
     root = services_dir()
     home, log_path = root / "redis", root / "redis.log"
@@ -69,7 +69,7 @@ def _probe(host: str, port: int) -> str | None:
 def _command(home: Path, log_path: Path, host: str, port: int, progress: Progress) -> list[str]:
     home.mkdir(parents=True, exist_ok=True)
     return [
-        _redis_server(progress),
+        redis_server_program(progress),
         "--port", str(port),
         "--bind", bind_ip(host),
         "--dir", str(home),
@@ -80,7 +80,7 @@ def _command(home: Path, log_path: Path, host: str, port: int, progress: Progres
     ]
 
 
-def _redis_server(progress: Progress) -> str:
+def redis_server_program(progress: Progress) -> str:
     """The system's redis-server, installed with apt-get when missing and we are root."""
     found = shutil.which("redis-server")
     if found:

@@ -123,7 +123,7 @@ def services_down(settings: Settings, *, progress: Progress = print) -> Services
     """Stop the services that bse-predict started; anything else is left alone."""
     from bse_predict.local_redis import redis_service
 
-    _stop_services([*_kafka_services(settings, _recorded_kafka_brokers()), redis_service(settings)], progress)
+    stop_services([*_kafka_services(settings, _recorded_kafka_brokers()), redis_service(settings)], progress)
     return services_status(settings)
 
 
@@ -134,9 +134,9 @@ def services_status(settings: Settings) -> ServicesReport:
     """
     from bse_predict.local_redis import redis_service
 
-    brokers = tuple(_service_state(node) for node in _kafka_services(settings, _recorded_kafka_brokers()))
+    brokers = tuple(service_state(node) for node in _kafka_services(settings, _recorded_kafka_brokers()))
     kafka = brokers[0] if len(brokers) == 1 else _cluster_state(brokers)
-    return ServicesReport(kafka=kafka, redis=_service_state(redis_service(settings)), kafka_brokers=brokers)
+    return ServicesReport(kafka=kafka, redis=service_state(redis_service(settings)), kafka_brokers=brokers)
 
 
 # -------------------------------------------------------------- Kafka layout
@@ -262,7 +262,7 @@ def _await_healthy(
         time.sleep(_POLL_S)
 
 
-def _stop_services(services: list[LocalService], progress: Progress) -> None:
+def stop_services(services: list[LocalService], progress: Progress) -> None:
     """SIGTERM the processes of ``services`` that bse-predict started, all at once, then
     wait for each (SIGKILL after 30 s).
 
@@ -304,7 +304,7 @@ def kill_service(service: LocalService) -> int:
     return pid
 
 
-def _service_state(service: LocalService) -> ServiceState:
+def service_state(service: LocalService) -> ServiceState:
     """The service as seen now: our pid, whether it answers, and how."""
     pid = running_pid(service)
     answer = service.probe()

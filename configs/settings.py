@@ -8,11 +8,14 @@ with ``--config`` (deep-merged), then environment variables (``BSE_*`` and the
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings", "DEFAULT_CONFIG_PATH", "TIMEFRAME_MS"]
@@ -55,12 +58,30 @@ class MarketConfig(_Frozen):
 
 
 class CandleRules(_Frozen):
+    """What a candle message must be to be let in (docs/candles.md). The plausibility bounds sit far outside
+    every candle of ``../shared/data``: the measured extremes are beside the defaults in ``default.yaml``.
+    A bound set to ``.inf`` in YAML is off."""
+
     symbol_pattern: str = r"^[A-Z0-9]{2,20}$"
     max_message_bytes: int = Field(4096, gt=0)
     dead_letter_keep_bytes: int = Field(4096, gt=0, description="a dead letter keeps this much of the original")
     symbols: tuple[str, ...] = Field((), description="only these symbols are served (empty: any that matches the pattern)")
     max_future_ms: int = Field(7_200_000, ge=0)
     min_open_time_ms: int = 1_230_768_000_000
+    max_clock_skew_ms: int = Field(5_000, ge=0, description="a closed candle may end (open_time + timeframe) at "
+                                                             "most this far ahead of the worker's clock")
+    min_price: float = Field(1e-10, gt=0, description="no price (low) under this")
+    max_price: float = Field(1e10, gt=0, description="no price (high) over this")
+    max_volume: float = Field(1e15, gt=0, description="no volume over this")
+    max_high_low_ratio: float = Field(20.0, gt=1, description="high / low of one candle at most this")
+    max_close_jump_ratio: float = Field(10.0, gt=1, description="close / the symbol's last close (or its "
+                                                                "inverse) at most this")
+
+    @model_validator(mode="after")
+    def _price_bounds_ordered(self) -> CandleRules:
+        if self.min_price >= self.max_price:
+            raise ValueError("candles.min_price must be below candles.max_price")
+        return self
 
 
 class WindowConfig(_Frozen):
@@ -305,6 +326,32 @@ class BreakerConfig(_Frozen):
     probes_to_close: int = Field(2, gt=0)
 
 
+MIN_CONTROL_SECRET_CHARS = 32  # an HMAC-SHA256 key: 32 bytes is the hash's own size (RFC 2104)
+CONTROL_KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def parse_control_keys(text: str) -> dict[str, str]:
+    """``BSE_CONTROL_KEYS`` (``id=secret,id2=secret2``) as {key id: secret}; ValueError naming the entry
+    (never the secret) that is not ``id=secret`` with a valid id and a secret of 32 characters or more.
+    A secret may hold ``=`` but not ``,``; spaces around entries are ignored."""
+    keys: dict[str, str] = {}
+    for number, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        key_id, sep, secret = entry.partition("=")
+        key_id = key_id.strip()
+        if not sep or not re.fullmatch(CONTROL_KEY_ID_PATTERN, key_id):
+            raise ValueError(f"BSE_CONTROL_KEYS entry {number} must be id=secret, the id 1-64 letters, digits, "
+                             "'.', '_' or '-'")
+        if key_id in keys:
+            raise ValueError(f"BSE_CONTROL_KEYS names key {key_id!r} twice")
+        if len(secret) < MIN_CONTROL_SECRET_CHARS:
+            raise ValueError(f"BSE_CONTROL_KEYS key {key_id!r} is shorter than {MIN_CONTROL_SECRET_CHARS} "
+                             "characters (`bse-predict control rotate` makes one)")
+        keys[key_id] = secret
+    return keys
+
+
 class ControlConfig(_Frozen):
     """The control plane: message freshness and size, how often workers look for a new state, how
     transient Redis and Kafka faults are retried, the breakers."""
@@ -320,16 +367,138 @@ class ControlConfig(_Frozen):
     breaker: BreakerConfig = BreakerConfig()
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSecurity(_Frozen):
+    """How every Kafka client of the project authenticates and encrypts (docs/security.md). The
+    environment names are ``BSE_KAFKA_<FIELD>`` (``BSE_KAFKA_SASL_PASSWORD``); the password and the
+    key's passphrase come from the environment only."""
+
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates "
+                                                       "(none: the system's trusted CAs)")
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mTLS")
+    ssl_keyfile: Path | None = Field(None, description="the client certificate's private key (PEM)")
+    ssl_keyfile_password: SecretStr | None = None
+    ssl_check_hostname: bool = Field(True, description="the broker's certificate must name the host dialled")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurity:
+        if self.uses_sasl:
+            if self.sasl_mechanism is None:
+                raise ValueError(f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_mechanism")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(f"kafka.security_protocol {self.security_protocol} needs BSE_KAFKA_SASL_USERNAME "
+                                 "and BSE_KAFKA_SASL_PASSWORD")
+        elif self.sasl_mechanism is not None or self.sasl_username or self.sasl_password is not None:
+            raise ValueError(f"SASL settings given but kafka.security_protocol is {self.security_protocol}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("kafka.ssl_certfile and kafka.ssl_keyfile go together (mTLS)")
+        tls_files = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        if not self.uses_tls and any(f is not None for f in tls_files):
+            raise ValueError(f"TLS files given but kafka.security_protocol is {self.security_protocol}")
+        return self
+
+
+class RedisTls(_Frozen):
+    """TLS of the Redis connection, used with a ``rediss://`` URL (environment ``BSE_REDIS_<FIELD>``).
+    The ACL user and password go in the URL: ``rediss://user:password@host:6380/0``."""
+
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the server's certificate")
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM) when the server asks for one")
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> RedisTls:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("redis.ssl_certfile and redis.ssl_keyfile go together")
+        return self
+
+
+# Settings that hold a secret: only the environment may set them, never a config file.
+ENVIRONMENT_ONLY: tuple[tuple[str, ...], ...] = (
+    ("control_secret",), ("control_keys",), ("model_signing_secret",), ("telegram_bot_token",),
+    ("kafka", "sasl_password"), ("kafka", "ssl_keyfile_password"),
+)
+
+
+class _BlockEnvironment(PydanticBaseSettingsSource):
+    """``BSE_KAFKA_<FIELD>`` and ``BSE_REDIS_<FIELD>`` for the fields of the ``kafka`` and ``redis``
+    blocks: the contract's flat names, without a nested delimiter."""
+
+    _BLOCKS: dict[str, type[BaseModel]] = {"kafka": KafkaSecurity, "redis": RedisTls}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for block, model in self._BLOCKS.items():
+            values = {name: os.environ[env] for name in model.model_fields
+                      if (env := f"BSE_{block}_{name}".upper()) in os.environ}
+            if values:
+                found[block] = values
+        return found
+
+
 class Settings(BaseSettings):
     """Every setting of bse-predict; frozen once built."""
 
-    model_config = SettingsConfigDict(env_prefix="BSE_", frozen=True, extra="forbid")
+    # hide_input_in_errors: a refused value may be a secret (a short BSE_CONTROL_SECRET); never print it.
+    model_config = SettingsConfigDict(env_prefix="BSE_", frozen=True, extra="forbid", hide_input_in_errors=True)
 
     kafka_bootstrap: str = "localhost:9092"
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"),
+                                 description="a secret: it may carry the ACL user's password")
     topic_prefix: str = ""
     models_dir: Path = Path("artifacts/models")
-    control_secret: SecretStr | None = None
+    control_secret: SecretStr | None = Field(
+        None, description="the signing key of control messages (and of control.state), at least 32 characters")
+    control_key_id: str = Field("primary", pattern=CONTROL_KEY_ID_PATTERN,
+                                description="the id of control_secret, sent as key_id in every control message")
+    control_keys: SecretStr | None = Field(
+        None, description="more keys that verify control messages during a rotation: id=secret,id2=secret2")
+
+    @field_validator("control_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # not set: every control message is refused
+        if len(value.get_secret_value()) < MIN_CONTROL_SECRET_CHARS:
+            raise ValueError(f"BSE_CONTROL_SECRET is shorter than {MIN_CONTROL_SECRET_CHARS} characters "
+                             "(`bse-predict control rotate` makes one)")
+        return value
+
+    @field_validator("control_keys")
+    @classmethod
+    def _key_list(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        extra = parse_control_keys(value.get_secret_value())
+        signing_id, signing = info.data.get("control_key_id"), info.data.get("control_secret")
+        if signing_id in extra and (signing is None or extra[signing_id] != signing.get_secret_value()):
+            raise ValueError(f"BSE_CONTROL_KEYS gives key {signing_id!r} (BSE_CONTROL_KEY_ID, the signing key) "
+                             "another secret than BSE_CONTROL_SECRET")
+        return value
+
+    model_signing_secret: SecretStr | None = Field(
+        None, description="when set, every model version's manifest must carry a valid HMAC-SHA256 under it")
+    kafka: KafkaSecurity = KafkaSecurity()
+    redis: RedisTls = RedisTls()
     telegram_bot_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "telegram_bot_token")
     )
@@ -367,7 +536,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment beats the YAML files, which arrive as init kwargs.
-        return env_settings, init_settings
+        return env_settings, _BlockEnvironment(settings_cls), init_settings
 
     def topic(self, name: str) -> str:
         """The full name of a contract topic, with the configured prefix."""
@@ -398,10 +567,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def _refuse_secrets(layer: dict[str, Any], path: Path) -> None:
+    """A secret in a config file would be copied, committed and printed: only the environment sets them."""
+    for keys in ENVIRONMENT_ONLY:
+        node: Any = layer
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            env = "BSE_" + "_".join(keys).upper() if keys != ("telegram_bot_token",) else "TELEGRAM_BOT_TOKEN"
+            raise ValueError(f"{path} sets {'.'.join(keys)}: a secret comes from the environment only ({env})")
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings: defaults, then ``config_file``, then ``overrides``, then the environment."""
     layered = _read_yaml(DEFAULT_CONFIG_PATH)
     if config_file is not None:
-        layered = _deep_merge(layered, _read_yaml(Path(config_file)))
+        from_file = _read_yaml(Path(config_file))
+        _refuse_secrets(from_file, Path(config_file))
+        layered = _deep_merge(layered, from_file)
     layered = _deep_merge(layered, overrides)
     return Settings(**layered)

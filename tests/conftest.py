@@ -17,6 +17,7 @@ import redis
 
 from configs.settings import Settings, load_settings
 from models.candle_files import CandleSeries, read_candle_files
+from workers.connections import connect_redis_sync, redacted_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "candles"
@@ -39,9 +40,9 @@ def base_settings() -> Settings:
 def services(base_settings: Settings) -> Settings:
     """The real services answer, or every integration test fails with the reason."""
     try:
-        redis.Redis.from_url(base_settings.redis_url, socket_connect_timeout=2).ping()
+        connect_redis_sync(base_settings, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        pytest.fail(f"Redis at {base_settings.redis_url} does not answer ({exc}); run `bse-predict services up`")
+        pytest.fail(f"Redis at {redacted_url(base_settings.redis_url)} does not answer ({exc}); run `bse-predict services up`")
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def probe() -> None:
@@ -65,7 +66,7 @@ def isolated(services: Settings, tmp_path: Path) -> Iterator[Settings]:
     settings = services.model_copy(update={"topic_prefix": prefix})
     yield settings
     asyncio.run(_delete_topics(settings.kafka_bootstrap, prefix))
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_redis_sync(settings)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.unlink(*keys)

@@ -36,7 +36,7 @@ from workers.outcomes import KafkaOutcomePublisher
 from workers.prediction_history import PredictionHistory
 from workers.control import ControlPlane, load_served_version
 from workers.model_router import ModelRouter
-from workers.redis_client import connect_redis
+from workers.connections import connect_redis, faust_broker_options, kafka_options
 from workers.streams import CandleProcessor, RawMessage
 from workers.stall_watch import StallWatch
 from workers.symbol_registry import RedisSymbolRegistry
@@ -59,7 +59,7 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
         "id": f"{settings.topic_prefix}{app_id}",
         # unique per process: the stall watch finds this consumer's partitions in the group by it
         "broker_client_id": f"{app_id}-{socket.gethostname()}-{os.getpid()}",
-        "broker": f"kafka://{settings.kafka_bootstrap}",
+        **faust_broker_options(settings),
         "store": "memory://",
         "web_enabled": False,
         "topic_partitions": settings.topics.partitions,
@@ -99,7 +99,7 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
 
     faults = settings.worker.faults
     fault_point = FaultInjector(faults.inject_failure_probability) if faults.inject_failure_probability else None
-    stall = StallWatch(settings.kafka_bootstrap, app.conf.id, app.conf.broker_client_id, names.candles, faults.stall_s)
+    stall = StallWatch(kafka_options(settings), app.conf.id, app.conf.broker_client_id, names.candles, faults.stall_s)
     guards: list[BatchGuard] = []
 
     @app.agent(candles, concurrency=1)
@@ -107,13 +107,13 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
         """Each batch is finished (published, acknowledged, stored) before Faust may acknowledge it;
         faults are retried in place and past the deadline the process leaves uncommitted
         (:mod:`workers.batch_guard`)."""
-        client = connect_redis(settings.redis_url, faults)
+        client = connect_redis(settings, faults)
         store = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix,
                                  expire_after_ms=settings.window.silent_expire_hours * 3_600_000)
         rebuilder = WindowRebuilder(settings, store, read_count=router.min_history + 1)
-        publisher = KafkaPublisher(settings.kafka_bootstrap, names.predictions, names.candles_dlq,
+        publisher = KafkaPublisher(kafka_options(settings), names.predictions, names.candles_dlq,
                                    names.predictions_shadow, faults.kafka_request_timeout_ms)
-        outcome_publisher = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes,
+        outcome_publisher = KafkaOutcomePublisher(kafka_options(settings), names.outcomes,
                                                   faults.kafka_request_timeout_ms)
         resolver = live_outcomes.resolver(client, outcome_publisher, extra_listeners=[adaptive] if adaptive else [])
         history = PredictionHistory(settings, settings.window.rebuild_scan_messages, publisher.partitions_for)

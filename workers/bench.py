@@ -31,9 +31,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 from configs.settings import Settings
 from models.candle_files import CandleSeries, read_candle_files
 from models.manifest import load_manifest, newest_version
+from workers.connections import client_environment, connect_redis, kafka_options
 from workers.relay import RELAY_OUTPUT
 from workers.replay import candle_payload
 from workers.topics import TopicNames, ensure_topics
@@ -141,8 +143,8 @@ def _payloads(series: Sequence[CandleSeries], index: int) -> list[tuple[str, str
 class _OutputWatcher:
     """Consumes the phase's output topic and notes when each id first arrived."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    def __init__(self, kafka: Mapping[str, Any], topic: str, partitions: int) -> None:
+        self._consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None,
                                           auto_offset_reset="earliest", fetch_max_wait_ms=5)
         self._topic = topic
         self._partitions = partitions
@@ -192,9 +194,9 @@ async def _send_tick(producer: AIOKafkaProducer, topic: str, tick: list[tuple[st
 async def _drive(settings: Settings, phase: _Phase, series: Sequence[CandleSeries], options: BenchOptions,
                  warmup: int, progress: Progress) -> PhaseResult:
     topic = TopicNames.of(settings).candles
-    watcher = _OutputWatcher(settings.kafka_bootstrap, phase.output_topic, settings.topics.partitions)
+    watcher = _OutputWatcher(kafka_options(settings), phase.output_topic, settings.topics.partitions)
     await watcher.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=0)
     await producer.start()
     sent_at: dict[str, float] = {}
     try:
@@ -265,7 +267,7 @@ async def _drive(settings: Settings, phase: _Phase, series: Sequence[CandleSerie
 
 
 def _spawn(phase: _Phase, settings: Settings, log_path: Path, config_file: Path | None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
+    env = {**os.environ, **client_environment(settings),
            "BSE_TOPIC_PREFIX": settings.topic_prefix, "BSE_MODELS_DIR": str(settings.models_dir)}
     log = log_path.open("wb")
     config = ["--config", str(config_file)] if config_file else []
@@ -334,9 +336,7 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
 async def _forget_keys(settings: Settings) -> None:
     """Delete what a phase's worker left in Redis (windows, pending outcomes, scores of 100 symbols):
     every key under the phase's own prefix. Left behind, they slowed every later key scan."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     try:
         batch: list[bytes] = []
         async for key in client.scan_iter(match=f"{settings.topic_prefix}*", count=1000):
@@ -377,12 +377,13 @@ def inference_per_tick(settings: Settings, version: str, ensemble_version: str |
     for name, v in (("onnx", version), ("ensemble", ensemble_version)):
         if v is None:
             continue
-        served = ServedModelSet.load(settings.models_dir / v)
+        served = ServedModelSet.load(settings.models_dir / v, signing_key=settings.model_signing_secret)
         inputs = build_inputs(served.input_kinds, windows, open_times)
         out[name] = median_ms(lambda: served.predict_outputs(inputs))
-        if name == "ensemble" and all(e.combiner for e in load_manifest(settings.models_dir / v).entries_for(
-                served.model_name).values()):
-            members = ServedEnsemble.load(settings.models_dir / v, settings.worker.ensemble)
+        manifest = load_manifest(settings.models_dir / v, settings.model_signing_secret)
+        if name == "ensemble" and all(e.combiner for e in manifest.entries_for(served.model_name).values()):
+            members = ServedEnsemble.load(settings.models_dir / v, settings.worker.ensemble,
+                                           signing_key=settings.model_signing_secret)
             out["ensemble_members"] = median_ms(lambda: members.predict_outputs(inputs))
             members.close()
     return out

@@ -20,8 +20,8 @@ no two workers settle the same symbol at once.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from configs.settings import Settings
 from models.outcomes import PendingBook, PendingOutcome, Settlement, Stream, pending_from_prediction, to_outcome
@@ -56,8 +56,8 @@ class OutcomePublisher(Protocol):
 class KafkaOutcomePublisher:
     """Outcomes keyed by symbol through a :class:`~workers.publisher.ReliableProducer`."""
 
-    def __init__(self, bootstrap: str, topic: str, request_timeout_ms: int = 30_000) -> None:
-        self._producer = ReliableProducer(bootstrap, "bse-predict-outcomes", request_timeout_ms)
+    def __init__(self, kafka: Mapping[str, Any], topic: str, request_timeout_ms: int = 30_000) -> None:
+        self._producer = ReliableProducer(kafka, "bse-predict-outcomes", request_timeout_ms)
         self._topic = topic
 
     async def start(self) -> None:

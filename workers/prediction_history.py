@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from configs.settings import Settings
 from models.schema import Prediction
+from workers.connections import kafka_options
 
 __all__ = ["PredictionHistory"]
 
@@ -40,7 +41,7 @@ class PredictionHistory:
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap, group_id=None,
+            consumer = AIOKafkaConsumer(**kafka_options(self._settings), group_id=None,
                                         enable_auto_commit=False)
             await consumer.start()
             self._consumer = consumer

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap: str, predictions_topic: str, dead_letter_topic: str,
+    def __init__(self, kafka: Mapping[str, Any], predictions_topic: str, dead_letter_topic: str,
                  shadow_topic: str | None = None, request_timeout_ms: int = 30_000) -> None:
-        self._producer = ReliableProducer(bootstrap, "bse-predict-worker", request_timeout_ms)
+        self._producer = ReliableProducer(kafka, "bse-predict-worker", request_timeout_ms)
         self._predictions_topic = predictions_topic
         self._dead_letter_topic = dead_letter_topic
         self._shadow_topic = shadow_topic
@@ -69,8 +70,9 @@ class ReliableProducer:
     consumers drop by id.
     """
 
-    def __init__(self, bootstrap: str, client_id: str, request_timeout_ms: int = 30_000) -> None:
-        self._options = {"bootstrap_servers": bootstrap, "linger_ms": 0, "acks": "all", "enable_idempotence": True,
+    def __init__(self, kafka: Mapping[str, Any], client_id: str, request_timeout_ms: int = 30_000) -> None:
+        """``kafka``: :func:`workers.connections.kafka_options`."""
+        self._options = {**kafka, "linger_ms": 0, "acks": "all", "enable_idempotence": True,
                          "client_id": client_id, "request_timeout_ms": request_timeout_ms}
         self._producer = AIOKafkaProducer(**self._options)
         self._partitioner = DefaultPartitioner()

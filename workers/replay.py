@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from configs.settings import Settings
 from models.candle_files import CandleSeries
+from workers.connections import kafka_options
 from workers.topics import TopicNames, ensure_topics
 
 __all__ = ["CandleRecord", "candle_records", "replay", "ReplayReport", "candle_payload"]
@@ -78,7 +79,7 @@ async def replay(
     """Send ``records`` in order; ``rate_per_s`` paces closed candles (updates ride along)."""
     await ensure_topics(settings)
     topic = TopicNames.of(settings).candles
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=0, acks="all",
                                 enable_idempotence=True)
     await producer.start()
     started = time.perf_counter()

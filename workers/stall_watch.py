@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,9 +38,9 @@ class StallWatch:
     ``client_id`` is this process's consumer client id (unique per process), by which the group's
     description names the partitions the broker has assigned to it."""
 
-    def __init__(self, bootstrap: str, group_id: str, client_id: str, topic: str, stall_s: float, *,
+    def __init__(self, kafka: Mapping[str, Any], group_id: str, client_id: str, topic: str, stall_s: float, *,
                  leave: Callable[[int], None] = leave_now, clock: Callable[[], float] = time.monotonic) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._group_id = group_id
         self._client_id = client_id
         self._topic = topic
@@ -78,11 +79,11 @@ class StallWatch:
 
     async def _started(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="bse-predict-stall-watch")
+            admin = AIOKafkaAdminClient(**self._kafka, client_id="bse-predict-stall-watch")
             await admin.start()
             self._admin = admin
         if self._offsets is None:
-            offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+            offsets = AIOKafkaConsumer(**self._kafka, group_id=None, enable_auto_commit=False,
                                        client_id="bse-predict-stall-watch")
             await offsets.start()
             self._offsets = offsets

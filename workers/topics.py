@@ -20,6 +20,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from configs.settings import Settings
+from workers.connections import kafka_options
 
 __all__ = ["TopicNames", "ensure_topics"]
 
@@ -76,7 +77,7 @@ def _replication_configs(settings: Settings) -> dict[str, str]:
 
 async def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> None:
     """Create every contract topic (and ``extra`` ones) that does not exist yet; leave existing ones alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bse-predict-admin")
+    admin = AIOKafkaAdminClient(**kafka_options(settings), client_id="bse-predict-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -5,6 +5,7 @@ Run it with ``make chaos`` (``pytest tests/chaos -m chaos``); ``make test`` leav
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 import json
 import time
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ def chaos_settings(trained_version: Settings) -> Settings:
 def new_case(stack: ChaosStack, settings: Settings, records: list[CandleRecord], log_dir: Path,
              expected_outcomes: int | None, **options: object) -> CaseRun:
     base = settings.model_copy(update={"kafka_bootstrap": stack.bootstrap,
-                                       "redis_url": stack.env["BSE_REDIS_URL"]})
+                                       "redis_url": SecretStr(stack.env["BSE_REDIS_URL"])})
     config = options.pop("config", CHAOS_CONFIG)
     return CaseRun(stack=stack, base=base, records=records, expected_predictions=EXPECTED_PREDICTIONS,
                    expected_outcomes=expected_outcomes, log_dir=log_dir, config=config, **options)  # type: ignore[arg-type]

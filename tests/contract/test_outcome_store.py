@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from models.outcomes import PendingBook, PendingOutcome
 from models.schema import ModelRef
 from workers.outcome_store import MemoryOutcomeStore, OutcomeStore, RedisOutcomeStore
+from workers.connections import connect_redis
 
 HOUR = 3_600_000
 RETAIN_MS = 10 * HOUR
@@ -44,7 +44,7 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     redis_settings: Settings = request.getfixturevalue("services")
 
     async def real() -> tuple[OutcomeStore, Callable[[], Awaitable[None]]]:
-        client = aioredis.Redis.from_url(redis_settings.redis_url)
+        client = connect_redis(redis_settings)
         prefix = f"test-{uuid.uuid4().hex[:8]}:"
 
         async def cleanup() -> None:

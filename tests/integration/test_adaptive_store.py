@@ -16,6 +16,7 @@ from models.manifest import CombinerRecord
 from models.outcomes import PendingOutcome, Settlement
 from models.schema import ModelRef, Prediction
 from workers.adaptive import AdaptiveWeights
+from workers.connections import connect_redis
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def _settled(prediction_id: str, open_time: int, label: int) -> Settlement:
 
 
 async def _worker(settings: Settings) -> tuple[AdaptiveWeights, aioredis.Redis]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings)
     weights = AdaptiveWeights(settings)
     weights.register(VERSION, {"2%": COMBINER})
     weights.attach(client)

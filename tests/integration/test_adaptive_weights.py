@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-import redis
 
 from configs.settings import Settings
 from models.candle_files import CandleSeries
@@ -28,6 +27,7 @@ from tests.support.worker_process import WorkerProcess, service_env
 from workers.backtest import replay_predictions
 from workers.replay import candle_records
 from workers.topics import TopicNames, ensure_topics
+from workers.connections import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_the_worker_re_weights_the_ensemble_from_every_live_outcome(
                                                            series)}
                for name in next(iter(combiners.values())).members}  # type: ignore[union-attr]
     unique = {(o.id, o.target): o for o in outcomes}
-    kept = redis.Redis.from_url(settings.redis_url).hgetall(f"{settings.topic_prefix}adaptive:{ENSEMBLE_VERSION}:weights")
+    kept = connect_redis_sync(settings).hgetall(f"{settings.topic_prefix}adaptive:{ENSEMBLE_VERSION}:weights")
     assert sorted(k.decode() for k in kept) == ["1%", "2%", "5%"], log_tail
     for target, combiner in combiners.items():
         assert combiner is not None

@@ -40,6 +40,7 @@ from tests.support.alerts_process import AlertsProcess
 from tests.support.fake_telegram import FakeTelegram, Received
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from workers.topics import TopicNames, ensure_topics
+from workers.connections import client_environment
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +155,7 @@ def _process(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: s
                          "claim_ttl_s": 3, "lease_ttl_s": 3, **alerts}}
     config_path = tmp_path / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {"BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
+    env = {**client_environment(settings),
            "BSE_TOPIC_PREFIX": settings.topic_prefix, "TELEGRAM_BOT_TOKEN": TOKEN,
            "TELEGRAM_CHAT_ID": ",".join(CHATS), "TELEGRAM_API_URL": telegram.url, **(extra_env or {})}
     return AlertsProcess(env, tmp_path / f"{name}.log", ("--config", str(config_path)))

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from models.alert_messages import format_utc
@@ -24,6 +23,7 @@ from tests.integration.test_alerts import (CHATS, DAY_MS, STEP_MS, TOKEN, Scenar
 from tests.support.fake_telegram import FakeTelegram, Received
 from workers.alerts.lease import Lease, OwnedKeys
 from workers.alerts.store import AlertStore, CatchupNote, Claimed
+from workers.connections import connect_redis
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_claims_and_the_lease_answer_only_to_their_owner(isolated: Settings) -> 
     settings, prefix = isolated, isolated.topic_prefix
 
     async def scenario() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect_redis(settings)
         try:
             a = AlertStore(client, prefix, 1, "owner-a", claim_ttl_s=30)
             b = AlertStore(client, prefix, 1, "owner-b", claim_ttl_s=30)
@@ -117,7 +117,7 @@ def test_stale_calls_are_sealed_into_one_note_once(isolated: Settings) -> None:
                      variant="control", degraded=False)
 
     async def scenario() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect_redis(settings)
         try:
             store = AlertStore(client, prefix, 1, "owner-a", claim_ttl_s=30)
             assert await store.hold_for_catchup("1", call)
@@ -148,7 +148,7 @@ def test_two_processes_deciding_the_same_call_at_once_agree(isolated: Settings) 
                        variant="control", degraded=False) for i in range(20)]
 
     async def scenario() -> None:
-        clients = [aioredis.Redis.from_url(isolated.redis_url) for _ in range(2)]
+        clients = [connect_redis(isolated) for _ in range(2)]
         try:
             a, b = (AlertStore(c, isolated.topic_prefix, 1, f"owner-{i}", claim_ttl_s=30)
                     for i, c in enumerate(clients))

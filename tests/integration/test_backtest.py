@@ -25,6 +25,7 @@ from tests.support.worker_process import WorkerProcess
 from workers.backtest import replay_predictions
 from workers.replay import candle_records
 from workers.topics import TopicNames, ensure_topics
+from workers.connections import client_environment
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def test_backtest_predictions_equal_the_workers_for_the_same_candles(
     expected = {p.id: p for p in replay_predictions(settings, model_set, series)}
     assert len(expected) == 3 * (HOURS - model_set.min_history + 1)
 
-    env = {"BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "BSE_REDIS_URL": settings.redis_url,
+    env = {**client_environment(settings),
            "BSE_TOPIC_PREFIX": settings.topic_prefix, "BSE_MODELS_DIR": str(ensemble_models)}
     with WorkerProcess(env, tmp_path / "worker.log") as worker:
         asyncio.run(send_raw(settings.kafka_bootstrap, TopicNames.of(settings).candles,

@@ -12,6 +12,7 @@ from models.schema import Candle
 from tests.contract.test_outcome_store import item
 from workers.outcome_store import RedisOutcomeStore
 from workers.window_store import RedisWindowStore
+from workers.connections import connect_redis
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ async def _ttls_ms(client: aioredis.Redis, prefix: str) -> dict[str, int]:
 
 
 async def test_window_and_outcome_keys_expire_after_the_symbol_goes_silent(services: Settings) -> None:
-    client = aioredis.Redis.from_url(services.redis_url)
+    client = connect_redis(services)
     prefix = f"expiry-{uuid.uuid4().hex[:8]}:"
     try:
         windows = RedisWindowStore(client, 50, key_prefix=prefix, expire_after_ms=EXPIRE_MS)

@@ -21,7 +21,7 @@ from models.sequential import BETS, Evidence
 from tests.support.reply_dropping_proxy import ReplyDroppingProxy
 from workers.challenger import ChallengerWatch
 from workers.metrics import HashSums
-from workers.redis_client import connect_redis
+from workers.connections import connect_redis
 from workers.window_store import RedisWindowStore
 
 pytestmark = pytest.mark.integration
@@ -30,10 +30,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def through_proxy(services: Settings) -> AsyncIterator[tuple[aioredis.Redis, ReplyDroppingProxy, aioredis.Redis]]:
     """(a client through the proxy, the proxy, a direct client) on the real Redis; keys deleted after."""
-    url = urlsplit(services.redis_url)
+    url = urlsplit(services.redis_url.get_secret_value())
     async with ReplyDroppingProxy(url.hostname or "localhost", url.port or 6379) as proxy:
-        flaky = connect_redis(f"redis://127.0.0.1:{proxy.port}/0", FaultConfig(retry_initial_s=0.01))
-        direct = aioredis.Redis.from_url(services.redis_url)
+        flaky = connect_redis(services, FaultConfig(retry_initial_s=0.01), url=f"redis://127.0.0.1:{proxy.port}/0")
+        direct = connect_redis(services)
         yield flaky, proxy, direct
         keys = [k async for k in direct.scan_iter(match="resend-*")]
         if keys:

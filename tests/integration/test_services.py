@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bse_predict.services import ServicesError, services_down, services_status, services_up
 from configs.settings import Settings, load_settings
+from workers.connections import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def test_kafka_carries_a_message(stack: Settings) -> None:
 
 
 def test_down_stops_both_and_redis_data_survives_a_restart(stack: Settings) -> None:
-    with redis.Redis.from_url(stack.redis_url) as client:
+    with connect_redis_sync(stack) as client:
         client.set("services-test", "kept")
     root = services_status(stack).kafka.log_path.parent
 
@@ -122,7 +122,7 @@ def test_down_stops_both_and_redis_data_survives_a_restart(stack: Settings) -> N
     services_down(stack, progress=lambda _: None)  # idempotent
 
     services_up(stack, progress=lambda _: None, timeout_s=90)  # back up for any later test
-    with redis.Redis.from_url(stack.redis_url) as client:
+    with connect_redis_sync(stack) as client:
         assert client.get("services-test") == b"kept"
 
 

@@ -8,6 +8,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from configs.settings import Settings
 from tests.support.kafka_io import send_raw
+from workers.connections import kafka_options
 from workers.batch_guard import FAULT_EXIT_CODE
 from workers.stall_watch import StallWatch
 from workers.topics import TopicNames, ensure_topics
@@ -34,9 +35,9 @@ async def test_idle_with_records_past_the_committed_offset_leaves_and_caught_up_
     await member.start()
     left: list[int] = []
     clock = Clock()
-    watch = StallWatch(isolated.kafka_bootstrap, group, "stalled-worker-1", topic, stall_s=30.0,
+    watch = StallWatch(kafka_options(isolated), group, "stalled-worker-1", topic, stall_s=30.0,
                        leave=left.append, clock=clock)
-    other = StallWatch(isolated.kafka_bootstrap, group, "another-process", topic, stall_s=30.0,
+    other = StallWatch(kafka_options(isolated), group, "another-process", topic, stall_s=30.0,
                        leave=left.append, clock=clock)
     try:
         while not member.assignment():

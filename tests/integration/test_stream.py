@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-import redis
 
 from configs.settings import Settings
 from models.candle_files import CandleSeries
@@ -27,6 +26,7 @@ from tests.support.reference import expected_predictions
 from tests.support.worker_process import WorkerProcess, service_env
 from workers.replay import CandleRecord, candle_records, replay
 from workers.topics import TopicNames, ensure_topics
+from workers.connections import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
@@ -228,7 +228,7 @@ def test_a_window_lost_in_redis_is_rebuilt_from_kafka_history(
     with WorkerProcess(env, tmp_path / "worker-1.log"):
         asyncio.run(send_raw(stream_settings.kafka_bootstrap, topic, [(r.symbol.encode(), r.payload) for r in records[:230]]))
         _predictions(stream_settings, 230 - FIRST)
-    client = redis.Redis.from_url(stream_settings.redis_url)
+    client = connect_redis_sync(stream_settings)
     lost = list(client.scan_iter(match=f"{stream_settings.topic_prefix}bse:*"))
     assert lost, "the worker kept no window in Redis"
     client.delete(*lost)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 
 from configs.settings import Settings
 from tests.support.kafka_io import read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
 from workers.replay import candle_payload
 from workers.topics import TopicNames, ensure_topics
+from workers.connections import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def test_ten_thousand_random_symbols_stop_at_the_cap(isolated: Settings, trained
     letters = [orjson.loads(r.value) for r in dead]
     assert Counter(letter["kind"] for letter in letters) == Counter({"symbol_cap": len(names) - CAP})
     assert "max_symbols=25" in letters[0]["reason"]
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_redis_sync(settings)
     keys = [k.decode() for k in client.scan_iter(match=f"{settings.topic_prefix}bse:*", count=1000)]
     admitted = client.zcard(f"{settings.topic_prefix}bse:symbols")
     assert admitted == CAP

@@ -7,7 +7,6 @@ import uuid
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from models.candle_files import read_candle_files
@@ -17,6 +16,7 @@ from models.schema import Candle
 from models.window import window_ending_at
 from tests.conftest import SHARED_DATA
 from workers.window_store import RedisWindowStore
+from workers.connections import connect_redis
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_redis_window_features_equal_the_trainers_across_a_real_outage(services:
     trainer_row = {int(t): row for t, row, real in zip(grid.open_time_ms, trainer, grid.is_real, strict=True) if real}
 
     async def worker_features() -> tuple[list[int], np.ndarray]:
-        client = aioredis.Redis.from_url(services.redis_url)
+        client = connect_redis(services)
         store = RedisWindowStore(client, 400, key_prefix=f"parity-{uuid.uuid4().hex[:8]}:")
         candles = [Candle(symbol="BTCUSDT", timeframe="1h", open_time=int(t), open=o, high=h, low=l, close=c, volume=v)
                    for t, (o, h, l, c, v) in zip(times.tolist(), ohlcv.tolist(), strict=True)]

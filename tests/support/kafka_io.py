@@ -6,15 +6,26 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from configs.settings import Settings
+from workers.connections import kafka_options
+
 __all__ = ["read_topic", "send_raw", "read_until"]
 
+Brokers = str | Settings  # a plain bootstrap, or settings whose security the clients use
 
-async def read_topic(bootstrap: str, topic: str, idle_ms: int = 2000) -> list[ConsumerRecord]:
+
+def _options(brokers: Brokers) -> dict[str, Any]:
+    return kafka_options(brokers) if isinstance(brokers, Settings) else {"bootstrap_servers": brokers}
+
+
+async def read_topic(bootstrap: Brokers, topic: str, idle_ms: int = 2000) -> list[ConsumerRecord]:
     """Every record of ``topic`` from the beginning, stopping after ``idle_ms`` without news."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+    consumer = AIOKafkaConsumer(topic, **_options(bootstrap), auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
     records: list[ConsumerRecord] = []
@@ -29,11 +40,11 @@ async def read_topic(bootstrap: str, topic: str, idle_ms: int = 2000) -> list[Co
         await consumer.stop()
 
 
-async def read_until(bootstrap: str, topic: str, count: int, timeout_s: float,
+async def read_until(bootstrap: Brokers, topic: str, count: int, timeout_s: float,
                      identity: Callable[[ConsumerRecord], object] = lambda r: (r.partition, r.offset)) -> list[ConsumerRecord]:
     """Read ``topic`` from the beginning until ``count`` distinct records (by ``identity``)
     arrived or ``timeout_s`` passed. Duplicates are kept in the result."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+    consumer = AIOKafkaConsumer(topic, **_options(bootstrap), auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
     records: list[ConsumerRecord] = []
@@ -50,8 +61,8 @@ async def read_until(bootstrap: str, topic: str, count: int, timeout_s: float,
         await consumer.stop()
 
 
-async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+async def send_raw(bootstrap: Brokers, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(**_options(bootstrap), linger_ms=0, acks="all")
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in records]

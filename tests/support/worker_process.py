@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 from configs.settings import Settings
+from workers.connections import client_environment
 
 __all__ = ["CommandProcess", "WorkerProcess", "service_env"]
 
@@ -18,8 +19,7 @@ __all__ = ["CommandProcess", "WorkerProcess", "service_env"]
 def service_env(settings: Settings) -> dict[str, str]:
     """The environment that points a subprocess at the test's services, topics and models."""
     return {
-        "BSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BSE_REDIS_URL": settings.redis_url,
+        **client_environment(settings),
         "BSE_TOPIC_PREFIX": settings.topic_prefix,
         "BSE_MODELS_DIR": str(settings.models_dir),
     }

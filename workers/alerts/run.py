@@ -34,7 +34,7 @@ from workers.alerts.lease import Lease, OwnedKeys
 from workers.alerts.service import AlertService
 from workers.alerts.store import AlertStore
 from workers.alerts.telegram import TelegramClient, redact
-from workers.redis_client import connect_redis
+from workers.connections import connect_redis, kafka_options
 from workers.topics import TopicNames, ensure_topics
 
 __all__ = ["run_alerts", "consume", "check_alert_settings", "subscribed_topics", "READY_MESSAGE"]
@@ -136,7 +136,7 @@ async def consume(settings: Settings, service: AlertService, stop: asyncio.Event
     """Handle ``predictions`` and ``outcomes`` until ``stop`` is set; commit after each message."""
     names = subscribed_topics(settings)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         group_id=f"{settings.topic_prefix}{settings.alerts.group_id}",
         enable_auto_commit=False,
         auto_offset_reset=settings.alerts.start_from,
@@ -175,7 +175,7 @@ async def _run(settings: Settings, token: str, chats: tuple[str, ...]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    client_redis = connect_redis(settings.redis_url, settings.worker.faults)  # timeouts: a hung Redis is an error
+    client_redis = connect_redis(settings)  # timeouts: a hung Redis is an error
     owner = uuid.uuid4().hex  # this process, in its claims and its lease
     store = AlertStore(client_redis, settings.topic_prefix, settings.alerts.state_ttl_hours, owner,
                        settings.alerts.claim_ttl_s)
