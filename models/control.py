@@ -97,6 +97,7 @@ class ControlEvent(_Frozen):
     id: str | None = None
     command: str | None = None
     issued_by: str | None = None
+    key_id: str | None = None  # the message's key_id (None: sent without one, verified with the signing key)
     state: dict[str, Any] | None = None
 
 
@@ -237,7 +238,8 @@ def _apply_command(state: ControlState, message: ControlMessage, now: datetime) 
 
 def _on_command(state: ControlState, event: CommandReceived, now: datetime, remember_s: float) -> tuple[ControlState, list[ControlEvent]]:
     message = event.message
-    base = {"id": message.id, "command": message.command, "issued_by": message.issued_by, "at": now}
+    base = {"id": message.id, "command": message.command, "issued_by": message.issued_by, "key_id": message.key_id,
+            "at": now}
     if any(seen_id == message.id for seen_id, _ in state.seen):
         return state, [ControlEvent(status="refused", reason=f"replayed: id {message.id} was already handled", **base)]
     pruned = _pruned(state, now, remember_s)

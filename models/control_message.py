@@ -2,7 +2,11 @@
 
 The signature is HMAC-SHA256, key ``BSE_CONTROL_SECRET``, over the message
 without ``signature`` as ``json.dumps(m, sort_keys=True, separators=(",", ":"))``
-writes it, UTF-8. Verification works on the *decoded JSON object as received*
+writes it, UTF-8. An optional ``key_id`` (signed like every other field) names the
+key: a worker verifies with :class:`ControlKeys`, its signing key and the extra keys
+accepted while keys are rotated; a message without ``key_id`` (an older sender) is
+verified with the signing key, one naming a key the worker does not hold is refused
+(``unknown_key``). Verification works on the *decoded JSON object as received*
 (any extra fields a producer added included), never on a re-serialised model:
 a re-serialisation could spell ``issued_at`` or a float differently and break
 a valid signature.
@@ -29,11 +33,13 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from configs.settings import CONTROL_KEY_ID_PATTERN
 from models.errors import BsePredictError
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "Command",
     "ControlMessage",
     "ControlRefused",
+    "ControlKeys",
     "signed_bytes",
     "sign_fields",
     "build_message",
@@ -74,6 +81,32 @@ class ControlRefused(BsePredictError):
         self.reason = reason
         self.message_id = message_id
         self.command = command
+
+
+@dataclass(frozen=True, repr=False)
+class ControlKeys:
+    """The keys that verify control messages: ``signing_id`` names the signing key (``BSE_CONTROL_SECRET``,
+    ``BSE_CONTROL_KEY_ID``), ``secrets`` maps every accepted key id to its secret, the signing key's included.
+    Its repr names the ids only."""
+
+    signing_id: str
+    secrets: Mapping[str, str]
+
+    @classmethod
+    def of(cls, signing_id: str, signing_secret: str, accepted: Mapping[str, str] | None = None) -> ControlKeys:
+        """The signing key and the extra ``accepted`` ones (``BSE_CONTROL_KEYS``); ValueError when
+        ``accepted`` gives the signing key's id another secret."""
+        extra = dict(accepted or {})
+        if extra.get(signing_id, signing_secret) != signing_secret:
+            raise ValueError(f"key {signing_id!r} is the signing key: it cannot be given another secret")
+        return cls(signing_id, {**extra, signing_id: signing_secret})
+
+    def secret_for(self, key_id: str | None) -> str | None:
+        """The secret of ``key_id`` (the signing key's for None); None for a key this worker does not hold."""
+        return self.secrets.get(self.signing_id if key_id is None else key_id)
+
+    def __repr__(self) -> str:
+        return f"ControlKeys(signing_id={self.signing_id!r}, ids={sorted(self.secrets)!r})"
 
 
 def _version_name(value: object) -> str:
@@ -155,6 +188,7 @@ class ControlMessage(BaseModel):
     id: str = Field(min_length=1, max_length=128)
     issued_at: datetime
     issued_by: str = Field(min_length=1, max_length=128)
+    key_id: str | None = Field(None, pattern=CONTROL_KEY_ID_PATTERN)  # None: an older sender, the signing key
     command: Command
     args: dict[str, Any] = {}
     signature: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -203,11 +237,13 @@ def build_message(
     now: datetime,
     issued_by: str = "ops",
     message_id: str | None = None,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
     """A signed control message as the JSON object to send (raises ValueError on bad args).
 
     Returned as a plain dict, not a model, because the signature covers exactly
-    these fields; send it with :func:`encode_message`.
+    these fields; send it with :func:`encode_message`. ``key_id`` names ``secret``
+    (``BSE_CONTROL_KEY_ID``); without it the message has no ``key_id``, as before key ids.
     """
     fields: dict[str, Any] = {
         "id": message_id or uuid.uuid4().hex,
@@ -216,6 +252,10 @@ def build_message(
         "command": command,
         "args": check_args(command, args),
     }
+    if key_id is not None:
+        if not re.fullmatch(CONTROL_KEY_ID_PATTERN, key_id):
+            raise ValueError(f"key id {key_id!r:.80} must be 1-64 letters, digits, '.', '_' or '-'")
+        fields["key_id"] = key_id
     fields["signature"] = sign_fields(fields, secret)
     return fields
 
@@ -279,18 +319,35 @@ def _label(value: object) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable() else None
 
 
-def verify_message(raw: bytes | None, secret: str | None, now: datetime, max_age_s: float = 300.0,
+def _secret_of(fields: Mapping[str, Any], keys: ControlKeys, message_id: str | None, command: str | None) -> str:
+    """The secret that must have signed ``fields``, chosen by their ``key_id``."""
+    key_id = fields.get("key_id")
+    if key_id is not None and (not isinstance(key_id, str) or not re.fullmatch(CONTROL_KEY_ID_PATTERN, key_id)):
+        raise ControlRefused("malformed", "key_id: must be 1-64 letters, digits, '.', '_' or '-'", message_id, command)
+    secret = keys.secret_for(key_id)
+    if secret is None:
+        raise ControlRefused("unknown_key", f"key id {key_id!r} is not one of this worker's keys "
+                             f"(BSE_CONTROL_KEY_ID, BSE_CONTROL_KEYS): {', '.join(sorted(keys.secrets))}",
+                             message_id, command)
+    return secret
+
+
+def verify_message(raw: bytes | None, secret: str | ControlKeys | None, now: datetime, max_age_s: float = 300.0,
                    max_future_s: float = 30.0, max_bytes: int = MAX_MESSAGE_BYTES) -> ControlMessage:
     """Decode, authenticate and date-check one control message; raise :class:`ControlRefused`, and
     nothing else, for any ``raw``.
 
-    Order: decode (:func:`decode_json_object`), signature (constant-time), then shape and freshness,
-    so an unsigned sender learns nothing about which fields we would accept.
+    ``secret``: the :class:`ControlKeys` of a worker (the key picked by the message's ``key_id``), or one
+    secret that verifies every message whatever its ``key_id``; None or empty: every message is refused.
+    Order: decode (:func:`decode_json_object`), key, signature (constant-time), then shape and freshness,
+    so an unsigned sender learns nothing about which fields we would accept (only which key ids exist).
     """
     fields = decode_json_object(raw, max_bytes)
     message_id, command = _label(fields.get("id")), _label(fields.get("command"))
     if not secret:
         raise ControlRefused("no_secret", "BSE_CONTROL_SECRET is not set: every control message is refused", message_id, command)
+    if isinstance(secret, ControlKeys):
+        secret = _secret_of(fields, secret, message_id, command)
     signature = fields.get("signature")
     if (not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature)
             or not hmac.compare_digest(signature, sign_fields(fields, secret))):

@@ -76,6 +76,7 @@ class ChallengerWatch:
         self._client = client
         self._config = settings.challenger
         self._secret = settings.control_secret
+        self._key_id = settings.control_key_id
         self._prefix = f"{settings.topic_prefix}bse:challenger"
         self._sender = sender
         self._is_newer = is_newer
@@ -143,7 +144,7 @@ class ChallengerWatch:
             note = f"BSE_CONTROL_SECRET is not set: {command[0]} cannot be signed, not sent"
         else:
             message = build_message(command[0], command[1], self._secret.get_secret_value(), now,
-                                    issued_by=self._config.issued_by)
+                                    issued_by=self._config.issued_by, key_id=self._key_id)
             await self._sender.send(self._control_topic, command[0].encode(), encode_message(message))
             control_id = message["id"]
             note = f"sent {command[0]} {command[1]} as control message {control_id}"

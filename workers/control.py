@@ -31,6 +31,12 @@ freshness window makes an old signed message unacceptable by design, so
 replaying the log cannot rebuild the state; compaction by the contract's key
 (the command) would also drop the order between different commands.
 
+Keys: messages are verified with :func:`control_keys` (the signing key and those
+of ``BSE_CONTROL_KEYS``, picked by the message's ``key_id``); ``control.state`` is
+signed with the signing key and read with any of them. Every applied or refused
+message is reported on ``control.events`` with its id, which
+:func:`send_control_and_wait` (the ``control`` command) waits for.
+
 Faults: transient Redis and Kafka errors are retried in place
 (:mod:`workers.transient`): a message is handled, a tick applied, a poll done
 once the servers answer again, never dropped.
@@ -49,27 +55,29 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import WatchError
 
-from configs.settings import Settings
+from configs.settings import Settings, parse_control_keys
 from models.breaker import bad_rows
 from models.control import CommandReceived, ControlEvent, ControlState, Event, ModelFailed, Tick, step
-from models.control_message import ControlMessage, ControlRefused, encode_message, verify_message
+from models.control_message import ControlKeys, ControlMessage, ControlRefused, encode_message, verify_message
 from models.errors import ManifestError
 from models.manifest import MANIFEST_NAME, load_manifest, verify_files
 from models.parity_check import check_recorded_parity
 from models.predictor import Predictor, predict_windows
 from workers.adaptive import AdaptiveWeights, load_served
 from workers.control_log import ControlStateLog
+from workers.connections import connect_redis, kafka_options
 from workers.model_router import MODEL_ERRORS, ModelRouter
 from workers.topics import ensure_topics
 from workers.transient import Backoff, retry_transient
 
-__all__ = ["RedisControlStore", "Transacted", "ControlPlane", "load_served_version", "send_control"]
+__all__ = ["RedisControlStore", "Transacted", "ControlPlane", "load_served_version", "send_control",
+           "send_control_and_wait", "control_keys", "OUTCOME_STATUSES"]
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +98,82 @@ def load_served_version(settings: Settings, version: str, adaptive: AdaptiveWeig
 async def send_control(settings: Settings, fields: dict[str, object]) -> None:
     """Send one signed control message (see :func:`models.control_message.build_message`), key = its command."""
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", client_id="bse-predict-control")
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", client_id="bse-predict-control")
     await producer.start()
     try:
         await producer.send_and_wait(settings.topic("control"), encode_message(fields), key=str(fields["command"]).encode())
     finally:
         await producer.stop()
+
+
+OUTCOME_STATUSES = ("applied", "refused")  # the control.events statuses that answer a message (by its id)
+_ASSIGN_TIMEOUT_S = 15.0  # the reader of control.events gets its partitions in well under a second
+
+
+def control_keys(settings: Settings) -> ControlKeys | None:
+    """The keys this process verifies control messages with: BSE_CONTROL_SECRET (id BSE_CONTROL_KEY_ID)
+    and those of BSE_CONTROL_KEYS; None without a BSE_CONTROL_SECRET (every message is refused)."""
+    secret = settings.control_secret.get_secret_value() if settings.control_secret is not None else ""
+    if not secret:
+        return None
+    extra = parse_control_keys(settings.control_keys.get_secret_value()) if settings.control_keys is not None else {}
+    return ControlKeys.of(settings.control_key_id, secret, extra)
+
+
+async def send_control_and_wait(settings: Settings, fields: dict[str, object], wait_s: float,
+                                on_sent: Callable[[], None] | None = None) -> ControlEvent | None:
+    """Send one signed control message and wait up to ``wait_s`` for a worker's answer about it on
+    ``control.events`` (the first ``applied`` or ``refused`` record carrying its id); None when none came.
+    ``on_sent`` is called once the broker has acknowledged the message.
+
+    The reader is placed at the topic's end offsets before the message is sent, so the answer cannot
+    be missed, however fast it comes."""
+    await ensure_topics(settings)
+    topic = settings.topic("control.events")
+    # Subscribed without a group: every partition of the topic is this reader's, none committed.
+    consumer = AIOKafkaConsumer(topic, **kafka_options(settings), group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="latest", client_id="bse-predict-control")
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _ASSIGN_TIMEOUT_S
+        while not consumer.assignment():
+            if loop.time() > deadline:
+                raise KafkaTimeoutError(f"no partitions of {topic} assigned in {_ASSIGN_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.05)
+        partitions = sorted(consumer.assignment())
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await consumer.position(partition)  # fixed now, before the message exists
+        await send_control(settings, fields)
+        if on_sent is not None:
+            on_sent()
+        deadline = loop.time() + wait_s
+        while (left_s := deadline - loop.time()) > 0:
+            batches = await consumer.getmany(timeout_ms=max(1, int(min(left_s, 0.5) * 1000)))
+            for records in batches.values():
+                for record in records:
+                    event = _answer(record.value, str(fields["id"]))
+                    if event is not None:
+                        return event
+        return None
+    finally:
+        await consumer.stop()
+
+
+def _answer(raw: bytes | None, message_id: str) -> ControlEvent | None:
+    """The ``control.events`` record ``raw`` as the answer about ``message_id``; None when it is not one
+    (another message's, a ramp step, a challenger decision, a record this version cannot read)."""
+    try:
+        fields = json.loads(raw or b"")
+    except ValueError:
+        return None
+    if not isinstance(fields, dict) or fields.get("id") != message_id or fields.get("status") not in OUTCOME_STATUSES:
+        return None
+    try:  # fields a newer worker added are left out
+        return ControlEvent.model_validate({k: v for k, v in fields.items() if k in ControlEvent.model_fields})
+    except ValueError:
+        return None
 
 
 class Transacted(NamedTuple):
@@ -201,9 +279,9 @@ class ControlPlane:
         self._check_log = True  # a missing state sends the poll to the log: until it found none, and after a state was seen
         self._events_topic = settings.topic("control.events")
         self._backoff = Backoff(settings.control.retry_initial_s, settings.control.retry_max_s)
-        secret = settings.control_secret
-        self._secret = (secret.get_secret_value() or None) if secret is not None else None
-        self._log = ControlStateLog(settings, self._secret)
+        self._keys = control_keys(settings)
+        self._secret = self._keys.secrets[self._keys.signing_id] if self._keys is not None else None
+        self._log = ControlStateLog(settings, self._secret, tuple(self._keys.secrets.values()) if self._keys else ())
 
     async def start(self) -> None:
         """Open the connections now, retrying while Redis or Kafka is down; a no-op when they are open."""
@@ -228,15 +306,15 @@ class ControlPlane:
         if self._store is None:
             timeout_s = self._settings.control.io_timeout_s
             # No retries inside the client: :func:`retry_transient` retries, logs and counts them.
-            self._client = aioredis.Redis.from_url(self._settings.redis_url, socket_timeout=timeout_s,
-                                                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+            self._client = connect_redis(self._settings, socket_timeout=timeout_s,
+                                         socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
             self._store = RedisControlStore(self._client, key_prefix=self._settings.topic_prefix)
         return self._store
 
     async def _open_producer(self) -> AIOKafkaProducer:
         async with self._connect_lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self._settings.kafka_bootstrap, linger_ms=0, acks="all",
+                producer = AIOKafkaProducer(**kafka_options(self._settings), linger_ms=0, acks="all",
                                             client_id="bse-predict-control")
                 try:
                     await producer.start()
@@ -265,7 +343,7 @@ class ControlPlane:
         now = datetime.now(UTC)
         config = self._settings.control
         try:
-            message = verify_message(raw, self._secret, now, config.max_age_s, config.max_future_s,
+            message = verify_message(raw, self._keys, now, config.max_age_s, config.max_future_s,
                                      config.max_message_bytes)
         except ControlRefused as refusal:
             event = ControlEvent(status="refused", reason=f"{refusal.kind}: {refusal.reason}"[:_MAX_REASON], at=now,
@@ -320,7 +398,7 @@ class ControlPlane:
             if message.command in ("promote", "ramp"):
                 try:  # again, even when loaded before: the files may have changed since
                     version_dir = self._settings.models_dir / version
-                    verify_files(version_dir, load_manifest(version_dir))
+                    verify_files(version_dir, load_manifest(version_dir, self._settings.model_signing_secret))
                 except ManifestError as error:
                     problems[version] = str(error)[:300]
                     continue

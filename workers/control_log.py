@@ -6,7 +6,9 @@ stack, ramp and the message ids still inside the freshness window) as one
 record ``{"sequence", "state", "written_by", "at", "signature"}``, signed like a
 control message (HMAC-SHA256 with ``BSE_CONTROL_SECRET`` over the record without
 ``signature``, canonical JSON) so that nobody without the secret can plant a
-state to be restored; without a secret nothing is published or restored.
+state to be restored; without a secret nothing is published or restored. A
+reader accepts a record signed with any of the worker's keys (``BSE_CONTROL_KEYS``
+too), so a key rotation does not orphan the states written before it.
 
 Records are keyed by their writer (one key per worker process) on a compacted
 topic with one partition: Kafka keeps at least each key's last record. A writer
@@ -26,7 +28,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
@@ -37,6 +39,7 @@ from pydantic import ValidationError
 from configs.settings import Settings
 from models.control import ControlState
 from models.control_message import ControlRefused, decode_json_object, format_issued_at, sign_fields
+from workers.connections import kafka_options
 
 __all__ = ["ControlStateLog", "STATE_TOPIC", "encode_state_record", "decode_state_record"]
 
@@ -57,13 +60,15 @@ def encode_state_record(state: ControlState, secret: str, written_by: str, now: 
     return json.dumps(fields, separators=(",", ":")).encode("utf-8")
 
 
-def decode_state_record(raw: bytes | None, secret: str) -> ControlState:
+def decode_state_record(raw: bytes | None, secret: str | Sequence[str]) -> ControlState:
     """The state of one ``control.state`` record; :class:`ControlRefused` when it is not one or its
-    signature does not match."""
+    signature matches none of ``secret`` (one secret, or every key accepted during a key rotation:
+    records written before the rotation stay readable)."""
     fields = decode_json_object(raw, _MAX_RECORD_BYTES)
     signature = fields.get("signature")
-    if not isinstance(signature, str) or not hmac.compare_digest(signature.encode("utf-8"),
-                                                                 sign_fields(fields, secret).encode("utf-8")):
+    secrets = (secret,) if isinstance(secret, str) else tuple(secret)
+    if not isinstance(signature, str) or not any(  # every key tried, so the time says nothing about which
+            [hmac.compare_digest(signature.encode("utf-8"), sign_fields(fields, s).encode("utf-8")) for s in secrets]):
         raise ControlRefused("bad_signature", "the HMAC-SHA256 signature does not match")
     try:
         state = ControlState.model_validate(fields.get("state"))
@@ -78,11 +83,12 @@ class ControlStateLog:
     """This process's reader and writer of ``control.state``. The reader opens on first use and
     after :meth:`close`; records are sent through the caller's producer (``send``)."""
 
-    def __init__(self, settings: Settings, secret: str | None) -> None:
+    def __init__(self, settings: Settings, secret: str | None, accepted: Sequence[str] = ()) -> None:
         self.topic = settings.topic(STATE_TOPIC)
         self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._bootstrap = settings.kafka_bootstrap
-        self._secret = secret
+        self._kafka = kafka_options(settings)
+        self._secret = secret  # signs what this writer publishes
+        self._accepted = (secret, *(a for a in accepted if a != secret)) if secret is not None else ()  # verify
         self._partition = TopicPartition(self.topic, 0)
         self._consumer: AIOKafkaConsumer | None = None
         self._newest: ControlState | None = None
@@ -117,7 +123,7 @@ class ControlStateLog:
                     raise KafkaTimeoutError(f"{self.topic} not read to offset {end} in {_READ_TIMEOUT_S:.0f} s")
                 batch = await consumer.getmany(self._partition, timeout_ms=500)
                 for record in batch.get(self._partition, []):
-                    self._take(record, self._secret)
+                    self._take(record, self._accepted)
             return self._newest
 
     async def close(self) -> None:
@@ -127,7 +133,7 @@ class ControlStateLog:
 
     async def _reader(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+            consumer = AIOKafkaConsumer(**self._kafka, group_id=None, enable_auto_commit=False,
                                         auto_offset_reset="earliest", client_id="bse-predict-control-state")
             try:
                 await consumer.start()
@@ -139,7 +145,7 @@ class ControlStateLog:
             self._consumer = consumer
         return self._consumer
 
-    def _take(self, record: ConsumerRecord, secret: str) -> None:
+    def _take(self, record: ConsumerRecord, secret: Sequence[str]) -> None:
         try:
             state = decode_state_record(record.value, secret)
         except ControlRefused as refusal:

@@ -26,7 +26,7 @@ import pytest
 from configs.settings import Settings
 from models.candle_files import CandleSeries
 from models.control_message import build_message, encode_message
-from models.features import FEATURE_NAMES, LOOKBACK_CANDLES
+from models.features import LOOKBACK_CANDLES
 from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
 from models.parity_check import SAMPLE_DIR
 from models.routing import Arm, arm_for, normalised
@@ -36,10 +36,11 @@ from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
 from workers.replay import CandleRecord, candle_records
 from workers.topics import TopicNames, ensure_topics
+from workers.connections import connect_redis, connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
-SECRET = "integration-secret"
+SECRET = "integration-secret-at-least-32-characters"  # shorter: the worker refuses to start
 SOURCE = "v-test"
 # Real BTC/ETH/SOL candles, each also sent under a second name chosen so that a 50/50 split has symbols on
 # both arms (the three real names all hash below 0.5).
@@ -358,7 +359,6 @@ def test_the_cli_signs_and_a_worker_ramps_a_version_in_on_schedule(
 
 def test_concurrent_changes_through_redis_are_never_lost(isolated: Settings) -> None:
     """Many workers' transactions on the one state: every message is applied exactly once."""
-    import redis.asyncio as aioredis
 
     from models.control import CommandReceived, ControlState, step
     from models.control_message import verify_message
@@ -369,7 +369,7 @@ def test_concurrent_changes_through_redis_are_never_lost(isolated: Settings) -> 
                 for i in range(40)]
 
     async def run() -> tuple[ControlState, int]:
-        clients = [aioredis.Redis.from_url(isolated.redis_url) for _ in range(4)]
+        clients = [connect_redis(isolated) for _ in range(4)]
         stores = [RedisControlStore(c, key_prefix=isolated.topic_prefix) for c in clients]
         try:
             await asyncio.gather(*(
@@ -420,7 +420,6 @@ def test_after_redis_forgets_the_control_state_every_worker_serves_the_same_vers
 ) -> None:
     """The prefix's control keys deleted (what FLUSHALL does to them): the workers restore the state from
     control.state, one of them writes it, and nobody falls back to its start-up version."""
-    import redis
 
     settings = control_settings
     _copy_version(settings.models_dir, "v-b")
@@ -435,7 +434,7 @@ def test_after_redis_forgets_the_control_state_every_worker_serves_the_same_vers
         assert _event_for(settings, fields["id"], 1)["status"] == "applied"
         for worker in workers:
             _wait_for_log(worker, "control revision 1 applied")
-        client = redis.Redis.from_url(settings.redis_url)
+        client = connect_redis_sync(settings)
         state_key, revision_key = f"{settings.topic_prefix}control:state", f"{settings.topic_prefix}control:revision"
         before = client.get(state_key)
         assert client.delete(state_key, revision_key) == 2

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from configs.settings import Settings
@@ -35,10 +34,11 @@ from workers.control import ControlPlane, RedisControlStore
 from workers.control_log import decode_state_record, encode_state_record
 from workers.model_router import ModelRouter
 from workers.topics import TopicNames, ensure_topics
+from workers.connections import connect_redis, connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
-SECRET = "recovery-secret"
+SECRET = "recovery-secret-at-least-32-characters"
 VERSIONS = ("v-a", "v-b", "v-c", "v-d")
 
 
@@ -86,12 +86,12 @@ def plane_settings(isolated: Settings) -> Settings:
 
 def _delete_control_keys(settings: Settings) -> None:
     """What a FLUSHALL does to this test's control state, and nothing else."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_redis_sync(settings)
     assert client.delete(f"{settings.topic_prefix}control:state", f"{settings.topic_prefix}control:revision") == 2
 
 
 def _stored(settings: Settings) -> ControlState | None:
-    raw = redis.Redis.from_url(settings.redis_url).get(f"{settings.topic_prefix}control:state")
+    raw = connect_redis_sync(settings).get(f"{settings.topic_prefix}control:state")
     return None if raw is None else ControlState.model_validate_json(raw)
 
 
@@ -214,7 +214,7 @@ def test_a_state_stored_before_the_log_existed_is_published_by_the_next_worker_t
     legacy = ControlState(revision=2, live="v-b", previous=("v-a",))  # sequence 0: written before sequences existed
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect_redis(settings)
         try:
             await RedisControlStore(client, settings.topic_prefix).restore(legacy)
         finally:
@@ -314,7 +314,7 @@ def test_follow_tick_and_handle_go_on_across_a_redis_outage_and_a_message_is_not
         plane_settings: Settings, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture) -> None:
     """Redis dies and comes back empty (no persistence): the poll, the tick and a message handled during
     the outage wait for it, the state comes back from control.state, and the message is applied."""
-    settings = plane_settings.model_copy(update={"redis_url": private_redis.url})
+    settings = plane_settings.model_copy(update={"redis_url": SecretStr(private_redis.url)})
     first = _message("fallback", {"version": "v-b"})
     second = _message("shadow", {"version": "v-c"})
 

@@ -23,7 +23,6 @@ import numpy as np
 import onnx
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from onnx import TensorProto, helper
 from pydantic import SecretStr
 
@@ -42,6 +41,7 @@ from models.signals import target_label
 from models.synthetic import synthetic_series
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
+from workers.connections import connect_redis, kafka_options
 from workers.challenger import ChallengerWatch
 from workers.drift import DriftMonitor
 from workers.metrics import RedisLiveScores, WorkerMetrics
@@ -154,7 +154,7 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
 
 
 def stream_settings_min_history(settings: Settings) -> int:
-    from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
+    from models.manifest import load_manifest
 
     return load_manifest(settings.models_dir / "v-test").min_history
 
@@ -187,7 +187,7 @@ def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
     services: Settings, isolated: Settings, skill_shadow: float, command: str, args: dict[str, object]
 ) -> None:
     settings = isolated.model_copy(update={
-        "control_secret": SecretStr("integration-secret"),
+        "control_secret": SecretStr("integration-secret-at-least-32-characters"),
         "challenger": isolated.challenger.model_copy(update={"auto_promote": True}),
     })
     asyncio.run(ensure_topics(settings))
@@ -195,8 +195,8 @@ def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
     settlements = _pair_settlements(np.random.default_rng(8), 3000, skill_live=0.45, skill_shadow=skill_shadow)
 
     async def run() -> list[dict[str, object]]:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        sender = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
+        client = connect_redis(settings)
+        sender = KafkaOutcomePublisher(kafka_options(settings), names.outcomes)
         await sender.start()
         try:
             watches = [ChallengerWatch(client, settings, sender, lambda a, b: a > b, names.control, names.control_events)
@@ -213,7 +213,7 @@ def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
     controls = asyncio.run(read_until(settings.kafka_bootstrap, names.control, 1, 30))
     events = asyncio.run(read_until(settings.kafka_bootstrap, names.control_events, 1, 30))
     assert len(controls) == 1 and controls[0].key == command.encode()
-    message = verify_message(controls[0].value, "integration-secret", datetime.now(UTC))
+    message = verify_message(controls[0].value, "integration-secret-at-least-32-characters", datetime.now(UTC))
     assert (message.command, message.args, message.issued_by) == (command, args, "auto-challenger")
     event = orjson.loads(events[0].value)
     assert event["status"] == "challenger_decision" and event["control_id"] == message.id
@@ -231,7 +231,7 @@ def test_live_scores_in_redis_equal_the_rolling_formulas_and_reach_prometheus(se
         expected[p.stream].update((p.p_up, p.p_down, p.p_none), CLASS_NAMES[s.label], s.resolved_at)
 
     async def run() -> dict:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect_redis(settings)
         try:
             scores = RedisLiveScores(client, settings)
             for start in range(0, len(settlements), 37):
@@ -286,8 +286,8 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
                               latency_ms=1.0) for c in candles]
 
     async def run() -> list[dict[str, object]]:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        sender = KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes)
+        client = connect_redis(settings)
+        sender = KafkaOutcomePublisher(kafka_options(settings), names.outcomes)
         await sender.start()
         try:
             monitor = DriftMonitor(client, settings, sender, names.control_events)
@@ -357,11 +357,11 @@ def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey
     names = TopicNames.of(settings)
     config = tmp_path / "auto.yaml"
     config.write_text("challenger:\n  auto_promote: true\n", encoding="utf-8")
-    env = {**service_env(settings), "BSE_CONTROL_SECRET": "integration-secret"}
+    env = {**service_env(settings), "BSE_CONTROL_SECRET": "integration-secret-at-least-32-characters"}
     records = list(candle_records([futures_series[s].tail(300) for s in SYMBOLS]))
     with WorkerProcess(env, tmp_path / "worker.log", ("--config", str(config))) as worker:
         # v-worse is the newest version, hence live by default: v-test goes live, v-worse to shadow.
-        setup = [build_message(command, args, "integration-secret", datetime.now(UTC), "test")
+        setup = [build_message(command, args, "integration-secret-at-least-32-characters", datetime.now(UTC), "test")
                  for command, args in (("promote", {"version": "v-test"}), ("shadow", {"version": "v-worse"}))]
         asyncio.run(send_raw(settings.kafka_bootstrap, names.control,
                              [(m["command"].encode(), encode_message(m)) for m in setup]))
@@ -381,7 +381,7 @@ def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey
         print(f"worse shadow dropped after {decision['pairs']} paired outcomes "
               f"(e-value {decision['e_value_worse']:.3g} >= {decision['threshold']:.3g})")
         controls = asyncio.run(read_topic(settings.kafka_bootstrap, names.control, idle_ms=1000))
-        sent = verify_message(controls[-1].value, "integration-secret", datetime.now(UTC))
+        sent = verify_message(controls[-1].value, "integration-secret-at-least-32-characters", datetime.now(UTC))
         assert (sent.id, sent.issued_by, sent.command) == (decision["control_id"], "auto-challenger", "shadow")
         obeyed = [e for e in events if e.get("id") == sent.id]
         assert obeyed and obeyed[-1]["status"] == "applied" and obeyed[-1]["state"]["shadow"] is None, events
@@ -399,7 +399,7 @@ def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey
 
 def test_degraded_live_answers_are_not_paired(services: Settings, isolated: Settings) -> None:
     """A fallback answered for the live version: no evidence about the live version may come of it."""
-    settings = isolated.model_copy(update={"control_secret": SecretStr("integration-secret"),
+    settings = isolated.model_copy(update={"control_secret": SecretStr("integration-secret-at-least-32-characters"),
                                            "challenger": isolated.challenger.model_copy(update={"auto_promote": True})})
     names = TopicNames.of(settings)
     settlements = [s if s.pending.stream == "shadow" else
@@ -407,9 +407,9 @@ def test_degraded_live_answers_are_not_paired(services: Settings, isolated: Sett
                    for s in _pair_settlements(np.random.default_rng(8), 600, skill_live=0.45, skill_shadow=0.0)]
 
     async def run() -> tuple[list[dict[str, object]], dict[bytes, bytes]]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect_redis(settings)
         try:
-            watch = ChallengerWatch(client, settings, KafkaOutcomePublisher(settings.kafka_bootstrap, names.outcomes),
+            watch = ChallengerWatch(client, settings, KafkaOutcomePublisher(kafka_options(settings), names.outcomes),
                                     lambda a, b: a > b, names.control, names.control_events)
             await watch.on_settled(settlements)
             return watch.decisions, await client.hgetall(f"{settings.topic_prefix}bse:challenger:{{v1|v2}}")
