@@ -2,21 +2,25 @@
 
 Parsing a candle from bytes is the edge of the system: everything that can be
 wrong with a message becomes an :class:`~models.errors.InvalidCandle` with a
-short ``kind`` and a human reason, which the worker routes to ``candles.dlq``.
-The wall clock is passed in (``now_ms``) so this module stays pure.
+short ``kind`` and a human reason, which the worker routes to ``candles.dlq``
+(every kind: docs/candles.md). Past the shape, a candle must also be
+plausible (:mod:`models.candle_plausibility`). The wall clock is passed in
+(``now_ms``) so this module stays pure.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from configs.settings import TIMEFRAME_MS, CandleRules
+from models.candle_plausibility import check_bounds
 from models.errors import InvalidCandle
 
 __all__ = [
@@ -115,24 +119,84 @@ def _decode_object(raw: bytes, rules: CandleRules) -> dict[str, object]:
     return decoded
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    decoded: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in decoded:
+            raise _RepeatedKey(key)
+        decoded[key] = value
+    return decoded
+
+
+def _repeated_key(raw: bytes, fields: dict[str, Any]) -> str | None:
+    """A key that some object of the message repeats (orjson keeps the last silently), else None.
+
+    ``fields`` is the validated candle's decoded object. Each JSON string puts at least two ``"`` in
+    ``raw`` (more for each ``\\"`` escape), and a repeated key drops at least its own string from
+    ``fields``. So, cheapest first:
+
+    1. the keys of ``fields`` and its two string values (symbol and timeframe, strings once valid)
+       account for at least ``2 * len(fields) + 4`` quotes; any other string, kept (an extra field's
+       text, a nested key) or dropped, adds two more. Exactly that many: no key repeats (the
+       contract's message, and any with extra fields that are numbers, booleans or null);
+    2. no ``\\u`` escape in ``raw`` (a quote in a string is then ``\\"``, as orjson writes it):
+       ``raw`` has as many quotes as ``fields`` re-encoded, or a key repeats;
+    3. otherwise the exact, slower check: the standard parser with a hook on every object.
+    """
+    quotes = raw.count(b'"')
+    if quotes == 2 * len(fields) + 4:
+        return None
+    try:
+        encoded = orjson.dumps(fields)
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (254 levels)
+        raise InvalidCandle("too_deep", f"nested too deep to check for repeated keys: {exc}") from exc
+    if b"\\u" not in raw and quotes == encoded.count(b'"'):
+        return None
+    return _exact_repeated_key(raw)
+
+
+def _exact_repeated_key(raw: bytes) -> str | None:
+    try:  # orjson read it, so it is at most 254 levels deep (see above): no deep recursion here
+        json.loads(raw.decode("utf-8"), object_pairs_hook=_no_repeats)
+    except _RepeatedKey as repeated:
+        return repeated.key
+    except ValueError as exc:  # JSON orjson takes and the standard parser does not
+        raise InvalidCandle("not_json", f"not valid JSON: {str(exc)[:200]}") from exc
+    return None
+
+
 def parse_candle(
     raw: bytes,
     rules: CandleRules,
     now_ms: int,
-    key: bytes | None = None,
+    key: bytes | None,
     allowed_timeframes: frozenset[str] = frozenset(TIMEFRAME_MS),
 ) -> Candle:
-    """Validate one message of the ``candles`` topic; raise :class:`InvalidCandle`."""
+    """Validate one message of the ``candles`` topic and its Kafka ``key``; raise :class:`InvalidCandle`.
+
+    ``key`` is required: None is a record sent without one (``missing_key``), which the partitioner
+    could send anywhere, so that one symbol would have several writers.
+    """
     fields = _decode_object(raw, rules)
     try:
         candle = Candle.model_validate(fields)
     except ValidationError as exc:
         raise InvalidCandle(*_validation_kind(exc)) from exc
+    repeated = _repeated_key(raw, fields)
+    if repeated is not None:
+        raise InvalidCandle("duplicate_key", f"key {repeated[:80]!r} appears more than once in one object")
     if not re.fullmatch(rules.symbol_pattern, candle.symbol):
         raise InvalidCandle("bad_symbol", f"symbol {candle.symbol!r} does not match {rules.symbol_pattern}")
     if rules.symbols and candle.symbol not in rules.symbols:
         raise InvalidCandle("symbol_not_listed", f"symbol {candle.symbol!r} is not in candles.symbols")
-    if key is not None and key.decode("utf-8", "replace") != candle.symbol:
+    if key is None:
+        raise InvalidCandle("missing_key", f"the record has no key; candles are keyed by their symbol ({candle.symbol!r})")
+    if key.decode("utf-8", "replace") != candle.symbol:
         raise InvalidCandle("key_mismatch", f"message key {key!r} is not the symbol {candle.symbol!r}")
     if candle.timeframe not in allowed_timeframes:
         raise InvalidCandle("bad_timeframe", f"timeframe {candle.timeframe!r} is not one of {sorted(allowed_timeframes)}")
@@ -143,6 +207,11 @@ def parse_candle(
         raise InvalidCandle("open_time_too_old", f"open_time {candle.open_time} is before {rules.min_open_time_ms}")
     if candle.open_time > now_ms + rules.max_future_ms:
         raise InvalidCandle("open_time_in_future", f"open_time {candle.open_time} is more than {rules.max_future_ms} ms ahead of now")
+    if candle.closed and candle.open_time + step_ms > now_ms + rules.max_clock_skew_ms:
+        raise InvalidCandle("closes_in_future", f"a closed candle that ends at {candle.open_time + step_ms}, "
+                                                f"{candle.open_time + step_ms - now_ms} ms after now (allowed: "
+                                                f"candles.max_clock_skew_ms={rules.max_clock_skew_ms})")
+    check_bounds(candle.open, candle.high, candle.low, candle.close, candle.volume, rules)
     return candle
 
 

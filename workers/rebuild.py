@@ -21,8 +21,10 @@ from aiokafka.structs import TopicPartition
 
 from configs.settings import Settings
 from models.candle_files import read_candle_files
+from models.candle_plausibility import price_jump_refusals
 from models.errors import InvalidCandle
 from models.schema import Candle, parse_candle
+from workers.connections import kafka_options
 from workers.window_store import WindowStore
 
 __all__ = ["WindowRebuilder"]
@@ -44,7 +46,7 @@ class WindowRebuilder:
 
     async def _kafka_history(self, symbol: str, timeframe: str, topic: str, partition: int, offset: int) -> list[Candle]:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap, group_id=None,
+            self._consumer = AIOKafkaConsumer(**kafka_options(self._settings), group_id=None,
                                               enable_auto_commit=False)
             await self._consumer.start()
         tp = TopicPartition(topic, partition)
@@ -54,7 +56,7 @@ class WindowRebuilder:
         if start >= offset:
             return []
         self._consumer.seek(tp, start)
-        found: dict[int, Candle] = {}
+        arrived: list[Candle] = []
         now_ms = time.time_ns() // 1_000_000
         position = start
         while position < offset:
@@ -72,7 +74,10 @@ class WindowRebuilder:
                 except InvalidCandle:
                     continue  # it went to the dead-letter topic when it first arrived
                 if candle.closed and candle.timeframe == timeframe:
-                    found[candle.open_time] = candle
+                    arrived.append(candle)
+        # in arrival order, as the stream checked them: a close it refused against the last close stays out
+        jumps = price_jump_refusals(arrived, {}, self._settings.candles)
+        found = {c.open_time: c for c, jump in zip(arrived, jumps, strict=True) if jump is None}
         return [found[t] for t in sorted(found)]
 
     def _file_history(self, symbol: str, timeframe: str, before_ms: int) -> list[Candle]:

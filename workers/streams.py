@@ -3,9 +3,9 @@
 Pure steps live in ``models/``; this module sequences them around the IO
 (the window store and the publisher) and keeps the event loop free by
 running features and inference in a one-thread executor. Expected bad input
-(:class:`InvalidCandle`, or a symbol past the fleet's cap) becomes a dead
-letter. Anything else raised here (a Redis or broker fault, a bug) fails the
-batch as a whole: every step is safe to repeat, and the worker's
+(:class:`InvalidCandle`, a symbol past the fleet's cap, or a close too far
+from the symbol's last close in its window) becomes a dead letter. Anything
+else raised here (a Redis or broker fault, a bug) fails the batch as a whole: every step is safe to repeat, and the worker's
 :class:`~workers.batch_guard.BatchGuard` runs the batch again or leaves the
 process without acknowledging it.
 """
@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from configs.settings import TIMEFRAME_MS, Settings
+from models.candle_plausibility import price_jump_refusals
 from models.errors import InvalidCandle
 from models.predictor import Predictor
 from models.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
@@ -165,12 +166,22 @@ class CandleProcessor:
                 self.counts[f"dlq.{error.kind}"] += 1
                 dead_letters.append(_dead_letter(message, error, now_ms, keep_bytes))
         admitted = await self._symbols.admit({c.symbol for c, _ in valid}, now_ms) if self._symbols else None
+        kept: list[tuple[Candle, RawMessage]] = []
         for candle, message in valid:
             if admitted is not None and candle.symbol not in admitted:
                 self.counts["dlq.symbol_cap"] += 1
                 refused = InvalidCandle("symbol_cap", f"symbol {candle.symbol!r} refused: the fleet serves "
                                                       f"worker.max_symbols={self._settings.worker.max_symbols} already")
                 dead_letters.append(_dead_letter(message, refused, now_ms, keep_bytes))
+                continue
+            kept.append((candle, message))
+        # each close against its symbol's last close: the window's newest candle, then the batch's accepted ones
+        last_closes = await self._store.last_closes({(c.symbol, c.timeframe) for c, _ in kept}) if kept else {}
+        jumps = price_jump_refusals([c for c, _ in kept], last_closes, self._settings.candles)
+        for (candle, message), jump in zip(kept, jumps, strict=True):
+            if jump is not None:
+                self.counts[f"dlq.{jump.kind}"] += 1
+                dead_letters.append(_dead_letter(message, jump, now_ms, keep_bytes))
                 continue
             (closed if candle.closed else forming).append(candle)
             origin[candle.id] = message

@@ -29,13 +29,14 @@ everything else the worker does (docs/performance.md).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
 
+from models.candle_plausibility import LastClose
 from models.schema import Candle
 
 __all__ = ["ClosedWrite", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "pack_candle", "unpack_candles"]
@@ -152,6 +153,8 @@ class WindowStore(Protocol):
     async def flush(self) -> None: ...
     async def closed_candles(self, symbol: str, timeframe: str) -> tuple[np.ndarray, np.ndarray]: ...
     async def forming(self, symbol: str, timeframe: str) -> Candle | None: ...
+    async def last_closes(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], LastClose]:
+        """The newest closed candle's open time and close of each (symbol, timeframe) that has one."""
 
 
 @dataclass
@@ -242,6 +245,29 @@ class RedisWindowStore:
         win, _, _, _ = self._keys(symbol, timeframe)
         return unpack_candles(await self._client.zrange(win, 0, -1))
 
+    async def last_closes(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], LastClose]:
+        """From this process's copy of a window when it has one (no round trip), else one pipelined read of
+        the newest member of each other window. The copy can lag Redis after partitions moved between
+        workers; the caller's use (a plausibility bound) tolerates that."""
+        found: dict[tuple[str, str], LastClose] = {}
+        missing: list[tuple[str, str]] = []
+        for key in keys:
+            cached = self._cache.get(key)
+            if cached is not None and len(cached.open_time_ms):
+                found[key] = LastClose(int(cached.open_time_ms[-1]), float(cached.ohlcv[-1, 3]))
+            else:
+                missing.append(key)
+        if missing:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for symbol, timeframe in missing:
+                    pipe.zrange(self._keys(symbol, timeframe)[0], -1, -1)
+                replies = await pipe.execute()
+            for key, members in zip(missing, replies, strict=True):
+                if members:
+                    times, ohlcv = unpack_candles(members)
+                    found[key] = LastClose(int(times[-1]), float(ohlcv[-1, 3]))
+        return found
+
     async def forming(self, symbol: str, timeframe: str) -> Candle | None:
         _, forming, _, _ = self._keys(symbol, timeframe)
         packed = await self._client.hget(forming, "c")
@@ -261,6 +287,7 @@ class MemoryWindowStore:
         self._closed: dict[tuple[str, str], dict[int, Candle]] = {}
         self._forming: dict[tuple[str, str], Candle] = {}
         self._predicted: dict[tuple[str, str], set[int]] = {}
+        self._newest: dict[tuple[str, str], int] = {}  # open time of each window's newest candle
 
     def _trim(self, stored: dict[int, object]) -> None:
         for open_time in sorted(stored)[: max(0, len(stored) - self._retain)]:
@@ -273,6 +300,7 @@ class MemoryWindowStore:
             stored = self._closed.setdefault(key, {})
             stored[candle.open_time] = candle
             self._trim(stored)
+            self._newest[key] = max(self._newest.get(key, candle.open_time), candle.open_time)
             forming = self._forming.get(key)
             if forming is not None and forming.open_time <= candle.open_time:
                 del self._forming[key]
@@ -311,3 +339,7 @@ class MemoryWindowStore:
 
     async def forming(self, symbol: str, timeframe: str) -> Candle | None:
         return self._forming.get((symbol, timeframe))
+
+    async def last_closes(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], LastClose]:
+        return {key: LastClose(self._newest[key], self._closed[key][self._newest[key]].close)
+                for key in keys if key in self._newest}

@@ -14,13 +14,13 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from configs.settings import Settings
 from models.schema import Candle
 from workers.window_store import MemoryWindowStore, RedisWindowStore, WindowStore
+from workers.connections import connect_redis
 
 HOUR = 3_600_000
 T0 = 1_735_689_600_000
@@ -47,7 +47,7 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     redis_settings: Settings = request.getfixturevalue("services")
 
     async def real() -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
-        client = aioredis.Redis.from_url(redis_settings.redis_url)
+        client = connect_redis(redis_settings)
         prefix = f"test-{uuid.uuid4().hex[:8]}:"
 
         async def cleanup() -> None:
@@ -115,6 +115,20 @@ def test_forming_candle_lifecycle(make_store: StoreFactory) -> None:
     run(make_store, scenario)
 
 
+def test_last_closes_are_the_newest_candles_whatever_the_order(make_store: StoreFactory) -> None:
+    """What the stream checks a price jump against (models/candle_plausibility.py)."""
+    async def scenario(store: WindowStore) -> None:
+        assert await store.last_closes({("BTCUSDT", "1h")}) == {}
+        await store.write_closed([candle(i, 100.0 + i) for i in (3, 5, 4)], read_count=3)  # 4 arrives late
+        await store.write_closed([candle(2, 50.0, symbol="ETHUSDT")], read_count=3)
+        await store.write_forming([candle(6, 900.0, closed=False)])
+        found = await store.last_closes({("BTCUSDT", "1h"), ("ETHUSDT", "1h"), ("SOLUSDT", "1h")})
+        assert found == {("BTCUSDT", "1h"): (T0 + 5 * HOUR, 105.0 * 1.001), ("ETHUSDT", "1h"): (T0 + 2 * HOUR, 50.0 * 1.001)}
+        await store.write_closed([candle(6, 106.0)], read_count=3)  # in order: the Redis store's own copy answers
+        assert await store.last_closes([("BTCUSDT", "1h")]) == {("BTCUSDT", "1h"): (T0 + 6 * HOUR, 106.0 * 1.001)}
+    run(make_store, scenario)
+
+
 arrival_orders = st.lists(st.integers(0, 24), min_size=1, max_size=60)
 
 
@@ -154,7 +168,7 @@ def test_redis_windows_equal_the_reference_in_any_order_and_batching(
         start += size
 
     async def histories() -> tuple[list[tuple[list[int], list[list[float]], bool]], ...]:
-        client = aioredis.Redis.from_url(services.redis_url)
+        client = connect_redis(services)
         prefix = f"test-{uuid.uuid4().hex[:8]}:"
         stores = [RedisWindowStore(client, RETAIN, key_prefix=prefix) for _ in range(workers)]
         reference = MemoryWindowStore(RETAIN)
