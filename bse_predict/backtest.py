@@ -71,7 +71,8 @@ def _window(series: Sequence[CandleSeries], start_ms: int, warm_up: int) -> list
 
 def _one(settings: Settings, version: str, model: str, series: Sequence[CandleSeries], start_ms: int,
          targets: Sequence[str], progress: Callable[[str, int], None]) -> ModelBacktest:
-    served = load_model_set(settings.models_dir / version, settings.worker.ensemble, model_name=model)
+    served = load_model_set(settings.models_dir / version, settings.worker.ensemble, model_name=model,
+                            signing_key=settings.model_signing_secret)
     missing = [t for t in targets if t not in served.targets]
     if missing:
         raise BacktestError(f"{version}/{model} has no target {missing[0]}; it has {', '.join(served.targets)}")

@@ -9,10 +9,12 @@ number of 1 or more is read as percent (``2.000`` = 2 %).
 
 What a migration does, all or nothing (a failed step leaves no version):
 
-1. Reads every pickle (pickles run code when loaded: migrate only files you
-   trust), checks the model type and its two classes, and refuses any
-   ``feature_cols`` name this code cannot compute (``models.features.FEATURE_NAMES``),
-   listing the unknown ones.
+1. Reads every pickle with a restricted unpickler (:data:`LEGACY_CLASSES`: the
+   classes of a scikit-learn random forest and numpy, nothing else; a pickle naming
+   any other global, such as ``os.system``, is refused naming it, before it runs),
+   checks the model type and its two classes, and refuses any ``feature_cols``
+   name this code cannot compute (``models.features.FEATURE_NAMES``), listing the
+   unknown ones.
 2. Exports each forest to ONNX (skl2onnx, no ZipMap). The graph takes our full
    feature row (``features``, float32[B, 82]), gathers the legacy columns in the
    legacy order, and answers ``probabilities`` [B, 3] in the contract's
@@ -29,7 +31,7 @@ What a migration does, all or nothing (a failed step leaves no version):
 5. Writes the version: ONNX files, the originals copied under ``legacy/``
    (the source files are left untouched), a manifest marked ``legacy`` with
    the sha256 of every original, the parity per model, the legacy accuracy as
-   a metric, and its changelog.
+   a metric, and its changelog; signed when ``BSE_MODEL_SIGNING_SECRET`` is set.
 
 The worker serves one model per target for every symbol. Models of every
 symbol are kept (``legacy_rf_{SYMBOL}``); the one named by ``serve_symbol``
@@ -52,18 +54,23 @@ import numpy as np
 from configs.settings import Settings
 from export.changelog import with_changelog
 from export.onnx_export import PARITY_TOLERANCE, check_parity
-from models.errors import BsePredictError
+from models.errors import BsePredictError, UnsafePickle
 from models.families.base import ONNX_OUTPUT
 from models.families.onnx_limits import ML_OPSET, TARGET_OPSET, cap_ir_version
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH, feature_matrix
 from models.inputs import min_history
-from models.manifest import MANIFEST_NAME, LegacyOrigin, Manifest, ModelEntry, ParityReport, sha256_of
+from models.manifest import MANIFEST_NAME, LegacyOrigin, Manifest, ModelEntry, ParityReport, manifest_json, sha256_of
+from models.restricted_pickle import FOREST_CLASSES, load_pickle
 from models.signals import target_label
 from models.synthetic import synthetic_series
 
-__all__ = ["LEGACY_FILE", "THREE_CLASSES", "LegacyError", "LegacyModel", "read_legacy", "migrate_legacy"]
+__all__ = ["LEGACY_FILE", "LEGACY_CLASSES", "THREE_CLASSES", "LegacyError", "LegacyModel", "read_legacy",
+           "migrate_legacy"]
 
 LEGACY_FILE = re.compile(r"^rf_(?P<symbol>[A-Z0-9]+)_(?P<pct>\d+\.\d{3})_model\.pkl$")
+LEGACY_CLASSES = FOREST_CLASSES
+"""What a legacy pickle may name: its dict, lists, strings and numbers need no global; the forest
+needs its trees and numpy."""
 THREE_CLASSES = "binary up/down model: p_up and p_down are its probabilities, p_none = 0"
 _VERIFY_HOURS = 800
 
@@ -124,8 +131,9 @@ def read_legacy(path: Path) -> LegacyModel:
     if match is None:
         raise LegacyError(f"{path.name} is not named rf_{{SYMBOL}}_{{pct:.3f}}_model.pkl")
     try:
-        with path.open("rb") as handle:
-            payload = pickle.load(handle)  # noqa: S301 - the legacy format is pickle; see the module docstring
+        payload = load_pickle(path.read_bytes(), LEGACY_CLASSES)
+    except UnsafePickle as exc:
+        raise LegacyError(f"{path.name}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as exc:
         raise LegacyError(f"{path.name}: not a readable pickle ({exc})") from exc
     if not isinstance(payload, dict) or "model" not in payload or "feature_cols" not in payload:
@@ -233,7 +241,7 @@ def migrate_legacy(source: Path, settings: Settings, version: str | None = None,
         manifest = _manifest(version, settings, models, entries, parity, metrics, served, source, final_dir,
                              work_dir, len(rows), time.perf_counter() - started)
         manifest = with_changelog(manifest, settings.models_dir)
-        (work_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        (work_dir / MANIFEST_NAME).write_text(manifest_json(manifest, settings.model_signing_secret), encoding="utf-8")
         work_dir.rename(final_dir)
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)

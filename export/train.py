@@ -4,7 +4,8 @@ Every enabled family (``models.families`` in the config) per target, pooled
 across symbols (a version answers for any symbol). The newest share of each symbol is held out, with a purge of the
 label horizon, for the metrics and the ONNX parity check in the manifest.
 The version folder is written under a temporary name and renamed at the end,
-so a crash never leaves a half version that the worker could pick up.
+so a crash never leaves a half version that the worker could pick up. With
+``BSE_MODEL_SIGNING_SECRET`` set the manifest is signed (:mod:`models.manifest_signing`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
 from models.inputs import InputRows, concat_rows, min_history
 from models.families import BasePredictor, get_model
 from models.labels import DOWN, UNKNOWN, UP
-from models.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, sha256_of
+from models.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, manifest_json, sha256_of
 from models.parity_check import record_parity_sample
 from models.signals import target_label
 
@@ -168,7 +169,7 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
         manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
                              time.perf_counter() - started)
         manifest = with_changelog(manifest, models_dir)
-        (work_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        (work_dir / MANIFEST_NAME).write_text(manifest_json(manifest, settings.model_signing_secret), encoding="utf-8")
         work_dir.rename(final_dir)
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)

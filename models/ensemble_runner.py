@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import SecretStr
 
 from configs.settings import EnsembleServingConfig
 from models.ensemble import combine
@@ -95,14 +96,15 @@ class ServedEnsemble:
 
     @classmethod
     def load(cls, version_dir: Path, config: EnsembleServingConfig, model_name: str | None = None,
-             live_weights: LiveWeights | None = None, providers: list[str] | None = None) -> ServedEnsemble:
-        manifest = load_manifest(version_dir)
+             live_weights: LiveWeights | None = None, providers: list[str] | None = None,
+             signing_key: SecretStr | None = None) -> ServedEnsemble:
+        manifest = load_manifest(version_dir, signing_key)
         name = model_name or manifest.served_model
         combiners = combiners_of(manifest, name)
         member_names = {c.members for c in combiners.values()}
         if len(member_names) != 1:
             raise ManifestError(f"{name} combines different members per target: {sorted(member_names)}")
-        members = {m: ServedModelSet.load(version_dir, providers=providers, model_name=m)
+        members = {m: ServedModelSet.load(version_dir, providers=providers, model_name=m, signing_key=signing_key)
                    for m in next(iter(member_names))}
         return cls(manifest, name, members, combiners, config, live_weights)
 
@@ -216,13 +218,15 @@ class ServedEnsemble:
         return None
 
 def load_model_set(version_dir: Path, config: EnsembleServingConfig, model_name: str | None = None,
-                   live_weights: LiveWeights | None = None) -> ServedModelSet | ServedEnsemble:
+                   live_weights: LiveWeights | None = None,
+                   signing_key: SecretStr | None = None) -> ServedModelSet | ServedEnsemble:
     """What the worker (and the backtest, to run the worker's code) serves for one model of a
     version: an ensemble with a recorded combination member by member in ``members`` mode, any
-    other model (and every model in ``graph`` mode) as its one graph per target."""
+    other model (and every model in ``graph`` mode) as its one graph per target. ``signing_key``
+    (``Settings.model_signing_secret``): the manifest must be signed under it."""
     if config.mode == "members":
-        manifest = load_manifest(version_dir)
+        manifest = load_manifest(version_dir, signing_key)
         entries = manifest.entries_for(model_name or manifest.served_model)
         if all(entry.combiner is not None for entry in entries.values()):
-            return ServedEnsemble.load(version_dir, config, model_name, live_weights)
-    return ServedModelSet.load(version_dir, intra_op_threads=1, model_name=model_name)
+            return ServedEnsemble.load(version_dir, config, model_name, live_weights, signing_key=signing_key)
+    return ServedModelSet.load(version_dir, intra_op_threads=1, model_name=model_name, signing_key=signing_key)

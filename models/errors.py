@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BsePredictError", "InvalidCandle", "ManifestError", "InsufficientHistory"]
+__all__ = ["BsePredictError", "InvalidCandle", "ManifestError", "UnsafePickle", "InsufficientHistory"]
 
 
 class BsePredictError(Exception):
@@ -20,6 +20,11 @@ class InvalidCandle(BsePredictError):
 
 class ManifestError(BsePredictError):
     """A model version whose manifest, files or hashes do not check out."""
+
+
+class UnsafePickle(BsePredictError):
+    """A pickle naming a class outside its allow-list (:mod:`models.restricted_pickle`): refused
+    before the class is imported, so nothing of the file has run."""
 
 
 class InsufficientHistory(BsePredictError):

@@ -4,21 +4,41 @@ A version lives in ``$BSE_MODELS_DIR/V/`` with ``manifest.json`` and the files i
 names. Everything the worker needs to serve it is here: feature names and the
 hash of their definitions (a version trained on other features is refused),
 the targets, ``min_history``, and the sha256 of every file.
+
+What a manifest may name, so that the hashes mean what they say:
+
+- every file (``files_sha256`` keys, model files, native files, parity samples) is a
+  plain relative path inside the version folder: no ``..``, no absolute path, no
+  symlink that resolves outside the folder;
+- every file an entry names has a sha256 in ``files_sha256``: a file without one is
+  refused, never loaded unchecked;
+- the folder is named after ``version``, so a version copied under another name
+  cannot pose as that name;
+- with ``BSE_MODEL_SIGNING_SECRET`` the manifest carries a valid signature
+  (:mod:`models.manifest_signing`).
+
+Loaders read a file once with :func:`read_verified` and use those very bytes, so
+a file swapped after its check is never what runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 import numpy as np
 
 from models.drift import FeatureBins
 from models.ensemble import CombinerSpec, StackingCombiner
 from models.errors import ManifestError
+from models.manifest_signing import check_signature, sign_document
 
 __all__ = [
     "MANIFEST_NAME",
@@ -33,6 +53,9 @@ __all__ = [
     "sha256_of",
     "load_manifest",
     "verify_files",
+    "read_verified",
+    "manifest_json",
+    "sign_version",
     "list_versions",
     "newest_version",
 ]
@@ -157,6 +180,29 @@ class Manifest(_Frozen):
     feature_bins: dict[str, FeatureBins] | None = Field(None, description="training bin edges and shares, for drift")
     legacy: LegacyOrigin | None = None
     changelog: Changelog | None = None
+    signature: str | None = Field(None, description="hex HMAC-SHA256 of the canonical manifest "
+                                                    "(models.manifest_signing); checked when a secret is set")
+
+    @model_validator(mode="after")
+    def _files_inside_and_hashed(self) -> Manifest:
+        for name in self.files_sha256:
+            _check_plain(name)
+        for label, name in self._named_files():
+            _check_plain(name)
+            if name not in self.files_sha256:
+                raise ValueError(f"{label} names {name}, which has no sha256 in files_sha256: "
+                                 f"it would be loaded unchecked")
+        return self
+
+    def _named_files(self) -> Iterator[tuple[str, str]]:
+        """(who names it, file) for every file an entry or a parity report names."""
+        for entry in self.models:
+            yield f"model {entry.name}/{entry.target}", entry.file
+            if entry.native_file is not None:
+                yield f"model {entry.name}/{entry.target}", entry.native_file
+        for key, report in self.parity.items():
+            if report.sample_file is not None:
+                yield f"parity {key}", report.sample_file
 
     def entries_for(self, model_name: str) -> dict[str, ModelEntry]:
         """The served model's entry per target label ("1%": entry)."""
@@ -167,6 +213,15 @@ class Manifest(_Frozen):
         return entries
 
 
+def _check_plain(name: str) -> None:
+    """``name`` must be a plain relative path: no ``..`` or ``.`` part, not absolute, written the one
+    way ``PurePosixPath`` writes it (no ``//``, no trailing ``/``), no backslash or NUL."""
+    path = PurePosixPath(name)
+    if (not name or path.is_absolute() or str(path) != name or ".." in path.parts
+            or "\\" in name or "\0" in name):
+        raise ValueError(f"file {name!r} is not a plain relative path inside the version folder")
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -175,25 +230,91 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(version_dir: Path) -> Manifest:
+def _read_document(version_dir: Path) -> dict[str, Any]:
+    """The manifest file as a JSON object: what a signature covers and what the model is built from."""
     path = version_dir / MANIFEST_NAME
     try:
-        return Manifest.model_validate_json(path.read_bytes())
+        document = json.loads(path.read_bytes())
     except FileNotFoundError as exc:
         raise ManifestError(f"no {MANIFEST_NAME} in {version_dir}") from exc
     except ValueError as exc:
-        raise ManifestError(f"{path} is not a valid manifest: {exc}") from exc
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ManifestError(f"{path} is not a JSON object")
+    return document
+
+
+def _parse_manifest(document: dict[str, Any], source: Path) -> Manifest:
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise ManifestError(f"{source} is not a valid manifest: {where + ': ' if where else ''}{first['msg']}") from exc
+
+
+def load_manifest(version_dir: Path, signing_key: SecretStr | None = None) -> Manifest:
+    """The manifest of ``version_dir``, its signature checked when ``signing_key`` is given (see
+    :func:`models.manifest_signing.check_signature`). Parsed once: the document whose signature is
+    checked is the one the model is built from."""
+    document = _read_document(version_dir)
+    check_signature(document, signing_key)
+    return _parse_manifest(document, version_dir / MANIFEST_NAME)
+
+
+def _inside(version_dir: Path, name: str, version: str) -> Path:
+    root = version_dir.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise ManifestError(f"version {version}: {name} resolves outside the version folder ({path})")
+    return path
+
+
+def read_verified(version_dir: Path, manifest: Manifest, name: str) -> bytes:
+    """The bytes of ``name``, read once and checked against its sha256: load these, not the path."""
+    expected = manifest.files_sha256.get(name)
+    if expected is None:
+        raise ManifestError(f"version {manifest.version}: {name} has no sha256 in files_sha256: refused unchecked")
+    path = _inside(version_dir, name, manifest.version)
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise ManifestError(f"version {manifest.version}: file {name} is missing") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ManifestError(f"version {manifest.version}: {name} has sha256 {actual[:12]}…, "
+                            f"manifest says {expected[:12]}…")
+    return data
 
 
 def verify_files(version_dir: Path, manifest: Manifest) -> None:
-    """Every file the manifest names exists and has its recorded sha256."""
-    for name, expected in manifest.files_sha256.items():
-        path = version_dir / name
-        if not path.is_file():
-            raise ManifestError(f"version {manifest.version}: file {name} is missing")
-        actual = sha256_of(path)
-        if actual != expected:
-            raise ManifestError(f"version {manifest.version}: {name} has sha256 {actual[:12]}…, manifest says {expected[:12]}…")
+    """The folder is named after the version, and every file of ``files_sha256`` lies inside it
+    and has its recorded sha256."""
+    if version_dir.name != manifest.version:
+        raise ManifestError(f"folder {version_dir.name} holds version {manifest.version}: a version is served "
+                            f"only from the folder of its own name")
+    for name in manifest.files_sha256:
+        read_verified(version_dir, manifest, name)
+
+
+def manifest_json(manifest: Manifest, signing_key: SecretStr | None) -> str:
+    """The text of ``manifest.json`` for ``manifest``: signed when ``signing_key`` is given."""
+    document = json.loads(manifest.model_dump_json())
+    if signing_key is not None:
+        document = sign_document(document, signing_key)
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def sign_version(version_dir: Path, signing_key: SecretStr) -> Manifest:
+    """Sign an existing version in place (any older signature replaced), once its files check out:
+    a signature vouches for the files the manifest pins, so a tampered file is refused here."""
+    document = _read_document(version_dir)
+    manifest = _parse_manifest(document, version_dir / MANIFEST_NAME)
+    verify_files(version_dir, manifest)
+    staged = version_dir / f".{MANIFEST_NAME}.signing"
+    staged.write_text(json.dumps(sign_document(document, signing_key), indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(staged, version_dir / MANIFEST_NAME)  # a reader sees the old manifest or the signed one
+    return manifest
 
 
 def list_versions(models_dir: Path) -> list[Manifest]:
@@ -201,8 +322,8 @@ def list_versions(models_dir: Path) -> list[Manifest]:
     if not models_dir.is_dir():
         return []
     manifests = []
-    for child in models_dir.iterdir():
-        if (child / MANIFEST_NAME).is_file():
+    for child in models_dir.iterdir():  # ".V.partial": a version train or migrate is still writing
+        if not child.name.startswith(".") and (child / MANIFEST_NAME).is_file():
             manifests.append(load_manifest(child))
     return sorted(manifests, key=lambda m: (m.created_at, m.version))
 

@@ -1,6 +1,11 @@
 """The plain approach, kept as a reference: the native scikit-learn models of a
 version, called with ``predict_proba``. ``bench`` runs the worker with it to show
-what ONNX buys; production serves ONNX (``models.onnx_runner``)."""
+what ONNX buys; production serves ONNX (``models.onnx_runner``).
+
+A native file is a joblib pickle: it is read once, checked against its sha256, and
+unpickled from those bytes under the families' allow-list
+(:meth:`models.families.base.BasePredictor.from_bytes`), so neither a swapped file nor
+a pickle naming any other class runs."""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
-from models.errors import ManifestError
-from models.manifest import Manifest, load_manifest, verify_files
+from models.errors import ManifestError, UnsafePickle
+from models.manifest import Manifest, load_manifest, read_verified, verify_files
 
 __all__ = ["NativeModelSet"]
 
@@ -23,16 +29,21 @@ class NativeModelSet:
         self._models = models
 
     @classmethod
-    def load(cls, version_dir: Path) -> NativeModelSet:
+    def load(cls, version_dir: Path, signing_key: SecretStr | None = None) -> NativeModelSet:
+        """``signing_key`` (``Settings.model_signing_secret``): the manifest must be signed under it."""
         from models.families import BasePredictor  # the train extra; a serving install has no scikit-learn
 
-        manifest = load_manifest(version_dir)
+        manifest = load_manifest(version_dir, signing_key)
         verify_files(version_dir, manifest)
         models = {}
         for target, entry in manifest.entries_for(manifest.served_model).items():
             if entry.native_file is None:
                 raise ManifestError(f"version {manifest.version} keeps no native model for {target}")
-            models[target] = BasePredictor.load(version_dir / entry.native_file)
+            data = read_verified(version_dir, manifest, entry.native_file)
+            try:
+                models[target] = BasePredictor.from_bytes(data, entry.native_file)
+            except (UnsafePickle, TypeError) as exc:
+                raise ManifestError(f"version {manifest.version}: {exc}") from exc
         return cls(manifest, models)
 
     @property

@@ -5,6 +5,11 @@ spinning: on a 2-core machine two threads were slower, and spinning steals the
 core the event loop needs (see docs/performance.md). The CUDA provider is used
 when onnxruntime offers it; tree ensembles only have CPU kernels, so
 onnxruntime places those nodes on the CPU anyway.
+
+Sessions are built from bytes, never from a path: :meth:`ServedModelSet.load` reads
+each file once, checks its sha256 on those bytes (:func:`models.manifest.read_verified`)
+and hands the same bytes to onnxruntime, after :func:`models.onnx_check.check_onnx_model`
+has made sure they reference nothing outside themselves.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import SecretStr
 
 from models.errors import ManifestError
 from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH
 from models.inputs import build_inputs, min_history
 from models.labels import CLASS_NAMES
-from models.manifest import Manifest, load_manifest, verify_files
+from models.manifest import Manifest, load_manifest, read_verified, verify_files
+from models.onnx_check import check_onnx_model
 from models.predictor import ModelOutputs
 
 __all__ = ["ServedModelSet", "choose_providers", "make_session"]
@@ -36,13 +43,19 @@ def choose_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: Path, providers: list[str], intra_op_threads: int = 1) -> ort.InferenceSession:
+def make_session(model: bytes | Path, providers: list[str], intra_op_threads: int = 1,
+                 file: str | None = None) -> ort.InferenceSession:
+    """A session of the serialised ``model`` (a path is read once here; ``file`` names it in
+    errors), which must pass :func:`models.onnx_check.check_onnx_model`: every session this
+    project makes is self-contained."""
+    data = model.read_bytes() if isinstance(model, Path) else model
+    check_onnx_model(data, file or (model.name if isinstance(model, Path) else "ONNX model"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return ort.InferenceSession(data, sess_options=options, providers=providers)
 
 
 @dataclass(frozen=True)
@@ -69,9 +82,10 @@ class ServedModelSet:
 
     @classmethod
     def load(cls, version_dir: Path, providers: list[str] | None = None, intra_op_threads: int = 1,
-             model_name: str | None = None) -> ServedModelSet:
-        """The manifest's served model, or ``model_name`` (any model of the version, for backtests)."""
-        manifest = load_manifest(version_dir)
+             model_name: str | None = None, signing_key: SecretStr | None = None) -> ServedModelSet:
+        """The manifest's served model, or ``model_name`` (any model of the version, for backtests).
+        ``signing_key`` (``Settings.model_signing_secret``): the manifest must be signed under it."""
+        manifest = load_manifest(version_dir, signing_key)
         verify_files(version_dir, manifest)
         if manifest.feature_spec_hash != FEATURE_SPEC_HASH or tuple(manifest.feature_names) != FEATURE_NAMES:
             raise ManifestError(
@@ -81,7 +95,8 @@ class ServedModelSet:
         chosen = providers or choose_providers()
         sessions: dict[str, _TargetSession] = {}
         for target, entry in manifest.entries_for(model_name or manifest.served_model).items():
-            session = make_session(version_dir / entry.file, chosen, intra_op_threads)
+            session = make_session(read_verified(version_dir, manifest, entry.file), chosen, intra_op_threads,
+                                   file=f"version {manifest.version}: {entry.file}")
             declared = {i.name for i in session.get_inputs()}
             if declared != set(entry.inputs):
                 raise ManifestError(f"{entry.file} reads inputs {sorted(declared)}, the manifest says {list(entry.inputs)}")

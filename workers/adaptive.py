@@ -176,7 +176,8 @@ def load_served(settings: Settings, version: str, adaptive: AdaptiveWeights | No
     """One version as the worker serves it (:func:`models.ensemble_runner.load_model_set`), its
     ensemble registered for live re-weighting when ``adaptive`` is given."""
     served = load_model_set(settings.models_dir / version, settings.worker.ensemble,
-                            live_weights=adaptive.current if adaptive is not None else None)
+                            live_weights=adaptive.current if adaptive is not None else None,
+                            signing_key=settings.model_signing_secret)
     if adaptive is not None and isinstance(served, ServedEnsemble):
         adaptive.register(served.version, served.combiners)
     return served

@@ -31,7 +31,7 @@ def load_predictor(settings: Settings, version: str | None = None, engine: Engin
     if engine == "native":
         from models.native_runner import NativeModelSet
 
-        return NativeModelSet.load(version_dir)
+        return NativeModelSet.load(version_dir, settings.model_signing_secret)
     model_set = load_served(settings, chosen, adaptive)
     model_set.warm_up((1, 16, 64, settings.worker.batch_max_events))  # type: ignore[attr-defined]
     log.info("version %s loaded; providers per target: %s", chosen, model_set.providers())  # type: ignore[attr-defined]

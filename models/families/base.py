@@ -26,13 +26,16 @@ import numpy as np
 
 from configs.settings import SignalThresholds
 from models.dataset import SymbolDataset
+from models.errors import UnsafePickle
 from models.inputs import InputRows
 from models.labels import UNKNOWN
 from models.metrics import holdout_metrics
+from models.restricted_pickle import FOREST_CLASSES, AllowList, load_joblib
 from models.schema import TargetPrediction
 from models.signals import target_predictions
 
-__all__ = ["BasePredictor", "InputKind", "register", "get_model", "list_models", "UnknownFamily", "ONNX_OUTPUT"]
+__all__ = ["BasePredictor", "InputKind", "register", "get_model", "list_models", "native_classes", "UnknownFamily",
+           "ONNX_OUTPUT"]
 
 InputKind = Literal["features", "sequence"]
 ONNX_OUTPUT = "probabilities"
@@ -117,11 +120,18 @@ class BasePredictor(ABC):
 
     @classmethod
     def load(cls, path: Path) -> BasePredictor:
-        import joblib
+        return cls.from_bytes(path.read_bytes(), path.name)
 
-        loaded = joblib.load(path)
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> BasePredictor:
+        """The predictor :meth:`save` wrote, unpickled admitting only :func:`native_classes` (the
+        file is a pickle: a bare ``joblib.load`` would run whatever it names)."""
+        try:
+            loaded = load_joblib(data, native_classes())
+        except UnsafePickle as exc:
+            raise UnsafePickle(f"{source}: {exc}") from None
         if not isinstance(loaded, cls):
-            raise TypeError(f"{path} holds a {type(loaded).__name__}, not a {cls.__name__}")
+            raise TypeError(f"{source} holds a {type(loaded).__name__}, not a {cls.__name__}")
         return loaded
 
     @abstractmethod
@@ -148,6 +158,20 @@ def register(cls: P) -> P:
         raise TypeError(f"{cls.__name__} must implement every abstract method of BasePredictor")
     _REGISTRY[name] = cls
     return cls
+
+
+_LIBRARY_CLASSES = FOREST_CLASSES | {("xgboost.core", "Booster"), ("builtins", "bytearray")}
+"""What the families' fitted state holds: forests, XGBoost boosters (their state is a bytearray), numpy."""
+_STATE_CLASSES = frozenset({("models.ensemble", "StackingCombiner"), ("models.regimes", "RegimeModel")})
+"""Our own state objects a family keeps (the ensemble's stacking, the regime models)."""
+
+
+def native_classes() -> AllowList:
+    """Every class a native model file may name: the registered families, the state objects they
+    keep and the library classes inside those. A family that keeps a new kind of object fails the
+    contract suite's save/load check, naming the class, until it is listed here."""
+    families = {(family.__module__, family.__qualname__) for family in _REGISTRY.values()}
+    return _LIBRARY_CLASSES | _STATE_CLASSES | families
 
 
 def get_model(name: str, **config: Any) -> BasePredictor:

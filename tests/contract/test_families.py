@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from models.candle_files import CandleSeries
 from models.dataset import build_dataset
 from models.families import BasePredictor, get_model, list_models, register
 from models.families.base import ONNX_OUTPUT, UnknownFamily
+from models.onnx_runner import make_session
 
 FAMILIES = list_models()
 ROUNDING = 1e-12  # multi-threaded tree sums may add in another order: equal to the last bits, not bitwise
@@ -89,7 +89,7 @@ def test_onnx_equals_native(family: str, fitted: dict[str, BasePredictor], data:
                             tmp_path: Path) -> None:
     model = fitted[family]
     model.export_onnx(tmp_path / "model.onnx")
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = make_session(tmp_path / "model.onnx", ["CPUExecutionProvider"])  # as served: self-contained graphs only
     assert {i.name for i in session.get_inputs()} == set(model.input_kinds)
     (onnx_p,) = session.run([ONNX_OUTPUT], model.onnx_feed(data["x_test"]))
     assert onnx_p.shape == (len(data["x_test"]), 3)

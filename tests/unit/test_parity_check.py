@@ -43,7 +43,7 @@ def _rewrite(version_dir: Path, manifest: Manifest, **changes: object) -> None:
 
 
 def _copy(trained_version: Settings, tmp_path: Path, name: str) -> tuple[Path, Manifest]:
-    version_dir = tmp_path / name
+    version_dir = tmp_path / name / SOURCE  # a version serves only from the folder of its own name
     shutil.copytree(trained_version.models_dir / SOURCE, version_dir)
     return version_dir, load_manifest(version_dir)
 

@@ -1,0 +1,100 @@
+"""Unpickling that admits only the classes named in an allow-list.
+
+Two formats this project still reads are pickles: the previous system's forests
+(``bse-predict models migrate``) and the native model kept beside each ONNX file
+(``--engine native``, re-export, parity). A pickle names any callable it likes
+(``os.system``, ``builtins.exec``) for the unpickler to call while it loads, so a
+bare ``pickle.load`` runs whatever the file says. Here every global the stream
+names goes through ``find_class``, which admits only exact ``(module, name)``
+pairs: no module prefixes (a listed module would open everything it imports) and
+no dotted names. A refused name raises :class:`~models.errors.UnsafePickle` before
+its module is even imported, so nothing of the file has run.
+
+What a listed class does while it is rebuilt (its constructor arguments,
+``__setstate__``) is still its own code: list only classes rebuilt from plain data
+(arrays, trees, our predictors).
+
+joblib files (the native format) are pickles whose arrays follow their
+``NumpyArrayWrapper`` as raw bytes; :func:`load_joblib` reads them with joblib's own
+unpickler under the same allow-list. An object array there is a nested pickle that
+older joblib releases read with a bare ``pickle.load``: it is refused whatever the
+joblib version (no native model holds one).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+from models.errors import UnsafePickle
+
+__all__ = ["AllowList", "NUMPY_CLASSES", "FOREST_CLASSES", "load_pickle", "load_joblib"]
+
+AllowList = frozenset[tuple[str, str]]
+
+NUMPY_CLASSES: AllowList = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    # the same two under numpy 1.x's name, which pickles written before numpy 2 carry
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+})
+"""Arrays, dtypes and numpy scalars: rebuilt from shapes, type codes and bytes."""
+
+FOREST_CLASSES: AllowList = NUMPY_CLASSES | {
+    ("sklearn.ensemble._forest", "RandomForestClassifier"),
+    ("sklearn.tree._classes", "DecisionTreeClassifier"),
+    ("sklearn.tree._tree", "Tree"),
+}
+"""A fitted scikit-learn random forest: its trees, their node arrays, and numpy."""
+
+_JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+
+
+def _admit(module: str, name: str, allowed: AllowList) -> None:
+    if (module, name) not in allowed:
+        raise UnsafePickle(f"refused to unpickle {module}.{name}: not one of the {len(allowed)} classes "
+                           f"this file may hold")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, allowed: AllowList) -> None:
+        super().__init__(io.BytesIO(data))
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        _admit(module, name, self._allowed)
+        return super().find_class(module, name)
+
+
+def load_pickle(data: bytes, allowed: AllowList) -> Any:
+    """The object pickled in ``data``, built only from ``allowed`` globals."""
+    return _RestrictedUnpickler(data, allowed).load()
+
+
+def load_joblib(data: bytes, allowed: AllowList) -> Any:
+    """The object ``joblib.dump`` wrote (uncompressed) in ``data``, built only from ``allowed``
+    globals and joblib's array wrapper."""
+    from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
+
+    class _RestrictedJoblibUnpickler(NumpyUnpickler):  # type: ignore[misc]
+        dispatch = NumpyUnpickler.dispatch.copy()
+
+        def __init__(self) -> None:
+            super().__init__("", io.BytesIO(data), ensure_native_byte_order=True)
+            self._allowed = allowed | {_JOBLIB_WRAPPER}
+
+        def find_class(self, module: str, name: str) -> Any:
+            _admit(module, name, self._allowed)
+            return super().find_class(module, name)
+
+        def load_build(self) -> None:
+            state, target = self.stack[-1], self.stack[-2]
+            if isinstance(target, NumpyArrayWrapper) and getattr(
+                    state.get("dtype") if isinstance(state, dict) else None, "hasobject", True):
+                raise UnsafePickle("refused to unpickle an object array: joblib stores it as a nested pickle")
+            NumpyUnpickler.load_build(self)
+
+        dispatch[pickle.BUILD[0]] = load_build
+
+    return _RestrictedJoblibUnpickler().load()
