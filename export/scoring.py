@@ -79,7 +79,6 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     total = 0.0
     for k in range(_CLASSES):
         index = _bin_index(probabilities[:, k], bins)
-        counts = np.bincount(index, minlength=bins)
         predicted = np.bincount(index, weights=probabilities[:, k], minlength=bins)
         observed = np.bincount(index, weights=(labels == k).astype(float), minlength=bins)
         total += float(np.sum(np.abs(predicted - observed))) / len(labels)
