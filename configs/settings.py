@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 from typing import Any, Literal
 
 import yaml
@@ -358,7 +359,7 @@ class ControlConfig(_Frozen):
 
     max_age_s: float = Field(300.0, gt=0)
     max_future_s: float = Field(30.0, ge=0)
-    max_message_bytes: int = Field(65_536, gt=0)
+    max_message_bytes: int = Field(8192, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
     tick_interval_s: float = Field(1.0, gt=0)
     retry_initial_s: float = Field(0.1, gt=0)
@@ -481,6 +482,20 @@ class Settings(BaseSettings):
         if len(value.get_secret_value()) < MIN_CONTROL_SECRET_CHARS:
             raise ValueError(f"BSE_CONTROL_SECRET is shorter than {MIN_CONTROL_SECRET_CHARS} characters "
                              "(`bse-predict control rotate` makes one)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _tls_only_from_settings(cls, value: SecretStr) -> SecretStr:
+        """redis-py lets a URL's query override its arguments: ``?ssl_cert_reqs=none`` would turn the
+        certificate check off. TLS options come from the ``redis`` block only."""
+        url = urlsplit(value.get_secret_value())
+        if url.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"BSE_REDIS_URL must start with redis://, rediss:// or unix://, not {url.scheme!r}")
+        overrides = sorted({name for name, _ in parse_qsl(url.query) if name.lower().startswith("ssl")})
+        if overrides:
+            raise ValueError(f"BSE_REDIS_URL sets {', '.join(overrides)}: TLS options come from BSE_REDIS_SSL_* "
+                             "(the server's certificate is always checked)")
         return value
 
     @field_validator("control_keys")

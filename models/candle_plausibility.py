@@ -27,10 +27,13 @@ __all__ = ["LastClose", "check_bounds", "price_jump_refusals"]
 
 
 class LastClose(NamedTuple):
-    """The close of a symbol's newest closed candle, and that candle's open time."""
+    """The close of a symbol's newest closed candle and that candle's open time, and the close of the
+    candle before it (None when unknown): a correction of the newest candle (same open time) is held
+    to the candle before it, so repeated corrections cannot walk the reference past the bound."""
 
     open_time_ms: int
     close: float
+    previous_close: float | None = None
 
 
 def check_bounds(open_: float, high: float, low: float, close: float, volume: float, rules: CandleRules) -> None:
@@ -76,8 +79,19 @@ def price_jump_refusals(candles: Sequence[Candle], last_closes: Mapping[tuple[st
     for candle in candles:
         key = (candle.symbol, candle.timeframe)
         last = reference.get(key)
-        refused = _jump(candle.close, last, rules) if last is not None else None
+        refused = _jump(candle.close, _compared_with(candle, last), rules) if last is not None else None
         refusals.append(refused)
-        if refused is None and candle.closed and (last is None or candle.open_time >= last.open_time_ms):
-            reference[key] = LastClose(candle.open_time, candle.close)
+        if refused is None and candle.closed:
+            if last is None or candle.open_time > last.open_time_ms:
+                reference[key] = LastClose(candle.open_time, candle.close, None if last is None else last.close)
+            elif candle.open_time == last.open_time_ms:  # a correction: the candle before stays the anchor
+                anchor = last.close if last.previous_close is None else last.previous_close
+                reference[key] = LastClose(candle.open_time, candle.close, anchor)
     return refusals
+
+
+def _compared_with(candle: Candle, last: LastClose) -> LastClose:
+    """A correction of the newest candle is compared with the candle before it, when known."""
+    if candle.open_time == last.open_time_ms and last.previous_close is not None:
+        return LastClose(last.open_time_ms, last.previous_close)
+    return last

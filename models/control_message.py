@@ -60,7 +60,7 @@ __all__ = [
     "MAX_NESTING",
 ]
 
-MAX_MESSAGE_BYTES = 65_536  # the default of ``control.max_message_bytes``
+MAX_MESSAGE_BYTES = 8192  # the default of ``control.max_message_bytes``; a real message is a few hundred bytes
 MAX_NESTING = 16  # brackets deep; a control message needs 3
 MAX_EVERY_S = 366 * 86_400.0  # a ramp step at most once a year: later than that is a typo
 _MAX_NAME_BYTES = 200  # a version is a directory name: most file systems allow 255 bytes

@@ -38,6 +38,10 @@ NUMPY_CLASSES: AllowList = frozenset({
     ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
     # the same two under numpy 1.x's name, which pickles written before numpy 2 carry
     ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    # pickle protocol 5 (out-of-band buffers; the default from Python 3.14): an array from its bytes
+    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    # protocols 0-2 spell a bytes object as _codecs.encode(text, "latin1")
+    ("_codecs", "encode"),
 })
 """Arrays, dtypes and numpy scalars: rebuilt from shapes, type codes and bytes."""
 

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import faust
 import redis
@@ -143,15 +143,15 @@ def connect_redis_sync(settings: Settings, url: SecretStr | str | None = None, *
 
 
 def redacted_url(url: SecretStr | str) -> str:
-    """``url`` fit for a log line: any password replaced by ``***``."""
+    """``url`` fit for a log line: everything between the user name and the last ``@`` replaced by
+    ``***`` (also a password with an unencoded ``#``, ``/`` or ``?``, which URL parsers misread)."""
     text = url.get_secret_value() if isinstance(url, SecretStr) else url
-    parts = urlsplit(text)
-    if parts.password is None:
+    scheme, separator, rest = text.partition("://")
+    if not separator or "@" not in rest:
         return text
-    user = f"{parts.username}:***" if parts.username else ":***"
-    host = parts.hostname or ""
-    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo, host = rest.rsplit("@", 1)
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{colon}***@{host}" if colon else f"{scheme}://***@{host}"
 
 
 def client_environment(settings: Settings) -> dict[str, str]:

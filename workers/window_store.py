@@ -135,6 +135,12 @@ def unpack_candles(packed: bytes | Sequence[bytes]) -> tuple[np.ndarray, np.ndar
     return rows["t"][order].astype(np.int64), rows["ohlcv"][order].astype(np.float64)
 
 
+def _last_close(open_time_ms: np.ndarray, ohlcv: np.ndarray) -> LastClose:
+    """The newest candle of a window (in open-time order) with the close of the one before it."""
+    previous = float(ohlcv[-2, 3]) if len(open_time_ms) > 1 else None
+    return LastClose(int(open_time_ms[-1]), float(ohlcv[-1, 3]), previous)
+
+
 @dataclass(frozen=True)
 class ClosedWrite:
     """A closed candle after it was stored, with the history up to it (oldest first)."""
@@ -254,18 +260,17 @@ class RedisWindowStore:
         for key in keys:
             cached = self._cache.get(key)
             if cached is not None and len(cached.open_time_ms):
-                found[key] = LastClose(int(cached.open_time_ms[-1]), float(cached.ohlcv[-1, 3]))
+                found[key] = _last_close(cached.open_time_ms, cached.ohlcv)
             else:
                 missing.append(key)
         if missing:
             async with self._client.pipeline(transaction=False) as pipe:
                 for symbol, timeframe in missing:
-                    pipe.zrange(self._keys(symbol, timeframe)[0], -1, -1)
+                    pipe.zrange(self._keys(symbol, timeframe)[0], -2, -1)
                 replies = await pipe.execute()
             for key, members in zip(missing, replies, strict=True):
                 if members:
-                    times, ohlcv = unpack_candles(members)
-                    found[key] = LastClose(int(times[-1]), float(ohlcv[-1, 3]))
+                    found[key] = _last_close(*unpack_candles(members))
         return found
 
     async def forming(self, symbol: str, timeframe: str) -> Candle | None:
@@ -341,5 +346,4 @@ class MemoryWindowStore:
         return self._forming.get((symbol, timeframe))
 
     async def last_closes(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], LastClose]:
-        return {key: LastClose(self._newest[key], self._closed[key][self._newest[key]].close)
-                for key in keys if key in self._newest}
+        return {key: _last_close(*await self.closed_candles(*key)) for key in keys if key in self._newest}

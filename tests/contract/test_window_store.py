@@ -123,9 +123,12 @@ def test_last_closes_are_the_newest_candles_whatever_the_order(make_store: Store
         await store.write_closed([candle(2, 50.0, symbol="ETHUSDT")], read_count=3)
         await store.write_forming([candle(6, 900.0, closed=False)])
         found = await store.last_closes({("BTCUSDT", "1h"), ("ETHUSDT", "1h"), ("SOLUSDT", "1h")})
-        assert found == {("BTCUSDT", "1h"): (T0 + 5 * HOUR, 105.0 * 1.001), ("ETHUSDT", "1h"): (T0 + 2 * HOUR, 50.0 * 1.001)}
+        # the newest candle, and the close of the one before it (none for a one-candle window)
+        assert found == {("BTCUSDT", "1h"): (T0 + 5 * HOUR, 105.0 * 1.001, 104.0 * 1.001),
+                         ("ETHUSDT", "1h"): (T0 + 2 * HOUR, 50.0 * 1.001, None)}
         await store.write_closed([candle(6, 106.0)], read_count=3)  # in order: the Redis store's own copy answers
-        assert await store.last_closes([("BTCUSDT", "1h")]) == {("BTCUSDT", "1h"): (T0 + 6 * HOUR, 106.0 * 1.001)}
+        assert await store.last_closes([("BTCUSDT", "1h")]) == {
+            ("BTCUSDT", "1h"): (T0 + 6 * HOUR, 106.0 * 1.001, 105.0 * 1.001)}
     run(make_store, scenario)
 
 

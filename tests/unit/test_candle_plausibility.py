@@ -145,6 +145,18 @@ def test_forming_and_late_candles_never_move_the_reference_back() -> None:
     assert _kinds(price_jump_refusals(batch, last, RULES)) == [None, "price_jump", None, None]
 
 
+def test_corrections_of_one_candle_cannot_walk_the_reference_past_the_bound() -> None:
+    """From 100: 900 then 8,100 then 72,900 re-sent for the same hour. Each is 9 times the one before; held to
+    the candle before that hour, only the first passes, and the real next candle still does."""
+    batch = [_candle(10, 900.0), _candle(10, 8100.0), _candle(10, 72900.0), _candle(11, 101.0)]
+    in_one_batch = price_jump_refusals(batch, {("BTCUSDT", "1h"): LastClose(OPEN + 9 * HOUR, 100.0)}, RULES)
+    assert _kinds(in_one_batch) == [None, "price_jump", "price_jump", None]
+    # across batches: the store gives the newest candle (the accepted 900) and the close before it (100)
+    stored = {("BTCUSDT", "1h"): LastClose(OPEN + 10 * HOUR, 900.0, previous_close=100.0)}
+    assert _kinds(price_jump_refusals([_candle(10, 8100.0), _candle(10, 120.0)], stored, RULES)) == [
+        "price_jump", None]
+
+
 def test_a_symbol_without_history_is_checked_from_its_first_candle_on() -> None:
     batch = [_candle(0, 100.0, symbol="NEWUSDT"), _candle(1, 2000.0, symbol="NEWUSDT"), _candle(1, 2000.0)]
     assert _kinds(price_jump_refusals(batch, {("BTCUSDT", "1h"): LastClose(OPEN, 1000.0)}, RULES)) == [

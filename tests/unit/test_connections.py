@@ -107,10 +107,25 @@ def test_redis_tls_arguments_only_for_rediss_and_the_certificate_is_always_check
     assert options["ssl_check_hostname"] is True
 
 
+@pytest.mark.parametrize("query", ["ssl_cert_reqs=none", "ssl_check_hostname=false&db=0", "SSL_CA_CERTS=/x"])
+def test_a_redis_url_cannot_turn_tls_checks_off(query: str) -> None:
+    """redis-py would let the URL's query override the certificate check the factory asks for."""
+    with pytest.raises(ValidationError, match="TLS options come from BSE_REDIS_SSL_"):
+        Settings(redis_url=SecretStr(f"rediss://bse:{PASSWORD}@h:6380/0?{query}"))
+
+
+def test_a_redis_url_of_another_scheme_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValidationError, match="must start with redis://") as refused:
+        Settings(redis_url=SecretStr(f"http://bse:{PASSWORD}@h:6380/0"))
+    assert PASSWORD not in str(refused.value)
+
+
 @pytest.mark.parametrize("url, shown", [
     (f"rediss://bse:{PASSWORD}@h:6380/0", "rediss://bse:***@h:6380/0"),
     (f"redis://:{PASSWORD}@h/1", "redis://:***@h/1"),
     ("redis://h:6379/0", "redis://h:6379/0"),
+    ("redis://bse:p#ss/wo?rd@h:6380/0", "redis://bse:***@h:6380/0"),  # unencoded: urlsplit sees no password
+    (f"redis://{PASSWORD}@h:6380/0", "redis://***@h:6380/0"),
 ])
 def test_a_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert redacted_url(SecretStr(url)) == shown

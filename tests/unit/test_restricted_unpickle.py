@@ -20,6 +20,7 @@ import pytest
 from configs.settings import Settings, load_settings
 from export.migrate import LegacyError, migrate_legacy, read_legacy
 from models.errors import BsePredictError, ManifestError
+from models.features import FEATURE_NAMES
 from models.families import BasePredictor
 from models.manifest import MANIFEST_NAME, sha256_of
 from models.native_runner import NativeModelSet
@@ -73,6 +74,21 @@ def test_only_the_named_classes_of_an_allowed_module_are_admitted(tmp_path: Path
     path.write_bytes(b"\x80\x04csklearn.base\ninspect\n.")  # GLOBAL sklearn.base inspect: a module, not a class
     with pytest.raises(LegacyError, match="refused to unpickle sklearn.base.inspect"):
         read_legacy(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_sound_legacy_forest_loads_whatever_the_pickle_protocol(tmp_path: Path, protocol: int) -> None:
+    """Protocol 5 (Python 3.14's default) rebuilds arrays with numpy's ``_frombuffer``: admitted too."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(3)
+    features, labels = rng.normal(size=(200, 4)), rng.integers(0, 2, 200)
+    forest = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=3).fit(features, labels)
+    path = tmp_path / LEGACY_NAME
+    columns = list(FEATURE_NAMES[:4])
+    path.write_bytes(pickle.dumps({"model": forest, "feature_cols": columns}, protocol=protocol))
+    loaded = read_legacy(path)
+    assert np.array_equal(loaded.forest.predict_proba(features), forest.predict_proba(features))
 
 
 def _native_copy(trained_version: Settings, tmp_path: Path, payload: Any) -> Path:
