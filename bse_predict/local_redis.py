@@ -45,17 +45,16 @@ def redis_service(settings: Settings) -> LocalService:
         log_path=log_path,
         pid_path=root / "redis.pid",
         cmdline_marker="redis-server",
-        probe=lambda: _probe(host, port),
+        probe=lambda: probe_redis(host, port),
         prepare=lambda progress: _command(home, log_path, host, port, progress),
     )
 
 
-def _probe(host: str, port: int) -> str | None:
-    """PING the server once (the callers poll); None if it does not answer."""
-    client = redis.Redis(
-        host=host, port=port, socket_timeout=2, socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), retries=0),
-    )
+def probe_redis(host: str, port: int, **client_options: object) -> str | None:
+    """PING the server once (the callers poll) and name its version; None if it does not answer.
+    ``client_options``: more redis-py arguments (TLS, an ACL user)."""
+    client = redis.Redis(host=host, port=port, socket_timeout=2, socket_connect_timeout=2,
+                         retry=Retry(NoBackoff(), retries=0), **client_options)  # type: ignore[arg-type]
     try:
         client.ping()
         version = client.info("server").get("redis_version", "?")

@@ -44,13 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
 from aiokafka.helpers import create_ssl_context
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from bse_predict.local_kafka import prepare_node, probe_kafka
-from bse_predict.local_redis import redis_server_program
+from bse_predict.local_redis import probe_redis, redis_server_program
 from bse_predict.local_tls import StackCertificates, certificate_paths, ensure_certificates, write_private
 from bse_predict.services import (
     LocalService,
@@ -316,19 +313,9 @@ def _probe_redis(stack: SecureStack) -> str | None:
     ca = stack.certificates.ca_cert
     if passwords is None or not ca.is_file():
         return None
-    client = redis.Redis(
-        host=stack.host, port=stack.redis_port, username=CLIENT_USER, password=passwords["redis"][CLIENT_USER],
-        ssl=True, ssl_ca_certs=str(ca), ssl_cert_reqs="required",
-        socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), retries=0),
-    )
-    try:
-        client.ping()
-        version = client.info("server").get("redis_version", "?")
-    except redis.RedisError:
-        return None
-    finally:
-        client.close()
-    return f"Redis {version} (TLS, ACL user {CLIENT_USER})"
+    answer = probe_redis(stack.host, stack.redis_port, username=CLIENT_USER, password=passwords["redis"][CLIENT_USER],
+                         ssl=True, ssl_ca_certs=str(ca), ssl_cert_reqs="required")
+    return None if answer is None else f"{answer} (TLS, ACL user {CLIENT_USER})"
 
 
 # ------------------------------------------------------------------ secrets

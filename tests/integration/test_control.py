@@ -35,7 +35,7 @@ from tests.support.bad_graphs import calibrated_slow_graph, nan_graph
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
 from workers.replay import CandleRecord, candle_records
-from workers.topics import TopicNames, ensure_topics
+from workers.topics import TopicNames
 from workers.connections import connect_redis, connect_redis_sync
 
 pytestmark = pytest.mark.integration
@@ -76,15 +76,6 @@ def _copy_version(models_dir: Path, name: str, onnx_by_target: dict[str, bytes] 
         data = bytearray((target_dir / served.file).read_bytes())
         data[len(data) // 2] ^= 0xFF
         (target_dir / served.file).write_bytes(bytes(data))
-
-
-@pytest.fixture
-def control_settings(isolated: Settings, trained_version: Settings, tmp_path: Path) -> Settings:
-    models_dir = tmp_path / "models"
-    shutil.copytree(trained_version.models_dir / SOURCE, models_dir / SOURCE)
-    settings = isolated.model_copy(update={"models_dir": models_dir})
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -394,7 +385,7 @@ def test_unreadable_control_records_are_refused_and_reported_and_the_next_valid_
     _copy_version(settings.models_dir, "v-b")
     worker = WorkerProcess(_env(settings), tmp_path / "w.log").start()
     try:
-        unreadable = [b"[" * 200_000, b"[" * 60_000, b'{"id": "x", \xff\xfe}', b'{"id": "a", "id": "b"}',
+        unreadable = [b"[" * 200_000, b"[" * 8_000, b'{"id": "x", \xff\xfe}', b'{"id": "a", "id": "b"}',
                       b'{"args": {"v": NaN}}']
         asyncio.run(send_raw(settings.kafka_bootstrap, settings.topic("control"),
                              [(b"promote", raw) for raw in unreadable]))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +17,6 @@ import pytest
 from configs.settings import Settings
 from tests.support.kafka_io import read_topic
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +24,6 @@ SOURCE = "v-test"
 SIGNING = "cli-signing-secret-at-least-32-characters"
 ROTATED_IN = "cli-rotated-in-secret-at-least-32-characters"
 CLI = [sys.executable, "-m", "bse_predict.cli", "control"]
-
-
-@pytest.fixture
-def cli_settings(isolated: Settings, trained_version: Settings, tmp_path: Path) -> Settings:
-    models_dir = tmp_path / "models"
-    shutil.copytree(trained_version.models_dir / SOURCE, models_dir / SOURCE)
-    settings = isolated.model_copy(update={"models_dir": models_dir})
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 def _cli(env: dict[str, str], *args: str, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
@@ -49,8 +38,8 @@ def _events(settings: Settings) -> list[dict]:
     return [json.loads(r.value) for r in records]
 
 
-def test_the_control_command_waits_for_its_answer_and_exits_with_it(cli_settings: Settings, tmp_path: Path) -> None:
-    settings = cli_settings
+def test_the_control_command_waits_for_its_answer_and_exits_with_it(control_settings: Settings, tmp_path: Path) -> None:
+    settings = control_settings
     worker_env = {**service_env(settings), "BSE_CONTROL_SECRET": SIGNING, "BSE_CONTROL_KEYS": f"k2={ROTATED_IN}"}
     sender = {**service_env(settings), "BSE_CONTROL_SECRET": SIGNING}
 
