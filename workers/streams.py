@@ -5,7 +5,8 @@ Pure steps live in ``models/``; this module sequences them around the IO
 running features and inference in a one-thread executor. Expected bad input
 (:class:`InvalidCandle`, a symbol past the fleet's cap, or a close too far
 from the symbol's last close in its window) becomes a dead letter. Anything
-else raised here (a Redis or broker fault, a bug) fails the batch as a whole: every step is safe to repeat, and the worker's
+else raised here (a Redis or broker fault, a bug) fails the batch as a whole:
+every step is safe to repeat, and the worker's
 :class:`~workers.batch_guard.BatchGuard` runs the batch again or leaves the
 process without acknowledging it.
 """
