@@ -26,8 +26,6 @@ The time is passed in; nothing here reads the clock.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 import re
@@ -41,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from configs.settings import CONTROL_KEY_ID_PATTERN
 from models.errors import BsePredictError
+from models.signing import sign_fields, signature_matches
+from models.strict_json import RepeatedKey, no_repeated_keys
 
 __all__ = [
     "COMMANDS",
@@ -48,8 +48,6 @@ __all__ = [
     "ControlMessage",
     "ControlRefused",
     "ControlKeys",
-    "signed_bytes",
-    "sign_fields",
     "build_message",
     "encode_message",
     "verify_message",
@@ -219,17 +217,6 @@ def format_issued_at(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def signed_bytes(fields: Mapping[str, Any]) -> bytes:
-    """The bytes the signature covers: the message without ``signature``, canonical JSON, UTF-8."""
-    unsigned = {k: v for k, v in fields.items() if k != "signature"}
-    return json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-def sign_fields(fields: Mapping[str, Any], secret: str) -> str:
-    """Hex HMAC-SHA256 of :func:`signed_bytes` with ``secret``."""
-    return hmac.new(secret.encode("utf-8"), signed_bytes(fields), hashlib.sha256).hexdigest()
-
-
 def build_message(
     command: str,
     args: Mapping[str, Any],
@@ -265,15 +252,6 @@ def encode_message(fields: Mapping[str, Any]) -> bytes:
     return json.dumps(dict(fields), separators=(",", ":")).encode("utf-8")
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    decoded: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in decoded:
-            raise ControlRefused("malformed", f"duplicate key {key!r:.80}")
-        decoded[key] = value
-    return decoded
-
-
 def _no_constant(name: str) -> Any:
     raise ControlRefused("malformed", f"{name} is not JSON")
 
@@ -302,7 +280,9 @@ def decode_json_object(raw: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) ->
     if _nesting(text) > MAX_NESTING:
         raise ControlRefused("malformed", f"nested deeper than {MAX_NESTING} levels")
     try:
-        decoded = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        decoded = json.loads(text, object_pairs_hook=no_repeated_keys, parse_constant=_no_constant)
+    except RepeatedKey as exc:
+        raise ControlRefused("malformed", str(exc)) from exc
     except ValueError as exc:  # JSONDecodeError, and integers longer than Python converts
         raise ControlRefused("malformed", f"not JSON: {str(exc)[:200]}") from exc
     if not isinstance(decoded, dict):
@@ -349,8 +329,7 @@ def verify_message(raw: bytes | None, secret: str | ControlKeys | None, now: dat
     if isinstance(secret, ControlKeys):
         secret = _secret_of(fields, secret, message_id, command)
     signature = fields.get("signature")
-    if (not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature)
-            or not hmac.compare_digest(signature, sign_fields(fields, secret))):
+    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature) or not signature_matches(fields, secret):
         raise ControlRefused("bad_signature", "the HMAC-SHA256 signature does not match", message_id, command)
     try:
         message = ControlMessage.model_validate(fields)

@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 from configs.settings import TIMEFRAME_MS, CandleRules
 from models.candle_plausibility import check_bounds
 from models.errors import InvalidCandle
+from models.strict_json import RepeatedKey, no_repeated_keys
 
 __all__ = [
     "Candle",
@@ -119,20 +120,6 @@ def _decode_object(raw: bytes, rules: CandleRules) -> dict[str, object]:
     return decoded
 
 
-class _RepeatedKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    decoded: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in decoded:
-            raise _RepeatedKey(key)
-        decoded[key] = value
-    return decoded
-
-
 def _repeated_key(raw: bytes, fields: dict[str, Any]) -> str | None:
     """A key that some object of the message repeats (orjson keeps the last silently), else None.
 
@@ -162,8 +149,8 @@ def _repeated_key(raw: bytes, fields: dict[str, Any]) -> str | None:
 
 def _exact_repeated_key(raw: bytes) -> str | None:
     try:  # orjson read it, so it is at most 254 levels deep (see above): no deep recursion here
-        json.loads(raw.decode("utf-8"), object_pairs_hook=_no_repeats)
-    except _RepeatedKey as repeated:
+        json.loads(raw.decode("utf-8"), object_pairs_hook=no_repeated_keys)
+    except RepeatedKey as repeated:
         return repeated.key
     except ValueError as exc:  # JSON orjson takes and the standard parser does not
         raise InvalidCandle("not_json", f"not valid JSON: {str(exc)[:200]}") from exc

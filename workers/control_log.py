@@ -22,7 +22,6 @@ is still an old state.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -38,7 +37,8 @@ from pydantic import ValidationError
 
 from configs.settings import Settings
 from models.control import ControlState
-from models.control_message import ControlRefused, decode_json_object, format_issued_at, sign_fields
+from models.control_message import ControlRefused, decode_json_object, format_issued_at
+from models.signing import sign_fields, signature_matches
 from workers.connections import kafka_options
 
 __all__ = ["ControlStateLog", "STATE_TOPIC", "encode_state_record", "decode_state_record"]
@@ -65,10 +65,8 @@ def decode_state_record(raw: bytes | None, secret: str | Sequence[str]) -> Contr
     signature matches none of ``secret`` (one secret, or every key accepted during a key rotation:
     records written before the rotation stay readable)."""
     fields = decode_json_object(raw, _MAX_RECORD_BYTES)
-    signature = fields.get("signature")
     secrets = (secret,) if isinstance(secret, str) else tuple(secret)
-    if not isinstance(signature, str) or not any(  # every key tried, so the time says nothing about which
-            [hmac.compare_digest(signature.encode("utf-8"), sign_fields(fields, s).encode("utf-8")) for s in secrets]):
+    if not any([signature_matches(fields, s) for s in secrets]):  # every key tried: the time says not which
         raise ControlRefused("bad_signature", "the HMAC-SHA256 signature does not match")
     try:
         state = ControlState.model_validate(fields.get("state"))

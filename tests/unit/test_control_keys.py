@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from bse_predict.cli import app
 from configs.settings import Settings, load_settings, parse_control_keys
 from models.control import CommandReceived, ControlState, step
-from models.control_message import ControlKeys, ControlRefused, build_message, encode_message, sign_fields, verify_message
+from models.control_message import ControlKeys, ControlRefused, build_message, encode_message, verify_message
+from models.signing import sign_fields
 from workers.control import control_keys
 from workers.control_log import ControlStateLog, decode_state_record, encode_state_record
 

@@ -18,9 +18,9 @@ from models.control_message import (
     ControlRefused,
     build_message,
     encode_message,
-    sign_fields,
     verify_message,
 )
+from models.signing import sign_fields
 
 SECRET = "test-secret"
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from models.control import ControlState, Ramp
-from models.control_message import ControlRefused, sign_fields
+from models.control_message import ControlRefused
+from models.signing import sign_fields
 from models.routing import Arm
 from workers.control_log import decode_state_record, encode_state_record
 

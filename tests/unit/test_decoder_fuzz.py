@@ -22,9 +22,9 @@ from models.control_message import (
     decode_json_object,
     encode_message,
     format_issued_at,
-    sign_fields,
     verify_message,
 )
+from models.signing import sign_fields
 from models.errors import InvalidCandle
 from models.schema import Candle, parse_candle
 
