@@ -12,9 +12,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bse_predict ./bse_predict
 COPY configs ./configs
-COPY models ./models
-COPY workers ./workers
-COPY export ./export
 RUN pip install . && useradd --create-home --uid 10001 bse
 
 # Faust keeps its table data under the working directory: make it the user's own.

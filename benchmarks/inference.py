@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from configs.settings import load_settings
-from models.manifest import newest_version
-from models.native_runner import NativeModelSet
-from models.onnx_runner import ServedModelSet
-from workers.bench import median_ms
+from bse_predict.serving.manifest import newest_version
+from bse_predict.serving.native_runner import NativeModelSet
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.stream.bench import median_ms
 
 
 def main() -> None:

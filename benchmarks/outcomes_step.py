@@ -1,7 +1,7 @@
 """Per-tick cost of the worker's outcome step against the real Redis and Kafka.
 
 Feeds 100-symbol ticks of real candles (``../shared/data/candles``) through the
-:class:`~workers.outcomes.OutcomeResolver` the worker builds (Redis outcome
+:class:`~bse_predict.monitoring.resolver.OutcomeResolver` the worker builds (Redis outcome
 store, Kafka outcome publisher, live scores, challenger watch, drift monitor),
 with one live and (unless ``--shadow-version ''``) one shadow prediction per symbol and candle. The first
 ``--warm`` ticks fill the pending books (72 candles x 3 targets x 2 streams per
@@ -28,13 +28,13 @@ from pathlib import Path
 
 
 from configs.settings import load_settings
-from models.manifest import newest_version
-from models.schema import Candle, ModelRef, Prediction, TargetPrediction
-from workers.connections import connect_redis, kafka_options
-from workers.bench import bench_symbols
-from workers.live import LiveOutcomes
-from workers.outcomes import KafkaOutcomePublisher, OutcomeResolver
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.serving.manifest import newest_version
+from bse_predict.candles.schema import Candle, ModelRef, Prediction, TargetPrediction
+from bse_predict.connections.clients import connect_redis, kafka_options
+from bse_predict.stream.bench import bench_symbols
+from bse_predict.monitoring.live_outcomes import LiveOutcomes
+from bse_predict.monitoring.resolver import KafkaOutcomePublisher, OutcomeResolver
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 _DATA = Path("../shared/data/candles/binance-futures")
 

@@ -318,7 +318,7 @@ class DriftConfig(_Frozen):
 
 
 class BreakerConfig(_Frozen):
-    """The circuit breaker of every served model (models/breaker.py)."""
+    """The circuit breaker of every served model (bse_predict/serving/breaker.py)."""
 
     window_calls: int = Field(20, gt=0)
     failures_to_open: int = Field(3, gt=0)

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from configs.settings import Settings, load_settings
-from models.candle_files import CandleSeries, read_candle_files
-from workers.connections import connect_redis_sync, redacted_url
+from bse_predict.candles.files import CandleSeries, read_candle_files
+from bse_predict.connections.clients import connect_redis_sync, redacted_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "candles"
@@ -98,7 +98,7 @@ TRAINING_OVERRIDES = {
 @pytest.fixture(scope="session")
 def trained_version(tmp_path_factory: pytest.TempPathFactory, futures_series: dict[str, CandleSeries]) -> Settings:
     """A small real version (RandomForest on the newest 2,500 h of BTC, ETH, SOL futures)."""
-    from export.train import train_version
+    from bse_predict.training.train import train_version
 
     models_dir = tmp_path_factory.mktemp("models")
     settings = load_settings(models_dir=str(models_dir), **TRAINING_OVERRIDES)
@@ -113,7 +113,7 @@ ENSEMBLE_VERSION = "v-ens"
 def ensemble_models(tmp_path_factory: pytest.TempPathFactory, futures_series: dict[str, CandleSeries]) -> Path:
     """A models folder with ``v-ens``: a small ensemble (RandomForest + HMM regimes, regime weights)
     on the newest 1,500 h of BTC, ETH, SOL futures."""
-    from export.train import train_version
+    from bse_predict.training.train import train_version
 
     models_dir = tmp_path_factory.mktemp("ensemble-models")
     families = {name: {"enabled": False} for name in load_settings().models.families}

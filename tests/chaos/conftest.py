@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from configs.settings import Settings, load_settings
-from models.candle_files import CandleSeries
-from models.features import LOOKBACK_CANDLES
+from bse_predict.candles.files import CandleSeries
+from bse_predict.features.definitions import LOOKBACK_CANDLES
 from tests.chaos.harness import REPO_ROOT, CaseRun, ChaosStack, RunResult
-from workers.replay import CandleRecord, candle_records
+from bse_predict.stream.replay import CandleRecord, candle_records
 
 HOURS = 330
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")

@@ -27,11 +27,11 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from bse_predict import local_cluster
+from bse_predict.services.stack import local_cluster
 from configs.settings import Settings
 from tests.support.kafka_io import read_topic
-from workers.replay import CandleRecord
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.stream.replay import CandleRecord
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 __all__ = ["ChaosStack", "Supervised", "CaseRun", "RunResult", "Comparison", "compare", "wait_until"]
 

@@ -20,7 +20,7 @@ import pytest
 from configs.settings import Settings
 from tests.chaos.conftest import CHAOS_CONFIG, LOAD, new_case
 from tests.chaos.harness import CaseRun, ChaosStack, RunResult, Supervised, compare
-from workers.replay import CandleRecord
+from bse_predict.stream.replay import CandleRecord
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

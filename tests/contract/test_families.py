@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from models.candle_files import CandleSeries
-from models.dataset import build_dataset
-from models.families import BasePredictor, get_model, list_models, register
-from models.families.base import ONNX_OUTPUT, UnknownFamily
-from models.onnx_runner import make_session
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.families import BasePredictor, get_model, list_models, register
+from bse_predict.families.base import ONNX_OUTPUT, UnknownFamily
+from bse_predict.serving.onnx_runner import make_session
 
 FAMILIES = list_models()
 ROUNDING = 1e-12  # multi-threaded tree sums may add in another order: equal to the last bits, not bitwise

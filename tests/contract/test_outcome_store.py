@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from configs.settings import Settings
-from models.outcomes import PendingBook, PendingOutcome
-from models.schema import ModelRef
-from workers.outcome_store import MemoryOutcomeStore, OutcomeStore, RedisOutcomeStore
-from workers.connections import connect_redis
+from bse_predict.monitoring.outcomes import PendingBook, PendingOutcome
+from bse_predict.candles.schema import ModelRef
+from bse_predict.monitoring.outcome_store import MemoryOutcomeStore, OutcomeStore, RedisOutcomeStore
+from bse_predict.connections.clients import connect_redis
 
 HOUR = 3_600_000
 RETAIN_MS = 10 * HOUR

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from configs.settings import Settings
-from models.schema import Candle
-from workers.window_store import MemoryWindowStore, RedisWindowStore, WindowStore
-from workers.connections import connect_redis
+from bse_predict.candles.schema import Candle
+from bse_predict.stream.window_store import MemoryWindowStore, RedisWindowStore, WindowStore
+from bse_predict.connections.clients import connect_redis
 
 HOUR = 3_600_000
 T0 = 1_735_689_600_000
@@ -116,7 +116,7 @@ def test_forming_candle_lifecycle(make_store: StoreFactory) -> None:
 
 
 def test_last_closes_are_the_newest_candles_whatever_the_order(make_store: StoreFactory) -> None:
-    """What the stream checks a price jump against (models/candle_plausibility.py)."""
+    """What the stream checks a price jump against (bse_predict/candles/plausibility.py)."""
     async def scenario(store: WindowStore) -> None:
         assert await store.last_closes({("BTCUSDT", "1h")}) == {}
         await store.write_closed([candle(i, 100.0 + i) for i in (3, 5, 4)], read_count=3)  # 4 arrives late

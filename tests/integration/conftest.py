@@ -10,7 +10,7 @@ import pytest
 
 from configs.settings import Settings
 from tests.support.secure_stack import secure_stack  # noqa: F401  (the session's secure Kafka and Redis)
-from workers.topics import ensure_topics
+from bse_predict.connections.topics import ensure_topics
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from configs.settings import Settings
-from models.ensemble import hedge_update
-from models.labels import DOWN, UP
-from models.manifest import CombinerRecord
-from models.outcomes import PendingOutcome, Settlement
-from models.schema import ModelRef, Prediction
-from workers.adaptive import AdaptiveWeights
-from workers.connections import connect_redis
+from bse_predict.ensembles.combiners import hedge_update
+from bse_predict.labels.first_touch import DOWN, UP
+from bse_predict.serving.manifest import CombinerRecord
+from bse_predict.monitoring.outcomes import PendingOutcome, Settlement
+from bse_predict.candles.schema import ModelRef, Prediction
+from bse_predict.ensembles.adaptive_weights import AdaptiveWeights
+from bse_predict.connections.clients import connect_redis
 
 pytestmark = pytest.mark.integration
 

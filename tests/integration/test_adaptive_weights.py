@@ -15,19 +15,19 @@ import orjson
 import pytest
 
 from configs.settings import Settings
-from models.candle_files import CandleSeries
-from models.ensemble import hedge_update
-from models.labels import CLASS_NAMES
-from models.manifest import MANIFEST_NAME, load_manifest
-from models.onnx_runner import ServedModelSet
-from models.schema import Outcome
+from bse_predict.candles.files import CandleSeries
+from bse_predict.ensembles.combiners import hedge_update
+from bse_predict.labels.first_touch import CLASS_NAMES
+from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.candles.schema import Outcome
 from tests.conftest import ENSEMBLE_VERSION
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.backtest import replay_predictions
-from workers.replay import candle_records
-from workers.topics import TopicNames, ensure_topics
-from workers.connections import connect_redis_sync
+from bse_predict.backtest.predictions import replay_predictions
+from bse_predict.stream.replay import candle_records
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 

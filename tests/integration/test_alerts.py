@@ -3,7 +3,7 @@
 Most tests build the predictions here from a real trained version on real
 candles (the trainer's own feature driver and the version's ONNX models, the
 path ``tests/support/reference.py`` proves equal to the worker's) and compute
-the outcomes with ``models/labels.py`` on the same candles, producing both to
+the outcomes with ``bse_predict/labels/first_touch.py`` on the same candles, producing both to
 their topics: that keeps each test to seconds and makes the expected messages
 exact. One test runs the whole chain instead: the real worker predicts a
 replay and settles the outcomes itself. The alerts service always runs as a
@@ -26,21 +26,21 @@ import pytest
 import yaml
 
 from configs.settings import Settings, load_settings
-from models.alert_messages import format_digest, format_utc
-from models.candle_files import CandleSeries, read_candle_files
-from models.features import LOOKBACK_CANDLES, feature_matrix
-from models.grid import fill_gaps
-from models.labels import CLASS_NAMES, first_touch, time_to_touch
-from models.live_stats import ResolvedCall, summarize
-from models.onnx_runner import ServedModelSet
-from models.schema import ModelRef, Outcome, Prediction, prediction_id
-from models.signals import target_predictions
+from bse_predict.alerts.messages import format_digest, format_utc
+from bse_predict.candles.files import CandleSeries, read_candle_files
+from bse_predict.features.definitions import LOOKBACK_CANDLES, feature_matrix
+from bse_predict.candles.grid import fill_gaps
+from bse_predict.labels.first_touch import CLASS_NAMES, first_touch, time_to_touch
+from bse_predict.alerts.summary_stats import ResolvedCall, summarize
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.candles.schema import ModelRef, Outcome, Prediction, prediction_id
+from bse_predict.serving.signals import target_predictions
 from tests.conftest import SHARED_DATA
 from tests.support.alerts_process import AlertsProcess
 from tests.support.fake_telegram import FakeTelegram, Received
 from tests.support.kafka_io import read_topic, read_until, send_raw
-from workers.topics import TopicNames, ensure_topics
-from workers.connections import client_environment
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import client_environment
 
 pytestmark = pytest.mark.integration
 
@@ -445,7 +445,7 @@ def test_a_refused_chat_and_a_missing_matplotlib_stop_nothing(
 
 
 def _label(series: CandleSeries, open_time: int, target: str) -> tuple[str, int]:
-    """The outcome of (open_time, target) by models/labels.py on the candles, and the hours to it."""
+    """The outcome of (open_time, target) by bse_predict/labels/first_touch.py on the candles, and the hours to it."""
     row = int(np.searchsorted(series.open_time_ms, open_time))
     known = series.ohlcv[row + 1 : row + 1 + HORIZON]
     future = np.full((1, HORIZON, 5), np.nan)
@@ -465,7 +465,7 @@ def test_end_to_end_from_a_worker_replay(
     """The real worker predicts a replay of real candles and settles their outcomes; alerts turns both into
     messages: every expected alert once, a correct follow-up to each that resolved, no digest twice."""
     from tests.support.worker_process import WorkerProcess, service_env
-    from workers.replay import candle_records
+    from bse_predict.stream.replay import candle_records
 
     settings = alerts_settings.model_copy(update={"models_dir": trained_version.models_dir})
     slices = [futures_series[s].tail(LOOKBACK_CANDLES + 40 + HORIZON) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]

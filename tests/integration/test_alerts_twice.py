@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from configs.settings import Settings
-from models.alert_messages import format_utc
-from models.alert_rules import AlertCall
-from models.candle_files import CandleSeries
-from models.onnx_runner import ServedModelSet
-from models.schema import prediction_id
+from bse_predict.alerts.messages import format_utc
+from bse_predict.alerts.rules import AlertCall
+from bse_predict.candles.files import CandleSeries
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.candles.schema import prediction_id
 from tests.integration.test_alerts import (CHATS, DAY_MS, STEP_MS, TOKEN, Scenario, _alert_key, _build,
                                            _expected_alerts, _kinds, _produce, _start, _wait_for, alerts_settings,
                                            model_set, telegram)
 from tests.support.fake_telegram import FakeTelegram, Received
-from workers.alerts.lease import Lease, OwnedKeys
-from workers.alerts.store import AlertStore, CatchupNote, Claimed
-from workers.connections import connect_redis
+from bse_predict.alerts.lease import Lease, OwnedKeys
+from bse_predict.alerts.store import AlertStore, CatchupNote, Claimed
+from bse_predict.connections.clients import connect_redis
 
 pytestmark = pytest.mark.integration
 

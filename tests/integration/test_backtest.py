@@ -16,16 +16,16 @@ from typer.testing import CliRunner
 
 from bse_predict.cli import app
 from configs.settings import Settings
-from models.candle_files import CandleSeries
+from bse_predict.candles.files import CandleSeries
 from tests.conftest import ENSEMBLE_VERSION as VERSION
-from models.ensemble_runner import ServedEnsemble, load_model_set
-from models.schema import Prediction
+from bse_predict.ensembles.member_runner import ServedEnsemble, load_model_set
+from bse_predict.candles.schema import Prediction
 from tests.support.kafka_io import read_until, send_raw
 from tests.support.worker_process import WorkerProcess
-from workers.backtest import replay_predictions
-from workers.replay import candle_records
-from workers.topics import TopicNames, ensure_topics
-from workers.connections import client_environment
+from bse_predict.backtest.predictions import replay_predictions
+from bse_predict.stream.replay import candle_records
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import client_environment
 
 pytestmark = pytest.mark.integration
 

@@ -24,19 +24,19 @@ import orjson
 import pytest
 
 from configs.settings import Settings
-from models.candle_files import CandleSeries
-from models.control_message import build_message, encode_message
-from models.features import LOOKBACK_CANDLES
-from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
-from models.parity_check import SAMPLE_DIR
-from models.routing import Arm, arm_for, normalised
-from models.schema import Prediction
+from bse_predict.candles.files import CandleSeries
+from bse_predict.control.messages import build_message, encode_message
+from bse_predict.features.definitions import LOOKBACK_CANDLES
+from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from bse_predict.serving.parity_check import SAMPLE_DIR
+from bse_predict.serving.routing import Arm, arm_for, normalised
+from bse_predict.candles.schema import Prediction
 from tests.support.bad_graphs import calibrated_slow_graph, nan_graph
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.replay import CandleRecord, candle_records
-from workers.topics import TopicNames
-from workers.connections import connect_redis, connect_redis_sync
+from bse_predict.stream.replay import CandleRecord, candle_records
+from bse_predict.connections.topics import TopicNames
+from bse_predict.connections.clients import connect_redis, connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
@@ -351,9 +351,9 @@ def test_the_cli_signs_and_a_worker_ramps_a_version_in_on_schedule(
 def test_concurrent_changes_through_redis_are_never_lost(isolated: Settings) -> None:
     """Many workers' transactions on the one state: every message is applied exactly once."""
 
-    from models.control import CommandReceived, ControlState, step
-    from models.control_message import verify_message
-    from workers.control import RedisControlStore
+    from bse_predict.control.state_machine import CommandReceived, ControlState, step
+    from bse_predict.control.messages import verify_message
+    from bse_predict.control.plane import RedisControlStore
 
     now = datetime.now(UTC)
     messages = [verify_message(encode_message(build_message("fallback", {"version": f"v{i}"}, SECRET, now)), SECRET, now)

@@ -26,15 +26,15 @@ import redis
 from pydantic import SecretStr
 
 from configs.settings import Settings
-from models.control import ControlState
-from models.control_message import build_message, encode_message
-from models.errors import ManifestError
+from bse_predict.control.state_machine import ControlState
+from bse_predict.control.messages import build_message, encode_message
+from bse_predict.errors import ManifestError
 from tests.support.kafka_io import read_topic, read_until, send_raw
-from workers.control import ControlPlane, RedisControlStore
-from workers.control_log import decode_state_record, encode_state_record
-from workers.model_router import ModelRouter
-from workers.topics import TopicNames, ensure_topics
-from workers.connections import connect_redis, connect_redis_sync
+from bse_predict.control.plane import ControlPlane, RedisControlStore
+from bse_predict.control.state_log import decode_state_record, encode_state_record
+from bse_predict.serving.router import ModelRouter
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import connect_redis, connect_redis_sync
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def test_a_wiped_state_is_restored_once_by_concurrent_workers_and_a_replay_stays
             for plane in planes:
                 await plane.stop()
 
-    with caplog.at_level("WARNING", logger="workers.control"):
+    with caplog.at_level("WARNING", logger="bse_predict.control.plane"):
         asyncio.run(run())
     restored = [r.getMessage() for r in caplog.records if "control state restored" in r.getMessage()]
     assert len(restored) == 1 and "sequence 2, revision 2, 2 seen ids (Redis had none)" in restored[0]
@@ -345,7 +345,7 @@ def test_follow_tick_and_handle_go_on_across_a_redis_outage_and_a_message_is_not
 
     with caplog.at_level("INFO"):
         asyncio.run(run())
-    lines = [r.getMessage() for r in caplog.records if r.name == "workers.control"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bse_predict.control.plane"]
     faults = [line for line in lines if "redis fault" in line]
     recoveries = [line for line in lines if "recovered after" in line]
     # One line per fault and one per recovery for each of the three callers that waited, not one per try.

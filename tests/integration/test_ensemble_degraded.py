@@ -21,18 +21,18 @@ import orjson
 import pytest
 
 from configs.settings import Settings
-from models.candle_files import CandleSeries
-from models.ensemble_graph import ensemble_graph
-from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
-from models.onnx_runner import ServedModelSet
-from models.schema import Prediction
+from bse_predict.candles.files import CandleSeries
+from bse_predict.ensembles.graph import ensemble_graph
+from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.candles.schema import Prediction
 from tests.conftest import ENSEMBLE_VERSION
 from tests.support.bad_graphs import calibrated_slow_graph, nan_graph
 from tests.support.kafka_io import read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.backtest import replay_predictions
-from workers.replay import candle_records
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.backtest.predictions import replay_predictions
+from bse_predict.stream.replay import candle_records
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from configs.settings import Settings
-from models.candle_files import CandleSeries
-from models.control_message import build_message, encode_message
+from bse_predict.candles.files import CandleSeries
+from bse_predict.control.messages import build_message, encode_message
 from tests.support.golden import GOLDEN_DIR, SHADOW_VERSION, golden_records, normalised
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

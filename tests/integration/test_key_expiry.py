@@ -8,11 +8,11 @@ import redis.asyncio as aioredis
 import pytest
 
 from configs.settings import Settings
-from models.schema import Candle
+from bse_predict.candles.schema import Candle
 from tests.contract.test_outcome_store import item
-from workers.outcome_store import RedisOutcomeStore
-from workers.window_store import RedisWindowStore
-from workers.connections import connect_redis
+from bse_predict.monitoring.outcome_store import RedisOutcomeStore
+from bse_predict.stream.window_store import RedisWindowStore
+from bse_predict.connections.clients import connect_redis
 
 pytestmark = pytest.mark.integration
 

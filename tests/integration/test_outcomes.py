@@ -2,7 +2,7 @@
 
 A replay of real futures candles (three symbols) flows through the real worker
 subprocess; the worker is SIGKILLed mid-replay, a second one finishes it, and
-every outcome on the ``outcomes`` topic must equal ``models.labels`` on the
+every outcome on the ``outcomes`` topic must equal ``bse_predict.labels.first_touch`` on the
 same candles, none missing.
 """
 
@@ -27,27 +27,27 @@ from onnx import TensorProto, helper
 from pydantic import SecretStr
 
 from configs.settings import Settings
-from models.candle_files import CandleSeries
-from models.grid import fill_gaps
-from models.control_message import build_message, encode_message, verify_message
-from models.drift import bin_counts, psi
-from models.features import FEATURE_NAMES, LOOKBACK_CANDLES, feature_matrix
-from models.labels import CLASS_NAMES, NONE, UNKNOWN, label_matrix, time_to_touch
-from models.live_metrics import RollingScores
-from models.outcomes import PendingOutcome, Settlement
-from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
-from models.schema import Candle, ModelRef, Outcome, Prediction, TargetPrediction
-from models.signals import target_label
-from models.synthetic import synthetic_series
+from bse_predict.candles.files import CandleSeries
+from bse_predict.candles.grid import fill_gaps
+from bse_predict.control.messages import build_message, encode_message, verify_message
+from bse_predict.monitoring.drift import bin_counts, psi
+from bse_predict.features.definitions import FEATURE_NAMES, LOOKBACK_CANDLES, feature_matrix
+from bse_predict.labels.first_touch import CLASS_NAMES, NONE, UNKNOWN, label_matrix, time_to_touch
+from bse_predict.monitoring.live_scores import RollingScores
+from bse_predict.monitoring.outcomes import PendingOutcome, Settlement
+from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from bse_predict.candles.schema import Candle, ModelRef, Outcome, Prediction, TargetPrediction
+from bse_predict.serving.signals import target_label
+from bse_predict.candles.synthetic import synthetic_series
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.connections import connect_redis, kafka_options
-from workers.challenger import ChallengerWatch
-from workers.drift import DriftMonitor
-from workers.metrics import RedisLiveScores, WorkerMetrics
-from workers.outcomes import KafkaOutcomePublisher
-from workers.replay import candle_records, replay
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import connect_redis, kafka_options
+from bse_predict.monitoring.challenger import ChallengerWatch
+from bse_predict.monitoring.drift_monitor import DriftMonitor
+from bse_predict.monitoring.metrics import RedisLiveScores, WorkerMetrics
+from bse_predict.monitoring.resolver import KafkaOutcomePublisher
+from bse_predict.stream.replay import candle_records, replay
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
 
 
 def stream_settings_min_history(settings: Settings) -> int:
-    from models.manifest import load_manifest
+    from bse_predict.serving.manifest import load_manifest
 
     return load_manifest(settings.models_dir / "v-test").min_history
 

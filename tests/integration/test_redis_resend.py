@@ -16,13 +16,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from configs.settings import FaultConfig, Settings
-from models.schema import Candle
-from models.sequential import BETS, Evidence
+from bse_predict.candles.schema import Candle
+from bse_predict.monitoring.sequential import BETS, Evidence
 from tests.support.reply_dropping_proxy import ReplyDroppingProxy
-from workers.challenger import ChallengerWatch
-from workers.metrics import HashSums
-from workers.connections import connect_redis
-from workers.window_store import RedisWindowStore
+from bse_predict.monitoring.challenger import ChallengerWatch
+from bse_predict.monitoring.metrics import HashSums
+from bse_predict.connections.clients import connect_redis
+from bse_predict.stream.window_store import RedisWindowStore
 
 pytestmark = pytest.mark.integration
 

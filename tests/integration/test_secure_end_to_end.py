@@ -19,17 +19,17 @@ import pytest
 import yaml
 
 from configs.settings import Settings
-from models.candle_files import CandleSeries
-from models.features import LOOKBACK_CANDLES
-from models.schema import Prediction
+from bse_predict.candles.files import CandleSeries
+from bse_predict.features.definitions import LOOKBACK_CANDLES
+from bse_predict.candles.schema import Prediction
 from tests.support.alerts_process import AlertsProcess
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.kafka_io import read_topic, read_until
 from tests.support.secure_stack import RunningSecureStack
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.connections import connect_redis_sync
-from workers.replay import candle_records, replay
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import connect_redis_sync
+from bse_predict.stream.replay import candle_records, replay
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

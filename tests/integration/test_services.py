@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bse_predict.services import ServicesError, services_down, services_status, services_up
+from bse_predict.services.stack import ServicesError, services_down, services_status, services_up
 from configs.settings import Settings, load_settings
-from workers.connections import connect_redis_sync
+from bse_predict.connections.clients import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ The cluster runs on ports found free at run time, in a temporary
 BSE_SERVICES_DIR, so it never touches a stack already running on this machine.
 ``up``, ``status`` and ``down`` are the real command in a subprocess; the
 kill, restart and in-sync checks are the calls fault tests make
-(bse_predict.local_cluster).
+(bse_predict.services.local_cluster).
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from bse_predict.local_cluster import (
+from bse_predict.services.local_cluster import (
     broker_pid,
     cluster_bootstrap,
     kill_broker,
     start_broker,
     wait_for_full_isr,
 )
-from bse_predict.services import ServicesError, services_status, services_up
+from bse_predict.services.stack import ServicesError, services_status, services_up
 from configs.settings import Settings, load_settings
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """The secure stack of ``bse-predict services up --secure``, started for real (the ``secure_stack``
-fixture, tests/support/secure_stack.py): the project's own clients (workers/connections.py) work
+fixture, tests/support/secure_stack.py): the project's own clients (bse_predict/connections/clients.py) work
 against it, and what should be refused is refused, quickly and with a clear error."""
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from pydantic import SecretStr
 
-from bse_predict.local_secure import secure_status
-from bse_predict.local_tls import make_ca
+from bse_predict.services.local_secure import secure_status
+from bse_predict.services.local_tls import make_ca
 from configs.settings import KafkaSecurity, RedisTls, Settings, load_settings
 from tests.support.secure_stack import RunningSecureStack
-from workers.connections import (
+from bse_predict.connections.clients import (
     client_environment,
     connect_redis,
     connect_redis_sync,
     faust_broker_options,
     kafka_options,
 )
-from workers.topics import ensure_topics
+from bse_predict.connections.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

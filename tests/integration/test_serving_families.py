@@ -12,16 +12,16 @@ import orjson
 import pytest
 
 from configs.settings import Settings, load_settings
-from export.train import train_version
-from models.candle_files import CandleSeries
-from models.dataset import build_dataset
-from models.families import BasePredictor, get_model
-from models.manifest import load_manifest
-from models.schema import Prediction
+from bse_predict.training.train import train_version
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.families import BasePredictor, get_model
+from bse_predict.serving.manifest import load_manifest
+from bse_predict.candles.schema import Prediction
 from tests.support.kafka_io import read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.replay import candle_records
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.stream.replay import candle_records
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

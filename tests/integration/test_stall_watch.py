@@ -8,10 +8,10 @@ from aiokafka.structs import OffsetAndMetadata
 
 from configs.settings import Settings
 from tests.support.kafka_io import send_raw
-from workers.connections import kafka_options
-from workers.batch_guard import FAULT_EXIT_CODE
-from workers.stall_watch import StallWatch
-from workers.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import kafka_options
+from bse_predict.stream.batch_guard import FAULT_EXIT_CODE
+from bse_predict.stream.stall_watch import StallWatch
+from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

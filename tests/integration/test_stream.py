@@ -17,16 +17,16 @@ import orjson
 import pytest
 
 from configs.settings import Settings
-from models.candle_files import CandleSeries
-from models.features import LOOKBACK_CANDLES
-from models.onnx_runner import ServedModelSet
-from models.schema import Prediction
+from bse_predict.candles.files import CandleSeries
+from bse_predict.features.definitions import LOOKBACK_CANDLES
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.candles.schema import Prediction
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.reference import expected_predictions
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.replay import CandleRecord, candle_records, replay
-from workers.topics import TopicNames, ensure_topics
-from workers.connections import connect_redis_sync
+from bse_predict.stream.replay import CandleRecord, candle_records, replay
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 

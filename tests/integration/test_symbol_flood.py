@@ -14,9 +14,9 @@ import pytest
 from configs.settings import Settings
 from tests.support.kafka_io import read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
-from workers.replay import candle_payload
-from workers.topics import TopicNames, ensure_topics
-from workers.connections import connect_redis_sync
+from bse_predict.stream.replay import candle_payload
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import connect_redis_sync
 
 pytestmark = pytest.mark.integration
 

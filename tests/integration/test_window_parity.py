@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from configs.settings import Settings
-from models.candle_files import read_candle_files
-from models.features import LOOKBACK_CANDLES, compute_features, feature_matrix
-from models.grid import fill_gaps
-from models.schema import Candle
-from models.window import window_ending_at
+from bse_predict.candles.files import read_candle_files
+from bse_predict.features.definitions import LOOKBACK_CANDLES, compute_features, feature_matrix
+from bse_predict.candles.grid import fill_gaps
+from bse_predict.candles.schema import Candle
+from bse_predict.candles.window import window_ending_at
 from tests.conftest import SHARED_DATA
-from workers.window_store import RedisWindowStore
-from workers.connections import connect_redis
+from bse_predict.stream.window_store import RedisWindowStore
+from bse_predict.connections.clients import connect_redis
 
 pytestmark = pytest.mark.integration
 

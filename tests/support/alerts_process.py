@@ -9,7 +9,7 @@ __all__ = ["AlertsProcess"]
 
 class AlertsProcess(CommandProcess):
     """``bse-predict alerts``: ready once its consumer holds partitions
-    (workers.alerts.run.READY_MESSAGE, logged at the first assignment)."""
+    (bse_predict.alerts.run.READY_MESSAGE, logged at the first assignment)."""
 
     command = "alerts"
     ready_mark = "alerts ready"

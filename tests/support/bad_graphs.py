@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from models.features import FEATURE_NAMES
+from bse_predict.features.definitions import FEATURE_NAMES
 
 __all__ = ["nan_graph", "slow_graph", "calibrated_slow_graph"]
 
@@ -71,7 +71,7 @@ def calibrated_slow_graph(min_seconds: float = 1.0) -> bytes:
     import numpy as np
     import onnxruntime as ort
 
-    from models.onnx_runner import make_session
+    from bse_predict.serving.onnx_runner import make_session
 
     size = 1200
     while True:

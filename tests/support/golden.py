@@ -24,8 +24,8 @@ from pathlib import Path
 import orjson
 
 from configs.settings import load_settings
-from models.candle_files import CandleSeries, read_candle_files
-from workers.replay import candle_records
+from bse_predict.candles.files import CandleSeries, read_candle_files
+from bse_predict.stream.replay import candle_records
 
 __all__ = ["GOLDEN_DIR", "LIVE_VERSION", "SHADOW_VERSION", "golden_records", "normalised", "make_models"]
 
@@ -74,7 +74,7 @@ def golden_records(series: dict[str, CandleSeries]) -> list[tuple[bytes | None, 
 def make_models(models_dir: Path) -> None:
     """Train the two shipped versions on the newest 1,500 h of BTC, ETH, SOL futures: the shadow first,
     so that the live one is the newest version in the folder."""
-    from export.train import train_version
+    from bse_predict.training.train import train_version
 
     futures = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "candles" / "binance-futures"
     series = read_candle_files([futures])

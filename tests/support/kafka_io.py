@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from configs.settings import Settings
-from workers.connections import kafka_options
+from bse_predict.connections.clients import kafka_options
 
 __all__ = ["read_topic", "send_raw", "read_until"]
 

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from models.features import LOOKBACK_CANDLES, feature_matrix
-from models.grid import fill_gaps
-from models.onnx_runner import ServedModelSet
-from models.schema import prediction_id
+from bse_predict.features.definitions import LOOKBACK_CANDLES, feature_matrix
+from bse_predict.candles.grid import fill_gaps
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.candles.schema import prediction_id
 
 __all__ = ["expected_predictions"]
 

@@ -1,6 +1,6 @@
 """The ``secure_stack`` fixture: a private secure stack (Kafka SASL_SSL with SCRAM-SHA-512, Redis TLS
 with an ACL user) for the whole test session, started with the code of ``bse-predict services up
---secure`` (:mod:`bse_predict.local_secure`) in a temporary folder, on its own ports (Kafka 29094 and
+--secure`` (:mod:`bse_predict.services.local_secure`) in a temporary folder, on its own ports (Kafka 29094 and
 its controller 29095, Redis 26380, or free ports drawn below the ephemeral range when those are
 taken), and stopped at the end.
 
@@ -8,7 +8,7 @@ Use it in a test under tests/integration (its conftest imports it)::
 
     def test_something(secure_stack: RunningSecureStack) -> None:
         settings = secure_stack.settings            # a Settings pointed at the stack
-        options = kafka_options(settings)          # workers.connections, as the project's clients do
+        options = kafka_options(settings)          # bse_predict.connections.clients, as the project's clients do
         secure_stack.env                           # the BSE_* variables of `services up --secure`
         secure_stack.certificates.client_cert      # a client certificate of the stack's CA (mTLS)
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from bse_predict.local_secure import SecureStack, secure_down, secure_environment, secure_settings, secure_up
-from bse_predict.local_tls import StackCertificates
+from bse_predict.services.local_secure import SecureStack, secure_down, secure_environment, secure_settings, secure_up
+from bse_predict.services.local_tls import StackCertificates
 from configs.settings import Settings
 
 __all__ = ["RunningSecureStack", "secure_stack", "start_secure_stack"]

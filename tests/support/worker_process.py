@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 from configs.settings import Settings
-from workers.connections import client_environment
+from bse_predict.connections.clients import client_environment
 
 __all__ = ["CommandProcess", "WorkerProcess", "service_env"]
 

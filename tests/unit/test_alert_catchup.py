@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from models.alert_messages import format_catchup, format_followup
-from models.alert_rules import AlertCall, is_stale
-from models.schema import ModelRef, Outcome
-from models.telegram_text import split_message, telegram_length
+from bse_predict.alerts.messages import format_catchup, format_followup
+from bse_predict.alerts.rules import AlertCall, is_stale
+from bse_predict.candles.schema import ModelRef, Outcome
+from bse_predict.alerts.telegram_text import split_message, telegram_length
 from tests.support.fake_telegram import parse_telegram_html
 
 HOUR = 3_600_000

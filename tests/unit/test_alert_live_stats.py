@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.live_stats import ResolvedCall, group_stats, summarize
+from bse_predict.alerts.summary_stats import ResolvedCall, group_stats, summarize
 
 
 def _call(outcome: str, p_up: float, p_down: float, symbol: str = "BTCUSDT", target: str = "1%",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from models.alert_messages import format_alert, format_digest, format_followup, format_price, format_summary
-from models.alert_rules import AlertCall
-from models.live_stats import ResolvedCall, summarize
-from models.schema import ModelRef, Outcome, Prediction, TargetPrediction
+from bse_predict.alerts.messages import format_alert, format_digest, format_followup, format_price, format_summary
+from bse_predict.alerts.rules import AlertCall
+from bse_predict.alerts.summary_stats import ResolvedCall, summarize
+from bse_predict.candles.schema import ModelRef, Outcome, Prediction, TargetPrediction
 from tests.support.fake_telegram import parse_telegram_html
 
 HOUR = 3_600_000

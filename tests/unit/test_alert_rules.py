@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from configs.settings import AlertsConfig, AlertThreshold, load_settings
-from models.alert_rules import cooldown_allows, target_sort_key, wanted_calls
-from models.schema import ModelRef, Prediction, TargetPrediction
+from bse_predict.alerts.rules import cooldown_allows, target_sort_key, wanted_calls
+from bse_predict.candles.schema import ModelRef, Prediction, TargetPrediction
 
 HOUR = 3_600_000
 

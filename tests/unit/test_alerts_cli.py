@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from bse_predict.cli import app
 from configs.settings import load_settings
-from models.live_stats import ResolvedCall, summarize
-from workers.alerts import chart
-from workers.alerts.run import subscribed_topics
-from workers.topics import TopicNames
+from bse_predict.alerts.summary_stats import ResolvedCall, summarize
+from bse_predict.alerts import chart
+from bse_predict.alerts.run import subscribed_topics
+from bse_predict.connections.topics import TopicNames
 
 runner = CliRunner()
 

@@ -16,18 +16,18 @@ import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
-import models.onnx_runner as onnx_runner
+import bse_predict.serving.onnx_runner as onnx_runner
 from bse_predict.cli import app
 from configs.settings import Settings, load_settings
-from export.train import train_version
-from models.candle_files import CandleSeries
-from models.errors import ManifestError
-from models.features import FEATURE_NAMES
-from models.manifest import MANIFEST_NAME, sha256_of
-from models.native_runner import NativeModelSet
-from models.onnx_runner import ServedModelSet
+from bse_predict.training.train import train_version
+from bse_predict.candles.files import CandleSeries
+from bse_predict.errors import ManifestError
+from bse_predict.features.definitions import FEATURE_NAMES
+from bse_predict.serving.manifest import MANIFEST_NAME, sha256_of
+from bse_predict.serving.native_runner import NativeModelSet
+from bse_predict.serving.onnx_runner import ServedModelSet
 from tests.conftest import TRAINING_OVERRIDES
-from workers.run import load_predictor
+from bse_predict.stream.run import load_predictor
 
 SOURCE = "v-test"
 SECRET = "a-model-signing-secret-of-32-chars"
@@ -200,7 +200,7 @@ def test_a_graph_with_operators_outside_the_standard_domains_is_refused(
 
 def test_the_serving_check_reads_the_fields_onnx_defines() -> None:
     """The check parses a subset of onnx.proto without the onnx package: same names, numbers, kinds."""
-    from models.onnx_check import _SUBSET
+    from bse_predict.integrity.onnx_check import _SUBSET
 
     for message, fields in _SUBSET.items():
         descriptor = getattr(onnx, message).DESCRIPTOR
@@ -223,7 +223,7 @@ def test_a_serving_install_checks_and_loads_without_the_training_libraries(train
     version_dir = _copy(trained_version, tmp_path)
     probe = ("import sys; from pathlib import Path\n"
              "for name in ('onnx', 'sklearn', 'joblib', 'skl2onnx'): sys.modules[name] = None\n"
-             "from models.onnx_runner import ServedModelSet\n"
+             "from bse_predict.serving.onnx_runner import ServedModelSet\n"
              "print(ServedModelSet.load(Path(sys.argv[1])).targets)")
     result = subprocess.run([sys.executable, "-c", probe, str(version_dir)], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[2])

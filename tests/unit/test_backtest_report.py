@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.backtest_report import build_backtest, compare_daily, write_report
-from models.trading import Trade
+from bse_predict.backtest.report import build_backtest, compare_daily, write_report
+from bse_predict.backtest.trading import Trade
 
 DAY = 86_400_000
 

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from configs.settings import FaultConfig
 from tests.support.fake_time import FakeTime
-from workers.batch_guard import FAULT_EXIT_CODE, BatchGuard, FaultInjector, InjectedFault, fault_kind
+from bse_predict.stream.batch_guard import FAULT_EXIT_CODE, BatchGuard, FaultInjector, InjectedFault, fault_kind
 
 
 class Left(Exception):
@@ -47,7 +47,7 @@ async def test_a_transient_fault_is_retried_with_backoff_and_counted(caplog: pyt
     guard = BatchGuard(FaultConfig(retry_initial_s=0.5, retry_max_s=2.0), counts, recover=recover,
                        leave=_leave, sleep=time.sleep, clock=time.clock)
     calls, attempt = _failing(4, RedisConnectionError("Connection reset by peer"))
-    with caplog.at_level(logging.WARNING, logger="workers.batch_guard"):
+    with caplog.at_level(logging.WARNING, logger="bse_predict.stream.batch_guard"):
         await guard.run(attempt)
     assert len(calls) == 5
     assert time.sleeps == [0.5, 1.0, 2.0, 2.0]

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.breaker import BreakerConfig, BreakerState, allows, bad_rows, record
+from bse_predict.serving.breaker import BreakerConfig, BreakerState, allows, bad_rows, record
 
 CONFIG = BreakerConfig(window_calls=5, failures_to_open=2, open_s=10, probes_to_close=2)
 

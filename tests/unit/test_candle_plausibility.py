@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs.settings import CandleRules, load_settings
-from models.candle_plausibility import LastClose, price_jump_refusals
-from models.errors import InvalidCandle
-from models.schema import Candle, parse_candle
-from workers.backtest import CollectingPublisher
-from workers.streams import CandleProcessor, RawMessage
-from workers.window_store import MemoryWindowStore
+from bse_predict.candles.plausibility import LastClose, price_jump_refusals
+from bse_predict.errors import InvalidCandle
+from bse_predict.candles.schema import Candle, parse_candle
+from bse_predict.backtest.predictions import CollectingPublisher
+from bse_predict.stream.processor import CandleProcessor, RawMessage
+from bse_predict.stream.window_store import MemoryWindowStore
 
 HOUR = 3_600_000
 NOW_MS = 1_735_700_000_000  # 2025-01-01 02:53:20 UTC

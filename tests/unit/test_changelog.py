@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from configs.settings import load_settings
-from export.changelog import build_changelog, changelog_lines
-from export.train import train_version
-from models.candle_files import CandleSeries
-from models.features import FEATURE_NAMES
-from models.manifest import load_manifest
+from bse_predict.serving.changelog import build_changelog, changelog_lines
+from bse_predict.training.train import train_version
+from bse_predict.candles.files import CandleSeries
+from bse_predict.features.definitions import FEATURE_NAMES
+from bse_predict.serving.manifest import load_manifest
 
 SMALL = {
     "models": {"served": "random_forest", "families": {

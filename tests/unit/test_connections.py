@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from configs.settings import KafkaSecurity, RedisTls, Settings, load_settings
-from workers.connections import (
+from bse_predict.connections.clients import (
     client_environment,
     faust_broker_options,
     kafka_options,
@@ -144,7 +144,7 @@ def test_a_child_process_environment_rebuilds_the_same_connections(monkeypatch: 
 
 
 _KAFKA_CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
-_LOCAL_SERVICES = {"bse_predict/local_kafka.py", "bse_predict/local_cluster.py", "bse_predict/local_secure.py"}
+_LOCAL_SERVICES = {"bse_predict/services/local_kafka.py", "bse_predict/services/local_cluster.py", "bse_predict/services/local_secure.py"}
 
 
 def _client_calls_without_options(path: Path) -> list[int]:

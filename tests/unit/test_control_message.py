@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs.settings import ControlConfig
-from models.control_message import (
+from bse_predict.control.messages import (
     MAX_MESSAGE_BYTES,
     MAX_NESTING,
     ControlRefused,
@@ -20,7 +20,7 @@ from models.control_message import (
     encode_message,
     verify_message,
 )
-from models.signing import sign_fields
+from bse_predict.integrity.signing import sign_fields
 
 SECRET = "test-secret"
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Retrying the control plane's Redis and Kafka calls in place (workers/transient.py)."""
+"""Retrying the control plane's Redis and Kafka calls in place (bse_predict/connections/transient.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import redis.exceptions
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-from workers.transient import Backoff, retry_transient, transient_service
+from bse_predict.connections.transient import Backoff, retry_transient, transient_service
 
 BACKOFF = Backoff(initial_s=0.001, max_s=0.004)
 log = logging.getLogger("test.control.retry")

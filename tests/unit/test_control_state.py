@@ -11,7 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from models.control import (
+from bse_predict.control.state_machine import (
     CommandReceived,
     ControlState,
     GateResult,
@@ -20,8 +20,8 @@ from models.control import (
     served_versions,
     step,
 )
-from models.control_message import ControlMessage, ControlRefused, build_message, encode_message, verify_message
-from models.routing import Arm, arm_for
+from bse_predict.control.messages import ControlMessage, ControlRefused, build_message, encode_message, verify_message
+from bse_predict.serving.routing import Arm, arm_for
 
 SECRET = "s"
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The signed records of ``control.state`` (workers/control_log.py)."""
+"""The signed records of ``control.state`` (bse_predict/control/state_log.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models.control import ControlState, Ramp
-from models.control_message import ControlRefused
-from models.signing import sign_fields
-from models.routing import Arm
-from workers.control_log import decode_state_record, encode_state_record
+from bse_predict.control.state_machine import ControlState, Ramp
+from bse_predict.control.messages import ControlRefused
+from bse_predict.integrity.signing import sign_fields
+from bse_predict.serving.routing import Arm
+from bse_predict.control.state_log import decode_state_record, encode_state_record
 
 SECRET = "log-secret"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

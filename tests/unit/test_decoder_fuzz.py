@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from configs.settings import CandleRules
-from models.control_message import (
+from bse_predict.control.messages import (
     COMMANDS,
     ControlRefused,
     decode_json_object,
@@ -24,9 +24,9 @@ from models.control_message import (
     format_issued_at,
     verify_message,
 )
-from models.signing import sign_fields
-from models.errors import InvalidCandle
-from models.schema import Candle, parse_candle
+from bse_predict.integrity.signing import sign_fields
+from bse_predict.errors import InvalidCandle
+from bse_predict.candles.schema import Candle, parse_candle
 
 RULES = CandleRules()
 NOW_MS = 1_735_700_000_000

@@ -1,4 +1,4 @@
-"""PSI (models/drift.py) against hand-computed values."""
+"""PSI (bse_predict/monitoring/drift.py) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.drift import FeatureBins, bin_counts, drifted_features, psi, training_bins
+from bse_predict.monitoring.drift import FeatureBins, bin_counts, drifted_features, psi, training_bins
 
 
 def test_psi_by_hand() -> None:

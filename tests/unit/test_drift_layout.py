@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.drift import BinLayout, FeatureBins, bin_counts
+from bse_predict.monitoring.drift import BinLayout, FeatureBins, bin_counts
 
 
 def test_layout_counts_equal_bin_counts_per_feature_and_group() -> None:

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from models.candle_files import CandleSeries
-from models.dataset import build_dataset
-from models.ensemble import (
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.ensembles.combiners import (
     CombinerSpec,
     StackingCombiner,
     adaptive_predictions,
@@ -21,11 +21,11 @@ from models.ensemble import (
     stacking_predict,
     weighted_average,
 )
-from models.ensemble_graph import ensemble_graph
-from models.families import get_model
-from models.families.ensemble import EnsemblePredictor
-from models.families.onnx_limits import TARGET_OPSET
-from models.inputs import InputRows
+from bse_predict.ensembles.graph import ensemble_graph
+from bse_predict.families import get_model
+from bse_predict.families.ensemble import EnsemblePredictor
+from bse_predict.families.onnx_limits import TARGET_OPSET
+from bse_predict.features.inputs import InputRows
 
 RF = {"n_estimators": 12, "max_depth": 4, "min_samples_leaf": 40}
 HMM = {"n_states": 3, "n_iter": 10}

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from configs.settings import load_settings
-from export.evaluate import evaluate
-from export.evaluation_schema import EvaluationOptions
-from models.candle_files import CandleSeries
+from bse_predict.evaluation.evaluate import evaluate
+from bse_predict.evaluation.schema import EvaluationOptions
+from bse_predict.candles.files import CandleSeries
 
 
 def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_series: dict[str, CandleSeries],

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from configs.settings import EnsembleServingConfig, Settings
-from models.candle_files import CandleSeries
-from models.ensemble_runner import ServedEnsemble, load_model_set
-from models.inputs import build_inputs
-from models.manifest import MANIFEST_NAME, load_manifest, sha256_of
-from models.onnx_runner import ServedModelSet
+from bse_predict.candles.files import CandleSeries
+from bse_predict.ensembles.member_runner import ServedEnsemble, load_model_set
+from bse_predict.features.inputs import build_inputs
+from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from bse_predict.serving.onnx_runner import ServedModelSet
 from tests.conftest import ENSEMBLE_VERSION
 from tests.support.bad_graphs import calibrated_slow_graph, nan_graph
 

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from bse_predict.cli import app
 from configs.settings import Settings, load_settings
-from export.evaluate import LeakageSuspected, default_factory, evaluate
-from export.evaluation_schema import EvaluationOptions, EvaluationReport
-from models.candle_files import CandleSeries
-from models.dataset import SymbolDataset
-from models.families import BasePredictor, get_model
-from models.families.random_forest import RandomForestPredictor
-from models.labels import UNKNOWN
+from bse_predict.evaluation.evaluate import LeakageSuspected, default_factory, evaluate
+from bse_predict.evaluation.schema import EvaluationOptions, EvaluationReport
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import SymbolDataset
+from bse_predict.families import BasePredictor, get_model
+from bse_predict.families.random_forest import RandomForestPredictor
+from bse_predict.labels.first_touch import UNKNOWN
 from tests.conftest import FUTURES
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -203,9 +203,9 @@ def test_regime_plots_show_filtered_regimes_and_the_transition_matrix(futures_se
     """With hmm_regime evaluated, the report gets regimes over price, the transition matrix and
     the regime diagnostics as notes."""
     from configs.settings import load_settings
-    from export.evaluate import evaluate
-    from export.evaluation_schema import EvaluationOptions
-    from models.families import get_model
+    from bse_predict.evaluation.evaluate import evaluate
+    from bse_predict.evaluation.schema import EvaluationOptions
+    from bse_predict.families import get_model
 
     settings = load_settings(market={"targets_pct": [2]},
                              models={"families": {"hmm_regime": {"params": get_model("hmm_regime").fast_params}}})

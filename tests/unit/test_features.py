@@ -1,4 +1,4 @@
-"""Tests of the feature definitions (models/features.py).
+"""Tests of the feature definitions (bse_predict/features/definitions.py).
 
 The worker (batches of windows) and the trainer (whole histories) must agree,
 so the two drivers are compared on real Binance candles, including a stretch
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.features import (
+from bse_predict.features.definitions import (
     FEATURE_NAMES,
     FEATURE_SPEC_HASH,
     LOOKBACK_CANDLES,
     compute_features,
     feature_matrix,
 )
-from models.grid import GridCandles, fill_gaps
+from bse_predict.candles.grid import GridCandles, fill_gaps
 
 L = LOOKBACK_CANDLES
 F = len(FEATURE_NAMES)

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from configs.settings import load_settings
-from export.train import train_version
-from models.candle_files import CandleSeries
-from models.dataset import build_dataset
-from models.families import BasePredictor
-from models.grid import fill_gaps
-from models.manifest import load_manifest
-from models.onnx_runner import ServedModelSet
-from models.predictor import predict_windows
-from models.window import window_ending_at
+from bse_predict.training.train import train_version
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.families import BasePredictor
+from bse_predict.candles.grid import fill_gaps
+from bse_predict.serving.manifest import load_manifest
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.serving.model_set import predict_windows
+from bse_predict.candles.window import window_ending_at
 
 STEP_MS = 3_600_000
 
@@ -25,7 +25,7 @@ STEP_MS = 3_600_000
 def test_a_version_served_by_any_family_answers_through_the_worker_path(
     family: str, futures_series: dict[str, CandleSeries], tmp_path
 ) -> None:
-    from models.families import get_model
+    from bse_predict.families import get_model
 
     settings = load_settings(models_dir=str(tmp_path), training={"max_rows_per_symbol": 1500},
                              models={"served": family, "families": {

@@ -1,4 +1,4 @@
-"""Tests of the regular grid and the gap rule (models/grid.py).
+"""Tests of the regular grid and the gap rule (bse_predict/candles/grid.py).
 
 Hand-made cases pin each clause of the rule (flat candle at the previous close,
 zero volume, is_real False, the anchor for a missing first slot, the input
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.grid import CLOSE, OHLCV_FIELDS, VOLUME, GridCandles, fill_gaps
+from bse_predict.candles.grid import CLOSE, OHLCV_FIELDS, VOLUME, GridCandles, fill_gaps
 
 HOUR_MS = 3_600_000
 BASE_MS = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS

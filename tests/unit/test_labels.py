@@ -1,4 +1,4 @@
-"""Tests of the first-touch label rule (models/labels.py).
+"""Tests of the first-touch label rule (bse_predict/labels/first_touch.py).
 
 Hand-computed cases pin every clause of the rule; hypothesis properties check
 what must hold whatever the prices; real BTCUSDT futures candles check the
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.labels import (
+from bse_predict.labels.first_touch import (
     CLASS_NAMES,
     DOWN,
     NONE,

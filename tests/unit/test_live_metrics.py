@@ -1,4 +1,4 @@
-"""Rolling live scores (models/live_metrics.py), step by step against their batch formulas."""
+"""Rolling live scores (bse_predict/monitoring/live_scores.py), step by step against their batch formulas."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from models.labels import CLASS_NAMES
-from models.live_metrics import RollingScores, add_fields, score_fields, window_scores
+from bse_predict.labels.first_touch import CLASS_NAMES
+from bse_predict.monitoring.live_scores import RollingScores, add_fields, score_fields, window_scores
 
 HOUR_MS = 3_600_000
 BINS = 10

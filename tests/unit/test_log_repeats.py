@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from workers.log_repeats import RepeatFilter
+from bse_predict.connections.log_repeats import RepeatFilter
 
 
 class Clock:

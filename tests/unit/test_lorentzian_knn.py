@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from models.candle_files import CandleSeries
-from models.dataset import build_dataset
-from models.families import get_model
-from models.families.base import ONNX_OUTPUT
-from models.families.lorentzian_knn import (
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.families import get_model
+from bse_predict.families.base import ONNX_OUTPUT
+from bse_predict.families.lorentzian_knn import (
     DEFAULT_FEATURES,
     EuclideanKnnPredictor,
     LorentzianKnnPredictor,
@@ -23,8 +23,8 @@ from models.families.lorentzian_knn import (
     lorentzian_distance,
     ranking_keys,
 )
-from models.features import FEATURE_NAMES
-from models.labels import DOWN, NONE, UP
+from bse_predict.features.definitions import FEATURE_NAMES
+from bse_predict.labels.first_touch import DOWN, NONE, UP
 
 TWO = ("rsi_12", "rsi_24")
 

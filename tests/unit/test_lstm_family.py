@@ -10,12 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from models.candle_files import CandleSeries
-from models.dataset import build_dataset
-from models.families import BasePredictor, get_model
-from models.families.base import ONNX_OUTPUT
-from models.families.lstm import LSTMPredictor, validation_split
-from models.sequences import SEQUENCE_LENGTH
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.families import BasePredictor, get_model
+from bse_predict.families.base import ONNX_OUTPUT
+from bse_predict.families.lstm import LSTMPredictor, validation_split
+from bse_predict.features.sequences import SEQUENCE_LENGTH
 
 FAST = {"sequence_length": 24, "units": 8, "epochs": 2, "batch_size": 256, "patience": 1}
 TRAIN_ROWS = 2400

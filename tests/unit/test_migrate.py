@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 
 from bse_predict.cli import app
 from configs.settings import Settings, load_settings
-from export.migrate import THREE_CLASSES, LegacyError, migrate_legacy, read_legacy
-from models.candle_files import CandleSeries
-from models.features import FEATURE_NAMES, feature_matrix
-from models.grid import fill_gaps
-from models.labels import DOWN, UP, label_matrix
-from models.manifest import load_manifest
-from models.onnx_runner import ServedModelSet
-from models.predictor import predict_windows
+from bse_predict.training.migrate import THREE_CLASSES, LegacyError, migrate_legacy, read_legacy
+from bse_predict.candles.files import CandleSeries
+from bse_predict.features.definitions import FEATURE_NAMES, feature_matrix
+from bse_predict.candles.grid import fill_gaps
+from bse_predict.labels.first_touch import DOWN, UP, label_matrix
+from bse_predict.serving.manifest import load_manifest
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.serving.model_set import predict_windows
 
 HOUR_MS = 3_600_000
 COLUMNS = ("bb_position_24", "close_to_ema_48", "bb_width_12", "close_to_sma_168", "bb_width_168", "close_to_ema_6")

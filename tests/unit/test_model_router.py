@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from configs.settings import BreakerConfig
-from models.control import ControlState
-from models.errors import ManifestError
-from models.features import LOOKBACK_CANDLES
-from models.routing import Arm, arm_for, normalised
-from workers.model_router import ModelRouter
+from bse_predict.control.state_machine import ControlState
+from bse_predict.errors import ManifestError
+from bse_predict.features.definitions import LOOKBACK_CANDLES
+from bse_predict.serving.routing import Arm, arm_for, normalised
+from bse_predict.serving.router import ModelRouter
 
 TARGETS = ("1%", "2%", "5%")
 SYMBOLS = [f"S{i}USDT" for i in range(40)]

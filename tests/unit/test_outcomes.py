@@ -1,4 +1,4 @@
-"""The incremental outcome resolver (models/outcomes.py) equals the offline labels.
+"""The incremental outcome resolver (bse_predict/monitoring/outcomes.py) equals the offline labels.
 
 For every real candle of a gap-filled history, feeding the candles that follow
 it one at a time must settle it exactly as ``label_matrix`` labels it, with
@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.candle_files import CandleSeries
-from models.grid import fill_gaps
-from models.labels import DOWN, NONE, UNKNOWN, UP, label_matrix
-from models.outcomes import PendingOutcome, pending_from_prediction, settle_in_order, settle_on_candle, to_outcome
-from models.schema import ModelRef, Prediction, TargetPrediction
+from bse_predict.candles.files import CandleSeries
+from bse_predict.candles.grid import fill_gaps
+from bse_predict.labels.first_touch import DOWN, NONE, UNKNOWN, UP, label_matrix
+from bse_predict.monitoring.outcomes import PendingOutcome, pending_from_prediction, settle_in_order, settle_on_candle, to_outcome
+from bse_predict.candles.schema import ModelRef, Prediction, TargetPrediction
 
 HOUR_MS = 3_600_000
 MODEL = ModelRef(name="random_forest", version="v1")

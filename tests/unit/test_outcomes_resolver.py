@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import pytest
 
 from configs.settings import load_settings
-from models.outcomes import Settlement
-from models.schema import Candle, ModelRef, Outcome, Prediction, TargetPrediction
-from workers.outcome_store import MemoryOutcomeStore
-from workers.outcomes import OutcomeResolver
+from bse_predict.monitoring.outcomes import Settlement
+from bse_predict.candles.schema import Candle, ModelRef, Outcome, Prediction, TargetPrediction
+from bse_predict.monitoring.outcome_store import MemoryOutcomeStore
+from bse_predict.monitoring.resolver import OutcomeResolver
 
 HOUR = 3_600_000
 PART = TargetPrediction(p_up=0.5, p_down=0.3, p_none=0.2, direction="up", confidence=0.625, signal="LONG")

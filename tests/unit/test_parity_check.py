@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from configs.settings import Settings, load_settings
-from export.train import train_version
-from models.candle_files import CandleSeries
-from models.features import FEATURE_NAMES
-from models.manifest import MANIFEST_NAME, Manifest, ParityReport, load_manifest, sha256_of, verify_files
-from models.onnx_runner import ServedModelSet
-from models.parity_check import (
+from bse_predict.training.train import train_version
+from bse_predict.candles.files import CandleSeries
+from bse_predict.features.definitions import FEATURE_NAMES
+from bse_predict.serving.manifest import MANIFEST_NAME, Manifest, ParityReport, load_manifest, sha256_of, verify_files
+from bse_predict.serving.onnx_runner import ServedModelSet
+from bse_predict.serving.parity_check import (
     SAMPLE_DIR,
     SAMPLE_ROWS,
     check_recorded_parity,
@@ -163,7 +163,7 @@ def test_families_reading_sequences_record_and_pass_their_samples(
     family: str, futures_series: dict[str, CandleSeries], tmp_path: Path
 ) -> None:
     """``sequence`` float32[n, 168, 4] (the HMM) and both inputs at once (the regime hybrid)."""
-    from models.families import get_model
+    from bse_predict.families import get_model
 
     settings = load_settings(models_dir=str(tmp_path), training={"max_rows_per_symbol": 1500},
                              models={"served": family, "families": {

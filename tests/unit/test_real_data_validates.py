@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from configs.settings import load_settings
-from models.candle_files import CandleSeries, read_candle_files
-from models.candle_plausibility import price_jump_refusals
-from models.errors import InvalidCandle
-from models.schema import Candle, parse_candle
+from bse_predict.candles.files import CandleSeries, read_candle_files
+from bse_predict.candles.plausibility import price_jump_refusals
+from bse_predict.errors import InvalidCandle
+from bse_predict.candles.schema import Candle, parse_candle
 from tests.conftest import SHARED_DATA
-from workers.replay import candle_payload
+from bse_predict.stream.replay import candle_payload
 
 MARGIN = 2.0  # every measured extreme at least this far inside its bound (a ratio bound: in log terms)
 

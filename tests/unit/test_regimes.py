@@ -8,11 +8,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models.candle_files import CandleSeries
-from models.dataset import SymbolDataset, build_dataset
-from models.families import get_model
-from models.labels import UNKNOWN
-from models.regimes import (
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import SymbolDataset, build_dataset
+from bse_predict.families import get_model
+from bse_predict.labels.first_touch import UNKNOWN
+from bse_predict.families.regimes import (
     FOUR_STATE_NAMES,
     REGIME_FEATURES_OUTPUT,
     TRANSITION_FLOOR,

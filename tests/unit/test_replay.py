@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 
 from configs.settings import CandleRules
-from models.candle_files import CandleSeries
-from models.schema import parse_candle
-from workers.replay import candle_records
+from bse_predict.candles.files import CandleSeries
+from bse_predict.candles.schema import parse_candle
+from bse_predict.stream.replay import candle_records
 
 
 def test_updates_precede_their_close_and_stay_inside_it(futures_series: dict[str, CandleSeries]) -> None:

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from configs.settings import Settings, load_settings
-from export.migrate import LegacyError, migrate_legacy, read_legacy
-from models.errors import BsePredictError, ManifestError
-from models.features import FEATURE_NAMES
-from models.families import BasePredictor
-from models.manifest import MANIFEST_NAME, sha256_of
-from models.native_runner import NativeModelSet
+from bse_predict.training.migrate import LegacyError, migrate_legacy, read_legacy
+from bse_predict.errors import BsePredictError, ManifestError
+from bse_predict.features.definitions import FEATURE_NAMES
+from bse_predict.families import BasePredictor
+from bse_predict.serving.manifest import MANIFEST_NAME, sha256_of
+from bse_predict.serving.native_runner import NativeModelSet
 
 SOURCE = "v-test"
 LEGACY_NAME = "rf_BTCUSDT_0.010_model.pkl"
@@ -138,3 +138,18 @@ def test_a_native_model_still_loads_and_answers_as_saved(trained_version: Settin
     expected = joblib.load(version_dir / entry["native_file"]).predict_proba(rows)  # the trusted file, the old way
     # threads sum the trees in any order: equal to the last bits
     np.testing.assert_allclose(loaded.predict_proba(rows), expected, rtol=0, atol=1e-12)
+
+
+def test_a_native_file_written_before_the_modules_moved_loads_as_the_class_in_its_new_home() -> None:
+    """The golden versions' native files name ``models.families.random_forest`` (where the family
+    lived when they were trained); they load as :mod:`bse_predict.families.random_forest`'s class,
+    and the whole version loads natively."""
+    from bse_predict.families.random_forest import RandomForestPredictor
+
+    version_dir = Path(__file__).resolve().parents[1] / "data" / "golden" / "models" / "v-golden"
+    data = (version_dir / "native" / "random_forest_1pct.joblib").read_bytes()
+    assert b"models.families.random_forest" in data
+    model = BasePredictor.from_bytes(data, "random_forest_1pct.joblib")
+    assert type(model) is RandomForestPredictor
+    served = NativeModelSet.load(version_dir)
+    assert served.version == "v-golden"

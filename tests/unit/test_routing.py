@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.routing import Arm, arm_for, normalised, symbol_point
+from bse_predict.serving.routing import Arm, arm_for, normalised, symbol_point
 
 SYMBOLS = [f"S{i:04d}USDT" for i in range(4000)]
 

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from configs.settings import CandleRules
-from models.errors import InvalidCandle
-from models.schema import Candle, Prediction, TargetPrediction, parse_candle
+from bse_predict.errors import InvalidCandle
+from bse_predict.candles.schema import Candle, Prediction, TargetPrediction, parse_candle
 
 NOW_MS = 1_735_700_000_000
 VALID = {"symbol": "BTCUSDT", "timeframe": "1h", "open_time": 1_735_689_600_000, "open": 93429.1,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.baselines import AlwaysUp, Climatology, LogisticBaseline, Momentum24h
-from export.bootstrap import claim_verdict, comparison_verdict, day_blocks, paired_bootstrap
-from export.evaluation_schema import Interval
-from export.scoring import (
+from bse_predict.evaluation.baselines import AlwaysUp, Climatology, LogisticBaseline, Momentum24h
+from bse_predict.evaluation.bootstrap import claim_verdict, comparison_verdict, day_blocks, paired_bootstrap
+from bse_predict.evaluation.schema import Interval
+from bse_predict.evaluation.scoring import (
     auc_up_vs_down,
     confidence,
     expected_calibration_error,
@@ -18,8 +18,8 @@ from export.scoring import (
     row_log_loss,
     threshold_metrics,
 )
-from models.labels import DOWN, NONE, UP
-from models.metrics import holdout_metrics
+from bse_predict.labels.first_touch import DOWN, NONE, UP
+from bse_predict.evaluation.holdout_metrics import holdout_metrics
 
 DAY = 86_400_000
 

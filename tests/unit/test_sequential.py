@@ -1,4 +1,4 @@
-"""The always-valid champion/challenger test (models/sequential.py).
+"""The always-valid champion/challenger test (bse_predict/monitoring/sequential.py).
 
 Synthetic paired losses: a clearly better challenger is promoted, a clearly
 worse one rolled back (or dropped from shadow), and two equal models almost
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from models.sequential import (
+from bse_predict.monitoring.sequential import (
     BETS,
     Evidence,
     add_differences,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs.settings import SignalThresholds
-from models.signals import expected_value_pct, target_label, target_prediction
+from bse_predict.serving.signals import expected_value_pct, target_label, target_prediction
 
 THRESHOLDS = SignalThresholds(strong=0.65, normal=0.56)
 

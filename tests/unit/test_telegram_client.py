@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from configs.settings import AlertsConfig
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.fake_time import FakeTime
-from workers.alerts.errors import TelegramRefused, TelegramUnavailable
-from workers.alerts.telegram import TelegramClient
+from bse_predict.alerts.errors import TelegramRefused, TelegramUnavailable
+from bse_predict.alerts.telegram import TelegramClient
 
 TOKEN = "777:SECRET_token-value.x"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.telegram_pacing import TokenBucket, backoff_delay_s
+from bse_predict.alerts.telegram_pacing import TokenBucket, backoff_delay_s
 
 
 def test_burst_then_one_per_interval() -> None:

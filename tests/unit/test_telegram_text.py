@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.telegram_text import escape_html, plain_text, split_message, telegram_length
+from bse_predict.alerts.telegram_text import escape_html, plain_text, split_message, telegram_length
 from tests.support.fake_telegram import TelegramHtmlError, parse_telegram_html
 
 MARKUP = "_*.-[]()~`>#+=|{}!<&\\"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.labels import label_matrix
-from models.trading import simulate_brackets, trade_stats
+from bse_predict.labels.first_touch import label_matrix
+from bse_predict.backtest.trading import simulate_brackets, trade_stats
 
 H = 3_600_000
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from configs.settings import Settings, load_settings
-from models.dataset import build_dataset, holdout_split
-from export.train import TrainingError, train_version
-from models.candle_files import CandleSeries
-from models.errors import ManifestError
-from models.features import FEATURE_NAMES, FEATURE_SPEC_HASH, LOOKBACK_CANDLES
-from models.manifest import load_manifest, sha256_of
-from models.native_runner import NativeModelSet
-from models.onnx_runner import ServedModelSet
+from bse_predict.training.dataset import build_dataset, holdout_split
+from bse_predict.training.train import TrainingError, train_version
+from bse_predict.candles.files import CandleSeries
+from bse_predict.errors import ManifestError
+from bse_predict.features.definitions import FEATURE_NAMES, FEATURE_SPEC_HASH, LOOKBACK_CANDLES
+from bse_predict.serving.manifest import load_manifest, sha256_of
+from bse_predict.serving.native_runner import NativeModelSet
+from bse_predict.serving.onnx_runner import ServedModelSet
 from tests.conftest import TRAINING_OVERRIDES
 
 

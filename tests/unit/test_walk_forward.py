@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from export.walk_forward import FoldError, block_mask, calibration_split, make_folds, training_mask
+from bse_predict.evaluation.walk_forward import FoldError, block_mask, calibration_split, make_folds, training_mask
 
 HOUR = 3_600_000
 

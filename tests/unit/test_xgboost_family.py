@@ -14,12 +14,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from models.candle_files import CandleSeries
-from models.dataset import build_dataset
-from models.families import get_model
-from models.families.base import ONNX_OUTPUT
-from models.families.xgboost_family import XGBoostPredictor, cuda_usable
-from models.features import FEATURE_NAMES
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.families import get_model
+from bse_predict.families.base import ONNX_OUTPUT
+from bse_predict.families.xgboost_family import XGBoostPredictor, cuda_usable
+from bse_predict.features.definitions import FEATURE_NAMES
 
 
 def _noise(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +99,7 @@ def test_three_columns_even_without_class_none(tmp_path: Path) -> None:
 def test_use_gpu_falls_back_to_the_cpu_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     X, y = _noise(500, seed=5)
     params = {"n_estimators": 10, "min_child_weight": 1, "early_stopping_rounds": None, "n_jobs": 1}
-    with caplog.at_level(logging.WARNING, logger="models.families.xgboost_family"):
+    with caplog.at_level(logging.WARNING, logger="bse_predict.families.xgboost_family"):
         on_gpu = XGBoostPredictor(use_gpu=True, **params)
         on_gpu.train(X, y)
     warned = any("no usable CUDA device" in record.getMessage() for record in caplog.records)

@@ -1,0 +1,222 @@
+"""How an ensemble combines its members' class probabilities: the pure arithmetic.
+
+Every function takes member probabilities as ``float[M, n, 3]`` (members,
+rows, classes up/down/none). A member row that is not finite (NaN from a
+failed member, or a member that raised, filled with NaN by the caller) is
+*failed*: it gets weight 0 for that row, the other members' weights are
+renormalised, and the row is marked ``degraded``. The ONNX graph of
+:mod:`bse_predict.ensembles.graph` computes the same numbers in float32.
+
+Strategies:
+
+- ``weighted``: one weight per member, ``w = floor + (1 - M·floor) · softmax(θ)``
+  with θ minimising the log loss of Σ w_i P_i on out-of-fold rows: the floor
+  keeps every member in.
+- ``dynamic``: per row, w_i · c_i^power with c_i the member's confidence
+  max(p_up, p_down) / (p_up + p_down); the power is chosen on out-of-fold
+  log loss (0 is the weighted ensemble).
+- ``regime``: one weight vector per HMM regime (filtered regime at the row,
+  its arg max), fitted on that regime's out-of-fold rows; regimes with too
+  few rows take the global weights.
+- ``stacking``: multinomial logistic regression on the members' log
+  probabilities (a failed member's are replaced by its mean out-of-fold
+  log probabilities).
+- adaptive re-weighting (:func:`hedge_update`, :func:`adaptive_predictions`):
+  multiplicative weights on each member's log loss as outcomes arrive, with
+  the same floor, for a live or replayed sequence.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "STRATEGIES",
+    "EPS",
+    "StackingCombiner",
+    "CombinerSpec",
+    "combine",
+    "failed_rows",
+    "floor_weights",
+    "fit_weights",
+    "confidence",
+    "weighted_average",
+    "dynamic_weights",
+    "regime_weights",
+    "stacking_predict",
+    "log_loss",
+    "hedge_update",
+    "adaptive_predictions",
+]
+
+STRATEGIES = ("weighted", "dynamic", "regime", "stacking")
+EPS = 1e-6
+
+
+def failed_rows(probs: np.ndarray) -> np.ndarray:
+    """bool[M, n]: member rows that are not a finite probability triple."""
+    return ~np.isfinite(probs).all(axis=2)
+
+
+def floor_weights(raw: np.ndarray, floor: float) -> np.ndarray:
+    """Weights summing to 1 (``raw`` does) with every one at least ``floor``."""
+    m = raw.shape[-1]
+    if not 0.0 <= floor * m < 1.0:
+        raise ValueError(f"weight floor {floor} leaves nothing to fit for {m} members")
+    return floor + (1.0 - m * floor) * raw
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, None))))
+
+
+def fit_weights(probs: np.ndarray, y: np.ndarray, floor: float) -> np.ndarray:
+    """Static weights minimising the log loss of the weighted average on ``probs`` [M, n, 3]."""
+    from scipy.optimize import minimize
+    from scipy.special import softmax
+
+    m = probs.shape[0]
+    if m == 1 or len(y) == 0:
+        return np.full(m, 1.0 / m)
+    picked = np.nan_to_num(probs[:, np.arange(len(y)), y], nan=0.0)  # [M, n]: each member's p of the outcome
+
+    def loss(theta: np.ndarray) -> float:
+        w = floor_weights(softmax(theta), floor)
+        return float(-np.mean(np.log(np.clip(w @ picked, EPS, None))))
+
+    result = minimize(loss, np.zeros(m), method="L-BFGS-B")
+    return floor_weights(softmax(result.x), floor)
+
+
+def confidence(probs: np.ndarray) -> np.ndarray:
+    """max(p_up, p_down) / (p_up + p_down) over the last axis, 0.5 where both are 0."""
+    up, down = probs[..., 0], probs[..., 1]
+    touched = up + down
+    return np.where(touched > EPS, np.maximum(up, down) / np.maximum(touched, EPS), 0.5)
+
+
+def weighted_average(probs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights [M] or per row [n, M] -> (probabilities [n, 3], degraded bool [n]). Failed member
+    rows are dropped and the rest renormalised; a row where every member failed is NaN."""
+    bad = failed_rows(probs)  # [M, n]
+    clean = np.where(bad[..., None], 0.0, probs)
+    w = np.broadcast_to(weights if weights.ndim == 2 else weights[None, :], (probs.shape[1], probs.shape[0])).T
+    effective = np.where(bad, 0.0, w)  # [M, n]
+    total = effective.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.einsum("mn,mnc->nc", effective, clean) / total[:, None]
+    return out, bad.any(axis=0)
+
+
+def dynamic_weights(probs: np.ndarray, weights: np.ndarray, power: float) -> np.ndarray:
+    """[n, M]: static weights times each member's confidence to ``power``."""
+    c = confidence(np.nan_to_num(probs, nan=0.0))  # [M, n]
+    return (weights[:, None] * c**power).T
+
+
+def regime_weights(regime_probabilities: np.ndarray, by_regime: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """[n, M]: the weights of each row's most probable regime (``by_regime`` [K, M]); rows whose
+    regime is not finite take ``fallback``."""
+    known = np.isfinite(regime_probabilities).all(axis=1)
+    state = np.argmax(np.nan_to_num(regime_probabilities, nan=-1.0), axis=1)
+    return np.where(known[:, None], by_regime[state], fallback[None, :])
+
+
+@dataclass(frozen=True)
+class StackingCombiner:
+    """A multinomial logistic regression over the members' log probabilities."""
+
+    coef: np.ndarray  # [3, 3M]
+    intercept: np.ndarray  # [3]
+    mean_log_probs: np.ndarray  # [M, 3], stands in for a failed member
+
+    @staticmethod
+    def meta_features(probs: np.ndarray, mean_log_probs: np.ndarray) -> np.ndarray:
+        bad = failed_rows(probs)
+        logs = np.log(np.clip(np.nan_to_num(probs, nan=1.0), EPS, None))
+        logs = np.where(bad[..., None], mean_log_probs[:, None, :], logs)  # [M, n, 3]
+        return np.transpose(logs, (1, 0, 2)).reshape(probs.shape[1], -1)
+
+    @classmethod
+    def fit(cls, probs: np.ndarray, y: np.ndarray, c: float, seed: int) -> StackingCombiner:
+        from sklearn.linear_model import LogisticRegression
+
+        logs = np.log(np.clip(probs, EPS, None))
+        mean_log_probs = logs.mean(axis=1)
+        X = cls.meta_features(probs, mean_log_probs)
+        meta = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(X, y)
+        coef = np.zeros((3, X.shape[1]))
+        intercept = np.full(3, -30.0)  # a class never seen out of fold stays (almost) impossible
+        coef[meta.classes_] = meta.coef_ if len(meta.classes_) > 2 else np.vstack([-meta.coef_, meta.coef_]) / 2
+        intercept[meta.classes_] = meta.intercept_ if len(meta.classes_) > 2 else np.r_[-meta.intercept_,
+                                                                                         meta.intercept_] / 2
+        return cls(coef, intercept, mean_log_probs)
+
+
+def stacking_predict(probs: np.ndarray, combiner: StackingCombiner) -> tuple[np.ndarray, np.ndarray]:
+    logits = StackingCombiner.meta_features(probs, combiner.mean_log_probs) @ combiner.coef.T + combiner.intercept
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True), failed_rows(probs).any(axis=0)
+
+
+@dataclass(frozen=True)
+class CombinerSpec:
+    """What an ensemble combines its members with: one strategy of :data:`STRATEGIES` and its
+    fitted numbers. The ONNX graph (:mod:`bse_predict.ensembles.graph`) and :func:`combine` read it."""
+
+    strategy: str
+    weights: np.ndarray  # [M]
+    power: float = 0.0
+    by_regime: np.ndarray | None = None  # [K, M]
+    stacking: StackingCombiner | None = None
+
+
+def combine(spec: CombinerSpec, probs: np.ndarray, regime_probabilities: np.ndarray | None = None,
+            weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n]) by ``spec``;
+    ``weights`` replaces the fitted weight vector (live adaptive weights, weighted strategy)."""
+    base = spec.weights if weights is None else weights
+    if spec.strategy == "weighted":
+        return weighted_average(probs, base)
+    if spec.strategy == "dynamic":
+        return weighted_average(probs, dynamic_weights(probs, base, spec.power))
+    if spec.strategy == "stacking" and spec.stacking is not None:
+        return stacking_predict(probs, spec.stacking)
+    if spec.strategy == "regime" and spec.by_regime is not None and regime_probabilities is not None:
+        return weighted_average(probs, regime_weights(regime_probabilities, spec.by_regime, base))
+    raise ValueError(f"strategy {spec.strategy!r} cannot combine with what it was given")
+
+
+def hedge_update(weights: np.ndarray, member_probs: np.ndarray, outcome: int, rate: float,
+                 floor: float) -> np.ndarray:
+    """One outcome arrives: w_i ∝ w_i · exp(-rate · log loss_i), then floored. A member whose
+    prediction failed (not finite) keeps its weight."""
+    p = member_probs[:, outcome]
+    loss = np.where(np.isfinite(p), -np.log(np.clip(np.nan_to_num(p, nan=1.0), EPS, None)), 0.0)
+    w = weights * np.exp(-rate * (loss - loss.min()))
+    w = w / w.sum()
+    w = np.maximum(w, floor)
+    return w / w.sum()
+
+
+def adaptive_predictions(probs: np.ndarray, y: np.ndarray, open_time_ms: np.ndarray, horizon_ms: int,
+                         initial: np.ndarray, rate: float, floor: float) -> np.ndarray:
+    """Replay rows in time order, re-weighting with :func:`hedge_update` as each row's outcome
+    becomes known (``horizon_ms`` after its candle: never earlier, so nothing looks ahead).
+    Returns the weighted-average probabilities [n, 3] in the rows' original order."""
+    order = np.argsort(open_time_ms, kind="stable")
+    pending: deque[int] = deque()
+    weights = initial.copy()
+    out = np.empty((probs.shape[1], 3))
+    for row in order:
+        now = open_time_ms[row]
+        while pending and open_time_ms[pending[0]] + horizon_ms <= now:
+            done = pending.popleft()
+            weights = hedge_update(weights, probs[:, done], int(y[done]), rate, floor)
+        out[row] = weighted_average(probs[:, row:row + 1], weights)[0][0]
+        pending.append(row)
+    return out

@@ -1,0 +1,1 @@
+"""Offline evaluation: purged walk-forward folds, baselines, calibration, scores, bootstrap intervals, the report."""

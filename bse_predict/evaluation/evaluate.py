@@ -1,0 +1,176 @@
+"""``bse-predict evaluate``: purged walk-forward evaluation of every family against the baselines.
+
+Candle series -> per-symbol datasets -> per target: pooled rows, expanding
+walk-forward folds (:mod:`bse_predict.evaluation.walk_forward`), out-of-fold predictions
+with out-of-fold calibration (:mod:`bse_predict.evaluation.fold_predictions`), scores and
+paired bootstrap (:mod:`bse_predict.evaluation.target_scores`) -> ``metrics.json``
+(:class:`EvaluationReport`), ``report.md`` and PNG plots in the output folder.
+
+The leakage guard runs last, after the outputs are written (so the numbers
+that tripped it can be read): a pooled up-vs-down AUC outside
+``[1 - limit, limit]`` (0.65 by default) on any model raises
+:class:`LeakageSuspected`. Honest hourly crypto AUC is 0.50 to 0.56; 0.65 is
+a leak until proven otherwise (a label read into the inputs, a purge that
+does not hold).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version as package_version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from configs.settings import Settings
+from bse_predict.evaluation.schema import DataSpan, EvaluationOptions, EvaluationReport, LeakageCheck, TargetEvaluation
+from bse_predict.evaluation.fold_predictions import EvaluationError, FamilySplit, ModelFactory, fold_masks, predict_out_of_fold
+from bse_predict.evaluation.plots import write_plots
+from bse_predict.training.pooling import pool_rows
+from bse_predict.evaluation.report import write_report
+from bse_predict.evaluation.target_scores import score_target
+from bse_predict.evaluation.walk_forward import make_folds
+from bse_predict.candles.files import CandleSeries
+from bse_predict.training.dataset import build_dataset
+from bse_predict.families import get_model, list_models
+from bse_predict.serving.signals import target_label
+
+__all__ = ["evaluate", "EvaluationError", "LeakageSuspected", "METRICS_FILE", "REPORT_FILE", "default_factory"]
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+_LIBRARIES = ("numpy", "scipy", "scikit-learn", "matplotlib", "pydantic")
+
+
+class LeakageSuspected(EvaluationError):
+    """A pooled AUC no honest hourly model reaches: a leak until proven otherwise."""
+
+
+def default_factory(settings: Settings) -> ModelFactory:
+    """Families built from the registry with the configured parameters (none for an unconfigured family)."""
+
+    def build(family: str, target: str) -> Any:
+        params = settings.models.params_for(family, target) if family in settings.models.families else {}
+        return get_model(family, **params)
+
+    return build
+
+
+def _families(settings: Settings, options: EvaluationOptions, check_registry: bool) -> list[str]:
+    families = list(options.families) if options.families is not None else settings.models.enabled()
+    if check_registry:
+        unknown = [f for f in families if f not in list_models()]
+        if unknown:
+            raise EvaluationError(f"unknown model families {unknown}; known: {', '.join(list_models())}")
+    if len(set(families)) != len(families):
+        raise EvaluationError(f"families listed twice: {families}")
+    return families
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = package_version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+_CONSTANT_SCORE = ("climatology", "always_up")
+"""Baselines whose score is constant within a fold: their pooled AUC only reflects how base
+rates differ between folds, so the guard skips them."""
+
+
+def _leakage(targets: dict[str, TargetEvaluation], limit: float | None) -> LeakageCheck:
+    if limit is None:
+        return LeakageCheck(auc_limit=None, passed=True)
+    failures = [
+        f"{name} on target {target}: pooled AUC {m.pooled.auc_up_vs_down:.3f} outside "
+        f"[{1 - limit:.2f}, {limit:.2f}] "
+        f"(per fold: {', '.join(_f3(g.auc_up_vs_down if g else None) for g in m.by_fold)})"
+        for target, result in targets.items() for name, m in result.models.items()
+        if name not in _CONSTANT_SCORE and m.pooled.auc_up_vs_down is not None
+        and not 1 - limit <= m.pooled.auc_up_vs_down <= limit
+    ]
+    return LeakageCheck(auc_limit=limit, passed=not failures, failures=tuple(failures))
+
+
+def _f3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params, default=repr))
+
+
+def evaluate(series: Sequence[CandleSeries], settings: Settings, out_dir: Path,
+             options: EvaluationOptions | None = None, *, model_factory: ModelFactory | None = None,
+             show_progress: bool = True) -> EvaluationReport:
+    """Run the evaluation, write ``metrics.json``, ``report.md`` and plots to ``out_dir``; return the report.
+
+    ``model_factory`` builds a new, unfitted predictor from (family, target); by default the
+    registry with ``settings.models.params_for``. Raises :class:`LeakageSuspected` (after
+    writing the outputs) when a pooled AUC fails the guard.
+    """
+    options = options or EvaluationOptions()
+    started = time.perf_counter()
+    if not series:
+        raise EvaluationError("no candle series to evaluate")
+    families = _families(settings, options, check_registry=model_factory is None)
+    factory = model_factory or default_factory(settings)
+    market = settings.market
+    horizon_ms = market.horizon_hours * 3_600_000
+    max_rows = options.max_rows_per_symbol or settings.training.max_rows_per_symbol
+    targets = [(pct, target_label(pct)) for pct in market.targets_pct]
+    split = FamilySplit(options.calibrator, settings.training.validation_fraction, horizon_ms)
+    results: dict[str, TargetEvaluation] = {}
+    params: dict[str, dict[str, dict[str, Any]]] = {f: {} for f in families}
+    fitted: dict[tuple[str, str], Any] = {}
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not show_progress) as progress:
+        build_task = progress.add_task("features and labels", total=len(series))
+        datasets = []
+        for one in series:
+            progress.update(build_task, description=f"features and labels: {one.symbol}")
+            datasets.append(build_dataset(one, market.targets_pct, market.horizon_candles, max_rows))
+            progress.advance(build_task)
+        fit_task = progress.add_task("walk-forward", total=len(targets) * (len(families) + 1) * options.folds)
+        for pct, target in targets:
+            rows = pool_rows(datasets, target, market.timeframe_ms)
+            if len(rows) == 0:
+                raise EvaluationError(f"target {target}: no labelled rows")
+            folds = make_folds(rows.open_time_ms, options.folds, options.initial_train_fraction)
+            masks = fold_masks(rows, folds, horizon_ms, options.embargo_hours * 3_600_000,
+                               options.calibration_fraction)
+            oof = predict_out_of_fold(rows, datasets, masks, families, factory, split,
+                                      options.always_up_confidence, progress, fit_task)
+            results[target] = score_target(rows, masks, oof, families, pct, market.horizon_hours, options)
+            for family in families:
+                params[family][target] = _json_safe(oof.hyperparameters[family])
+                fitted[(target, family)] = oof.last_models[family]
+    leakage = _leakage(results, options.leakage_auc_limit)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    draft = EvaluationReport(
+        created_at=datetime.now(UTC), options=options, market=market.model_dump(mode="json"),
+        family_params=params,
+        data=tuple(DataSpan(symbol=d.symbol, source=s.source.name, start_ms=int(d.open_time_ms[0]),
+                            end_ms=int(d.open_time_ms[-1]), rows=len(d.open_time_ms))
+                   for s, d in zip(series, datasets, strict=True) if len(d.open_time_ms)),
+        targets=results, leakage=leakage, library_versions=_library_versions(), total_seconds=0.0)
+    plots, notes = write_plots(draft, out_dir, datasets, fitted)
+    report = draft.model_copy(update={"plots": tuple(plots), "notes": tuple(notes),
+                                      "total_seconds": round(time.perf_counter() - started, 3)})
+    (out_dir / METRICS_FILE).write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    write_report(report, out_dir / REPORT_FILE)
+    if not leakage.passed:
+        raise LeakageSuspected(f"leakage suspected: {'; '.join(leakage.failures)} (honest hourly AUC is 0.50-0.56; "
+                               f"outputs in {out_dir})")
+    return report

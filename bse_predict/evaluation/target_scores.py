@@ -1,0 +1,194 @@
+"""Out-of-fold predictions of one target -> its :class:`TargetEvaluation`.
+
+Every model is scored per fold, per symbol, per symbol and fold, and pooled,
+each group beside the climatology on the same rows; then every model is
+compared with the reference family (and every family with climatology) by
+the paired block bootstrap, and the verdicts are written out in words.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from bse_predict.evaluation.bootstrap import claim_verdict, comparison_verdict, day_blocks, paired_bootstrap
+from bse_predict.evaluation.schema import (
+    EvaluationOptions,
+    FoldBoundary,
+    GroupMetrics,
+    ModelEvaluation,
+    PairedComparison,
+    TargetEvaluation,
+    Timings,
+)
+from bse_predict.evaluation.fold_predictions import FoldMasks, OutOfFold
+from bse_predict.training.pooling import PooledRows
+from bse_predict.evaluation.scoring import group_metrics, reliability_bins, row_brier, row_log_loss
+from bse_predict.labels.first_touch import CLASS_NAMES
+
+__all__ = ["score_target", "reference_model", "CLAIM_FAMILY"]
+
+CLAIM_FAMILY = "xgboost"
+"""The plan claims this family beats random_forest by 5–10%."""
+_LOSSES = {"log_loss": row_log_loss, "brier": row_brier}
+
+
+def reference_model(families: Sequence[str], preferred: str) -> str:
+    """The model every other is compared with: ``preferred`` when evaluated, else the first family,
+    else the logistic baseline."""
+    if preferred in families:
+        return preferred
+    return families[0] if families else "logistic"
+
+
+def _fold_boundaries(rows: PooledRows, masks: Sequence[FoldMasks]) -> tuple[FoldBoundary, ...]:
+    out = []
+    for m in masks:
+        train_times = rows.open_time_ms[m.train]
+        calibration_times = rows.open_time_ms[m.calibration]
+        test_times = rows.open_time_ms[m.test]
+        out.append(FoldBoundary(
+            index=m.fold.index, test_start_ms=m.fold.test_start_ms, test_end_ms=m.fold.test_end_ms,
+            train_rows=int(m.train.sum()), fit_rows=int(m.fit.sum()), calibration_rows=int(m.calibration.sum()),
+            test_rows=int(m.test.sum()),
+            first_test_ms=int(test_times.min()) if len(test_times) else None,
+            last_test_ms=int(test_times.max()) if len(test_times) else None,
+            newest_train_ms=int(train_times.max()) if len(train_times) else None,
+            calibration_start_ms=int(calibration_times.min()) if len(calibration_times) else None))
+    return tuple(out)
+
+
+def _model_evaluation(name: str, p: np.ndarray, uncalibrated: np.ndarray | None, labels: np.ndarray,
+                      climatology: np.ndarray, symbols: np.ndarray, folds: np.ndarray, symbol_names: Sequence[str],
+                      n_folds: int, oof: OutOfFold, options: EvaluationOptions) -> ModelEvaluation:
+    def metrics(mask: np.ndarray, probabilities: np.ndarray = p) -> GroupMetrics | None:
+        if not mask.any():
+            return None
+        return group_metrics(probabilities[mask], labels[mask], climatology[mask], options.thresholds,
+                             options.reliability_bins)
+
+    everything = np.ones(len(labels), dtype=bool)
+    by_symbol = {s: metrics(symbols == i) for i, s in enumerate(symbol_names)}
+    by_fold = tuple(metrics(folds == k) for k in range(n_folds))
+    fold_aucs = [g.auc_up_vs_down for g in by_fold if g is not None and g.auc_up_vs_down is not None]
+    timing = oof.timings.get(name, {})
+    return ModelEvaluation(
+        name=name, kind=oof.kinds[name], description=oof.descriptions[name],  # type: ignore[arg-type]
+        pooled=metrics(everything),  # type: ignore[arg-type]
+        pooled_uncalibrated=metrics(everything, uncalibrated) if uncalibrated is not None else None,
+        auc_within_fold_mean=float(np.mean(fold_aucs)) if fold_aucs else None,
+        by_fold=by_fold,
+        by_symbol={s: g for s, g in by_symbol.items() if g is not None},
+        by_symbol_fold={s: tuple(metrics((symbols == i) & (folds == k)) for k in range(n_folds))
+                        for i, s in enumerate(symbol_names)},
+        reliability={CLASS_NAMES[k]: reliability_bins(p, labels, k, options.reliability_bins) for k in range(3)},
+        feature_importance=oof.feature_importance.get(name, {}),
+        timings=Timings(**timing),
+        fold_fit_seconds=tuple(oof.fold_fit_seconds.get(name, ())),
+    )
+
+
+def _comparisons(names: Sequence[str], reference: str, families: Sequence[str], labels: np.ndarray,
+                 open_time_ms: np.ndarray, oof: OutOfFold, block_days: int,
+                 options: EvaluationOptions) -> tuple[PairedComparison, ...]:
+    blocks = day_blocks(open_time_ms, block_days)
+    pairs = [(name, reference) for name in names if name != reference]
+    pairs += [(family, "climatology") for family in families if family != reference]
+    pairs += [(reference, "climatology")] if reference != "climatology" else []
+    out = []
+    for model, against in pairs:
+        for metric, loss in _LOSSES.items():
+            difference, improvement = paired_bootstrap(
+                loss(oof.probabilities[model], labels), loss(oof.probabilities[against], labels), blocks,
+                options.bootstrap_samples, options.confidence_level, options.seed)
+            out.append(PairedComparison(model=model, reference=against, metric=metric,  # type: ignore[arg-type]
+                                        rows=len(labels), blocks=int(blocks.max()) + 1, block_days=block_days,
+                                        mean_difference=difference, relative_improvement=improvement))
+    return tuple(out)
+
+
+def _against_best_member(families: Sequence[str], labels: np.ndarray, open_time_ms: np.ndarray, oof: OutOfFold,
+                         block_days: int, options: EvaluationOptions) -> tuple[PairedComparison, ...]:
+    """Each ensemble strategy against its best member (lowest pooled log loss): the members alone
+    (``<ensemble>_member_*``, trained on the same rows) when scored, else the other families."""
+    out: list[PairedComparison] = []
+    blocks = day_blocks(open_time_ms, block_days)
+    for ensemble, variants in oof.variants.items():
+        if not variants:  # a plain family has no strategies and no members to beat
+            continue
+        members = [v for v in variants if v.startswith(f"{ensemble}_member_")]
+        members = members or [f for f in families if f != ensemble and f not in variants]
+        if not members:
+            continue
+        best = min(members, key=lambda n: float(np.mean(row_log_loss(oof.probabilities[n], labels))))
+        for model in [ensemble, *(v for v in variants if v not in members)]:
+            difference, improvement = paired_bootstrap(
+                row_log_loss(oof.probabilities[model], labels), row_log_loss(oof.probabilities[best], labels),
+                blocks, options.bootstrap_samples, options.confidence_level, options.seed)
+            out.append(PairedComparison(model=model, reference=best, metric="log_loss", rows=len(labels),
+                                        blocks=int(blocks.max()) + 1, block_days=block_days,
+                                        mean_difference=difference, relative_improvement=improvement))
+    return tuple(out)
+
+
+def _beats_best_member(c: PairedComparison, margin: float = 0.03) -> str:
+    """The plan's hope, "more than 3% better than the best member", against the interval."""
+    ri = c.relative_improvement
+    ci = f"{ri.estimate:+.2%} [{ri.lower:+.2%}, {ri.upper:+.2%}]"
+    verdict = ("supported" if ri.lower > margin else "rejected" if ri.upper < margin else "inconclusive")
+    return (f"claim \"{c.model} is more than {margin:.0%} better than its best member {c.reference}\" "
+            f"(log loss): {verdict}, relative improvement {ci}")
+
+
+def _verdicts(comparisons: Sequence[PairedComparison], reference: str, families: Sequence[str],
+              level: float) -> tuple[str, ...]:
+    lines = []
+    for c in comparisons:
+        if c.metric == "log_loss" and (c.reference == reference or c.model in families):
+            ri = c.relative_improvement
+            outcome = {"better": f"{c.model} beats {c.reference}", "worse": f"{c.model} loses to {c.reference}"}.get(
+                comparison_verdict(ri), f"no significant difference between {c.model} and {c.reference}")
+            lines.append(f"{outcome} on log loss at {level:.0%}: relative improvement of {c.model} "
+                         f"{ri.estimate:+.2%} [{ri.lower:+.2%}, {ri.upper:+.2%}]")
+    claim = [c for c in comparisons if c.model == CLAIM_FAMILY and c.reference == "random_forest"]
+    if claim:
+        for c in claim:
+            lines.append(f"claim \"XGBoost beats RandomForest by 5–10%\" ({c.metric}): "
+                         f"{claim_verdict(c.relative_improvement)}")
+    else:
+        lines.append("claim \"XGBoost beats RandomForest by 5–10%\": not tested here (needs both xgboost and "
+                     "random_forest among the evaluated families)")
+    return tuple(lines)
+
+
+def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, families: Sequence[str],
+                 target_pct: float, horizon_hours: int, options: EvaluationOptions) -> TargetEvaluation:
+    labels = rows.labels[oof.test_index]
+    symbols = rows.symbol_index[oof.test_index]
+    times = rows.open_time_ms[oof.test_index]
+    climatology = oof.probabilities["climatology"]
+    families = list(families) + [v for f in families for v in oof.variants.get(f, [])]
+    names = list(families) + [n for n in oof.probabilities if oof.kinds[n] == "baseline"]
+    models = {
+        name: _model_evaluation(name, oof.probabilities[name], oof.uncalibrated.get(name), labels, climatology,
+                                symbols, oof.fold_of_row, rows.symbols, len(masks), oof, options)
+        for name in names
+    }
+    reference = reference_model(families, options.reference_family)
+    block_days = options.bootstrap_block_days or max(1, math.ceil(horizon_hours / 24))
+    comparisons = _comparisons(names, reference, families, labels, times, oof, block_days, options)
+    against_best = _against_best_member(families, labels, times, oof, block_days, options)
+    comparisons += against_best
+    return TargetEvaluation(
+        target=rows.target,
+        label_shares=tuple(float(x) for x in np.bincount(labels, minlength=3) / len(labels)),  # type: ignore[arg-type]
+        break_even_hit_rate=0.5 + options.round_trip_cost_pct / (2 * target_pct),
+        folds=_fold_boundaries(rows, masks),
+        models=models,
+        reference=reference,
+        comparisons=comparisons,
+        verdicts=_verdicts(comparisons, reference, families, options.confidence_level)
+        + tuple(_beats_best_member(c) for c in against_best),
+    )

@@ -1,0 +1,273 @@
+"""The ensemble family: any registered families as members, combined by one of four strategies.
+
+Training fits every member on the training rows, then fits every combiner
+(:mod:`bse_predict.ensembles.combiners`) on the members' predictions for rows they never saw:
+``validation_data`` when the caller passes it (the trainer passes a purged
+per-symbol slice), else the newest ``validation_fraction`` of the rows behind a
+purge of ``purge_rows``. The stacking meta-learner therefore only ever sees
+out-of-fold predictions. Members are not refitted on the validation rows
+(training time stays that of the members once).
+
+``strategy`` picks what :meth:`predict_proba` and :meth:`export_onnx` answer;
+every other fitted strategy is available by name (:meth:`predict_strategy`,
+:meth:`export_strategy`, :meth:`variants`) so that one training serves the
+comparison of all of them. The ``regime`` strategy needs an ``hmm_regime``
+member (its forward-filtered regime picks the weights).
+
+A member that raises or answers NaN for some rows is dropped for those rows
+and the prediction is marked degraded (:meth:`predict_with_status`); the ONNX
+graph (:mod:`bse_predict.ensembles.graph`) does the same in-graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bse_predict.training.dataset import SymbolDataset
+from bse_predict.ensembles.combiners import (
+    STRATEGIES,
+    CombinerSpec,
+    StackingCombiner,
+    adaptive_predictions,
+    combine,
+    dynamic_weights,
+    fit_weights,
+    log_loss,
+    weighted_average,
+)
+from bse_predict.ensembles.graph import ensemble_graph
+from bse_predict.families.base import BasePredictor, get_model, register
+from bse_predict.families.random_forest import RandomForestPredictor
+from bse_predict.families.xgboost_family import XGBoostPredictor
+from bse_predict.features.inputs import InputRows
+from bse_predict.labels.first_touch import UNKNOWN
+from bse_predict.serving.manifest import CombinerRecord
+
+__all__ = ["EnsemblePredictor"]
+
+log = logging.getLogger(__name__)
+
+_POWERS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+@register
+class EnsemblePredictor(BasePredictor):
+    family = "ensemble"
+    uses_validation = True
+    fast_params: ClassVar[dict[str, Any]] = {
+        "members": ("random_forest", "xgboost"),
+        "member_params": {"random_forest": RandomForestPredictor.fast_params, "xgboost": XGBoostPredictor.fast_params},
+        "purge_rows": 24,
+    }
+
+    def __init__(self, members: Sequence[str] = ("random_forest", "xgboost"), strategy: str = "weighted",
+                 member_params: dict[str, dict[str, Any]] | None = None, weight_floor: float = 0.02,
+                 stacking_c: float = 1.0, regime_min_rows: int = 300, validation_fraction: float = 0.25,
+                 purge_rows: int = 72, adaptive_rate: float = 0.02, seed: int = 7) -> None:
+        self.members = members
+        self.strategy = strategy
+        self.member_params = member_params
+        self.weight_floor = weight_floor
+        self.stacking_c = stacking_c
+        self.regime_min_rows = regime_min_rows
+        self.validation_fraction = validation_fraction
+        self.purge_rows = purge_rows
+        self.adaptive_rate = adaptive_rate
+        self.seed = seed
+
+    # ------------------------------------------------------------ inputs
+    def _member_models(self) -> list[BasePredictor]:
+        params = self.member_params or {}
+        if len(set(self.members)) != len(self.members) or not self.members:
+            raise ValueError(f"ensemble members must be distinct and at least one: {list(self.members)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown ensemble strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+        return [get_model(name, **params.get(name, {})) for name in self.members]
+
+    @property
+    def input_kind(self) -> str:  # type: ignore[override]
+        """The one input kind of its members; ``input_kinds`` when they read several."""
+        return self.input_kinds[0]
+
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({kind for member in self._member_models() for kind in member.input_kinds}))
+
+    def prepare_data(self, dataset: SymbolDataset, target: str) -> tuple[np.ndarray | InputRows, np.ndarray]:
+        labels = dataset.labels[target]
+        known = labels != UNKNOWN
+        kinds = self.input_kinds
+        parts = {kind: dataset.sequences(known) if kind == "sequence" else dataset.features[known] for kind in kinds}
+        rows = parts[kinds[0]] if len(kinds) == 1 else InputRows(parts)
+        return rows, labels[known].astype(np.int64)
+
+    def onnx_feed(self, X: np.ndarray | InputRows) -> dict[str, np.ndarray]:
+        if isinstance(X, InputRows):
+            return X.feed()
+        return {self.input_kind: np.ascontiguousarray(X, dtype=np.float32)}
+
+    def rows_from_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray | InputRows:
+        kinds = self.input_kinds
+        return inputs[kinds[0]] if len(kinds) == 1 else InputRows({k: inputs[k] for k in kinds})
+
+    @staticmethod
+    def _rows_for(member: BasePredictor, X: np.ndarray | InputRows) -> np.ndarray | InputRows:
+        if not isinstance(X, InputRows):
+            return X
+        kinds = member.input_kinds
+        return X.parts[kinds[0]] if len(kinds) == 1 else InputRows({k: X.parts[k] for k in kinds})
+
+    # ------------------------------------------------------------ learning
+    def train(self, X: np.ndarray | InputRows, y: np.ndarray,
+              validation_data: tuple[np.ndarray | InputRows, np.ndarray] | None = None) -> dict[str, float]:
+        models = self._member_models()
+        if validation_data is None:
+            n_validation = int(len(y) * self.validation_fraction)
+            fit_end = len(y) - n_validation - self.purge_rows
+            if n_validation < 50 or fit_end < 100:
+                raise ValueError(f"{len(y)} rows are too few for an ensemble's out-of-fold slice")
+            validation_data = (X[len(y) - n_validation:], y[len(y) - n_validation:])
+            X, y = X[:fit_end], y[:fit_end]
+        x_oof, y_oof = validation_data
+        for model in models:
+            model.train(self._rows_for(model, X), y)
+        self.members_ = models
+        # Rounded so that members' float sums in another thread order fit the same combiners.
+        oof = np.round(self._member_probabilities(x_oof), 10)
+        self.weights_ = fit_weights(oof, y_oof, self.weight_floor)
+        self.power_ = min(_POWERS, key=lambda power: log_loss(
+            weighted_average(oof, dynamic_weights(oof, self.weights_, power))[0], y_oof))
+        self.stacking_ = StackingCombiner.fit(oof, y_oof, self.stacking_c, self.seed)
+        self.regime_member_ = self.members.index("hmm_regime") if "hmm_regime" in self.members else None
+        self.by_regime_ = self._fit_regime_weights(x_oof, y_oof, oof)
+        scores = {f"oof_log_loss_{name}": log_loss(self.predict_strategy(x_oof, name), y_oof)
+                  for name in self.variants(include_own=True, members=False)}
+        scores.update({f"oof_log_loss_{m}": log_loss(oof[i], y_oof) for i, m in enumerate(self.members)})
+        scores.update({f"weight_{m}": float(w) for m, w in zip(self.members, self.weights_, strict=True)})
+        return scores
+
+    def _fit_regime_weights(self, x_oof: np.ndarray | InputRows, y_oof: np.ndarray,
+                            oof: np.ndarray) -> np.ndarray | None:
+        if self.regime_member_ is None:
+            return None
+        states = np.argmax(self._regime_probabilities(x_oof), axis=1)
+        hmm = self.members_[self.regime_member_]
+        by_regime = np.tile(self.weights_, (hmm.regimes_.n_states, 1))  # type: ignore[attr-defined]
+        for state in range(len(by_regime)):
+            rows = states == state
+            if rows.sum() >= self.regime_min_rows:
+                by_regime[state] = fit_weights(oof[:, rows], y_oof[rows], self.weight_floor)
+        return by_regime
+
+    def _regime_probabilities(self, X: np.ndarray | InputRows) -> np.ndarray:
+        assert self.regime_member_ is not None
+        hmm = self.members_[self.regime_member_]
+        return hmm.regimes_.current_probabilities(self._rows_for(hmm, X))  # type: ignore[attr-defined]
+
+    def _member_probabilities(self, X: np.ndarray | InputRows) -> np.ndarray:
+        """[M, n, 3]; a member that raises answers NaN rows (logged), which the combiners drop."""
+        out = np.full((len(self.members_), len(X), 3), np.nan)
+        for i, member in enumerate(self.members_):
+            try:
+                out[i] = member.predict_proba(self._rows_for(member, X))
+            except (ValueError, ArithmeticError, RuntimeError, MemoryError) as error:
+                log.warning("ensemble member %s failed on %d rows: %s", self.members[i], len(X), error)
+        return out
+
+    # ------------------------------------------------------------ prediction
+    def variants(self, include_own: bool = False, members: bool = True) -> tuple[str, ...]:
+        """The fitted strategies (all but ``strategy`` unless ``include_own``) and, with
+        ``members``, each member alone as ``member_<family>`` (for side-by-side backtests)."""
+        fitted = [s for s in STRATEGIES if s != "regime" or self.by_regime_ is not None]
+        alone = [f"member_{m}" for m in self.members] if members else []
+        return tuple(s for s in fitted if include_own or s != self.strategy) + tuple(alone)
+
+    def variant_input_kinds(self, variant: str) -> tuple[str, ...]:
+        """The inputs the graph of :meth:`export_strategy` for ``variant`` reads."""
+        if variant.startswith("member_"):
+            return self.members_[self.members.index(variant.removeprefix("member_"))].input_kinds
+        return self.input_kinds
+
+    def combine(self, member_probs: np.ndarray, strategy: str,
+                regime_probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n])."""
+        if strategy not in self.variants(include_own=True, members=False):
+            raise ValueError(f"strategy {strategy!r} is not fitted in this ensemble ({', '.join(self.variants(True))})")
+        return combine(self.combiner_spec(strategy), member_probs, regime_probabilities)
+
+    def combiner_record(self, variant: str, entry_prefix: str) -> CombinerRecord | None:
+        """What the manifest keeps of ``variant``'s combination (members named as the trainer names
+        their entries, ``{entry_prefix}_member_{family}``); ``None`` for a member alone."""
+        if variant.startswith("member_"):
+            return None
+        names = tuple(f"{entry_prefix}_member_{m}" for m in self.members)
+        regime = names[self.regime_member_] if self.regime_member_ is not None and variant == "regime" else None
+        return CombinerRecord.from_spec(self.combiner_spec(variant), names, regime, self.weight_floor,
+                                        self.adaptive_rate)
+
+    def combiner_spec(self, strategy: str) -> CombinerSpec:
+        """The fitted numbers ``strategy`` combines with."""
+        return CombinerSpec(strategy=strategy, weights=self.weights_, power=self.power_,
+                            by_regime=self.by_regime_ if strategy == "regime" else None,
+                            stacking=self.stacking_ if strategy == "stacking" else None)
+
+    def predict_with_status(self, X: np.ndarray | InputRows, strategy: str | None = None,
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        strategy = strategy or self.strategy
+        if strategy.startswith("member_"):
+            member = self.members_[self.members.index(strategy.removeprefix("member_"))]
+            p = member.predict_proba(self._rows_for(member, X))
+            return p, np.zeros(len(p), dtype=bool)
+        probs = self._member_probabilities(X)
+        regime = self._regime_probabilities(X) if strategy == "regime" else None
+        return self.combine(probs, strategy, regime)
+
+    def predict_adaptive(self, X: np.ndarray | InputRows, y: np.ndarray, open_time_ms: np.ndarray,
+                         horizon_ms: int) -> np.ndarray:
+        """Rows replayed in time order from the fitted weights, re-weighted (hedge, floored) by each
+        row's outcome ``horizon_ms`` after its candle: what live re-weighting on the outcomes
+        stream would have answered. Not a served graph (its weights change with every outcome)."""
+        return adaptive_predictions(self._member_probabilities(X), y, open_time_ms, horizon_ms, self.weights_,
+                                    self.adaptive_rate, self.weight_floor)
+
+    def predict_strategy(self, X: np.ndarray | InputRows, strategy: str) -> np.ndarray:
+        return self.predict_with_status(X, strategy)[0]
+
+    def predict_proba(self, X: np.ndarray | InputRows) -> np.ndarray:
+        return self.predict_with_status(X)[0]
+
+    def get_feature_importance(self) -> dict[str, float]:
+        """The members' importances averaged with the ensemble's weights (members without any add nothing)."""
+        total: dict[str, float] = {}
+        for weight, member in zip(self.weights_, self.members_, strict=True):
+            for name, value in member.get_feature_importance().items():
+                total[name] = total.get(name, 0.0) + float(weight) * value
+        return total
+
+    # ------------------------------------------------------------ export
+    def export_onnx(self, path: Path) -> None:
+        self.export_strategy(path, self.strategy)
+
+    def export_strategy(self, path: Path, strategy: str) -> None:
+        """One ONNX graph: every member, the ``strategy`` combiner, NaN handling, ``degraded``."""
+        import onnx
+
+        if strategy.startswith("member_"):
+            self.members_[self.members.index(strategy.removeprefix("member_"))].export_onnx(path)
+            return
+        protos = []
+        with tempfile.TemporaryDirectory() as folder:
+            for i, member in enumerate(self.members_):
+                member.export_onnx(Path(folder) / f"m{i}.onnx")
+                protos.append(onnx.load(Path(folder) / f"m{i}.onnx"))
+        spec = self.combiner_spec(strategy)
+        regime_states: tuple[str, ...] = ()
+        if self.regime_member_ is not None:
+            regime_states = tuple(self.members_[self.regime_member_].regimes_.state_names_)  # type: ignore[attr-defined]
+        path.write_bytes(ensemble_graph(protos, spec, self.regime_member_, regime_states).SerializeToString())

@@ -1,0 +1,210 @@
+"""XGBoost: shallow boosted trees, softprob over three classes, early stopping on a purged slice.
+
+Trained with the native ``xgb.train`` API and ``num_class=3``, so a training
+slice without one of the classes still answers (up, down, none). Early stopping
+watches the multi-class log loss of a validation slice; prediction and the ONNX
+export both use only the rounds up to ``best_iteration_``. Exported with
+onnxmltools (opset <= 15, see ``XGBOOST_OPSET``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register
+from bse_predict.families.onnx_limits import ML_OPSET, TARGET_OPSET, cap_ir_version
+from bse_predict.features.definitions import FEATURE_NAMES
+from bse_predict.labels.first_touch import CLASS_NAMES
+
+__all__ = ["XGBoostPredictor", "XGBOOST_OPSET", "cuda_usable"]
+
+log = logging.getLogger(__name__)
+
+XGBOOST_OPSET = min(TARGET_OPSET, 15)
+"""onnxmltools' XGBoost converter refuses target opsets above 15 (1.16)."""
+
+N_CLASSES = len(CLASS_NAMES)
+
+
+@cache
+def cuda_usable() -> bool:
+    """Whether xgboost can train on a CUDA device here: a CUDA build, and a one-round fit
+    with ``device="cuda"`` that xgboost does not move back to the CPU."""
+    import xgboost as xgb
+
+    if not xgb.build_info().get("USE_CUDA", False):
+        return False
+    probe = xgb.DMatrix(np.arange(12, dtype=np.float32).reshape(6, 2), label=np.arange(6) % N_CLASSES)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "No visible GPU is found, setting device to CPU."
+            booster = xgb.train({"device": "cuda", "objective": "multi:softprob", "num_class": N_CLASSES,
+                                 "verbosity": 0}, probe, num_boost_round=1)
+    except xgb.core.XGBoostError:
+        return False
+    device = json.loads(booster.save_config())["learner"]["generic_param"]["device"]
+    return str(device).startswith("cuda")
+
+
+@register
+class XGBoostPredictor(BasePredictor):
+    family = "xgboost"
+    uses_validation = True
+    fast_params: ClassVar[dict[str, Any]] = {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.1,
+                                             "early_stopping_rounds": 10, "n_jobs": 1}
+
+    def __init__(self, n_estimators: int = 600, max_depth: int = 3, learning_rate: float = 0.03,
+                 subsample: float = 0.7, colsample_bytree: float = 0.5, min_child_weight: float = 50.0,
+                 reg_lambda: float = 10.0, early_stopping_rounds: int | None = 50,
+                 validation_fraction: float = 0.15, purge_rows: int = 72, use_gpu: bool = False, seed: int = 7,
+                 n_jobs: int = -1) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_fraction = validation_fraction
+        self.purge_rows = purge_rows
+        self.use_gpu = use_gpu
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------ learning
+    def train(self, X: np.ndarray, y: np.ndarray,
+              validation_data: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+        """Fit up to ``n_estimators`` rounds, stopping early on the validation log loss.
+
+        With ``validation_data`` given, early stopping watches it and all of ``X`` trains.
+        Without it, the last ``validation_fraction`` of the rows is held out and the
+        ``purge_rows`` rows before it are dropped, so no training label (72 h barrier)
+        overlaps a validation row. That assumes the rows of ``X`` are one symbol in time
+        order: pooled multi-symbol data must pass its own purged ``validation_data``.
+        Returns the metrics of the validation slice (of ``X`` itself when there is none).
+        """
+        import xgboost as xgb
+
+        fit_rows, validation = self._split(X, y, validation_data)
+        X_fit, y_fit = X[:fit_rows], y[:fit_rows]
+        self.fit_rows_ = fit_rows
+        dtrain = xgb.DMatrix(X_fit.astype(np.float32), label=y_fit)
+        evals = []
+        if validation is not None:
+            evals = [(xgb.DMatrix(validation[0].astype(np.float32), label=validation[1]), "validation")]
+        self.device_ = self._device()
+        self.booster_ = xgb.train(
+            self._params(), dtrain, num_boost_round=self.n_estimators, evals=evals,
+            early_stopping_rounds=self.early_stopping_rounds if evals else None, verbose_eval=False,
+        )
+        self.best_iteration_ = (self.booster_.best_iteration if evals and self.early_stopping_rounds
+                                else self.booster_.num_boosted_rounds() - 1)
+        self.booster_.set_param({"device": "cpu"})  # predict (and reload) on the CPU, as ONNX does
+        evaluated = validation or (X_fit, y_fit)
+        return self.validate(*evaluated, reference_labels=y_fit)
+
+    def _split(self, X: np.ndarray, y: np.ndarray, validation_data: tuple[np.ndarray, np.ndarray] | None,
+               ) -> tuple[int, tuple[np.ndarray, np.ndarray] | None]:
+        """How many leading rows train, and the validation slice (None: no early stopping)."""
+        n = len(X)
+        if validation_data is not None:
+            return n, validation_data
+        if not self.early_stopping_rounds or self.validation_fraction <= 0:
+            return n, None
+        n_validation = max(1, int(round(n * self.validation_fraction)))
+        n_fit = n - n_validation - self.purge_rows
+        if n_fit < n_validation:
+            raise ValueError(f"{n} rows are too few to hold out {n_validation} validation rows behind a purge of "
+                             f"{self.purge_rows}; pass validation_data or lower validation_fraction")
+        return n_fit, (X[n - n_validation:], y[n - n_validation:])
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "objective": "multi:softprob", "num_class": N_CLASSES, "eval_metric": "mlogloss",
+            "tree_method": "hist", "device": self.device_, "max_depth": self.max_depth, "eta": self.learning_rate,
+            "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight, "lambda": self.reg_lambda, "seed": self.seed,
+            "nthread": self.n_jobs if self.n_jobs > 0 else 0, "verbosity": 1,
+        }
+
+    def _device(self) -> str:
+        if not self.use_gpu:
+            return "cpu"
+        if cuda_usable():
+            return "cuda"
+        log.warning("use_gpu=True but xgboost finds no usable CUDA device; training on the CPU")
+        return "cpu"
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        import xgboost as xgb
+
+        # float32 input, as ONNX sees it: the trees compare in float32 either way
+        p = self.booster_.predict(xgb.DMatrix(X.astype(np.float32)), iteration_range=(0, self.best_iteration_ + 1))
+        p = p.astype(np.float64).reshape(len(X), N_CLASSES)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def get_feature_importance(self) -> dict[str, float]:
+        """Mean gain per split of each feature (unused features 0), normalised to sum to 1."""
+        gain = self._best_booster().get_score(importance_type="gain")
+        names = FEATURE_NAMES if self.booster_.num_features() == len(FEATURE_NAMES) else tuple(
+            f"f{i}" for i in range(self.booster_.num_features()))
+        values = np.array([gain.get(f"f{i}", 0.0) for i in range(len(names))], dtype=np.float64)
+        total = values.sum()
+        return dict(zip(names, (values / total if total > 0 else values).tolist(), strict=True))
+
+    def _best_booster(self) -> Any:
+        """The booster cut to the rounds that predict: 0..best_iteration_."""
+        return self.booster_[: self.best_iteration_ + 1]
+
+    # ------------------------------------------------------------ export
+    def export_onnx(self, path: Path) -> None:
+        import onnx
+        from onnxmltools import convert_xgboost
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        booster = self._best_booster()
+        proto = convert_xgboost(
+            booster, initial_types=[(self.input_kind, FloatTensorType([None, booster.num_features()]))],
+            target_opset=XGBOOST_OPSET,
+        )
+        proto = _probabilities_output(proto)
+        _set_opsets(proto)
+        cap_ir_version(proto)
+        onnx.checker.check_model(proto)
+        path.write_bytes(proto.SerializeToString())
+
+
+def _probabilities_output(proto: Any) -> Any:
+    """Keep only the class probabilities of the TreeEnsembleClassifier, as ``probabilities`` [batch, 3]."""
+    from onnx import TensorProto, helper
+
+    graph = proto.graph
+    produced = [o.name for o in graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT]
+    if len(produced) != 1:
+        raise ValueError(f"expected one float output from the XGBoost converter, got {produced}")
+    for output in list(graph.output):
+        graph.output.remove(output)
+    if produced[0] == ONNX_OUTPUT:
+        for node in graph.node:
+            node.output[:] = ["probabilities_raw" if name == ONNX_OUTPUT else name for name in node.output]
+        produced[0] = "probabilities_raw"
+    graph.node.append(helper.make_node("Identity", [produced[0]], [ONNX_OUTPUT]))
+    graph.output.append(helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, [None, N_CLASSES]))
+    return proto
+
+
+def _set_opsets(proto: Any) -> None:
+    """The default domain (for the Identity) at ``XGBOOST_OPSET``; ai.onnx.ml no newer than ``ML_OPSET``."""
+    versions = {opset.domain: opset for opset in proto.opset_import}
+    if "" not in versions:
+        versions[""] = proto.opset_import.add(domain="", version=XGBOOST_OPSET)
+    if "ai.onnx.ml" in versions:
+        versions["ai.onnx.ml"].version = min(versions["ai.onnx.ml"].version, ML_OPSET)

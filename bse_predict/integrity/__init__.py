@@ -1,0 +1,1 @@
+"""What makes bytes trustworthy: the one signature formula, strict JSON, restricted unpickling, self-contained ONNX."""

@@ -1,0 +1,1 @@
+"""First-touch barrier labels: the one rule for training and for live outcomes."""

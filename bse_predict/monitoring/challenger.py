@@ -1,0 +1,165 @@
+"""The champion/challenger watch: paired live and shadow outcomes into the sequential test.
+
+An outcome listener. Within one settled batch, the live and the shadow
+outcome of the same prediction (same candle, same target) settle together;
+each such pair adds one normalised log-loss difference
+(:mod:`bse_predict.monitoring.sequential`) to the evidence of its version pair, kept in Redis as
+additive sums (every worker adds its symbols' pairs). The *challenger* is the
+newer of the two versions (manifest ``created_at``), whichever stream it is on.
+
+When a side's e-value crosses ``2/alpha``, one worker wins a Redis ``SET NX``
+for that version pair and reports the verdict on ``control.events``; with
+``challenger.auto_promote`` it also sends the decision
+(:func:`bse_predict.monitoring.sequential.decision_command`) as a signed control message on
+``control``, so it goes through the same verification, state machine and
+audit trail as an operator's command. Without ``BSE_CONTROL_SECRET`` nothing
+can be signed: the event says so and no command is sent.
+
+A/B arms serve different symbols, so their predictions are never on the same
+candle: they are not paired here (their live scores are compared in the
+metrics, per ``variant``). A degraded prediction (a fallback answered) is
+not its version's own answer and is not paired either.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+
+from configs.settings import Settings
+from bse_predict.control.messages import build_message, encode_message, format_issued_at
+from bse_predict.monitoring.outcomes import Settlement
+from bse_predict.monitoring.sequential import BETS, Evidence, add_differences, decision_command, e_values, normalised_differences, verdict
+
+__all__ = ["Sender", "ChallengerWatch"]
+
+log = logging.getLogger(__name__)
+
+
+# KEYS: the version pair's evidence hash, this call's token; ARGV: the hash's TTL (s), the token's TTL (s),
+# then (field, increment) pairs. The token makes a second run of one call (redis-py resends a command
+# whose connection failed) add nothing. Returns the hash's fields and totals.
+_ADD_EVIDENCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+  for i = 3, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_TOKEN_TTL_S = 300
+
+
+class Sender(Protocol):
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send one record and wait for the broker's ack."""
+
+
+def _p_of_outcome(settlement: Settlement) -> float:
+    """The probability the model gave to what happened (labels order: up, down, none)."""
+    item = settlement.pending
+    return (item.p_up, item.p_down, item.p_none)[settlement.label]
+
+
+class ChallengerWatch:
+    """See the module docstring. ``is_newer(a, b)``: version a was created after b."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings, sender: Sender, is_newer: Callable[[str, str], bool],
+                 control_topic: str, events_topic: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._client = client
+        self._config = settings.challenger
+        self._secret = settings.control_secret
+        self._key_id = settings.control_key_id
+        self._prefix = f"{settings.topic_prefix}bse:challenger"
+        self._sender = sender
+        self._is_newer = is_newer
+        self._control_topic = control_topic
+        self._events_topic = events_topic
+        self._clock = clock
+        self._retain_s = self._config.retain_hours * 3600
+        self._add_sums = client.register_script(_ADD_EVIDENCE)
+        self.decisions: list[dict[str, Any]] = []
+
+    async def on_settled(self, settlements: Sequence[Settlement]) -> None:
+        by_prediction: dict[tuple[str, str], dict[str, Settlement]] = defaultdict(dict)
+        for s in settlements:
+            by_prediction[(s.pending.prediction_id, s.pending.target)][s.pending.stream] = s
+        pairs: dict[tuple[str, str, bool], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+        for found in by_prediction.values():
+            live, shadow = found.get("live"), found.get("shadow")
+            if live is None or shadow is None or live.pending.model.version == shadow.pending.model.version:
+                continue
+            if live.pending.degraded or shadow.pending.degraded:
+                continue  # a fallback answered: not the champion's own answer
+            live_version, shadow_version = live.pending.model.version, shadow.pending.model.version
+            shadow_is_challenger = self._is_newer(shadow_version, live_version)
+            champion, challenger = (live, shadow) if shadow_is_challenger else (shadow, live)
+            key = (champion.pending.model.version, challenger.pending.model.version, not shadow_is_challenger)
+            pairs[key][0].append(_p_of_outcome(champion))
+            pairs[key][1].append(_p_of_outcome(challenger))
+        for (champion, challenger, challenger_is_live), (p_champion, p_challenger) in pairs.items():
+            x = normalised_differences(p_champion, p_challenger, self._config.loss_clip_nats)
+            evidence = await self._add(champion, challenger, add_differences(Evidence(), x))
+            found = verdict(evidence, self._config.alpha)
+            if found is not None:
+                await self._decide(champion, challenger, challenger_is_live, evidence, found)
+
+    def _key(self, champion: str, challenger: str) -> str:
+        return f"{self._prefix}:{{{champion}|{challenger}}}"
+
+    async def _add(self, champion: str, challenger: str, batch: Evidence) -> Evidence:
+        """Add this batch's sums in Redis (once, however often redis-py sends the call); the fleet's totals
+        come back."""
+        key = self._key(champion, challenger)
+        increments: list[str | float] = ["pairs", batch.pairs, "sum_x", batch.sum_x]
+        for i, (better, worse) in enumerate(zip(batch.log_wealth_better, batch.log_wealth_worse, strict=True)):
+            increments += [f"better:{i}", better, f"worse:{i}", worse]
+        reply = await self._add_sums(keys=[key, f"{key}:token:{uuid.uuid4().hex}"],
+                                     args=[self._retain_s, _TOKEN_TTL_S, *(repr(v) if isinstance(v, float) else v
+                                                                          for v in increments)])
+        totals = {reply[i].decode(): float(reply[i + 1]) for i in range(0, len(reply), 2)}
+        return Evidence(pairs=round(totals["pairs"]), sum_x=totals["sum_x"],
+                        log_wealth_better=tuple(totals[f"better:{i}"] for i in range(len(BETS))),
+                        log_wealth_worse=tuple(totals[f"worse:{i}"] for i in range(len(BETS))))
+
+    async def _decide(self, champion: str, challenger: str, challenger_is_live: bool, evidence: Evidence,
+                      found: str) -> None:
+        if not await self._client.set(f"{self._key(champion, challenger)}:decided", found, nx=True, ex=self._retain_s):
+            return  # another worker (or an earlier batch) already decided this pair
+        now = self._clock()
+        command = decision_command(found, challenger, challenger_is_live)  # type: ignore[arg-type]
+        control_id = None
+        if command is None:
+            note = f"{challenger} is live already and better: nothing to change"
+        elif not self._config.auto_promote:
+            note = f"auto_promote is off: {command[0]} {command[1]} recommended, not sent"
+        elif self._secret is None:
+            note = f"BSE_CONTROL_SECRET is not set: {command[0]} cannot be signed, not sent"
+        else:
+            message = build_message(command[0], command[1], self._secret.get_secret_value(), now,
+                                    issued_by=self._config.issued_by, key_id=self._key_id)
+            await self._sender.send(self._control_topic, command[0].encode(), encode_message(message))
+            control_id = message["id"]
+            note = f"sent {command[0]} {command[1]} as control message {control_id}"
+        better, worse = e_values(evidence)
+        event = {
+            "status": "challenger_decision", "reason": f"{found.replace('_', ' ')} ({note})",
+            "at": format_issued_at(now), "verdict": found, "champion": champion,
+            "challenger": challenger, "challenger_stream": "live" if challenger_is_live else "shadow",
+            "pairs": evidence.pairs, "mean_loss_difference_nats": evidence.mean_difference * self._config.loss_clip_nats,
+            "e_value_better": better, "e_value_worse": worse, "threshold": 2.0 / self._config.alpha,
+            "alpha": self._config.alpha, "command": None if command is None else command[0],
+            "args": None if command is None else command[1], "control_id": control_id,
+            "auto_promote": self._config.auto_promote, "issued_by": self._config.issued_by,
+        }
+        await self._sender.send(self._events_topic, b"challenger", orjson.dumps(event))
+        self.decisions.append(event)
+        log.info("challenger decision: %s", event["reason"])
+

@@ -1,0 +1,203 @@
+"""Feature drift in the worker: live feature values counted into the training bins, PSI checked.
+
+A batch listener of the outcome resolver. It keeps, per symbol, the newest
+closed candles it has seen (enough for one feature window), computes the
+features of every live prediction's candle with the trainer's own code
+(:func:`bse_predict.features.definitions.compute_features` on the gap-filled window), and adds
+the bin counts to Redis per served version and day (by candle time), so
+every worker's symbols count. Every ``drift.check_every_rows`` rows it reads
+the last ``drift.window_days`` days, computes each feature's PSI against the
+manifest's training shares (:mod:`bse_predict.monitoring.drift`) and publishes a ``drift``
+event on ``control.events`` for each feature above ``drift.psi_threshold``,
+at most once a day per version and feature (a Redis ``SET NX`` with expiry).
+The counts are kept in process and added to Redis in one script call just
+before a check (every ``check_every_rows`` rows), not per batch: a crash
+loses fewer than that many rows of counts out of a window of days, and
+another worker's check does not see this worker's last rows yet.
+
+A worker that just started has no candle history of its own, so its first
+window of hours adds no rows; a version without ``feature_bins`` in its
+manifest (trained before they were recorded) is not checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from configs.settings import Settings
+from bse_predict.control.messages import format_issued_at
+from bse_predict.monitoring.drift import BinLayout, FeatureBins, drifted_features
+from bse_predict.errors import ManifestError
+from bse_predict.features.definitions import FEATURE_NAMES, LOOKBACK_CANDLES, compute_features
+from bse_predict.serving.manifest import load_manifest
+from bse_predict.candles.schema import Candle, Prediction
+from bse_predict.candles.window import window_ending_at
+from bse_predict.monitoring.challenger import Sender
+from bse_predict.monitoring.metrics import HashSums
+
+__all__ = ["DriftMonitor"]
+
+log = logging.getLogger(__name__)
+
+_DAY_MS = 86_400_000
+_REPORT_EVERY_S = 86_400
+
+
+@dataclass(frozen=True)
+class _Candles:
+    """One symbol's newest closed candles, sorted by open time (a late candle is inserted in place)."""
+
+    open_time_ms: np.ndarray
+    ohlcv: np.ndarray
+
+    def with_candle(self, candle: Candle, keep: int) -> _Candles:
+        row = np.array([[candle.open, candle.high, candle.low, candle.close, candle.volume]])
+        if not len(self.open_time_ms) or candle.open_time > self.open_time_ms[-1]:  # the usual case: in order
+            return _Candles(np.concatenate((self.open_time_ms[-(keep - 1):], [candle.open_time])),
+                            np.concatenate((self.ohlcv[-(keep - 1):], row)))
+        at = int(np.searchsorted(self.open_time_ms, candle.open_time))
+        if at < len(self.open_time_ms) and self.open_time_ms[at] == candle.open_time:
+            ohlcv = self.ohlcv.copy()
+            ohlcv[at] = row[0]
+            return _Candles(self.open_time_ms, ohlcv)
+        times = np.insert(self.open_time_ms, at, candle.open_time)[-keep:]
+        return _Candles(times, np.insert(self.ohlcv, at, row, axis=0)[-keep:])
+
+
+_EMPTY = _Candles(np.empty(0, dtype=np.int64), np.empty((0, 5)))
+_KEEP_CANDLES = LOOKBACK_CANDLES + 48  # room for late candles
+
+
+class DriftMonitor:
+    """See the module docstring."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings, sender: Sender, events_topic: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._client = client
+        self._config = settings.drift
+        self._models_dir = settings.models_dir
+        self._step_ms = settings.market.timeframe_ms
+        self._prefix = f"{settings.topic_prefix}bse:drift"
+        self._sender = sender
+        self._events_topic = events_topic
+        self._clock = clock
+        self._sums = HashSums(client, floats=False, token_prefix=self._prefix)
+        self._candles: dict[tuple[str, str], _Candles] = {}
+        self._bins: dict[str, dict[str, FeatureBins] | None] = {}
+        self._rows_since_check: dict[str, int] = defaultdict(int)
+        self._newest_day: dict[str, int] = {}
+        # Bin counts not yet added to Redis (hash key -> field -> count): they go in one call just before
+        # a check, not per batch (thousands of fields a batch cost the worker more than inference).
+        self._unsent: dict[tuple[str, int], np.ndarray] = {}  # (version, day) -> counts in its BinLayout
+        self._layouts: dict[str, BinLayout | None] = {}
+        self.events: list[dict[str, object]] = []
+
+    def _bins_of(self, version: str) -> dict[str, FeatureBins] | None:
+        if version not in self._bins:
+            try:
+                self._bins[version] = load_manifest(self._models_dir / version).feature_bins
+            except ManifestError as exc:
+                log.warning("drift: no bins for %s: %s", version, exc)
+                self._bins[version] = None
+        return self._bins[version]
+
+    def _layout_of(self, version: str) -> BinLayout | None:
+        if version not in self._layouts:
+            bins = self._bins_of(version)
+            self._layouts[version] = BinLayout(bins, FEATURE_NAMES) if bins else None
+        return self._layouts[version]
+
+    async def _flush(self) -> None:
+        """Add the counts kept since the last flush to Redis, one hash per version and day."""
+        sums: dict[str, dict[str, int]] = {}
+        for (version, day), counted in self._unsent.items():
+            layout = self._layouts[version]
+            assert layout is not None
+            sums[f"{self._prefix}:{{{version}}}:{day}"] = {layout.fields[i]: int(counted[i]) for i in np.flatnonzero(counted)}
+        self._unsent = {}
+        await self._sums.add(sums, (self._config.window_days + 1) * _DAY_MS // 1000)
+
+    def _remember(self, closed: Sequence[Candle]) -> None:
+        for candle in closed:
+            key = (candle.symbol, candle.timeframe)
+            self._candles[key] = self._candles.get(key, _EMPTY).with_candle(candle, _KEEP_CANDLES)
+
+    def _features(self, predictions: Sequence[Prediction]) -> tuple[list[Prediction], np.ndarray]:
+        rows, windows = [], []
+        for prediction in predictions:
+            kept = self._candles.get((prediction.symbol, prediction.timeframe))
+            if kept is None or len(kept.open_time_ms) < LOOKBACK_CANDLES:
+                continue
+            window = window_ending_at(kept.open_time_ms, kept.ohlcv, prediction.open_time, LOOKBACK_CANDLES, self._step_ms)
+            if window is not None:
+                rows.append(prediction)
+                windows.append(window)
+        if not rows:
+            return [], np.empty((0, len(FEATURE_NAMES)))
+        open_times = np.array([p.open_time for p in rows], dtype=np.int64)
+        return rows, compute_features(np.ascontiguousarray(np.stack(windows)), open_times)
+
+    async def on_batch(self, live: Sequence[Prediction], closed: Sequence[Candle]) -> None:
+        if not self._config.enabled:
+            return
+        self._remember(closed)
+        rows, features = self._features(live)
+        by_version: dict[str, list[int]] = defaultdict(list)
+        for index, prediction in enumerate(rows):
+            by_version[prediction.model.version].append(index)
+        for version, indices in by_version.items():
+            layout = self._layout_of(version)
+            if layout is None:
+                continue
+            days = np.array([rows[i].open_time // _DAY_MS for i in indices], dtype=np.int64)
+            unique_days, day_of_row = np.unique(days, return_inverse=True)
+            for day, counted in zip(unique_days.tolist(), layout.counts(features[indices], day_of_row, len(unique_days)),
+                                    strict=True):
+                unsent = self._unsent.get((version, day))
+                self._unsent[(version, day)] = counted if unsent is None else unsent + counted
+            self._rows_since_check[version] += len(indices)
+            self._newest_day[version] = max(int(unique_days[-1]), self._newest_day.get(version, int(unique_days[-1])))
+        due = [version for version, count in self._rows_since_check.items() if count >= self._config.check_every_rows]
+        if not due:
+            return
+        await self._flush()
+        for version in due:
+            self._rows_since_check[version] = 0
+            await self._check(version, self._newest_day[version])
+
+    async def _check(self, version: str, newest_day: int) -> None:
+        bins = self._bins_of(version)
+        assert bins is not None
+        days = range(newest_day - self._config.window_days + 1, newest_day + 1)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(f"{self._prefix}:{{{version}}}:{day}")
+            replies = await pipe.execute()
+        live: dict[str, np.ndarray] = {name: np.zeros(len(b.expected)) for name, b in bins.items()}
+        for reply in replies:
+            for field, value in reply.items():
+                name, index = field.decode().rsplit("|", 1)
+                if name in live and int(index) < len(live[name]):
+                    live[name][int(index)] += int(value)
+        found = drifted_features(bins, live, self._config.psi_threshold, self._config.min_rows)
+        for name, value in sorted(found.items(), key=lambda item: -item[1]):
+            if await self._client.set(f"{self._prefix}:{{{version}}}:reported:{name}", 1, nx=True, ex=_REPORT_EVERY_S):
+                await self._report(version, name, value, int(live[name].sum()))
+
+    async def _report(self, version: str, feature: str, value: float, rows: int) -> None:
+        event = {
+            "status": "drift", "at": format_issued_at(self._clock()), "version": version, "feature": feature,
+            "psi": value, "threshold": self._config.psi_threshold, "rows": rows, "window_days": self._config.window_days,
+            "reason": f"{feature}: PSI {value:.3f} > {self._config.psi_threshold} over {rows} live rows of {version}",
+        }
+        await self._sender.send(self._events_topic, b"drift", orjson.dumps(event))
+        self.events.append(event)
+        log.warning("drift: %s", event["reason"])

@@ -1,0 +1,223 @@
+"""Live metrics of the worker: rolling scores kept in Redis, and the Prometheus ``/metrics`` endpoint.
+
+:class:`RedisLiveScores` is an outcome listener: every settled outcome adds its
+score sums (:func:`bse_predict.monitoring.live_scores.score_fields`) to a Redis hash per
+series (version, variant, target, stream) and time bucket (by ``resolved_at``,
+candle time). Every worker adds to the same hashes, so the rolling windows
+cover the whole fleet; a window ends at the series' newest bucket, so a replay
+of old candles has scores too. Buckets expire once older than the longest window.
+
+:class:`WorkerMetrics` owns a private Prometheus registry (nothing global at
+import), serves it on ``live_metrics.metrics_port`` (0 = off) and is refreshed
+by a worker timer: live scores per window, stream counters (throughput,
+dead letters, fallbacks, breaker trips: every counter the processor and the
+router keep, by kind), the prediction latency histogram, consumer lag per
+partition, and breaker states where a source for them is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from configs.settings import Settings
+from bse_predict.monitoring.live_scores import LiveScores, add_fields, bucket_of, score_fields, window_scores
+from bse_predict.monitoring.outcomes import Settlement
+from bse_predict.labels.first_touch import CLASS_NAMES
+from bse_predict.candles.schema import Prediction
+
+__all__ = ["SeriesKey", "HashSums", "RedisLiveScores", "WorkerMetrics"]
+
+log = logging.getLogger(__name__)
+
+SeriesKey = tuple[str, str, str, str]
+"""(version, variant, target, stream)"""
+
+_LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+
+# KEYS: the hashes, then the call's token key; ARGV[1]: a JSON list, per hash {field: increment as a
+# string}; ARGV[2]: the TTL in seconds; ARGV[3]: HINCRBY or HINCRBYFLOAT. Increments travel as the
+# strings redis-py would send (Python's repr), so the sums are the same as with one command per field;
+# ARGV[4]: the token's TTL in seconds. The token (unique per call) makes a second run of the same call, which redis-py sends when a
+# connection fails after Redis ran it, add nothing.
+_ADD_SUMS = """
+local sums = cjson.decode(ARGV[1])
+local ttl = tonumber(ARGV[2])
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', tonumber(ARGV[4])) then return 0 end
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
+  for field, value in pairs(sums[i]) do redis.call(ARGV[3], key, field, value) end
+  redis.call('EXPIRE', key, ttl)
+end
+return #KEYS - 1
+"""
+
+_TOKEN_TTL_S = 300  # redis-py resends within seconds
+
+
+class HashSums:
+    """Adds a batch of increments to many Redis hashes in one script call.
+
+    A pipeline of one ``HINCRBY`` per field cost the worker thousands of
+    commands per batch (live scores, drift counts), most of it in redis-py
+    packing and parsing them; one call with the increments as one JSON
+    argument costs a few milliseconds.
+    """
+
+    def __init__(self, client: aioredis.Redis, floats: bool, token_prefix: str) -> None:
+        self._script = client.register_script(_ADD_SUMS)
+        self._command = "HINCRBYFLOAT" if floats else "HINCRBY"
+        self._token_prefix = token_prefix
+
+    async def add(self, sums: Mapping[str, Mapping[str, float]], ttl_s: int,
+                  pipe: Pipeline | None = None) -> None:
+        """Add every ``sums[key][field]`` to its hash and set each hash's expiry to ``ttl_s``."""
+        if not sums:
+            return
+        encoded = orjson.dumps([{field: repr(value) for field, value in fields.items()} for fields in sums.values()])
+        token = f"{self._token_prefix}:sums-token:{uuid.uuid4().hex}"
+        await self._script(keys=[*sums, token], args=[encoded, ttl_s, self._command, _TOKEN_TTL_S], client=pipe)
+
+
+class RedisLiveScores:
+    """Score sums per series and bucket in Redis; see the module docstring."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        config = settings.live_metrics
+        self._client = client
+        self._prefix = f"{settings.topic_prefix}bse:live"
+        self._bucket_ms = config.bucket_minutes * 60_000
+        self._bins = config.calibration_bins
+        self._windows_hours = config.windows_hours
+        self._ttl_s = (max(config.windows_hours) * 3_600_000 + 2 * self._bucket_ms) // 1000
+        self._sums = HashSums(client, floats=True, token_prefix=self._prefix)
+
+    def _series_id(self, key: SeriesKey) -> str:
+        return "|".join(key)
+
+    def _bucket_key(self, series_id: str, bucket: int) -> str:
+        return f"{self._prefix}:{{{series_id}}}:{bucket}"
+
+    async def on_settled(self, settlements: Sequence[Settlement]) -> None:
+        parts: dict[tuple[str, int], list[dict[str, float]]] = defaultdict(list)
+        for s in settlements:
+            item = s.pending
+            series_id = self._series_id((item.model.version, item.variant, item.target, item.stream))
+            fields = score_fields((item.p_up, item.p_down, item.p_none), CLASS_NAMES[s.label], self._bins)
+            parts[(series_id, bucket_of(s.resolved_at, self._bucket_ms))].append(fields)
+        if not parts:
+            return
+        newest: dict[str, int] = {}
+        for series_id, bucket in parts:
+            newest[series_id] = max(bucket, newest.get(series_id, bucket))
+        async with self._client.pipeline(transaction=False) as pipe:
+            await self._sums.add({self._bucket_key(series_id, bucket): add_fields(fields)
+                                  for (series_id, bucket), fields in parts.items()}, self._ttl_s, pipe)
+            pipe.zadd(f"{self._prefix}:newest", newest, gt=True)
+            await pipe.execute()
+
+    async def read(self) -> dict[tuple[SeriesKey, int], LiveScores]:
+        """Scores of every series over every configured window (hours), ending at its newest bucket."""
+        newest = await self._client.zrange(f"{self._prefix}:newest", 0, -1, withscores=True)
+        plan: list[tuple[SeriesKey, int, list[str]]] = []
+        for member, score in newest:
+            series_id = member.decode() if isinstance(member, bytes) else member
+            key = tuple(series_id.split("|"))
+            if len(key) != 4:
+                continue
+            for hours in self._windows_hours:
+                span = max(1, hours * 3_600_000 // self._bucket_ms)
+                plan.append((key, hours, [self._bucket_key(series_id, b) for b in range(int(score) - span + 1, int(score) + 1)]))
+        if not plan:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for _, _, keys in plan:
+                for key in keys:
+                    pipe.hgetall(key)
+            replies = iter(await pipe.execute())
+        result: dict[tuple[SeriesKey, int], LiveScores] = {}
+        for series, hours, keys in plan:
+            buckets = [next(replies) for _ in keys]
+            summed = add_fields({name.decode(): float(value) for name, value in bucket.items()} for bucket in buckets)
+            scores = window_scores(summed, self._bins)
+            if scores is not None:
+                result[(series, hours)] = scores  # type: ignore[index]
+        return result
+
+
+class WorkerMetrics:
+    """The worker's Prometheus metrics in a private registry; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        series = ("version", "variant", "target", "stream", "window_hours")
+        r = self.registry
+        self.log_loss = Gauge("bse_live_log_loss", "Mean log loss of settled predictions", series, registry=r)
+        self.brier = Gauge("bse_live_brier", "Mean three-class Brier score", series, registry=r)
+        self.accuracy = Gauge("bse_live_accuracy", "Share of settled predictions whose arg-max class happened", series, registry=r)
+        self.base_rate = Gauge("bse_live_base_rate", "Share of the most frequent outcome (always-say-it accuracy)", series, registry=r)
+        self.outcomes = Gauge("bse_live_outcomes", "Settled predictions in the window", series, registry=r)
+        self.calibration = Gauge("bse_live_calibration_hit_rate", "Observed frequency of a class per bin of its predicted p",
+                                 (*series, "cls", "bin"), registry=r)
+        self.calibration_p = Gauge("bse_live_calibration_mean_p", "Mean predicted p per calibration bin",
+                                   (*series, "cls", "bin"), registry=r)
+        self.events = Counter("bse_stream_events", "Stream counters by kind (messages, closed, predicted, dead letters, "
+                              "degraded, unserved, breaker_open.V, model_error.V, outcomes_published, fault.redis, fault.kafka, "
+                              "fault_recovered, control_fault.redis, ...)", ("kind",), registry=r)
+        self.latency = Histogram("bse_prediction_latency_ms", "Batch start to prediction ready, per prediction",
+                                 ("stream",), buckets=_LATENCY_BUCKETS_MS, registry=r)
+        self.lag = Gauge("bse_consumer_lag", "Candle records not yet processed, per assigned partition", ("partition",), registry=r)
+        self.breaker_open = Gauge("bse_breaker_open", "1 when the breaker of a served version is open, 0.5 half-open, 0 closed",
+                                  ("version",), registry=r)
+        self._seen: dict[str, float] = {}
+
+    def serve(self, port: int) -> None:
+        """Serve ``/metrics`` on ``port`` (all interfaces) in a daemon thread."""
+        start_http_server(port, registry=self.registry)
+        log.info("Prometheus metrics on port %d", port)
+
+    def on_published(self, live: Sequence[Prediction], shadow: Sequence[Prediction]) -> None:
+        for stream, predictions in (("live", live), ("shadow", shadow)):
+            for prediction in predictions:
+                self.latency.labels(stream).observe(prediction.latency_ms)
+
+    def set_counts(self, counts: Iterable[Mapping[str, int]]) -> None:
+        """Totals by kind, summed over the sources; counters move by the increase since the last call."""
+        total = add_fields(counts)
+        for kind, value in total.items():
+            delta = value - self._seen.get(kind, 0.0)
+            if delta > 0:
+                self.events.labels(kind).inc(delta)
+            self._seen[kind] = value
+
+    def set_lag(self, topic: str, committed: Mapping[TopicPartition, int],
+                highwater: Callable[[TopicPartition], int | None]) -> None:
+        """Lag of ``topic`` per partition: the broker's end offset minus the group's committed offset."""
+        for tp, offset in committed.items():
+            end = highwater(tp)
+            if tp.topic == topic and end is not None:
+                self.lag.labels(str(tp.partition)).set(max(0, end - offset))
+
+    def set_breakers(self, states: Mapping[str, str]) -> None:
+        for version, status in states.items():
+            self.breaker_open.labels(version).set({"open": 1.0, "half_open": 0.5}.get(status, 0.0))
+
+    def set_scores(self, scores: Mapping[tuple[SeriesKey, int], LiveScores]) -> None:
+        for (series, hours), s in scores.items():
+            labels = (*series, str(hours))
+            self.log_loss.labels(*labels).set(s.log_loss)
+            self.brier.labels(*labels).set(s.brier)
+            self.accuracy.labels(*labels).set(s.accuracy)
+            self.base_rate.labels(*labels).set(s.base_rate)
+            self.outcomes.labels(*labels).set(s.count)
+            for cal in s.calibration:
+                self.calibration.labels(*labels, cal.cls, str(cal.bin)).set(cal.hit_rate)
+                self.calibration_p.labels(*labels, cal.cls, str(cal.bin)).set(cal.mean_p)
+

@@ -1,0 +1,217 @@
+"""Live outcomes: a published prediction settled by the candles that follow it.
+
+The answer is the offline label of :mod:`bse_predict.labels.first_touch`, computed incrementally:
+a pending prediction sees the symbol's closed candles one at a time, and each
+candle is tested with :func:`bse_predict.labels.first_touch.first_touch` itself (a batch of
+one-candle futures), so the barriers, the ``>=``/``<=`` comparisons and the tie
+rule are the trainer's, not a copy of them.
+
+For a prediction on the candle opening at ``t0`` and a candle opening at
+``t = t0 + k * step``:
+
+- ``k < 1``: the candle is not after the prediction; ignored.
+- ``1 <= k <= H``: a touch settles it (``up``/``down``), known at that candle's
+  close (``t + step``). An untouched ``k == H`` candle ends the horizon: ``none``.
+- ``k > H``: the horizon ended before this candle without a touch: ``none``.
+
+Gaps follow :mod:`bse_predict.candles.grid`: a missing slot is a flat candle at the previous
+close, which can never touch (its price lies strictly inside the band unless an
+earlier candle touched, and then the prediction is settled already), so a gap
+only counts towards the horizon. ``none`` is therefore known at the horizon's
+end, ``t0 + (H + 1) * step``, whichever candle reveals it. ``resolved_at`` is
+that deterministic time, never the wall clock, so a replay produces the same
+outcome byte for byte.
+
+Candles must arrive in open-time order for the result to equal the offline
+label; a touch or a horizon end is final once seen (a candle arriving later
+than a newer one that already settled the prediction cannot change it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from bse_predict.labels.first_touch import CLASS_NAMES, DOWN, NONE, UP, first_touch
+from bse_predict.candles.schema import ModelRef, Outcome, Prediction
+
+__all__ = [
+    "Stream",
+    "PendingOutcome",
+    "Settlement",
+    "pending_from_prediction",
+    "settle_on_candle",
+    "settle_in_order",
+    "PendingBook",
+    "to_outcome",
+]
+
+_HIGH, _LOW = 1, 2  # columns of an ohlcv row
+
+Stream = Literal["live", "shadow"]
+"""Which topic carried the prediction: ``predictions`` or ``predictions.shadow``."""
+
+
+class PendingOutcome(BaseModel):
+    """One prediction for one target, waiting for its answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prediction_id: str
+    symbol: str
+    timeframe: str
+    open_time: int
+    entry_close: float
+    target: str
+    target_frac: float
+    horizon_candles: int
+    step_ms: int
+    model: ModelRef
+    variant: str
+    stream: Stream
+    p_up: float
+    p_down: float
+    p_none: float
+    degraded: bool = False
+
+    @cached_property
+    def key(self) -> str:
+        """Unique per prediction, target, model version, arm and stream: the dedupe key."""
+        return f"{self.open_time}|{self.target}|{self.model.name}|{self.model.version}|{self.variant}|{self.stream}"
+
+    @property
+    def horizon_end_ms(self) -> int:
+        """The close of the last candle of the horizon."""
+        return self.open_time + (self.horizon_candles + 1) * self.step_ms
+
+
+class Settlement(BaseModel):
+    """A pending prediction and its answer (UP, DOWN or NONE of :mod:`bse_predict.labels.first_touch`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pending: PendingOutcome
+    label: int
+    resolved_at: int
+
+
+def pending_from_prediction(
+    prediction: Prediction, target_fracs: dict[str, float], horizon_candles: int, step_ms: int, stream: Stream
+) -> list[PendingOutcome]:
+    """One pending outcome per target of ``prediction`` that ``target_fracs`` knows ("2%": 0.02).
+
+    Built without validation: every value comes from a checked :class:`Prediction` or the settings
+    (validating a thousand of these per batch cost the worker more than inference)."""
+    return [
+        PendingOutcome.model_construct(
+            prediction_id=prediction.id, symbol=prediction.symbol, timeframe=prediction.timeframe,
+            open_time=prediction.open_time, entry_close=prediction.close, target=target,
+            target_frac=target_fracs[target], horizon_candles=horizon_candles, step_ms=step_ms,
+            model=prediction.model, variant=prediction.variant, stream=stream,
+            p_up=part.p_up, p_down=part.p_down, p_none=part.p_none, degraded=prediction.degraded,
+        )
+        for target, part in prediction.targets.items()
+        if target in target_fracs
+    ]
+
+
+def settle_on_candle(
+    pending: Sequence[PendingOutcome], open_time_ms: int, ohlcv: Sequence[float] | np.ndarray
+) -> list[Settlement]:
+    """The pending predictions that the closed candle (``open_time_ms``, ``ohlcv`` float[5]) settles."""
+    return settle_in_order(pending, [(open_time_ms, ohlcv)])
+
+
+def settle_in_order(
+    pending: Iterable[PendingOutcome], candles: Iterable[tuple[int, Sequence[float] | np.ndarray]]
+) -> list[Settlement]:
+    """Feed one symbol's closed candles (open_time_ms, ohlcv float[5]) in order; each prediction settles
+    at most once, at the first candle that answers it."""
+    return PendingBook(pending).settle_in_order(candles)
+
+
+class PendingBook:
+    """One symbol's pending outcomes, with their numbers kept as arrays in step with additions and removals,
+    so settling a candle is a few array operations whatever the number pending (one :func:`first_touch`
+    call per target)."""
+
+    def __init__(self, items: Iterable[PendingOutcome] = ()) -> None:
+        self._items: dict[str, PendingOutcome] = {}
+        self._keys: list[str] = []
+        self._ints = np.empty((0, 3), dtype=np.int64)  # open_time, step_ms, horizon_candles
+        self._floats = np.empty((0, 2), dtype=np.float64)  # target_frac, entry_close
+        self.add(items)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[PendingOutcome]:
+        return iter([self._items[key] for key in self._keys])
+
+    def add(self, items: Iterable[PendingOutcome]) -> None:
+        new = [item for item in items if item.key not in self._items]
+        new = list({item.key: item for item in new}.values())
+        if not new:
+            return
+        self._items.update((item.key, item) for item in new)
+        self._keys += [item.key for item in new]
+        self._ints = np.concatenate([self._ints, np.array([(i.open_time, i.step_ms, i.horizon_candles) for i in new],
+                                                          dtype=np.int64)])
+        self._floats = np.concatenate([self._floats, np.array([(i.target_frac, i.entry_close) for i in new])])
+
+    def remove(self, keys: Iterable[str]) -> None:
+        gone = {key for key in keys if key in self._items}
+        if not gone:
+            return
+        keep = np.array([key not in gone for key in self._keys], dtype=bool)
+        for key in gone:
+            del self._items[key]
+        self._keys = [key for key, kept in zip(self._keys, keep, strict=True) if kept]
+        self._ints, self._floats = self._ints[keep], self._floats[keep]
+
+    def settle_in_order(self, candles: Iterable[tuple[int, Sequence[float] | np.ndarray]]) -> list[Settlement]:
+        """The settlements the candles give, in order (see :func:`settle_in_order`); the book is not changed."""
+        if not self._keys:
+            return []
+        opened, steps, horizons = self._ints[:, 0], self._ints[:, 1], self._ints[:, 2]
+        fracs, entry = self._floats[:, 0], self._floats[:, 1]
+        waiting = np.ones(len(self._keys), dtype=bool)
+        settled: list[Settlement] = []
+        for open_time_ms, ohlcv in candles:
+            k = (open_time_ms - opened) // steps
+            labels = np.full(len(self._keys), -1, dtype=np.int64)
+            labels[waiting & (k > horizons)] = NONE
+            inside = waiting & (k >= 1) & (k <= horizons)
+            labels[inside & (k == horizons)] = NONE  # unless the candle touches (below)
+            # Only rows whose barrier the candle reaches can be touched; first_touch decides which barrier.
+            row = np.asarray(ohlcv, dtype=np.float64)
+            reached = inside & ((row[_HIGH] >= entry * (1.0 + fracs)) | (row[_LOW] <= entry * (1.0 - fracs)))
+            for target_frac in np.unique(fracs[reached]):
+                rows = np.flatnonzero(reached & (fracs == target_frac))
+                touched = first_touch(entry[rows], np.broadcast_to(row.reshape(1, 1, 5), (len(rows), 1, 5)),
+                                      np.ones((len(rows), 1), dtype=bool), float(target_frac)).astype(np.int64)
+                labels[rows] = np.where((touched == UP) | (touched == DOWN), touched, labels[rows])
+            for index in np.flatnonzero(labels >= 0):
+                item = self._items[self._keys[index]]
+                touch = labels[index] != NONE
+                settled.append(Settlement.model_construct(
+                    pending=item, label=int(labels[index]),
+                    resolved_at=int(open_time_ms) + item.step_ms if touch else item.horizon_end_ms))
+            waiting &= labels < 0
+            if not waiting.any():
+                break
+        return settled
+
+
+def to_outcome(settlement: Settlement) -> Outcome:
+    """The contract's ``outcomes`` message for one settlement (built from checked values, unvalidated)."""
+    item = settlement.pending
+    return Outcome.model_construct(
+        id=item.prediction_id, symbol=item.symbol, open_time=item.open_time, target=item.target,
+        outcome=CLASS_NAMES[settlement.label], resolved_at=settlement.resolved_at, model=item.model,
+        variant=item.variant, p_up=item.p_up, p_down=item.p_down, p_none=item.p_none, stream=item.stream,
+    )

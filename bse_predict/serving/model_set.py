@@ -1,0 +1,76 @@
+"""What the stream needs from a served model set, and the step shared by the
+worker and the trainer-side checks: windows -> inputs -> probabilities.
+
+A model set may say more than probabilities (:class:`ModelOutputs`): which rows
+were answered by a degraded ensemble (a member dropped) and the HMM regime. A
+predictor that offers ``predict_outputs`` gives them; any other answers
+``degraded`` False and no regime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from bse_predict.features.inputs import build_inputs
+
+__all__ = ["Predictor", "DetailedPredictor", "ModelOutputs", "predict_windows", "predict_window_outputs"]
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """One batch's answer: probabilities per target, and per row ``degraded`` and the regime."""
+
+    probabilities: dict[str, np.ndarray]
+    degraded: np.ndarray
+    """bool[B]: some target's ensemble dropped a failed member for this row."""
+    regime_states: tuple[str, ...] = ()
+    regime_probabilities: np.ndarray | None = None
+    """float[B, K] forward-filtered regime probabilities, states named by ``regime_states``."""
+    target_regimes: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each target's own regime (its models may have their own HMM); ``regime_probabilities`` is the first."""
+    member_probabilities: dict[str, np.ndarray] | None = None
+    """An ensemble served member by member: {target: float[M, B, 3]}, NaN where a member failed."""
+
+
+class Predictor(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def targets(self) -> tuple[str, ...]: ...
+
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        """The inputs its models read (``features``, ``sequence``)."""
+        ...
+
+    @property
+    def min_history(self) -> int:
+        """Candles of gap-filled history one prediction needs, the current one included."""
+        ...
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def predict_windows(predictor: Predictor, windows: np.ndarray, open_time_ms: np.ndarray) -> dict[str, np.ndarray]:
+    """float64[B, L, 5] gap-filled windows -> {target: float64[B, 3]} (up, down, none)."""
+    return predictor.predict(build_inputs(predictor.input_kinds, windows, open_time_ms))
+
+
+@runtime_checkable
+class DetailedPredictor(Protocol):
+    def predict_outputs(self, inputs: dict[str, np.ndarray]) -> ModelOutputs: ...
+
+
+def predict_window_outputs(predictor: Predictor, windows: np.ndarray, open_time_ms: np.ndarray) -> ModelOutputs:
+    """:func:`predict_windows` with the degraded flags and the regime where the predictor has them."""
+    inputs = build_inputs(predictor.input_kinds, windows, open_time_ms)
+    if isinstance(predictor, DetailedPredictor):
+        return predictor.predict_outputs(inputs)
+    return ModelOutputs(predictor.predict(inputs), np.zeros(len(windows), dtype=bool))

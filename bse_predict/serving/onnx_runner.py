@@ -1,0 +1,175 @@
+"""Serve a manifest's ONNX models with onnxruntime, batched across symbols.
+
+One session per (model, target). Sessions run with one intra-op thread and no
+spinning: on a 2-core machine two threads were slower, and spinning steals the
+core the event loop needs (see docs/performance.md). The CUDA provider is used
+when onnxruntime offers it; tree ensembles only have CPU kernels, so
+onnxruntime places those nodes on the CPU anyway.
+
+Sessions are built from bytes, never from a path: :meth:`ServedModelSet.load` reads
+each file once, checks its sha256 on those bytes (:func:`bse_predict.serving.manifest.read_verified`)
+and hands the same bytes to onnxruntime, after :func:`bse_predict.integrity.onnx_check.check_onnx_model`
+has made sure they reference nothing outside themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import SecretStr
+
+from bse_predict.errors import ManifestError
+from bse_predict.features.definitions import FEATURE_NAMES, FEATURE_SPEC_HASH
+from bse_predict.features.inputs import build_inputs, min_history
+from bse_predict.labels.first_touch import CLASS_NAMES
+from bse_predict.serving.manifest import Manifest, load_manifest, read_verified, verify_files
+from bse_predict.integrity.onnx_check import check_onnx_model
+from bse_predict.serving.model_set import ModelOutputs
+
+__all__ = ["ServedModelSet", "choose_providers", "make_session"]
+
+log = logging.getLogger(__name__)
+
+
+def choose_providers() -> list[str]:
+    """CUDA first when this onnxruntime build offers it, CPU always as the fallback."""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(model: bytes | Path, providers: list[str], intra_op_threads: int = 1,
+                 file: str | None = None) -> ort.InferenceSession:
+    """A session of the serialised ``model`` (a path is read once here; ``file`` names it in
+    errors), which must pass :func:`bse_predict.integrity.onnx_check.check_onnx_model`: every session this
+    project makes is self-contained."""
+    data = model.read_bytes() if isinstance(model, Path) else model
+    check_onnx_model(data, file or (model.name if isinstance(model, Path) else "ONNX model"))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, sess_options=options, providers=providers)
+
+
+@dataclass(frozen=True)
+class _TargetSession:
+    session: ort.InferenceSession
+    inputs: tuple[str, ...]
+    output_name: str
+    degraded_output: str | None = None
+    """An ensemble graph's bool[B] ``degraded`` output, when it has one."""
+    regime_output: str | None = None
+    """``regime_probabilities`` [B, K], the states named in the graph's ``regime_states`` metadata."""
+    regime_states: tuple[str, ...] = ()
+
+
+class ServedModelSet:
+    """A loaded, verified model version: features in, class probabilities per target out."""
+
+    def __init__(self, manifest: Manifest, sessions: dict[str, _TargetSession], model_name: str | None = None) -> None:
+        self.manifest = manifest
+        self._sessions = sessions
+        self._model_name = model_name or manifest.served_model
+        self._min_history = (manifest.min_history if self._model_name == manifest.served_model
+                             else min_history({kind for s in sessions.values() for kind in s.inputs}))
+
+    @classmethod
+    def load(cls, version_dir: Path, providers: list[str] | None = None, intra_op_threads: int = 1,
+             model_name: str | None = None, signing_key: SecretStr | None = None) -> ServedModelSet:
+        """The manifest's served model, or ``model_name`` (any model of the version, for backtests).
+        ``signing_key`` (``Settings.model_signing_secret``): the manifest must be signed under it."""
+        manifest = load_manifest(version_dir, signing_key)
+        verify_files(version_dir, manifest)
+        if manifest.feature_spec_hash != FEATURE_SPEC_HASH or tuple(manifest.feature_names) != FEATURE_NAMES:
+            raise ManifestError(
+                f"version {manifest.version} was trained on other feature definitions "
+                f"(hash {manifest.feature_spec_hash[:12]}…, this code has {FEATURE_SPEC_HASH[:12]}…): retrain it"
+            )
+        chosen = providers or choose_providers()
+        sessions: dict[str, _TargetSession] = {}
+        for target, entry in manifest.entries_for(model_name or manifest.served_model).items():
+            session = make_session(read_verified(version_dir, manifest, entry.file), chosen, intra_op_threads,
+                                   file=f"version {manifest.version}: {entry.file}")
+            declared = {i.name for i in session.get_inputs()}
+            if declared != set(entry.inputs):
+                raise ManifestError(f"{entry.file} reads inputs {sorted(declared)}, the manifest says {list(entry.inputs)}")
+            log.info("model %s %s target %s runs on %s", manifest.version, entry.name, target, session.get_providers()[0])
+            if tuple(entry.classes) != CLASS_NAMES:
+                raise ManifestError(f"{entry.file} answers classes {list(entry.classes)}, not {list(CLASS_NAMES)}")
+            outputs = {o.name for o in session.get_outputs()}
+            states = session.get_modelmeta().custom_metadata_map.get("regime_states", "")
+            regime = "regime_probabilities" if "regime_probabilities" in outputs and states else None
+            sessions[target] = _TargetSession(session, entry.inputs, entry.output_name,
+                                              "degraded" if "degraded" in outputs else None, regime,
+                                              tuple(states.split(",")) if regime else ())
+        return cls(manifest, sessions, model_name)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def min_history(self) -> int:
+        return self._min_history
+
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({kind for s in self._sessions.values() for kind in s.inputs}))
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self._sessions)
+
+    def providers(self) -> dict[str, str]:
+        return {target: s.session.get_providers()[0] for target, s in self._sessions.items()}
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 16, 64, 256)) -> None:
+        """Run each session once per batch size on flat windows so the first real batches do
+        not pay for onnxruntime's first-run allocations."""
+        for rows in batch_sizes:
+            windows = np.ones((rows, self.min_history, 5))
+            self.predict(build_inputs(self.input_kinds, windows, np.zeros(rows, dtype=np.int64)))
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{kind: batch} -> {target: float64[B, 3]} with columns (up, down, none)."""
+        batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
+        out: dict[str, np.ndarray] = {}
+        for target, s in self._sessions.items():
+            (probabilities,) = s.session.run([s.output_name], {kind: batches[kind] for kind in s.inputs})
+            out[target] = np.asarray(probabilities, dtype=np.float64)
+        return out
+
+    def predict_outputs(self, inputs: dict[str, np.ndarray], run_options: ort.RunOptions | None = None) -> ModelOutputs:
+        """:meth:`predict` plus each graph's ``degraded`` rows (any target's) and the regime
+        of the first graph that outputs one; still one ``run`` per target. ``run_options`` lets
+        another thread stop the call (``terminate``)."""
+        batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
+        rows = len(next(iter(batches.values())))
+        probabilities: dict[str, np.ndarray] = {}
+        degraded = np.zeros(rows, dtype=bool)
+        states: tuple[str, ...] = ()
+        regime: np.ndarray | None = None
+        target_regimes: dict[str, np.ndarray] = {}
+        for target, s in self._sessions.items():
+            names = [s.output_name, *(n for n in (s.degraded_output, s.regime_output) if n)]
+            answers = dict(zip(names, s.session.run(names, {kind: batches[kind] for kind in s.inputs}, run_options),
+                               strict=True))
+            probabilities[target] = np.asarray(answers[s.output_name], dtype=np.float64)
+            if s.degraded_output:
+                degraded |= np.asarray(answers[s.degraded_output], dtype=bool)
+            if s.regime_output:
+                target_regimes[target] = np.asarray(answers[s.regime_output], dtype=np.float64)
+                if regime is None:
+                    states, regime = s.regime_states, target_regimes[target]
+        return ModelOutputs(probabilities, degraded, states, regime, target_regimes)

@@ -1,0 +1,1 @@
+"""Offline training: candle series to a versioned, verified ONNX model set."""

@@ -1,0 +1,206 @@
+"""Offline training: candle files in, a versioned, verified ONNX model set out.
+
+Every enabled family (``models.families`` in the config) per target, pooled
+across symbols (a version answers for any symbol). The newest share of each symbol is held out, with a purge of the
+label horizon, for the metrics and the ONNX parity check in the manifest.
+The version folder is written under a temporary name and renamed at the end,
+so a crash never leaves a half version that the worker could pick up. With
+``BSE_MODEL_SIGNING_SECRET`` set the manifest is signed (:mod:`bse_predict.serving.manifest_signing`).
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+
+from configs.settings import Settings
+from bse_predict.training.dataset import SymbolDataset, build_dataset, holdout_split
+from bse_predict.evaluation.holdout_metrics import holdout_metrics
+from bse_predict.serving.changelog import with_changelog
+from bse_predict.training.onnx_parity import check_parity
+from bse_predict.candles.files import CandleSeries
+from bse_predict.monitoring.drift import training_bins
+from bse_predict.errors import BsePredictError
+from bse_predict.features.definitions import FEATURE_NAMES, FEATURE_SPEC_HASH
+from bse_predict.features.inputs import InputRows, concat_rows, min_history
+from bse_predict.families import BasePredictor, get_model
+from bse_predict.labels.first_touch import DOWN, UNKNOWN, UP
+from bse_predict.serving.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, manifest_json, sha256_of
+from bse_predict.serving.parity_check import record_parity_sample
+from bse_predict.serving.signals import target_label
+
+__all__ = ["TrainingError", "train_version"]
+
+_LIBRARIES = ("numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime")
+
+
+class TrainingError(BsePredictError):
+    """Training cannot produce a sound version from these inputs."""
+
+
+@dataclass(frozen=True)
+class _Split:
+    x_train: np.ndarray | InputRows
+    y_train: np.ndarray
+    x_holdout: np.ndarray | InputRows
+    y_holdout: np.ndarray
+    x_validation: np.ndarray | InputRows
+    y_validation: np.ndarray
+
+
+def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings) -> _Split:
+    """The family's own inputs (``prepare_data``), pooled over symbols. Per symbol, in time:
+    the newest share is held out; a family that stops early also gets the newest share of
+    what is left as validation; every boundary is purged by the label horizon."""
+    horizon_ms = settings.market.horizon_hours * 3_600_000
+    validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
+    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv")}
+    for data in datasets:
+        x, y = model.prepare_data(data, target)
+        times = data.open_time_ms[data.labels[target] != UNKNOWN]
+        before_holdout, holdout = holdout_split(times, settings.training.holdout_fraction, horizon_ms)
+        fit_part, validation_part = holdout_split(times[before_holdout], validation_fraction, horizon_ms)
+        train = np.flatnonzero(before_holdout)[fit_part]
+        validation = np.flatnonzero(before_holdout)[validation_part]
+        for name, rows in (("t", train), ("h", holdout), ("v", validation)):
+            parts[f"x{name}"].append(x[rows])
+            parts[f"y{name}"].append(y[rows])
+    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv")))
+    missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
+    if missing:
+        raise TrainingError(f"target {target}: training rows lack classes {sorted(missing)}; give more history")
+    return split
+
+
+def _train_family(family: str, target: str, datasets: list[SymbolDataset], settings: Settings,
+                  work_dir: Path) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
+    """Fit one family on one target, export it, prove the export, measure it on the holdout.
+    A family with ``variants`` (the ensemble's other strategies) adds one entry per variant."""
+    model = get_model(family, **settings.models.params_for(family, target))
+    split = _pooled_split(datasets, model, target, settings)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    validation = (split.x_validation, split.y_validation) if model.uses_validation else None
+    model.train(split.x_train, split.y_train, validation_data=validation)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    stem = f"{family}_{target.rstrip('%')}pct"
+    model.export_onnx(work_dir / f"{stem}.onnx")
+    model.save(work_dir / "native" / f"{stem}.joblib")
+    check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
+    native = model.predict_proba(check_rows)
+    feed = model.onnx_feed(check_rows)
+    # a few of these rows and the native answers go into the version too: promote re-runs them
+    parity = record_parity_sample(check_parity(native, work_dir / f"{stem}.onnx", feed), work_dir, stem, feed, native)
+    metrics = model.validate(split.x_holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
+    # CPU seconds beside wall seconds: on a shared machine the wall clock measures the neighbours too
+    metrics.update(train_rows=float(len(split.y_train)), train_seconds=round(seconds, 3),
+                   train_cpu_seconds=round(cpu_seconds, 3))
+    combiner = getattr(model, "combiner_record", None)
+    entry = ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx",
+                       inputs=model.input_kinds, native_file=f"native/{stem}.joblib",
+                       combiner=combiner(model.strategy, family) if combiner else None)
+    results = [(entry, metrics, parity)]
+    for variant in getattr(model, "variants", tuple)():
+        file = f"{family}_{variant}_{target.rstrip('%')}pct.onnx"
+        model.export_strategy(work_dir / file, variant)
+        kinds = model.variant_input_kinds(variant)
+        variant_native = model.predict_strategy(check_rows, variant)
+        variant_feed = {k: v for k, v in feed.items() if k in kinds}
+        variant_parity = record_parity_sample(check_parity(variant_native, work_dir / file, variant_feed), work_dir,
+                                              file.removesuffix(".onnx"), variant_feed, variant_native)
+        variant_metrics = (holdout_metrics(model.predict_strategy(split.x_holdout, variant), split.y_holdout,
+                                           split.y_train) if len(split.y_holdout) else {})
+        results.append((ModelEntry(name=f"{family}_{variant}", family=family, target=target, file=file,
+                                   inputs=kinds, native_file=f"native/{stem}.joblib",
+                                   combiner=combiner(variant, family) if combiner else None),
+                        variant_metrics, variant_parity))
+    return results
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {name: package_version(name) for name in _LIBRARIES}
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def train_version(series: list[CandleSeries], settings: Settings, version: str, *, show_progress: bool = True) -> Path:
+    """Train, export, verify and register ``version``; return its folder."""
+    models_dir = settings.models_dir
+    final_dir = models_dir / version
+    if final_dir.exists():
+        raise TrainingError(f"version {version} already exists in {models_dir}; versions are immutable, pick a new one")
+    if not series:
+        raise TrainingError("no candle series to train on")
+    started = time.perf_counter()
+    market = settings.market
+    work_dir = models_dir / f".{version}.partial"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    (work_dir / "native").mkdir(parents=True)
+    try:
+        with Progress(disable=not show_progress, transient=False) as progress:
+            features_task = progress.add_task("features and labels", total=len(series))
+            datasets = []
+            for one in series:
+                progress.update(features_task, description=f"features and labels: {one.symbol}")
+                datasets.append(build_dataset(one, market.targets_pct, market.horizon_candles,
+                                              settings.training.max_rows_per_symbol))
+                progress.advance(features_task)
+            targets = [target_label(pct) for pct in market.targets_pct]
+            families = settings.models.enabled()
+            if settings.models.served not in families:
+                raise TrainingError(f"the served family {settings.models.served!r} is not enabled in models.families")
+            fit_task = progress.add_task("training", total=len(targets) * len(families))
+            entries, metrics, parity = [], {}, {}
+            for target in targets:
+                for family in families:
+                    progress.update(fit_task, description=f"training {family}: target {target}")
+                    for entry, entry_metrics, entry_parity in _train_family(family, target, datasets, settings,
+                                                                            work_dir):
+                        metrics[f"{entry.name}/{target}"], parity[f"{entry.name}/{target}"] = entry_metrics, entry_parity
+                        entries.append(entry)
+                    progress.advance(fit_task)
+        manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
+                             time.perf_counter() - started)
+        manifest = with_changelog(manifest, models_dir)
+        (work_dir / MANIFEST_NAME).write_text(manifest_json(manifest, settings.model_signing_secret), encoding="utf-8")
+        work_dir.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    return final_dir
+
+
+def _manifest(version: str, series: list[CandleSeries], datasets: list[SymbolDataset], entries: list[ModelEntry],
+              metrics: dict[str, dict[str, float]], parity: dict[str, ParityReport], settings: Settings,
+              work_dir: Path, seconds: float) -> Manifest:
+    files = sorted(p for p in work_dir.rglob("*") if p.is_file())
+    return Manifest(
+        version=version,
+        created_at=datetime.now(UTC),
+        timeframe=settings.market.timeframe,
+        horizon_hours=settings.market.horizon_hours,
+        targets_pct=settings.market.targets_pct,
+        feature_names=FEATURE_NAMES,
+        feature_spec_hash=FEATURE_SPEC_HASH,
+        min_history=min_history({kind for e in entries if e.name == settings.models.served for kind in e.inputs}),
+        data_span={
+            f"{one.symbol}@{one.source.name}": DataSpan(start_ms=int(d.open_time_ms[0]), end_ms=int(d.open_time_ms[-1]),
+                                                       rows=len(d.open_time_ms))
+            for one, d in zip(series, datasets, strict=True) if len(d.open_time_ms)
+        },
+        models=tuple(entries),
+        served_model=settings.models.served,
+        metrics=metrics,
+        parity=parity,
+        files_sha256={str(p.relative_to(work_dir)): sha256_of(p) for p in files},
+        library_versions=_library_versions(),
+        training_seconds=round(seconds, 3),
+        feature_bins=training_bins(np.vstack([d.features for d in datasets]), FEATURE_NAMES),
+    )
