@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from configs.settings import TIMEFRAME_MS, AlertsConfig
 from bse_predict.candles.schema import Prediction, Signal
 
-__all__ = ["AlertCall", "wanted_calls", "cooldown_allows", "cooldown_key", "target_sort_key", "called_direction",
+__all__ = ["AlertCall", "wanted_calls", "cooldown_allows", "cooldown_key", "target_sort_key",
            "is_stale"]
 
 
@@ -58,11 +58,6 @@ def target_sort_key(target: str) -> tuple[float, str]:
         return float(target.rstrip("%")), target
     except ValueError:
         return float("inf"), target
-
-
-def called_direction(p_up: float, p_down: float) -> Literal["up", "down"]:
-    """The contract's direction: up unless p_down is larger."""
-    return "up" if p_up >= p_down else "down"
 
 
 def wanted_calls(prediction: Prediction, config: AlertsConfig) -> list[AlertCall]:

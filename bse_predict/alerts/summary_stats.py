@@ -3,16 +3,18 @@ Brier scores beside the climatology's, a reliability table, best and worst.
 
 Definitions (docs/alerts.md repeats them for readers of the summary):
 
-- the *call* of a prediction is its direction (up unless p_down > p_up); it
-  *hits* when the outcome equals it, so an outcome of none is a miss;
+- the *call* of a prediction is its called side (up unless p_down > p_up, as
+  :func:`bse_predict.scoring.probabilities.called_side` says); it *hits* when
+  the outcome equals it, so an outcome of none is a miss;
 - the *base rate* is the hit rate of always calling the side that was more
   frequent in the same outcomes: hindsight's best constant call, the bar a
   model must clear to be worth anything;
 - *edge* = hit rate - base rate;
 - *Brier* is the three-class score mean(sum_k (p_k - y_k)^2) (0 is perfect),
   *base Brier* the score of forecasting the window's own class frequencies;
-- the reliability table bins the called side's probability and puts the
-  observed frequency of that side beside the mean forecast.
+- the reliability table bins the called side's probability at
+  :data:`RELIABILITY_EDGES` and puts the observed frequency of that side
+  beside the mean forecast.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from bse_predict.alerts.rules import called_direction, target_sort_key
+from bse_predict.alerts.rules import target_sort_key
+from bse_predict.labels.first_touch import CLASS_NAMES, DOWN, UP
+from bse_predict.scoring.probabilities import calibration_bins, called_side, row_brier
 
 __all__ = ["ResolvedCall", "GroupStats", "ReliabilityBin", "Ranking", "SummaryStats", "group_stats", "summarize",
            "RELIABILITY_EDGES"]
@@ -49,7 +54,7 @@ class ResolvedCall(_Frozen):
 
     @property
     def direction(self) -> Literal["up", "down"]:
-        return called_direction(self.p_up, self.p_down)
+        return "up" if called_side(np.array([self.p_up, self.p_down, self.p_none])) == UP else "down"
 
     @property
     def hit(self) -> bool:
@@ -101,42 +106,34 @@ class Ranking(_Frozen):
     worst: GroupStats | None
 
 
-def _brier(call: ResolvedCall, forecast: Sequence[float]) -> float:
-    truth = (call.outcome == "up", call.outcome == "down", call.outcome == "none")
-    return sum((p - float(y)) ** 2 for p, y in zip(forecast, truth, strict=True))
-
-
 def group_stats(name: str, calls: Sequence[ResolvedCall]) -> GroupStats:
     """Scores of one non-empty group of resolved calls."""
     if not calls:
         raise ValueError(f"group {name!r} has no resolved calls")
     n = len(calls)
-    frequency = {k: sum(c.outcome == k for c in calls) / n for k in ("up", "down", "none")}
-    climatology = (frequency["up"], frequency["down"], frequency["none"])
+    labels = np.array([CLASS_NAMES.index(c.outcome) for c in calls])
+    frequency = np.bincount(labels, minlength=len(CLASS_NAMES)) / n
+    forecasts = np.array([(c.p_up, c.p_down, c.p_none) for c in calls])
     alerted = [c for c in calls if c.alerted]
     return GroupStats(
         name=name,
         n=n,
         hit_rate=sum(c.hit for c in calls) / n,
-        base_rate=max(frequency["up"], frequency["down"]),
-        brier=sum(_brier(c, (c.p_up, c.p_down, c.p_none)) for c in calls) / n,
-        brier_base=sum(_brier(c, climatology) for c in calls) / n,
+        base_rate=float(max(frequency[UP], frequency[DOWN])),
+        brier=float(np.mean(row_brier(forecasts, labels))),
+        brier_base=float(np.mean(row_brier(np.tile(frequency, (n, 1)), labels))),
         alerts=len(alerted),
         alert_hit_rate=sum(c.hit for c in alerted) / len(alerted) if alerted else None,
     )
 
 
 def _reliability(calls: Sequence[ResolvedCall]) -> tuple[ReliabilityBin, ...]:
-    bins = []
-    for lower, upper in zip(RELIABILITY_EDGES[:-1], RELIABILITY_EDGES[1:], strict=True):
-        inside = [c for c in calls if lower <= c.called_probability < upper
-                  or (upper == RELIABILITY_EDGES[-1] and c.called_probability == upper)]
-        if inside:
-            bins.append(ReliabilityBin(
-                lower=lower, upper=upper, n=len(inside),
-                mean_forecast=sum(c.called_probability for c in inside) / len(inside),
-                observed=sum(c.hit for c in inside) / len(inside)))
-    return tuple(bins)
+    binned = calibration_bins(np.array([c.called_probability for c in calls]), np.array([c.hit for c in calls]),
+                              RELIABILITY_EDGES)
+    mean_p, hit_rate = binned.mean_p, binned.hit_rate
+    return tuple(ReliabilityBin(lower=float(binned.lower[b]), upper=float(binned.upper[b]), n=int(binned.rows[b]),
+                                mean_forecast=float(mean_p[b]), observed=float(hit_rate[b]))
+                 for b in np.flatnonzero(binned.rows))
 
 
 def _grouped(calls: Iterable[ResolvedCall], key: str) -> dict[str, list[ResolvedCall]]:

@@ -13,8 +13,8 @@ Strategies:
   with θ minimising the log loss of Σ w_i P_i on out-of-fold rows: the floor
   keeps every member in.
 - ``dynamic``: per row, w_i · c_i^power with c_i the member's confidence
-  max(p_up, p_down) / (p_up + p_down); the power is chosen on out-of-fold
-  log loss (0 is the weighted ensemble).
+  max(p_up, p_down) / (p_up + p_down) (:func:`bse_predict.scoring.probabilities.confidence`);
+  the power is chosen on out-of-fold log loss (0 is the weighted ensemble).
 - ``regime``: one weight vector per HMM regime (filtered regime at the row,
   its arg max), fitted on that regime's out-of-fold rows; regimes with too
   few rows take the global weights.
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bse_predict.scoring.probabilities import confidence, outcome_log_loss, row_log_loss
+
 __all__ = [
     "STRATEGIES",
     "EPS",
@@ -42,7 +44,6 @@ __all__ = [
     "failed_rows",
     "floor_weights",
     "fit_weights",
-    "confidence",
     "weighted_average",
     "dynamic_weights",
     "regime_weights",
@@ -70,7 +71,8 @@ def floor_weights(raw: np.ndarray, floor: float) -> np.ndarray:
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, None))))
+    """Mean :func:`~bse_predict.scoring.probabilities.row_log_loss` of rows ``p`` [n, 3] against ``y``."""
+    return float(np.mean(row_log_loss(p, y)))
 
 
 def fit_weights(probs: np.ndarray, y: np.ndarray, floor: float) -> np.ndarray:
@@ -85,17 +87,10 @@ def fit_weights(probs: np.ndarray, y: np.ndarray, floor: float) -> np.ndarray:
 
     def loss(theta: np.ndarray) -> float:
         w = floor_weights(softmax(theta), floor)
-        return float(-np.mean(np.log(np.clip(w @ picked, EPS, None))))
+        return float(np.mean(outcome_log_loss(w @ picked)))
 
     result = minimize(loss, np.zeros(m), method="L-BFGS-B")
     return floor_weights(softmax(result.x), floor)
-
-
-def confidence(probs: np.ndarray) -> np.ndarray:
-    """max(p_up, p_down) / (p_up + p_down) over the last axis, 0.5 where both are 0."""
-    up, down = probs[..., 0], probs[..., 1]
-    touched = up + down
-    return np.where(touched > EPS, np.maximum(up, down) / np.maximum(touched, EPS), 0.5)
 
 
 def weighted_average(probs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,10 +188,11 @@ def combine(spec: CombinerSpec, probs: np.ndarray, regime_probabilities: np.ndar
 
 def hedge_update(weights: np.ndarray, member_probs: np.ndarray, outcome: int, rate: float,
                  floor: float) -> np.ndarray:
-    """One outcome arrives: w_i ∝ w_i · exp(-rate · log loss_i), then floored. A member whose
-    prediction failed (not finite) keeps its weight."""
+    """One outcome arrives: w_i ∝ w_i · exp(-rate · log loss_i), then floored. A member's log loss
+    is capped at -log(EPS) (its p of the outcome raised to EPS); a member whose prediction failed
+    (not finite) keeps its weight."""
     p = member_probs[:, outcome]
-    loss = np.where(np.isfinite(p), -np.log(np.clip(np.nan_to_num(p, nan=1.0), EPS, None)), 0.0)
+    loss = np.where(np.isfinite(p), outcome_log_loss(np.maximum(np.nan_to_num(p, nan=1.0), EPS)), 0.0)
     w = weights * np.exp(-rate * (loss - loss.min()))
     w = w / w.sum()
     w = np.maximum(w, floor)

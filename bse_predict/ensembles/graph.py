@@ -105,8 +105,10 @@ def _combine(g: _Graph, members: list[str], spec: CombinerSpec, regime: str | No
             up = g.node("Slice", [p, g.const([0], np.int64), g.const([1], np.int64), axis1])
             down = g.node("Slice", [p, g.const([1], np.int64), g.const([2], np.int64), axis1])
             touched = g.node("Add", [up, down])
-            c = g.node("Div", [g.node("Max", [up, down]), g.node("Max", [touched, g.const(EPS)])])
-            confidences.append(g.node("Where", [g.node("Greater", [touched, g.const(EPS)]), c, g.const(0.5)]))
+            # bse_predict.scoring.probabilities.confidence: 0.5 where nothing is touched
+            any_touched = g.node("Greater", [touched, g.const(0.0)])
+            c = g.node("Div", [g.node("Max", [up, down]), g.node("Where", [any_touched, touched, g.const(1.0)])])
+            confidences.append(g.node("Where", [any_touched, c, g.const(0.5)]))
         weights = g.node("Mul", [weights, g.node("Pow", [g.node("Concat", confidences, axis=1),
                                                           g.const(spec.power)])])
     elif spec.strategy != "weighted":

@@ -42,6 +42,8 @@ CalibratorName = Literal["platt", "temperature", "isotonic", "none"]
 CALIBRATORS: tuple[CalibratorName, ...] = ("platt", "temperature", "isotonic", "none")
 DEFAULT_CALIBRATOR: CalibratorName = "temperature"
 PROBABILITY_FLOOR = 1e-6
+"""The least probability a calibrator returns (rows are mixed with it); the log-loss floor of the
+scores is :data:`bse_predict.scoring.probabilities.PROBABILITY_FLOOR`."""
 _CLASSES = 3
 
 

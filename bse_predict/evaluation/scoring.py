@@ -1,14 +1,14 @@
 """Scores of class probabilities (up, down, none) against first-touch labels.
 
-Beyond :func:`bse_predict.evaluation.holdout_metrics.holdout_metrics`: per-row losses (for the paired
-bootstrap), expected calibration error, reliability bins, precision and
-coverage at confidence thresholds, and :func:`group_metrics`, which puts all
-of them for one group of rows beside the climatology's on the same rows.
+Beyond :func:`bse_predict.evaluation.holdout_metrics.holdout_metrics`: the ROC AUC of up against
+down, expected calibration error, reliability bins, precision and coverage at
+confidence thresholds, and :func:`group_metrics`, which puts all of them for one
+group of rows beside the climatology's on the same rows.
 
 Definitions:
 
-- ``confidence = max(p_up, p_down) / (p_up + p_down)`` and the called side is
-  up when ``p_up >= p_down``, as in :mod:`bse_predict.serving.signals`.
+- confidence, the called side, the per-row log loss and Brier, and the bins
+  are :mod:`bse_predict.scoring.probabilities`'s, the ones serving publishes with.
 - ECE is class-wise: for each class, equal-width bins of its probability,
   ``sum_b n_b / n * |mean p - observed share|``; the mean over the three
   classes. Class-wise rather than top-label, because the "none" class and the
@@ -23,12 +23,9 @@ import numpy as np
 
 from bse_predict.evaluation.schema import GroupMetrics, ReliabilityBin, ThresholdMetrics
 from bse_predict.labels.first_touch import DOWN, NONE, UP
+from bse_predict.scoring.probabilities import called_side, calibration_bins, confidence, row_brier, row_log_loss
 
 __all__ = [
-    "LOSS_FLOOR",
-    "row_log_loss",
-    "row_brier",
-    "confidence",
     "auc_up_vs_down",
     "expected_calibration_error",
     "reliability_bins",
@@ -36,25 +33,7 @@ __all__ = [
     "group_metrics",
 ]
 
-LOSS_FLOOR = 1e-12
-"""Probabilities are clipped here before the log, as in :mod:`bse_predict.evaluation.holdout_metrics`."""
 _CLASSES = 3
-
-
-def row_log_loss(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """-log p[label] per row."""
-    return -np.log(np.clip(probabilities[np.arange(len(labels)), labels], LOSS_FLOOR, 1.0))
-
-
-def row_brier(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Sum over the three classes of (p - onehot)^2 per row (0 to 2)."""
-    return np.sum((probabilities - np.eye(_CLASSES)[labels]) ** 2, axis=1)
-
-
-def confidence(probabilities: np.ndarray) -> np.ndarray:
-    touched = probabilities[:, UP] + probabilities[:, DOWN]
-    side = np.maximum(probabilities[:, UP], probabilities[:, DOWN])
-    return np.divide(side, touched, out=np.full(len(touched), 0.5), where=touched > 0)
 
 
 def auc_up_vs_down(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
@@ -69,41 +48,29 @@ def auc_up_vs_down(probabilities: np.ndarray, labels: np.ndarray) -> float | Non
     return float(roc_auc_score(labels[touched] == UP, score))
 
 
-def _bin_index(values: np.ndarray, bins: int) -> np.ndarray:
-    return np.minimum((values * bins).astype(np.int64), bins - 1)
-
-
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
     if len(labels) == 0:
         return 0.0
     total = 0.0
     for k in range(_CLASSES):
-        index = _bin_index(probabilities[:, k], bins)
-        predicted = np.bincount(index, weights=probabilities[:, k], minlength=bins)
-        observed = np.bincount(index, weights=(labels == k).astype(float), minlength=bins)
-        total += float(np.sum(np.abs(predicted - observed))) / len(labels)
+        binned = calibration_bins(probabilities[:, k], labels == k, bins)
+        total += float(np.sum(np.abs(binned.sum_p - binned.sum_hit))) / len(labels)
     return total / _CLASSES
 
 
 def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, klass: int,
                      bins: int = 10) -> tuple[ReliabilityBin, ...]:
     """Equal-width bins of p[:, klass]: mean predicted against observed share (non-empty bins only)."""
-    p = probabilities[:, klass]
-    index = _bin_index(p, bins)
-    out = []
-    for b in range(bins):
-        rows = index == b
-        if rows.any():
-            out.append(ReliabilityBin(lower=b / bins, upper=(b + 1) / bins, rows=int(rows.sum()),
-                                      mean_predicted=float(p[rows].mean()),
-                                      observed=float(np.mean(labels[rows] == klass))))
-    return tuple(out)
+    binned = calibration_bins(probabilities[:, klass], labels == klass, bins)
+    mean_p, hit_rate = binned.mean_p, binned.hit_rate
+    return tuple(ReliabilityBin(lower=float(binned.lower[b]), upper=float(binned.upper[b]), rows=int(binned.rows[b]),
+                                mean_predicted=float(mean_p[b]), observed=float(hit_rate[b]))
+                 for b in np.flatnonzero(binned.rows))
 
 
 def threshold_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> ThresholdMetrics:
     called = confidence(probabilities) >= threshold
-    side = np.where(probabilities[:, UP] >= probabilities[:, DOWN], UP, DOWN)
-    hits = called & (labels == side)
+    hits = called & (labels == called_side(probabilities))
     touched_calls = called & (labels != NONE)
     n_calls = int(called.sum())
     return ThresholdMetrics(

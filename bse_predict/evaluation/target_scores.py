@@ -25,8 +25,9 @@ from bse_predict.evaluation.schema import (
 )
 from bse_predict.evaluation.fold_predictions import FoldMasks, OutOfFold
 from bse_predict.training.pooling import PooledRows
-from bse_predict.evaluation.scoring import group_metrics, reliability_bins, row_brier, row_log_loss
+from bse_predict.evaluation.scoring import group_metrics, reliability_bins
 from bse_predict.labels.first_touch import CLASS_NAMES
+from bse_predict.scoring.probabilities import row_brier, row_log_loss
 
 __all__ = ["score_target", "reference_model", "CLAIM_FAMILY"]
 

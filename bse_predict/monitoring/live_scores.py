@@ -8,9 +8,10 @@ every worker, in any order) and a rolling window is the sum of its buckets
 (:func:`window_scores`). :class:`RollingScores` is the same in memory, tested
 step by step against the batch formulas.
 
-Scores, for outcome ``y`` and probabilities ``p = (p_up, p_down, p_none)``:
+Scores, for outcome ``y`` and probabilities ``p = (p_up, p_down, p_none)``, with the
+formulas of :mod:`bse_predict.scoring.probabilities`:
 
-- log loss ``-log max(p_y, 1e-15)``;
+- log loss ``-log max(p_y, PROBABILITY_FLOOR)``;
 - Brier ``Σ_k (p_k - [y = k])²`` (the three-class Brier, 0 best, 2 worst);
 - accuracy: ``argmax p == y`` (ties to the first class), beside the base rate,
   the share of the window's most frequent outcome (what "always say that" scores);
@@ -20,27 +21,25 @@ Scores, for outcome ``y`` and probabilities ``p = (p_up, p_down, p_none)``:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from bse_predict.labels.first_touch import CLASS_NAMES
+from bse_predict.scoring.probabilities import bin_index, outcome_log_loss, row_brier
 
 __all__ = [
-    "LOG_LOSS_FLOOR",
     "CalibrationBin",
     "LiveScores",
     "score_fields",
+    "batch_score_fields",
     "add_fields",
     "window_scores",
     "bucket_of",
     "RollingScores",
 ]
-
-LOG_LOSS_FLOOR = 1e-15
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -64,27 +63,30 @@ class LiveScores(_Frozen):
     calibration: tuple[CalibrationBin, ...]
 
 
-def _bin_of(p: float, bins: int) -> int:
-    return min(int(p * bins), bins - 1)
-
-
 def score_fields(p: Sequence[float], outcome: str, bins: int) -> dict[str, float]:
     """The sums one outcome adds (``p`` = (p_up, p_down, p_none), ``outcome`` a class name)."""
-    y = CLASS_NAMES.index(outcome)
-    probabilities = [float(v) for v in p]  # plain floats: numpy on three numbers cost more than the sums
-    fields = {
-        "n": 1.0,
-        "log_loss": -math.log(max(probabilities[y], LOG_LOSS_FLOOR)),
-        "brier": sum((q - float(k == y)) ** 2 for k, q in enumerate(probabilities)),
-        "correct": float(max(range(len(probabilities)), key=probabilities.__getitem__) == y),  # ties: the first
-        f"y:{outcome}": 1.0,
-    }
-    for k, name in enumerate(CLASS_NAMES):
-        b = _bin_of(probabilities[k], bins)
-        fields[f"cal:{name}:{b}:n"] = 1.0
-        fields[f"cal:{name}:{b}:p"] = probabilities[k]
-        fields[f"cal:{name}:{b}:hit"] = float(k == y)
-    return fields
+    return batch_score_fields(np.asarray([p], dtype=np.float64), np.array([CLASS_NAMES.index(outcome)]), bins)[0]
+
+
+def batch_score_fields(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> list[dict[str, float]]:
+    """:func:`score_fields` of every row of ``probabilities`` [n, 3] with its class index in ``labels``,
+    the formulas run once over the rows."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    log_losses = outcome_log_loss(p[np.arange(len(p)), y]).tolist()
+    briers = row_brier(p, y).tolist()
+    correct = (np.argmax(p, axis=1) == y).tolist()  # ties: the first
+    places = bin_index(p, bins).tolist()
+    rows = []
+    for k, (row, label) in enumerate(zip(p.tolist(), y.tolist(), strict=True)):
+        fields = {"n": 1.0, "log_loss": log_losses[k], "brier": briers[k], "correct": float(correct[k]),
+                  f"y:{CLASS_NAMES[label]}": 1.0}
+        for c, (name, b, q) in enumerate(zip(CLASS_NAMES, places[k], row, strict=True)):
+            fields[f"cal:{name}:{b}:n"] = 1.0
+            fields[f"cal:{name}:{b}:p"] = q
+            fields[f"cal:{name}:{b}:hit"] = float(c == label)
+        rows.append(fields)
+    return rows
 
 
 def add_fields(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:

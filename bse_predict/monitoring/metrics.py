@@ -21,6 +21,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+import numpy as np
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -28,9 +29,8 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from configs.settings import Settings
-from bse_predict.monitoring.live_scores import LiveScores, add_fields, bucket_of, score_fields, window_scores
+from bse_predict.monitoring.live_scores import LiveScores, add_fields, batch_score_fields, bucket_of, window_scores
 from bse_predict.monitoring.outcomes import Settlement
-from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.candles.schema import Prediction
 
 __all__ = ["SeriesKey", "HashSums", "RedisLiveScores", "WorkerMetrics"]
@@ -107,10 +107,12 @@ class RedisLiveScores:
 
     async def on_settled(self, settlements: Sequence[Settlement]) -> None:
         parts: dict[tuple[str, int], list[dict[str, float]]] = defaultdict(list)
-        for s in settlements:
+        scored = batch_score_fields(np.array([(s.pending.p_up, s.pending.p_down, s.pending.p_none) for s in settlements],
+                                             dtype=np.float64).reshape(-1, 3),
+                                    np.array([s.label for s in settlements], dtype=np.int64), self._bins)
+        for s, fields in zip(settlements, scored, strict=True):
             item = s.pending
             series_id = self._series_id((item.model.version, item.variant, item.target, item.stream))
-            fields = score_fields((item.p_up, item.p_down, item.p_none), CLASS_NAMES[s.label], self._bins)
             parts[(series_id, bucket_of(s.resolved_at, self._bucket_ms))].append(fields)
         if not parts:
             return

@@ -38,6 +38,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from bse_predict.scoring.probabilities import outcome_log_loss
+
 __all__ = [
     "BETS",
     "Verdict",
@@ -73,9 +75,10 @@ class Evidence(BaseModel):
 
 
 def clipped_log_loss(p_of_outcome: np.ndarray, clip_nats: float) -> np.ndarray:
-    """``-log p`` of the outcome that happened, clipped to ``[0, clip_nats]``."""
+    """:func:`~bse_predict.scoring.probabilities.outcome_log_loss` of the outcome that happened, with
+    p raised to ``exp(-clip_nats)`` first and the loss clipped to ``[0, clip_nats]``."""
     p = np.asarray(p_of_outcome, dtype=np.float64)
-    return np.minimum(-np.log(np.maximum(p, math.exp(-clip_nats))), clip_nats)
+    return np.minimum(outcome_log_loss(np.maximum(p, math.exp(-clip_nats))), clip_nats)
 
 
 def normalised_differences(p_champion: np.ndarray, p_challenger: np.ndarray, clip_nats: float) -> np.ndarray:

@@ -1,8 +1,9 @@
 """From calibrated class probabilities to the contract's per-target call.
 
-``direction`` is the larger of p_up and p_down; ``confidence`` is that one over
-(p_up + p_down): how sure the model is about the side, given that a barrier is
-touched at all. The signal comes from the target's thresholds on confidence
+``direction`` is the larger of p_up and p_down (up on a tie); ``confidence`` is
+that one over (p_up + p_down): how sure the model is about the side, given that
+a barrier is touched at all. Both are :mod:`bse_predict.scoring.probabilities`'s.
+The signal comes from the target's thresholds on confidence
 (``signals.per_target``, else ``signals.strong``/``normal``).
 
 With ``signals.require_positive_ev`` a signal also needs a positive expected
@@ -24,6 +25,8 @@ import numpy as np
 
 from configs.settings import SignalThresholds
 from bse_predict.candles.schema import Signal, TargetPrediction
+from bse_predict.labels.first_touch import UP
+from bse_predict.scoring.probabilities import called_side, confidence
 
 __all__ = ["target_prediction", "target_predictions", "signal_for", "target_label", "target_pct",
            "expected_value_pct"]
@@ -68,15 +71,13 @@ def target_predictions(probabilities: np.ndarray, thresholds: SignalThresholds,
     """
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, None)
     p = p / p.sum(axis=1, keepdims=True)
-    touched = p[:, 0] + p[:, 1]
-    up = p[:, 0] >= p[:, 1]
-    confidence = np.where(touched > 0, np.maximum(p[:, 0], p[:, 1]) / np.where(touched > 0, touched, 1.0), 0.5)
+    up = called_side(p) == UP
     if thresholds.require_positive_ev and target is not None:
         positive = expected_value_pct(p[:, 0], p[:, 1], target_pct(target), thresholds.round_trip_cost_pct, up) > 0
     else:
         positive = np.ones(len(p), dtype=bool)
     parts = []
-    for (p_up, p_down, p_none), is_up, conf, ev_ok in zip(p.tolist(), up.tolist(), confidence.tolist(),
+    for (p_up, p_down, p_none), is_up, conf, ev_ok in zip(p.tolist(), up.tolist(), confidence(p).tolist(),
                                                           positive.tolist(), strict=True):
         direction = "up" if is_up else "down"
         parts.append(TargetPrediction.model_construct(

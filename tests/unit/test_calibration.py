@@ -7,7 +7,8 @@ import pytest
 from scipy.special import softmax
 
 from bse_predict.evaluation.calibration import CALIBRATORS, PROBABILITY_FLOOR, TemperatureCalibrator, make_calibrator
-from bse_predict.evaluation.scoring import expected_calibration_error, row_log_loss
+from bse_predict.evaluation.scoring import expected_calibration_error
+from bse_predict.scoring.probabilities import row_log_loss
 
 
 def _overconfident(rows: int, seed: int, sharpness: float = 3.0) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from sklearn.metrics import log_loss
 
 from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.monitoring.live_scores import RollingScores, add_fields, score_fields, window_scores
+from bse_predict.scoring.probabilities import PROBABILITY_FLOOR
 
 HOUR_MS = 3_600_000
 BINS = 10
@@ -19,7 +20,7 @@ def _batch(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     onehot = np.eye(3)[y]
     counts = np.bincount(y, minlength=3)
     return {
-        "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1), labels=[0, 1, 2])),
+        "log_loss": float(log_loss(y, np.clip(p, PROBABILITY_FLOOR, 1), labels=[0, 1, 2])),
         "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
         "accuracy": float(np.mean(np.argmax(p, axis=1) == y)),
         "base_rate": float(counts.max() / len(y)),

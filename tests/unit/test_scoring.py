@@ -10,16 +10,14 @@ from bse_predict.evaluation.bootstrap import claim_verdict, comparison_verdict, 
 from bse_predict.evaluation.schema import Interval
 from bse_predict.evaluation.scoring import (
     auc_up_vs_down,
-    confidence,
     expected_calibration_error,
     group_metrics,
     reliability_bins,
-    row_brier,
-    row_log_loss,
     threshold_metrics,
 )
 from bse_predict.labels.first_touch import DOWN, NONE, UP
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
+from bse_predict.scoring.probabilities import confidence, row_brier, row_log_loss
 
 DAY = 86_400_000
 
