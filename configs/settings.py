@@ -4,6 +4,27 @@ Layering, lowest to highest priority: ``configs/default.yaml``, the file given
 with ``--config`` (deep-merged), then environment variables (``BSE_*`` and the
 ``TELEGRAM_*`` names of the contract). Build it once at start-up with
 :func:`load_settings` and pass it down; nothing reads the environment later.
+
+**One source of defaults.** ``configs/default.yaml`` is it: :class:`Settings`
+reads the file as its lowest layer (:class:`_ShippedDefaults`), so ``Settings()``
+and ``load_settings()`` are the same object, and the model zoo (``models``) has
+no default in Python at all. The blocks keep Python field defaults so that one
+can be built on its own (``BreakerConfig(open_s=1)``), and a unit test proves
+each block built with no arguments equals the file's, so the two cannot drift.
+
+**Environment.** The contract's flat names (``BSE_KAFKA_BOOTSTRAP``,
+``BSE_REDIS_URL``, ``BSE_KAFKA_SASL_PASSWORD``, ...) and any nested value with a
+double underscore: ``BSE_WORKER__BATCH_MAX_EVENTS=7`` sets
+``worker.batch_max_events``. A value in a free-form mapping (a family's
+``params``) arrives as the string the environment holds.
+
+**Checked at load**, beside each field's own bounds: a member's timeout under
+the breaker's latency budget, a window longer than the longest input lookback
+(:data:`MAX_INPUT_LOOKBACK`), every ``purge_rows`` at least the label horizon
+(``purge_rows: horizon`` is filled in with ``market.horizon_candles``). A
+family's parameter names need its constructor, so
+``bse_predict.families.base.check_family_params`` checks them; the command
+line calls it right after loading.
 """
 
 from __future__ import annotations
@@ -19,9 +40,18 @@ from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Val
                       model_validator)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings", "DEFAULT_CONFIG_PATH", "TIMEFRAME_MS"]
+__all__ = ["Settings", "load_settings", "DEFAULT_CONFIG_PATH", "TIMEFRAME_MS", "MAX_INPUT_LOOKBACK",
+           "PURGE_THE_HORIZON"]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
+
+MAX_INPUT_LOOKBACK = 192
+"""Rows of history the longest model input reads, the current candle included (the ``sequence`` input:
+``max(bse_predict.features.inputs.INPUT_LOOKBACK.values())``, which a unit test holds it to; settings
+import nothing of the project). A window must keep more: the extra one anchors a gap at its start."""
+
+PURGE_THE_HORIZON = "horizon"
+"""``purge_rows: horizon`` in a family's params: replaced at load by ``market.horizon_candles``."""
 
 TIMEFRAME_MS: dict[str, int] = {
     "1m": 60_000,
@@ -86,11 +116,20 @@ class CandleRules(_Frozen):
 
 
 class WindowConfig(_Frozen):
-    retain_candles: int = Field(400, gt=1)
+    retain_candles: int = Field(400, gt=1, description="closed candles kept per symbol; above MAX_INPUT_LOOKBACK")
     silent_expire_hours: int = Field(
         720, gt=0, description="a symbol's Redis keys (window, marks, pending outcomes) expire this long after its "
                                "last candle; it is then rebuilt from the candles topic if it comes back")
     rebuild_scan_messages: int = Field(200_000, ge=0)
+
+    @field_validator("retain_candles")
+    @classmethod
+    def _longer_than_every_input(cls, value: int) -> int:
+        if value <= MAX_INPUT_LOOKBACK:
+            raise ValueError(f"window.retain_candles is {value}: it must be above {MAX_INPUT_LOOKBACK}, the history "
+                             "the longest model input reads, to keep the anchor candle too; with fewer every candle "
+                             "counts as insufficient history and nothing is predicted")
+        return value
 
 
 class TopicsConfig(_Frozen):
@@ -211,10 +250,11 @@ class FamilyConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    """The model zoo: which families train, with which hyperparameters, and which one serves."""
+    """The model zoo: which families train, with which hyperparameters, and which one serves. No Python
+    default: the zoo is ``models`` in ``configs/default.yaml``, the one source of the shipped defaults."""
 
-    served: str = "random_forest"
-    families: dict[str, FamilyConfig] = {"random_forest": FamilyConfig()}
+    served: str
+    families: dict[str, FamilyConfig]
 
     def enabled(self) -> list[str]:
         return [name for name, family in self.families.items() if family.enabled]
@@ -245,7 +285,11 @@ class AlertThreshold(_Frozen):
 class AlertsConfig(_Frozen):
     """``bse-predict alerts``: what is sent to Telegram, when, and how politely."""
 
-    thresholds: dict[str, AlertThreshold] = {}
+    thresholds: dict[str, AlertThreshold] = {
+        "1%": AlertThreshold(min_probability=0.50),
+        "2%": AlertThreshold(min_probability=0.40),
+        "5%": AlertThreshold(min_probability=0.25),
+    }  # a target not listed is never alerted
     cooldown_hours: float = Field(12.0, ge=0.0)
     degraded: Literal["flag", "hold"] = "flag"
     chats: tuple[str, ...] = ()
@@ -456,11 +500,53 @@ class _BlockEnvironment(PydanticBaseSettingsSource):
         return found
 
 
+class _ShippedDefaults(PydanticBaseSettingsSource):
+    """``configs/default.yaml``, the lowest layer of every :class:`Settings`: the one source of the defaults."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        shipped = _read_yaml(DEFAULT_CONFIG_PATH)
+        _refuse_secrets(shipped, DEFAULT_CONFIG_PATH)
+        return shipped
+
+
+def _fill_horizon(node: Any, horizon_candles: int) -> Any:
+    """``node`` (a ``models`` block, as data) with every ``purge_rows: horizon`` set to ``horizon_candles``
+    (and a number from the environment, a string there, made a number)."""
+    if isinstance(node, BaseModel):
+        node = node.model_dump()
+    if not isinstance(node, dict):
+        return node
+    filled = {key: _fill_horizon(value, horizon_candles) for key, value in node.items()}
+    rows = filled.get("purge_rows")
+    if rows == PURGE_THE_HORIZON:
+        filled["purge_rows"] = horizon_candles
+    elif isinstance(rows, str) and rows.strip().isdigit():
+        filled["purge_rows"] = int(rows)
+    return filled
+
+
+def _purge_rows(node: Any, where: str) -> list[tuple[str, Any]]:
+    """(path, value) of every ``purge_rows`` inside ``node`` (nested parameter blocks included)."""
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key, value in node.items():
+        found += [(f"{where}.{key}", value)] if key == "purge_rows" else _purge_rows(value, f"{where}.{key}")
+    return found
+
+
 class Settings(BaseSettings):
-    """Every setting of bse-predict; frozen once built."""
+    """Every setting of bse-predict; frozen once built. ``Settings()`` is the shipped defaults of
+    ``configs/default.yaml`` (read as the lowest layer) under the environment; :func:`load_settings`
+    puts a ``--config`` file and overrides between the two."""
 
     # hide_input_in_errors: a refused value may be a secret (a short BSE_CONTROL_SECRET); never print it.
-    model_config = SettingsConfigDict(env_prefix="BSE_", frozen=True, extra="forbid", hide_input_in_errors=True)
+    # env_nested_delimiter: BSE_WORKER__BATCH_MAX_EVENTS sets worker.batch_max_events.
+    model_config = SettingsConfigDict(env_prefix="BSE_", env_nested_delimiter="__", frozen=True, extra="forbid",
+                                      hide_input_in_errors=True)
 
     kafka_bootstrap: str = "localhost:9092"
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"),
@@ -533,13 +619,53 @@ class Settings(BaseSettings):
     signals: SignalThresholds = SignalThresholds()
     backtest: BacktestConfig = BacktestConfig()
     training: TrainingConfig = TrainingConfig()
-    models: ModelConfig = ModelConfig()
+    models: ModelConfig  # no Python default: the zoo comes from configs/default.yaml
     outcomes: OutcomesConfig = OutcomesConfig()
     live_metrics: LiveMetricsConfig = LiveMetricsConfig()
     challenger: ChallengerConfig = ChallengerConfig()
     drift: DriftConfig = DriftConfig()
     alerts: AlertsConfig = AlertsConfig()
     control: ControlConfig = ControlConfig()
+
+    # Cross-field rules. Fields are validated in the order above, so each rule sits on the later field
+    # and reads the earlier one from ``info.data`` (absent when it failed: its own error is reported).
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _purge_the_horizon(cls, value: Any, info: ValidationInfo) -> Any:
+        market = info.data.get("market")
+        return value if market is None else _fill_horizon(value, market.horizon_candles)
+
+    @field_validator("models")
+    @classmethod
+    def _purge_at_least_the_horizon(cls, value: ModelConfig, info: ValidationInfo) -> ModelConfig:
+        """Fewer purged rows than the horizon would let training labels read the validation candles."""
+        market = info.data.get("market")
+        if market is None:
+            return value
+        for name, family in value.families.items():
+            blocks = {"params": family.params, **{f"per_target.{t}": p for t, p in family.per_target.items()}}
+            for block, params in blocks.items():
+                for where, rows in _purge_rows(params, f"models.families.{name}.{block}"):
+                    if isinstance(rows, bool) or not isinstance(rows, int) or rows < market.horizon_candles:
+                        raise ValueError(
+                            f"{where} is {rows!r}: it must be {PURGE_THE_HORIZON!r} or at least the label horizon, "
+                            f"{market.horizon_candles} candles (market.horizon_hours {market.horizon_hours} on "
+                            f"{market.timeframe} candles)")
+        return value
+
+    @field_validator("control")
+    @classmethod
+    def _member_timeout_within_budget(cls, value: ControlConfig, info: ValidationInfo) -> ControlConfig:
+        worker = info.data.get("worker")
+        if worker is None or worker.ensemble.mode != "members":
+            return value
+        timeout_ms, budget_ms = worker.ensemble.member_timeout_ms, value.breaker.latency_budget_ms
+        if timeout_ms >= budget_ms:
+            raise ValueError(f"worker.ensemble.member_timeout_ms ({timeout_ms:g}) must be under "
+                             f"control.breaker.latency_budget_ms ({budget_ms:g}): a batch that waits out a slow "
+                             "member would count as a failed call and the breaker would open")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -550,8 +676,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment beats the YAML files, which arrive as init kwargs.
-        return env_settings, _BlockEnvironment(settings_cls), init_settings
+        # The environment beats the --config file and overrides (init kwargs), which beat the shipped defaults.
+        return env_settings, _BlockEnvironment(settings_cls), init_settings, _ShippedDefaults(settings_cls)
 
     def topic(self, name: str) -> str:
         """The full name of a contract topic, with the configured prefix."""
@@ -594,11 +720,10 @@ def _refuse_secrets(layer: dict[str, Any], path: Path) -> None:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings: defaults, then ``config_file``, then ``overrides``, then the environment."""
-    layered = _read_yaml(DEFAULT_CONFIG_PATH)
+    """Build the settings: the shipped defaults (read by :class:`Settings` itself), then ``config_file``, then
+    ``overrides``, then the environment; each layer deep-merged over the one below."""
+    layered: dict[str, Any] = {}
     if config_file is not None:
-        from_file = _read_yaml(Path(config_file))
-        _refuse_secrets(from_file, Path(config_file))
-        layered = _deep_merge(layered, from_file)
-    layered = _deep_merge(layered, overrides)
-    return Settings(**layered)
+        layered = _read_yaml(Path(config_file))
+        _refuse_secrets(layered, Path(config_file))
+    return Settings(**_deep_merge(layered, overrides))

@@ -64,7 +64,10 @@ def one_line_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings(config: Path | None, targets: str | None = None, horizon_hours: int | None = None) -> Settings:
+def _settings(config: Path | None, targets: str | None = None, horizon_hours: int | None = None,
+              families: bool = False) -> Settings:
+    """The settings of a command; ``families``: the command builds model families (train, evaluate, demo),
+    so their parameters are checked against the families' constructors now, before any work."""
     market: dict[str, Any] = {}
     if targets:
         try:
@@ -73,7 +76,12 @@ def _settings(config: Path | None, targets: str | None = None, horizon_hours: in
             raise ValueError(f"--targets must be numbers separated by commas, got {targets!r}") from None
     if horizon_hours is not None:
         market["horizon_hours"] = horizon_hours
-    return load_settings(config, **({"market": market} if market else {}))
+    settings = load_settings(config, **({"market": market} if market else {}))
+    if families:  # the train extra: scikit-learn and the families, never loaded by a serving command
+        from bse_predict.families.base import check_family_params
+
+        check_family_params(settings)
+    return settings
 
 
 # ---------------------------------------------------------------- services
@@ -174,7 +182,7 @@ def train(
     from bse_predict.training.train import train_version
     from bse_predict.candles.files import read_candle_files
 
-    settings = _settings(config, targets, horizon_hours)
+    settings = _settings(config, targets, horizon_hours, families=True)
     if max_rows is not None:
         settings = settings.model_copy(update={"training": settings.training.model_copy(
             update={"max_rows_per_symbol": max_rows})})
@@ -208,7 +216,7 @@ def evaluate(
 
     if calibrator is not None and calibrator not in CALIBRATORS:
         raise ValueError(f"--calibrator must be one of {', '.join(CALIBRATORS)}, got {calibrator!r}")
-    settings = _settings(config, targets, horizon_hours)
+    settings = _settings(config, targets, horizon_hours, families=True)
     chosen = tuple(f.strip() for f in families.split(",") if f.strip()) if families else None
     options = EvaluationOptions(families=chosen, folds=folds, max_rows_per_symbol=max_rows, seed=seed,
                                 **({"calibrator": calibrator} if calibrator else {}))
@@ -389,7 +397,7 @@ def demo(
     """The all-in-one first run behind `make demo`: services, a small model, a worker, a replay, predictions."""
     from bse_predict.cli.demo import run_demo
 
-    shown = run_demo(_settings(config), rate, progress=lambda m: errors.print(m, markup=False))
+    shown = run_demo(_settings(config, families=True), rate, progress=lambda m: errors.print(m, markup=False))
     if shown == 0:
         raise typer.Exit(1)
 

@@ -17,6 +17,7 @@ A family that must skip a check of the shared suite says which and why in
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from configs.settings import SignalThresholds
+from configs.settings import Settings, SignalThresholds
 from bse_predict.training.dataset import SymbolDataset
 from bse_predict.errors import UnsafePickle
 from bse_predict.features.inputs import InputRows
@@ -35,7 +36,7 @@ from bse_predict.candles.schema import TargetPrediction
 from bse_predict.serving.signals import target_predictions
 
 __all__ = ["BasePredictor", "InputKind", "register", "get_model", "list_models", "native_classes", "UnknownFamily",
-           "ONNX_OUTPUT"]
+           "ONNX_OUTPUT", "check_family_params", "InvalidFamilyParams"]
 
 InputKind = Literal["features", "sequence"]
 ONNX_OUTPUT = "probabilities"
@@ -46,6 +47,11 @@ class UnknownFamily(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class InvalidFamilyParams(ValueError):
+    """A ``models.families`` block naming a family that is not registered, or a parameter its constructor
+    does not take."""
 
 
 class BasePredictor(ABC):
@@ -185,3 +191,40 @@ def get_model(name: str, **config: Any) -> BasePredictor:
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
+
+def check_family_params(settings: Settings) -> None:
+    """Every block of ``models.families`` (enabled or not: ``params`` and each ``per_target`` override)
+    against its family's constructor, so that a misspelt hyperparameter stops the command at start-up
+    rather than when training reaches the family. A hybrid's ``base_params`` are checked against its base
+    family, an ensemble's ``member_params`` against each member. Raises :class:`InvalidFamilyParams`
+    naming the block, the family, the unknown parameters and the known ones. The settings cannot do it
+    themselves: they import nothing of the project."""
+    importlib.import_module("bse_predict.families")  # every family module registers itself on import
+    for name, config in settings.models.families.items():
+        where = f"models.families.{name}"
+        family = _family_class(name, where)
+        _check_params(family, config.params, f"{where}.params")
+        for target, params in config.per_target.items():
+            _check_params(family, params, f"{where}.per_target.{target}")
+
+
+def _family_class(name: str, where: str) -> type[BasePredictor]:
+    if name not in _REGISTRY:
+        raise InvalidFamilyParams(f"{where}: unknown model family {name!r}; known: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def _check_params(family: type[BasePredictor], params: dict[str, Any], where: str) -> None:
+    signature = inspect.signature(family.__init__).parameters
+    known = [p for p, spec in signature.items() if p != "self" and spec.kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = [p for p in params if p not in known]
+    if unknown and not any(spec.kind is inspect.Parameter.VAR_KEYWORD for spec in signature.values()):
+        raise InvalidFamilyParams(f"{where}: family {family.family!r} has no parameter "
+                                  f"{', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    base = getattr(family, "base_family", None)
+    if base is not None and isinstance(params.get("base_params"), dict):
+        _check_params(_family_class(base, f"{where}.base_params"), params["base_params"], f"{where}.base_params")
+    if isinstance(params.get("member_params"), dict):
+        for member, member_params in params["member_params"].items():
+            _check_params(_family_class(member, f"{where}.member_params"), member_params or {},
+                          f"{where}.member_params.{member}")
