@@ -3,7 +3,8 @@
 Feeds 100-symbol ticks of real candles (``../shared/data/candles``) through the
 :class:`~bse_predict.monitoring.resolver.OutcomeResolver` the worker builds (Redis outcome
 store, Kafka outcome publisher, live scores, challenger watch, drift monitor),
-with one live and (unless ``--shadow-version ''``) one shadow prediction per symbol and candle. The first
+with one live and (unless ``--shadow-version ''``) one shadow prediction per symbol and candle, the live
+ones' feature rows handed to drift as the stream hands them. The first
 ``--warm`` ticks fill the pending books (72 candles x 3 targets x 2 streams per
 symbol at the defaults); the next ``--ticks`` are timed. Prints one JSON object;
 ``--profile`` prints the top of a cProfile of the timed ticks instead.
@@ -27,7 +28,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 
+import numpy as np
+
 from configs.settings import load_settings
+from bse_predict.features.definitions import LOOKBACK_CANDLES, feature_matrix
 from bse_predict.serving.manifest import newest_version
 from bse_predict.candles.schema import Candle, ModelRef, Prediction, TargetPrediction
 from bse_predict.connections.clients import connect_redis, kafka_options
@@ -85,7 +89,9 @@ async def _run(args: argparse.Namespace) -> None:
     names = TopicNames.of(settings)
     live_version = args.version or newest_version(settings.models_dir)
     shadow_version = live_version if args.shadow_version is None else args.shadow_version
-    series = bench_symbols([_DATA], args.symbols, args.warm + args.ticks)
+    first = LOOKBACK_CANDLES - 1  # the first candle with a full window
+    series = bench_symbols([_DATA], args.symbols, first + args.warm + args.ticks)
+    features = np.stack([feature_matrix(s.open_time_ms, s.ohlcv)[first:] for s in series], axis=1)  # [tick, symbol, F]
     client = connect_redis(settings)
     publisher = KafkaOutcomePublisher(kafka_options(settings), names.outcomes)
     await publisher.start()
@@ -97,17 +103,18 @@ async def _run(args: argparse.Namespace) -> None:
     profiler = cProfile.Profile()
     try:
         for tick in range(args.warm + args.ticks):
-            closed = [Candle.model_construct(symbol=s.symbol, timeframe=s.timeframe, open_time=int(s.open_time_ms[tick]),
-                                             open=float(s.ohlcv[tick, 0]), high=float(s.ohlcv[tick, 1]),
-                                             low=float(s.ohlcv[tick, 2]), close=float(s.ohlcv[tick, 3]),
-                                             volume=float(s.ohlcv[tick, 4]), closed=True) for s in series]
+            row = first + tick
+            closed = [Candle.model_construct(symbol=s.symbol, timeframe=s.timeframe, open_time=int(s.open_time_ms[row]),
+                                             open=float(s.ohlcv[row, 0]), high=float(s.ohlcv[row, 1]),
+                                             low=float(s.ohlcv[row, 2]), close=float(s.ohlcv[row, 3]),
+                                             volume=float(s.ohlcv[row, 4]), closed=True) for s in series]
             live = [_prediction(c, live_version, i) for i, c in enumerate(closed)]
             shadow = [_prediction(c, shadow_version, i + 1) for i, c in enumerate(closed)] if shadow_version else []
             timed = tick >= args.warm
             if timed and args.profile:
                 profiler.enable()
             started = time.perf_counter()
-            await resolver.after_publish(live, shadow, closed)
+            await resolver.after_publish(live, shadow, closed, lambda tick=tick: features[tick])
             if timed:
                 times.append((time.perf_counter() - started) * 1000)
             else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BsePredictError", "InvalidCandle", "ManifestError", "UnsafePickle", "InsufficientHistory"]
+__all__ = ["BsePredictError", "InvalidCandle", "ManifestError", "UnsafePickle", "InsufficientHistory", "ModelError"]
 
 
 class BsePredictError(Exception):
@@ -29,3 +29,7 @@ class UnsafePickle(BsePredictError):
 
 class InsufficientHistory(BsePredictError):
     """A window too short for the served models' ``min_history``."""
+
+
+class ModelError(BsePredictError):
+    """A served model failed on a batch (the runtime's own error, turned into this one by the runner)."""

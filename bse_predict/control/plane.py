@@ -71,7 +71,8 @@ from bse_predict.serving.parity_check import check_recorded_parity
 from bse_predict.serving.model_set import Predictor, predict_windows
 from bse_predict.control.state_log import ControlStateLog
 from bse_predict.connections.clients import connect_redis, kafka_options
-from bse_predict.serving.router import MODEL_ERRORS, ModelRouter
+from bse_predict.features.inputs import BatchInputs
+from bse_predict.serving.router import MODEL_ERRORS, ModelRouter, RoutedBatch
 from bse_predict.connections.topics import ensure_topics
 from bse_predict.connections.transient import Backoff, retry_transient
 
@@ -271,6 +272,14 @@ class ControlPlane:
         self._keys = control_keys(settings)
         self._secret = self._keys.secrets[self._keys.signing_id] if self._keys is not None else None
         self._log = ControlStateLog(settings, self._secret, tuple(self._keys.secrets.values()) if self._keys else ())
+        self._tripped: list[tuple[str, str]] = []  # breakers opened since the last tick; event loop only
+        self._recent_windows: tuple[np.ndarray, np.ndarray] | None = None  # replaced whole; read by the loader thread
+
+    def note_routed(self, routed: RoutedBatch, inputs: BatchInputs) -> None:
+        """After each batch (on the event loop): the breakers it opened become ``ModelFailed`` events at
+        the next tick, and its newest windows are what a version about to be served is warmed up on."""
+        self._tripped.extend(routed.tripped)
+        self._recent_windows = (inputs.windows[-64:], inputs.open_time_ms[-64:])
 
     async def start(self) -> None:
         """Open the connections now, retrying while Redis or Kafka is down; a no-op when they are open."""
@@ -401,7 +410,7 @@ class ControlPlane:
     def _warm_up_problem(self, model: Predictor) -> tuple[str | None, str | None]:
         """Run the version on the current windows, then on its recorded parity samples against the
         recorded native outputs (:mod:`bse_predict.serving.parity_check`): (why it fails or None, what was not checked)."""
-        recent = self._router.recent_windows
+        recent = self._recent_windows
         if recent is None:  # this worker has seen no candle yet: flat windows still exercise every graph
             windows, open_times = np.ones((4, model.min_history, 5)), np.zeros(4, dtype=np.int64)
         else:
@@ -490,7 +499,7 @@ class ControlPlane:
         now = datetime.now(UTC)
         config = self._settings.control
         remember_s = config.max_age_s + config.max_future_s
-        tripped, self._router.tripped = self._router.tripped, []  # appended to by the inference thread
+        tripped, self._tripped = self._tripped, []
         events: list[Event] = [ModelFailed(v, reason) for v, reason in tripped]
         events.append(Tick())
         reported: list[ControlEvent] = []

@@ -16,7 +16,7 @@ import numpy as np
 from bse_predict.features.definitions import LOOKBACK_CANDLES, compute_features
 from bse_predict.features.sequences import SEQUENCE_LOOKBACK, compute_sequences
 
-__all__ = ["INPUT_LOOKBACK", "min_history", "build_inputs", "InputRows", "concat_rows"]
+__all__ = ["INPUT_LOOKBACK", "min_history", "build_inputs", "BatchInputs", "InputRows", "concat_rows"]
 
 INPUT_LOOKBACK: dict[str, int] = {"features": LOOKBACK_CANDLES, "sequence": SEQUENCE_LOOKBACK}
 
@@ -40,6 +40,34 @@ def build_inputs(kinds: Iterable[str], windows: np.ndarray, open_time_ms: np.nda
         else:
             raise ValueError(f"unknown input kind {kind!r}")
     return inputs
+
+
+class BatchInputs:
+    """One batch's model inputs over its gap-filled windows: each kind is computed once, on first use,
+    for every row, and shared by every model that reads it (the A/B arms, the shadow, the fallback).
+
+    The windows hold at least the history of every model served (``L >= min_history``); each kind
+    reads only the newest rows it needs, so one computation serves models of any history.
+    """
+
+    def __init__(self, windows: np.ndarray, open_time_ms: np.ndarray) -> None:
+        self.windows = windows
+        self.open_time_ms = open_time_ms
+        self._built: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.open_time_ms)
+
+    def of_kind(self, kind: str) -> np.ndarray:
+        """Every row's input of ``kind`` (computed on the first call)."""
+        if kind not in self._built:
+            self._built[kind] = build_inputs((kind,), self.windows, self.open_time_ms)[kind]
+        return self._built[kind]
+
+    def rows(self, kinds: Iterable[str], rows: Sequence[int]) -> dict[str, np.ndarray]:
+        """{kind: its batch for ``rows``}, the ONNX feed of a model reading ``kinds``."""
+        index = np.asarray(rows, dtype=np.intp)
+        return {kind: self.of_kind(kind)[index] for kind in kinds}
 
 
 class InputRows:

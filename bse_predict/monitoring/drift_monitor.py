@@ -1,10 +1,9 @@
 """Feature drift in the worker: live feature values counted into the training bins, PSI checked.
 
-A batch listener of the outcome resolver. It keeps, per symbol, the newest
-closed candles it has seen (enough for one feature window), computes the
-features of every live prediction's candle with the trainer's own code
-(:func:`bse_predict.features.definitions.compute_features` on the gap-filled window), and adds
-the bin counts to Redis per served version and day (by candle time), so
+A batch listener of the outcome resolver. It takes the feature rows of every
+live prediction from the batch's inputs (computed once by the stream for the
+models and shared here: the trainer's own code on the same gap-filled window),
+and adds the bin counts to Redis per served version and day (by candle time), so
 every worker's symbols count. Every ``drift.check_every_rows`` rows it reads
 the last ``drift.window_days`` days, computes each feature's PSI against the
 manifest's training shares (:mod:`bse_predict.monitoring.drift`) and publishes a ``drift``
@@ -15,9 +14,8 @@ before a check (every ``check_every_rows`` rows), not per batch: a crash
 loses fewer than that many rows of counts out of a window of days, and
 another worker's check does not see this worker's last rows yet.
 
-A worker that just started has no candle history of its own, so its first
-window of hours adds no rows; a version without ``feature_bins`` in its
-manifest (trained before they were recorded) is not checked.
+A version without ``feature_bins`` in its manifest (trained before they were
+recorded) is not checked.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -36,10 +33,9 @@ from configs.settings import Settings
 from bse_predict.control.messages import format_issued_at
 from bse_predict.monitoring.drift import BinLayout, FeatureBins, drifted_features
 from bse_predict.errors import ManifestError
-from bse_predict.features.definitions import FEATURE_NAMES, LOOKBACK_CANDLES, compute_features
+from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.serving.manifest import load_manifest
-from bse_predict.candles.schema import Candle, Prediction
-from bse_predict.candles.window import window_ending_at
+from bse_predict.candles.schema import Prediction
 from bse_predict.monitoring.challenger import Sender
 from bse_predict.monitoring.metrics import HashSums
 
@@ -51,31 +47,6 @@ _DAY_MS = 86_400_000
 _REPORT_EVERY_S = 86_400
 
 
-@dataclass(frozen=True)
-class _Candles:
-    """One symbol's newest closed candles, sorted by open time (a late candle is inserted in place)."""
-
-    open_time_ms: np.ndarray
-    ohlcv: np.ndarray
-
-    def with_candle(self, candle: Candle, keep: int) -> _Candles:
-        row = np.array([[candle.open, candle.high, candle.low, candle.close, candle.volume]])
-        if not len(self.open_time_ms) or candle.open_time > self.open_time_ms[-1]:  # the usual case: in order
-            return _Candles(np.concatenate((self.open_time_ms[-(keep - 1):], [candle.open_time])),
-                            np.concatenate((self.ohlcv[-(keep - 1):], row)))
-        at = int(np.searchsorted(self.open_time_ms, candle.open_time))
-        if at < len(self.open_time_ms) and self.open_time_ms[at] == candle.open_time:
-            ohlcv = self.ohlcv.copy()
-            ohlcv[at] = row[0]
-            return _Candles(self.open_time_ms, ohlcv)
-        times = np.insert(self.open_time_ms, at, candle.open_time)[-keep:]
-        return _Candles(times, np.insert(self.ohlcv, at, row, axis=0)[-keep:])
-
-
-_EMPTY = _Candles(np.empty(0, dtype=np.int64), np.empty((0, 5)))
-_KEEP_CANDLES = LOOKBACK_CANDLES + 48  # room for late candles
-
-
 class DriftMonitor:
     """See the module docstring."""
 
@@ -84,13 +55,11 @@ class DriftMonitor:
         self._client = client
         self._config = settings.drift
         self._models_dir = settings.models_dir
-        self._step_ms = settings.market.timeframe_ms
         self._prefix = f"{settings.topic_prefix}bse:drift"
         self._sender = sender
         self._events_topic = events_topic
         self._clock = clock
         self._sums = HashSums(client, floats=False, token_prefix=self._prefix)
-        self._candles: dict[tuple[str, str], _Candles] = {}
         self._bins: dict[str, dict[str, FeatureBins] | None] = {}
         self._rows_since_check: dict[str, int] = defaultdict(int)
         self._newest_day: dict[str, int] = {}
@@ -125,31 +94,11 @@ class DriftMonitor:
         self._unsent = {}
         await self._sums.add(sums, (self._config.window_days + 1) * _DAY_MS // 1000)
 
-    def _remember(self, closed: Sequence[Candle]) -> None:
-        for candle in closed:
-            key = (candle.symbol, candle.timeframe)
-            self._candles[key] = self._candles.get(key, _EMPTY).with_candle(candle, _KEEP_CANDLES)
-
-    def _features(self, predictions: Sequence[Prediction]) -> tuple[list[Prediction], np.ndarray]:
-        rows, windows = [], []
-        for prediction in predictions:
-            kept = self._candles.get((prediction.symbol, prediction.timeframe))
-            if kept is None or len(kept.open_time_ms) < LOOKBACK_CANDLES:
-                continue
-            window = window_ending_at(kept.open_time_ms, kept.ohlcv, prediction.open_time, LOOKBACK_CANDLES, self._step_ms)
-            if window is not None:
-                rows.append(prediction)
-                windows.append(window)
-        if not rows:
-            return [], np.empty((0, len(FEATURE_NAMES)))
-        open_times = np.array([p.open_time for p in rows], dtype=np.int64)
-        return rows, compute_features(np.ascontiguousarray(np.stack(windows)), open_times)
-
-    async def on_batch(self, live: Sequence[Prediction], closed: Sequence[Candle]) -> None:
+    async def on_batch(self, live: Sequence[Prediction], live_features: Callable[[], np.ndarray]) -> None:
+        """Count the bins of ``live``'s feature rows (``live_features()``, one row per prediction, in order)."""
         if not self._config.enabled:
             return
-        self._remember(closed)
-        rows, features = self._features(live)
+        rows, features = live, live_features()
         by_version: dict[str, list[int]] = defaultdict(list)
         for index, prediction in enumerate(rows):
             by_version[prediction.model.version].append(index)

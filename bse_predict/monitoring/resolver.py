@@ -20,8 +20,10 @@ no two workers settle the same symbol at once.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
+
+import numpy as np
 
 from configs.settings import Settings
 from bse_predict.monitoring.outcomes import PendingBook, PendingOutcome, Settlement, Stream, pending_from_prediction, to_outcome
@@ -39,8 +41,8 @@ class PredictionListener(Protocol):
 
 
 class BatchListener(Protocol):
-    async def on_batch(self, live: Sequence[Prediction], closed: Sequence[Candle]) -> None:
-        """Called once per batch with its live predictions and closed candles (drift)."""
+    async def on_batch(self, live: Sequence[Prediction], live_features: Callable[[], np.ndarray]) -> None:
+        """Called once per batch that has live predictions, with them and their feature rows (drift)."""
 
 
 class OutcomeListener(Protocol):
@@ -105,14 +107,17 @@ class OutcomeResolver:
                 for item in pending_from_prediction(p, self._target_fracs, self._horizon_candles, self._step_ms, stream)]
 
     async def after_publish(self, live: Sequence[Prediction], shadow: Sequence[Prediction],
-                            closed: Sequence[Candle]) -> list[Outcome]:
-        """Register ``live`` and ``shadow`` predictions, settle what ``closed`` answers; the outcomes published."""
+                            closed: Sequence[Candle], live_features: Callable[[], np.ndarray] | None = None
+                            ) -> list[Outcome]:
+        """Register ``live`` and ``shadow`` predictions, settle what ``closed`` answers; the outcomes published.
+        ``live_features()`` gives the live predictions' feature rows, for the batch listeners (drift)."""
         for observer in self._prediction_listeners:
             observer.on_published(live, shadow)
         items = self._pending_of(live, "live") + self._pending_of(shadow, "shadow")
         self.counts["outcomes_registered"] += await self._store.register(items)
-        for listener in self._batch_listeners:
-            await listener.on_batch(live, closed)
+        if live and live_features is not None:
+            for listener in self._batch_listeners:
+                await listener.on_batch(live, live_features)
         settlements = await self._settle(closed)
         if not settlements:
             return []

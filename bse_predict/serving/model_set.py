@@ -16,7 +16,7 @@ import numpy as np
 
 from bse_predict.features.inputs import build_inputs
 
-__all__ = ["Predictor", "DetailedPredictor", "ModelOutputs", "predict_windows", "predict_window_outputs"]
+__all__ = ["Predictor", "DetailedPredictor", "ModelOutputs", "predict_windows", "predict_input_outputs"]
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,8 @@ class DetailedPredictor(Protocol):
     def predict_outputs(self, inputs: dict[str, np.ndarray]) -> ModelOutputs: ...
 
 
-def predict_window_outputs(predictor: Predictor, windows: np.ndarray, open_time_ms: np.ndarray) -> ModelOutputs:
-    """:func:`predict_windows` with the degraded flags and the regime where the predictor has them."""
-    inputs = build_inputs(predictor.input_kinds, windows, open_time_ms)
+def predict_input_outputs(predictor: Predictor, inputs: dict[str, np.ndarray]) -> ModelOutputs:
+    """The predictor's answer on its inputs, with the degraded flags and the regime where it has them."""
     if isinstance(predictor, DetailedPredictor):
         return predictor.predict_outputs(inputs)
-    return ModelOutputs(predictor.predict(inputs), np.zeros(len(windows), dtype=bool))
+    return ModelOutputs(predictor.predict(inputs), np.zeros(len(next(iter(inputs.values()))), dtype=bool))

@@ -20,9 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    EPFail,
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    NoSuchFile,
+    RuntimeException,
+)
 from pydantic import SecretStr
 
-from bse_predict.errors import ManifestError
+from bse_predict.errors import ManifestError, ModelError
 from bse_predict.features.definitions import FEATURE_NAMES, FEATURE_SPEC_HASH
 from bse_predict.features.inputs import build_inputs, min_history
 from bse_predict.labels.first_touch import CLASS_NAMES
@@ -33,6 +42,19 @@ from bse_predict.serving.model_set import ModelOutputs
 __all__ = ["ServedModelSet", "choose_providers", "make_session"]
 
 log = logging.getLogger(__name__)
+
+_RUNTIME_ERRORS: tuple[type[Exception], ...] = (Fail, InvalidArgument, RuntimeException, EPFail, InvalidGraph,
+                                                InvalidProtobuf, NoSuchFile)
+"""What onnxruntime's ``run`` raises (they derive from Exception directly)."""
+
+
+def _run(session: ort.InferenceSession, names: list[str], feed: dict[str, np.ndarray],
+         run_options: ort.RunOptions | None = None) -> list[np.ndarray]:
+    """``session.run``, its failures raised as :class:`~bse_predict.errors.ModelError`."""
+    try:
+        return session.run(names, feed, run_options)
+    except _RUNTIME_ERRORS as error:
+        raise ModelError(f"{type(error).__name__}: {error}") from error
 
 
 def choose_providers() -> list[str]:
@@ -146,7 +168,7 @@ class ServedModelSet:
         batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
         out: dict[str, np.ndarray] = {}
         for target, s in self._sessions.items():
-            (probabilities,) = s.session.run([s.output_name], {kind: batches[kind] for kind in s.inputs})
+            (probabilities,) = _run(s.session, [s.output_name], {kind: batches[kind] for kind in s.inputs})
             out[target] = np.asarray(probabilities, dtype=np.float64)
         return out
 
@@ -163,7 +185,7 @@ class ServedModelSet:
         target_regimes: dict[str, np.ndarray] = {}
         for target, s in self._sessions.items():
             names = [s.output_name, *(n for n in (s.degraded_output, s.regime_output) if n)]
-            answers = dict(zip(names, s.session.run(names, {kind: batches[kind] for kind in s.inputs}, run_options),
+            answers = dict(zip(names, _run(s.session, names, {kind: batches[kind] for kind in s.inputs}, run_options),
                                strict=True))
             probabilities[target] = np.asarray(answers[s.output_name], dtype=np.float64)
             if s.degraded_output:

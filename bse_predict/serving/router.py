@@ -18,25 +18,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
-from onnxruntime.capi.onnxruntime_pybind11_state import (
-    EPFail,
-    Fail,
-    InvalidArgument,
-    InvalidGraph,
-    InvalidProtobuf,
-    NoSuchFile,
-    RuntimeException,
-)
-
 from bse_predict.serving.breaker import BreakerConfig, BreakerState, allows, bad_rows, record
 from bse_predict.control.state_machine import ControlState
 from configs.settings import Settings
 from bse_predict.errors import BsePredictError, ManifestError
-from bse_predict.serving.model_set import ModelOutputs, Predictor, predict_window_outputs
+from bse_predict.features.inputs import BatchInputs
+from bse_predict.serving.model_set import ModelOutputs, Predictor, predict_input_outputs
 from bse_predict.serving.routing import Arm, arm_for
 from bse_predict.candles.schema import RegimeInfo
 
@@ -44,11 +36,9 @@ __all__ = ["RoutingTable", "RowAnswer", "RoutedBatch", "ModelRouter", "MODEL_ERR
 
 log = logging.getLogger(__name__)
 
-# What a served model may raise on a batch: onnxruntime's run errors (they derive from
-# Exception directly) and numpy's on malformed outputs. Anything else is a bug and crashes.
-MODEL_ERRORS: tuple[type[BaseException], ...] = (Fail, InvalidArgument, RuntimeException, EPFail, InvalidGraph,
-                                                  InvalidProtobuf, NoSuchFile, ValueError, FloatingPointError,
-                                                  BsePredictError)
+# What a served model may raise on a batch: the runner's ModelError (a BsePredictError) and numpy's
+# errors on malformed outputs. Anything else is a bug and crashes.
+MODEL_ERRORS: tuple[type[BaseException], ...] = (BsePredictError, ValueError, FloatingPointError)
 
 
 @dataclass(frozen=True)
@@ -116,9 +106,13 @@ def _regime(outputs: ModelOutputs, index: int) -> RegimeInfo | None:
 
 @dataclass
 class RoutedBatch:
+    """Everything the router decided for one batch; built by :meth:`ModelRouter.serve` alone."""
+
     answers: list[RowAnswer | None]  # None: no model could answer this row
     shadow: list[RowAnswer | None] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    tripped: list[tuple[str, str]] = field(default_factory=list)
+    """(version, reason) of each breaker this batch opened."""
 
 
 class ModelRouter:
@@ -129,12 +123,10 @@ class ModelRouter:
         self._loader = loader
         self._loaded: dict[str, Predictor] = {initial.version: initial}
         self._breaker_config = breaker
-        self._breakers: dict[str, BreakerState] = {}
+        self._breakers: Mapping[str, BreakerState] = MappingProxyType({})  # replaced whole, never changed in place
         self._clock_s = clock_s
         self.table = RoutingTable(revision=0, live=initial)
         self.default_live = initial.version
-        self.tripped: list[tuple[str, str]] = []  # (version, reason) of breakers that opened, drained by the control loop
-        self.recent_windows: tuple[np.ndarray, np.ndarray] | None = None  # the last batch's (windows, open times)
 
     @classmethod
     def alone(cls, predictor: Predictor, settings: Settings) -> ModelRouter:
@@ -176,9 +168,10 @@ class ModelRouter:
 
     # -- the inference thread ---------------------------------------------------------------
 
-    def serve(self, symbols: Sequence[str], windows: np.ndarray, open_times: np.ndarray) -> RoutedBatch:
+    def serve(self, symbols: Sequence[str], inputs: BatchInputs) -> RoutedBatch:
+        """Each row's answer from its arm (or the fallback), the shadow's answers, and what it counted and
+        tripped; ``inputs`` is built once for the batch and read by every model called."""
         table = self.table  # one table for the whole batch
-        self.recent_windows = (windows[-64:], open_times[-64:])
         batch = RoutedBatch(answers=[None] * len(symbols))
         groups: dict[str, list[int]] = {}
         models: dict[str, Predictor] = {}
@@ -189,29 +182,28 @@ class ModelRouter:
         needs_fallback: dict[int, str] = {}  # row -> the variant whose model could not answer it
         for variant, rows in groups.items():
             model = models[variant]
-            answered = self._call(model, rows, windows, open_times, batch.counts, force=not self._can_divert(table, model))
+            answered = self._call(model, rows, inputs, batch, force=not self._can_divert(table, model))
             for row in rows:
                 if row in answered:
                     batch.answers[row] = RowAnswer.of(answered[row], model, variant)
                 else:
                     needs_fallback[row] = variant
         if needs_fallback:
-            self._fall_back(table, needs_fallback, windows, open_times, batch)
+            self._fall_back(table, needs_fallback, inputs, batch)
         if table.shadow is not None:
             shadow = table.shadow
-            answered = self._call(shadow, list(range(len(symbols))), windows, open_times, batch.counts)
+            answered = self._call(shadow, list(range(len(symbols))), inputs, batch)
             batch.shadow = [RowAnswer.of(answered[r], shadow, "shadow") if r in answered else None
                             for r in range(len(symbols))]
         return batch
 
-    def _fall_back(self, table: RoutingTable, variants: dict[int, str], windows: np.ndarray, open_times: np.ndarray,
-                   batch: RoutedBatch) -> None:
+    def _fall_back(self, table: RoutingTable, variants: dict[int, str], inputs: BatchInputs, batch: RoutedBatch) -> None:
         """The fallback answers the rows in ``variants`` (degraded; the variant stays the symbol's arm)."""
         fallback = table.fallback
         rows = sorted(variants)
         answered: dict[int, _RowOutput] = {}
         if fallback is not None:
-            answered = self._call(fallback, rows, windows, open_times, batch.counts)
+            answered = self._call(fallback, rows, inputs, batch)
         for row in rows:
             if row in answered:
                 assert fallback is not None
@@ -231,10 +223,11 @@ class ModelRouter:
         return (fallback is not None and fallback.version != model.version
                 and allows(self.breaker(fallback.version), self._clock_s(), self._breaker_config))
 
-    def _call(self, model: Predictor, rows: list[int], windows: np.ndarray, open_times: np.ndarray,
-              counts: Counter[str], force: bool = False) -> dict[int, _RowOutput]:
+    def _call(self, model: Predictor, rows: list[int], inputs: BatchInputs, batch: RoutedBatch,
+              force: bool = False) -> dict[int, _RowOutput]:
         """{row: output} for the rows this model answered validly; breaker updated.
         An open breaker skips the call unless ``force``."""
+        counts = batch.counts
         version = model.version
         now_s = self._clock_s()
         state = self.breaker(version)
@@ -243,9 +236,9 @@ class ModelRouter:
             return {}
         started = time.perf_counter()
         try:
-            outputs = predict_window_outputs(model, windows[rows, -model.min_history:], open_times[rows])
+            outputs = predict_input_outputs(model, inputs.rows(model.input_kinds, rows))
         except MODEL_ERRORS as error:
-            self._record(version, state, True, now_s, f"error: {type(error).__name__}: {error}"[:200])
+            self._record(version, state, True, now_s, f"error: {type(error).__name__}: {error}"[:200], batch)
             counts[f"model_error.{version}"] += 1
             return {}
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -253,7 +246,7 @@ class ModelRouter:
         slow = latency_ms > self._breaker_config.latency_budget_ms
         reason = (f"{int(bad.sum())} of {len(rows)} rows NaN or out of range" if bad.any()
                   else f"latency {latency_ms:.0f} ms over the {self._breaker_config.latency_budget_ms:.0f} ms budget")
-        self._record(version, state, bool(bad.any()) or slow, now_s, reason)
+        self._record(version, state, bool(bad.any()) or slow, now_s, reason, batch)
         if bad.any():
             counts[f"bad_outputs.{version}"] += int(bad.sum())
         if slow:
@@ -264,11 +257,12 @@ class ModelRouter:
                                 _regime(outputs, i), {t: m[:, i] for t, m in members.items()} if members else None)
                 for i, row in enumerate(rows) if not bad[i]}
 
-    def _record(self, version: str, before: BreakerState, failed: bool, now_s: float, reason: str) -> None:
+    def _record(self, version: str, before: BreakerState, failed: bool, now_s: float, reason: str,
+                batch: RoutedBatch) -> None:
         after = record(before, failed, now_s, self._breaker_config, reason if failed else None)
         if after.status != before.status:
             log.warning("breaker of %s: %s -> %s%s", version, before.status, after.status,
                         f" ({reason})" if after.status == "open" else "")
             if after.status == "open" and before.status == "closed":
-                self.tripped.append((version, reason))
-        self._breakers[version] = after
+                batch.tripped.append((version, reason))
+        self._breakers = MappingProxyType({**self._breakers, version: after})

@@ -121,7 +121,8 @@ def create_app(settings: Settings, predictor: Predictor, adaptive: AdaptiveWeigh
                                     member_sink=adaptive, fault_point=fault_point, prediction_history=history,
                                     symbols=RedisSymbolRegistry(client, settings.worker.max_symbols,
                                                                 settings.window.silent_expire_hours * 3_600_000,
-                                                                key_prefix=settings.topic_prefix))
+                                                                key_prefix=settings.topic_prefix),
+                                    on_routed=control.note_routed)
         processors.append(processor)
 
         async def recover(kind: str) -> None:

@@ -1,8 +1,11 @@
-"""The candle stream, one batch at a time: decode -> window -> features -> predict -> publish.
+"""The candle stream, one batch at a time: decode -> store -> features -> route -> predict -> publish.
 
-Pure steps live in ``models/``; this module sequences them around the IO
-(the window store and the publisher) and keeps the event loop free by
-running features and inference in a one-thread executor. Expected bad input
+Pure steps live in the concept packages (``candles``, ``features``, ``serving``);
+this module sequences them around the IO (the window store and the publisher)
+and keeps the event loop free by building the batch's inputs once and running
+every model on them in a one-thread executor. The router returns everything it
+decided (answers, shadow, counts, tripped breakers); ``on_routed`` hands that on
+(the control plane's breaker events and warm-up windows). Expected bad input
 (:class:`InvalidCandle`, a symbol past the fleet's cap, or a close too far
 from the symbol's last close in its window) becomes a dead letter. Anything
 else raised here (a Redis or broker fault, a bug) fails the batch as a whole:
@@ -33,10 +36,11 @@ from bse_predict.serving.model_set import Predictor
 from bse_predict.candles.schema import Candle, DeadLetter, ModelRef, Prediction, parse_candle
 from bse_predict.serving.signals import target_predictions
 from bse_predict.candles.window import window_ending_at
+from bse_predict.features.inputs import BatchInputs
 from bse_predict.stream.rebuild import WindowRebuilder
 from bse_predict.stream.symbol_registry import SymbolRegistry
 from bse_predict.stream.stage_times import StageTimes
-from bse_predict.serving.router import ModelRouter, RowAnswer
+from bse_predict.serving.router import ModelRouter, RoutedBatch, RowAnswer
 from bse_predict.connections.topics import TopicNames
 from bse_predict.stream.window_store import ClosedWrite, WindowStore
 
@@ -101,8 +105,10 @@ class OutcomeSink(Protocol):
     """The outcome side (:class:`bse_predict.monitoring.resolver.OutcomeResolver`)."""
 
     async def after_publish(self, live: Sequence[Prediction], shadow: Sequence[Prediction],
-                            closed: Sequence[Candle]) -> Sequence[object]:
-        """Register the published predictions and settle what the closed candles answer."""
+                            closed: Sequence[Candle], live_features: Callable[[], np.ndarray] | None = None
+                            ) -> Sequence[object]:
+        """Register the published predictions and settle what the closed candles answer; ``live_features()``
+        gives the live predictions' feature rows (computed once for the batch, on first call)."""
 
     async def restore(self, live: Sequence[Prediction], shadow: Sequence[Prediction],
                       candles: Sequence[tuple[int, Sequence[float]]]) -> int:
@@ -121,11 +127,25 @@ class MemberSink(Protocol):
         """Keep the members' probabilities of published live predictions (live re-weighting)."""
 
 
+@dataclass(frozen=True)
+class _Predicted:
+    live: list[Prediction]
+    shadow: list[Prediction]
+    members: dict[str, dict[str, np.ndarray]]
+    """The live predictions' member probabilities by id, where an ensemble served member by member answered."""
+    live_features: Callable[[], np.ndarray] | None
+    """The live predictions' feature rows, in their order (computed for the batch on first use)."""
+
+
+_NOTHING_PREDICTED = _Predicted([], [], {}, None)
+
+
 class CandleProcessor:
     """Processes one batch of candle records; see the module docstring.
 
     ``predictor`` is a :class:`ModelRouter` (A/B arms, shadow, breakers and fallback
     from the control state) or one plain predictor, served alone behind a breaker.
+    ``on_routed(routed, inputs)`` is called on the event loop after each batch's models answered.
     """
 
     def __init__(
@@ -142,6 +162,7 @@ class CandleProcessor:
         fault_point: Callable[[str], None] | None = None,
         prediction_history: PublishedPredictions | None = None,
         symbols: SymbolRegistry | None = None,
+        on_routed: Callable[[RoutedBatch, BatchInputs], None] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -155,11 +176,13 @@ class CandleProcessor:
         self._fault_point = fault_point or (lambda stage: None)
         self._history = prediction_history
         self._symbols = symbols
+        self._on_routed = on_routed
         self._rebuild_tried: set[tuple[str, str]] = set()
         self._complete_at: dict[tuple[str, str], int] = {}  # newest open time whose window was complete
         self._outcomes_to_restore: set[tuple[str, str]] = set()  # windows rebuilt, pending outcomes not yet
         self._allowed_timeframes = frozenset({settings.market.timeframe})
         self.counts: Counter[str] = Counter()
+        self._batch_counts: Counter[str] = Counter()  # this attempt's counts, added to ``counts`` once it finished
         self.stage_times = StageTimes()
 
     @property
@@ -168,8 +191,11 @@ class CandleProcessor:
         return self._router.min_history
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
+        """One attempt at a batch; its counts reach ``counts`` only when it finished (a retried batch is
+        counted once). Rebuilt windows are counted when rebuilt: a retry does not rebuild them again."""
         started = time.perf_counter()
         now_ms = self._clock_ms()
+        self._batch_counts = Counter()
         closed: list[Candle] = []
         forming: list[Candle] = []
         dead_letters: list[DeadLetter] = []
@@ -181,13 +207,13 @@ class CandleProcessor:
                 valid.append((parse_candle(message.value, self._settings.candles, now_ms, message.key,
                                            self._allowed_timeframes), message))
             except InvalidCandle as error:
-                self.counts[f"dlq.{error.kind}"] += 1
+                self._batch_counts[f"dlq.{error.kind}"] += 1
                 dead_letters.append(_dead_letter(message, error, now_ms, keep_bytes))
         admitted = await self._symbols.admit({c.symbol for c, _ in valid}, now_ms) if self._symbols else None
         kept: list[tuple[Candle, RawMessage]] = []
         for candle, message in valid:
             if admitted is not None and candle.symbol not in admitted:
-                self.counts["dlq.symbol_cap"] += 1
+                self._batch_counts["dlq.symbol_cap"] += 1
                 refused = InvalidCandle("symbol_cap", f"symbol {candle.symbol!r} refused: the fleet serves "
                                                       f"worker.max_symbols={self._settings.worker.max_symbols} already")
                 dead_letters.append(_dead_letter(message, refused, now_ms, keep_bytes))
@@ -198,7 +224,7 @@ class CandleProcessor:
         jumps = price_jump_refusals([c for c, _ in kept], last_closes, self._settings.candles)
         for (candle, message), jump in zip(kept, jumps, strict=True):
             if jump is not None:
-                self.counts[f"dlq.{jump.kind}"] += 1
+                self._batch_counts[f"dlq.{jump.kind}"] += 1
                 dead_letters.append(_dead_letter(message, jump, now_ms, keep_bytes))
                 continue
             (closed if candle.closed else forming).append(candle)
@@ -214,7 +240,8 @@ class CandleProcessor:
             to_predict = self._windows_to_predict(writes)
         with timer.stage("predict"):
             fault_point("predict")
-            predictions, shadow, members = await self._predict(to_predict, started) if to_predict else ([], [], {})
+            predicted = await self._predict(to_predict, started) if to_predict else _NOTHING_PREDICTED
+            predictions, shadow, members = predicted.live, predicted.shadow, predicted.members
         with timer.stage("publish"):
             fault_point("publish")
             await self._publisher.publish(predictions, dead_letters, shadow)
@@ -223,12 +250,14 @@ class CandleProcessor:
             await self._member_sink.record(predictions, members)
         if self._outcomes is not None:  # before the predicted marks: a crash re-predicts, so re-registers
             with timer.stage("outcomes"):
-                await self._outcomes.after_publish(predictions, shadow, [w.candle for w in writes])
+                await self._outcomes.after_publish(predictions, shadow, [w.candle for w in writes],
+                                                   predicted.live_features)
         fault_point("marks")
         # Rows no model could answer stay unmarked: a replay of the candle is predicted again.
         answered = {p.id for p in predictions}
         await self._store.mark_predicted([w.candle for w, _ in to_predict if w.candle.id in answered])
         timer.batches += 1
+        self.counts.update(self._batch_counts)
         self.counts.update(messages=len(messages), closed=len(closed), forming=len(forming),
                            predicted=len(predictions), dead_letters=len(dead_letters))
 
@@ -295,33 +324,35 @@ class CandleProcessor:
         ready = []
         for write in writes:
             if write.already_predicted:
-                self.counts["already_predicted"] += 1
+                self._batch_counts["already_predicted"] += 1
                 continue
             window = window_ending_at(write.open_time_ms, write.ohlcv, write.candle.open_time, self._lookback,
                                       TIMEFRAME_MS[write.candle.timeframe])
             if window is None:
-                self.counts["insufficient_history"] += 1
+                self._batch_counts["insufficient_history"] += 1
                 continue
             ready.append((write, window))
         return ready
 
-    async def _predict(self, ready: Sequence[tuple[ClosedWrite, np.ndarray]], started: float
-                       ) -> tuple[list[Prediction], list[Prediction], dict[str, dict[str, np.ndarray]]]:
-        """(live predictions, shadow predictions, the live ones' member probabilities by prediction id
-        where an ensemble served member by member answered); rows no model answered have neither."""
-        windows = np.stack([window for _, window in ready])
-        open_times = np.array([w.candle.open_time for w, _ in ready], dtype=np.int64)
+    async def _predict(self, ready: Sequence[tuple[ClosedWrite, np.ndarray]], started: float) -> _Predicted:
+        """The batch's predictions; rows no model answered have none. The batch's inputs are built once,
+        in the inference thread, and shared by every model called and by drift monitoring."""
+        inputs = BatchInputs(np.stack([window for _, window in ready]),
+                             np.array([w.candle.open_time for w, _ in ready], dtype=np.int64))
         symbols = [w.candle.symbol for w, _ in ready]
         loop = asyncio.get_running_loop()
-        routed = await loop.run_in_executor(self._executor, self._router.serve, symbols, windows, open_times)
-        self.counts.update(routed.counts)
+        routed = await loop.run_in_executor(self._executor, self._router.serve, symbols, inputs)
+        self._batch_counts.update(routed.counts)
+        if self._on_routed is not None:
+            self._on_routed(routed, inputs)
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
         live = self._messages([(w, a) for (w, _), a in zip(ready, routed.answers, strict=True) if a is not None], latency_ms)
         shadow = self._messages([(w, a) for (w, _), a in zip(ready, routed.shadow, strict=False) if a is not None],
                                 latency_ms)
         members = {w.candle.id: a.members for (w, _), a in zip(ready, routed.answers, strict=True)
                    if a is not None and a.members is not None}
-        return live, shadow, members
+        live_rows = [row for row, answer in enumerate(routed.answers) if answer is not None]
+        return _Predicted(live, shadow, members, lambda: inputs.rows(("features",), live_rows)["features"])
 
     def _messages(self, rows: Sequence[tuple[ClosedWrite, RowAnswer]], latency_ms: float) -> list[Prediction]:
         """Prediction messages, the signal step batched per target over every row that has it."""

@@ -284,6 +284,9 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
     predictions = [Prediction(id=c.id, symbol=c.symbol, timeframe="1h", open_time=c.open_time, close=c.close,
                               horizon_hours=72, targets={"1%": part}, model=ModelRef(name="random_forest", version="v-test"),
                               latency_ms=1.0) for c in candles]
+    # the worker predicts (and hands drift the features of) every candle with a full window
+    predicted = predictions[LOOKBACK_CANDLES - 1:]
+    features = feature_matrix(wild.open_time_ms, wild.ohlcv)[LOOKBACK_CANDLES - 1:]
 
     async def run() -> list[dict[str, object]]:
         client = connect_redis(settings)
@@ -291,8 +294,8 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
         await sender.start()
         try:
             monitor = DriftMonitor(client, settings, sender, names.control_events)
-            for start in range(0, len(candles), 25):
-                await monitor.on_batch(predictions[start:start + 25], candles[start:start + 25])
+            for start in range(0, len(predicted), 25):
+                await monitor.on_batch(predicted[start:start + 25], lambda start=start: features[start:start + 25])
             return monitor.events
         finally:
             await sender.stop()
@@ -307,10 +310,9 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
     # The PSI of the first check, recomputed offline on the same rows: every candle with a full window so far.
     first = events[0]
     rows = int(first["rows"])
-    features = feature_matrix(wild.open_time_ms, wild.ohlcv)[LOOKBACK_CANDLES - 1: LOOKBACK_CANDLES - 1 + rows]
     column = FEATURE_NAMES.index(str(first["feature"]))
     bins = manifest.feature_bins[str(first["feature"])]
-    assert first["psi"] == pytest.approx(psi(bins.expected, bin_counts(features[:, column], bins.edges)), rel=1e-9)
+    assert first["psi"] == pytest.approx(psi(bins.expected, bin_counts(features[:rows, column], bins.edges)), rel=1e-9)
     assert 300 <= rows < 300 + 25 and float(first["psi"]) > 0.25
 
 

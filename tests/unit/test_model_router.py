@@ -8,7 +8,9 @@ import pytest
 from configs.settings import BreakerConfig
 from bse_predict.control.state_machine import ControlState
 from bse_predict.errors import ManifestError
+from bse_predict.features import inputs as inputs_module
 from bse_predict.features.definitions import LOOKBACK_CANDLES
+from bse_predict.features.inputs import BatchInputs
 from bse_predict.serving.routing import Arm, arm_for, normalised
 from bse_predict.serving.router import ModelRouter
 
@@ -59,9 +61,12 @@ def _router(*models: Constant, breaker: BreakerConfig = BreakerConfig(failures_t
     return ModelRouter(models[0], loader, breaker, clock), clock
 
 
+def _inputs(rows: int) -> BatchInputs:
+    return BatchInputs(np.ones((rows, LOOKBACK_CANDLES, 5)), np.zeros(rows, dtype=np.int64))
+
+
 def _serve(router: ModelRouter, symbols: list[str] = SYMBOLS):
-    windows = np.ones((len(symbols), LOOKBACK_CANDLES, 5))
-    return router.serve(symbols, windows, np.zeros(len(symbols), dtype=np.int64))
+    return router.serve(symbols, _inputs(len(symbols)))
 
 
 def test_arms_follow_the_sticky_hash_and_shadow_stays_apart() -> None:
@@ -77,6 +82,26 @@ def test_arms_follow_the_sticky_hash_and_shadow_stays_apart() -> None:
     assert {a.version for a in batch.answers if a} == {"v1", "v2"}
 
 
+def test_the_batch_features_are_computed_once_for_every_arm_the_shadow_and_the_fallback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[tuple[str, ...]] = []
+    build = inputs_module.build_inputs
+
+    def counting(kinds, windows, open_time_ms):  # type: ignore[no-untyped-def]
+        built.append(tuple(kinds))
+        return build(kinds, windows, open_time_ms)
+
+    monkeypatch.setattr(inputs_module, "build_inputs", counting)
+    broken, other, shadow, fallback = Constant("v1", mode="error"), Constant("v2"), Constant("v3"), Constant("v4")
+    router, _ = _router(broken, other, shadow, fallback)
+    arms = normalised([Arm("v1", "v1", 0.5), Arm("v2", "v2", 0.5)])
+    router.table = router.table_for(ControlState(revision=1, live="v1", arms=arms, shadow="v3", fallback="v4"))
+    batch = _serve(router)
+    assert {a.version for a in batch.answers if a} == {"v2", "v4"} and all(batch.shadow)
+    assert [other.calls, shadow.calls, fallback.calls] == [1, 1, 1]
+    assert built == [("features",)]
+
+
 def test_without_a_split_every_symbol_is_control() -> None:
     router, _ = _router(Constant("v1"))
     batch = _serve(router)
@@ -88,10 +113,12 @@ def test_nan_outputs_go_to_the_fallback_degraded_and_the_breaker_opens_then_prob
     broken, fallback = Constant("v2", mode="nan"), Constant("v1")
     router, clock = _router(broken, fallback)
     router.table = router.table_for(ControlState(revision=1, live="v2", fallback="v1"))
+    tripped = []
     for _ in range(2):
         batch = _serve(router)
         assert {(a.version, a.variant, a.degraded) for a in batch.answers if a} == {("v1", "control", True)}
-    assert router.breaker("v2").status == "open" and router.tripped == [("v2", router.breaker("v2").reason)]
+        tripped += batch.tripped
+    assert router.breaker("v2").status == "open" and tripped == [("v2", router.breaker("v2").reason)]
     calls = broken.calls
     _serve(router)
     assert broken.calls == calls, "an open breaker with a fallback at hand does not call the model"
