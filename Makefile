@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test chaos services-up services-down bench clean
+.PHONY: setup demo test test-fast chaos services-up services-down bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: services-up
 
 test: services-up
 	$(BIN)/pytest
+
+# The unit and contract layers, integration tests left out; the contract suites' Redis half needs Redis up.
+test-fast: setup
+	$(BIN)/pytest tests/unit tests/contract -m 'not integration'
 
 # Real faults (kills, restarts, pauses, wipes) in the suite's own Kafka and Redis: docs/reliability.md
 chaos: setup
