@@ -27,7 +27,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from bse_predict.services.stack import local_cluster
+from bse_predict.services import local_cluster
 from configs.settings import Settings
 from tests.support.kafka_io import read_topic
 from bse_predict.stream.replay import CandleRecord
