@@ -1,5 +1,5 @@
-"""The ``bse-predict`` command line (:mod:`bse_predict.cli.commands`)."""
+"""The ``bse-predict`` command line (:mod:`bse_predict.cli.control`)."""
 
-from bse_predict.cli.commands import app, main
+from bse_predict.cli.control import app, main
 
 __all__ = ["app", "main"]
