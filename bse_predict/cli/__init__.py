@@ -1,5 +1,5 @@
-"""The ``bse-predict`` command line (:mod:`bse_predict.cli.control`)."""
+"""The ``bse-predict`` command line: the app in :mod:`bse_predict.cli.commands`, one module per command group."""
 
-from bse_predict.cli.control import app, main
+from bse_predict.cli.commands import app, main
 
 __all__ = ["app", "main"]

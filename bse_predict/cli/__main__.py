@@ -1,5 +1,5 @@
 """``python -m bse_predict.cli``: what the ``bse-predict`` script runs."""
 
-from bse_predict.cli.control import main
+from bse_predict.cli.commands import main
 
 main()
