@@ -1,4 +1,4 @@
-"""The ``bse-predict`` command line (:mod:`bse_predict.cli.commands`)."""
+"""The ``bse-predict`` command line: the app in :mod:`bse_predict.cli.commands`, one module per command group."""
 
 from bse_predict.cli.commands import app, main
 

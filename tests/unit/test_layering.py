@@ -36,12 +36,14 @@ ADAPTERS = {
     "stream": {"app", "batch_guard", "bench", "processor", "publisher", "rebuild", "relay", "replay", "run",
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_tls", "stack"},
-    "cli": {"commands", "demo", "__main__", "__init__"},
+    "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "__main__",
+            "__init__"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
-COMPOSITION_ROOTS = {"stream.app", "stream.run", "stream.bench", "cli.commands", "cli.demo", "backtest.predictions",
-                     "backtest.command"}
+COMPOSITION_ROOTS = {"stream.app", "stream.run", "stream.bench", "cli.commands", "cli.shared", "cli.services",
+                     "cli.training", "cli.stream", "cli.alerts", "cli.models", "cli.control", "cli.demo",
+                     "backtest.predictions", "backtest.command"}
 """Where adapters of several concepts are wired together."""
 
 CLOCK_READERS = {

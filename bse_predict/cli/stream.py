@@ -1,0 +1,121 @@
+"""``bse-predict worker``, ``relay``, ``replay``, ``bench`` and ``demo``: the commands that run or feed the
+stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bse_predict.cli.shared import ConfigOption, DataOption, command_settings, console, errors, one_line_errors
+
+__all__ = ["bench", "demo", "relay", "replay", "worker"]
+
+
+@one_line_errors
+def worker(
+    config: ConfigOption = None,
+    version: Annotated[str | None, typer.Option("--version", help="Serve this version (default: newest).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="onnx (production) or native (scikit-learn reference).")] = "onnx",
+    loglevel: Annotated[str, typer.Option("--loglevel", help="crit, error, warn, info or debug.")] = "info",
+    ensemble_mode: Annotated[str | None, typer.Option(
+        "--ensemble-mode", help="graph or members: how an ensemble is served (default: worker.ensemble.mode).")] = None,
+) -> None:
+    """The streaming worker (a Faust app); run several for one consumer group."""
+    from bse_predict.stream.run import run_worker
+
+    if engine not in ("onnx", "native"):
+        raise ValueError(f"--engine must be onnx or native, got {engine!r}")
+    settings = command_settings(config)
+    if ensemble_mode is not None:
+        serving = settings.worker.ensemble.model_validate({**settings.worker.ensemble.model_dump(), "mode": ensemble_mode})
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"ensemble": serving})})
+    run_worker(settings, version, engine, loglevel)  # type: ignore[arg-type]
+
+
+@one_line_errors
+def relay(
+    config: ConfigOption = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="crit, error, warn, info or debug.")] = "warn",
+) -> None:
+    """The benchmark's floor: forward every candle to the relay.out topic, nothing else."""
+    from bse_predict.stream.run import run_relay
+
+    run_relay(command_settings(config), loglevel)
+
+
+@one_line_errors
+def replay(
+    data: DataOption,
+    config: ConfigOption = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Closed candles per second (default: as fast as possible).")] = None,
+    updates: Annotated[int, typer.Option("--updates", help="In-progress updates sent before each closed candle.")] = 0,
+    last_hours: Annotated[int | None, typer.Option("--last-hours", help="Only the newest N candles of each file.")] = None,
+) -> None:
+    """Produce candles from files to the candles topic."""
+    from rich.progress import Progress
+
+    from bse_predict.candles.files import read_candle_files
+    from bse_predict.connections.clients import explained_kafka_errors
+    from bse_predict.stream.replay import candle_records, replay as run_replay
+
+    settings = command_settings(config)
+    if updates < 0 or (rate is not None and rate <= 0):
+        raise ValueError("--updates must be >= 0 and --rate > 0")
+    series = read_candle_files(data, settings.market.timeframe)
+    if last_hours:
+        series = [s.tail(last_hours) for s in series]
+    records = list(candle_records(series, updates))
+    with explained_kafka_errors(settings), Progress(console=errors) as progress:
+        task = progress.add_task("replaying candles", total=len(records))
+        report = asyncio.run(run_replay(settings, records, rate, on_sent=lambda *_: progress.advance(task)))
+    console.print(f"sent {report.closed} closed candles and {report.updates} updates in {report.seconds:.1f} s")
+
+
+DEFAULT_DATA = (Path("../shared/data/candles/binance-futures"), Path("../shared/data/candles/binance-spot"))
+
+
+@one_line_errors
+def bench(
+    config: ConfigOption = None,
+    symbols: Annotated[int, typer.Option("--symbols", help="Distinct symbols in the stream.")] = 100,
+    rate: Annotated[float, typer.Option("--rate", help="Closed candles per second, sent in ticks of one per symbol.")] = 1000.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the timed phase.")] = 30.0,
+    burst: Annotated[int, typer.Option("--burst", help="Candles sent at once to measure maximum throughput.")] = 20000,
+    phases: Annotated[str | None, typer.Option("--phases", help="Comma-separated: relay, onnx, native, ensemble, ensemble_members (default: all but the ensembles; with --ensemble-version all).")] = None,
+    data: Annotated[list[Path] | None, typer.Option("--data", help="Candle files or directories.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Model version (default: newest).")] = None,
+    ensemble_version: Annotated[str | None, typer.Option("--ensemble-version", help="A version serving an ensemble, for the ensemble phase.")] = None,
+) -> None:
+    """End-to-end benchmark on the real stack against a bare relay and native predict; prints one JSON object."""
+    import json
+    from datetime import UTC, datetime
+
+    from bse_predict.stream.bench import BenchOptions, run_bench
+
+    phases = phases or ("relay,onnx,native,ensemble,ensemble_members" if ensemble_version else "relay,onnx,native")
+    chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
+    unknown = set(chosen) - {"relay", "onnx", "native", "ensemble", "ensemble_members"}
+    if unknown or symbols < 1 or rate <= 0 or seconds <= 0:
+        raise ValueError(f"bad bench options: phases {sorted(unknown) or chosen}, symbols {symbols}, rate {rate}, seconds {seconds}")
+    options = BenchOptions(symbols=symbols, rate=rate, seconds=seconds, burst_candles=burst,
+                           data=tuple(data or DEFAULT_DATA), version=version, ensemble_version=ensemble_version,
+                           phases=chosen, config_file=config)
+    log_dir = Path("var") / "bench" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = run_bench(command_settings(config), options, log_dir, progress=lambda m: errors.print(m, markup=False))
+    print(json.dumps(report, indent=2))
+
+
+@one_line_errors
+def demo(
+    config: ConfigOption = None,
+    rate: Annotated[float, typer.Option("--rate", help="Closed candles per second in the replay.")] = 20.0,
+) -> None:
+    """The all-in-one first run behind `make demo`: services, a small model, a worker, a replay, predictions."""
+    from bse_predict.cli.demo import run_demo
+
+    shown = run_demo(command_settings(config, families=True), rate, progress=lambda m: errors.print(m, markup=False))
+    if shown == 0:
+        raise typer.Exit(1)

@@ -1,0 +1,108 @@
+"""``bse-predict train``, ``evaluate`` and ``backtest``: the offline commands over candle files. The
+training and evaluation modules (scikit-learn, pandas) are imported inside each command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bse_predict.cli.shared import (ConfigOption, DataOption, HorizonOption, TargetsOption, check_version_name,
+                                    command_settings, console, errors, one_line_errors)
+
+__all__ = ["backtest", "evaluate", "train"]
+
+
+@one_line_errors
+def train(
+    data: DataOption,
+    version: Annotated[str, typer.Option("--version", help="Version name to write, e.g. 2026-11-21a.")],
+    config: ConfigOption = None,
+    targets: TargetsOption = None,
+    horizon_hours: HorizonOption = None,
+    max_rows: Annotated[int | None, typer.Option("--max-rows", help="Train on the newest N rows per symbol.")] = None,
+) -> None:
+    """Train the model set on candle files and write ONNX models and a manifest to BSE_MODELS_DIR/VERSION."""
+    from bse_predict.training.train import train_version
+    from bse_predict.candles.files import read_candle_files
+
+    settings = command_settings(config, targets, horizon_hours, families=True)
+    if max_rows is not None:
+        settings = settings.model_copy(update={"training": settings.training.model_copy(
+            update={"max_rows_per_symbol": max_rows})})
+    check_version_name(version)
+    series = read_candle_files(data, settings.market.timeframe)
+    folder = train_version(series, settings, version)
+    console.print(f"version {version} written to {folder}")
+
+
+@one_line_errors
+def evaluate(
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, report.md and the plots.")],
+    config: ConfigOption = None,
+    targets: TargetsOption = None,
+    horizon_hours: HorizonOption = None,
+    families: Annotated[str | None, typer.Option("--families", help="Comma-separated families (default: the enabled ones).")] = None,
+    folds: Annotated[int, typer.Option("--folds", help="Expanding walk-forward test blocks.")] = 5,
+    max_rows: Annotated[int | None, typer.Option("--max-rows", help="Evaluate on the newest N rows per symbol.")] = None,
+    calibrator: Annotated[str | None, typer.Option("--calibrator", help="temperature (default), platt, isotonic or none.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Purged walk-forward evaluation of the families against baselines: metrics.json, report.md and plots in OUT.
+
+    Exits non-zero when a pooled AUC is implausible for hourly data (a leak until proven otherwise)."""
+    from bse_predict.evaluation.calibration import CALIBRATORS
+    from bse_predict.evaluation.evaluate import evaluate as run_evaluation
+    from bse_predict.evaluation.schema import EvaluationOptions
+    from bse_predict.candles.files import read_candle_files
+
+    if calibrator is not None and calibrator not in CALIBRATORS:
+        raise ValueError(f"--calibrator must be one of {', '.join(CALIBRATORS)}, got {calibrator!r}")
+    settings = command_settings(config, targets, horizon_hours, families=True)
+    chosen = tuple(f.strip() for f in families.split(",") if f.strip()) if families else None
+    options = EvaluationOptions(families=chosen, folds=folds, max_rows_per_symbol=max_rows, seed=seed,
+                                **({"calibrator": calibrator} if calibrator else {}))
+    series = read_candle_files(data, settings.market.timeframe)
+    report = run_evaluation(series, settings, out, options)
+    for result in report.targets.values():
+        for verdict in result.verdicts:
+            console.print(f"{result.target}: {verdict}", markup=False, highlight=False)
+    console.print(f"evaluation written to {out}: metrics.json, report.md and {len(report.plots)} plots")
+
+
+@one_line_errors
+def backtest(
+    data: DataOption,
+    version: Annotated[str, typer.Option("--version", help="The model version to replay.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, equity.png and metrics.json.")],
+    config: ConfigOption = None,
+    targets: TargetsOption = None,
+    horizon_hours: HorizonOption = None,
+    models: Annotated[str | None, typer.Option("--models", help="Model names of the version, comma-separated, or 'all' (default: its served model).")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="A second version: its served model side by side, with a paired significance test.")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First traded candle, UTC date (default: after the versions' training data).")] = None,
+) -> None:
+    """Replay candles through the worker's own path, trade the signals as ±X% brackets with fees; report with equity curve."""
+    from datetime import UTC, datetime
+
+    from bse_predict.backtest.command import BacktestRequest, run_backtest
+    from bse_predict.candles.files import read_candle_files
+    from bse_predict.serving.signals import target_label
+
+    settings = command_settings(config, targets, horizon_hours)
+    start_ms = None
+    if start is not None:
+        try:
+            start_ms = int(datetime.fromisoformat(start).replace(tzinfo=UTC).timestamp() * 1000)
+        except ValueError:
+            raise ValueError(f"--start must be a date like 2025-12-01, got {start!r}") from None
+    names = tuple(m.strip() for m in models.split(",") if m.strip()) if models else ()
+    request = BacktestRequest(version, names, compare, start_ms,
+                              tuple(target_label(p) for p in settings.market.targets_pct))
+    series = read_candle_files(data, settings.market.timeframe)
+    with errors.status("backtest: replaying") as status:
+        report = run_backtest(settings, series, request, out,
+                              lambda label, ticks: status.update(f"backtest {label}: {ticks} hours replayed"))
+    console.print(f"backtest written to {report.parent}: report.md, equity.png, metrics.json")
