@@ -43,13 +43,6 @@ from bse_predict.connections.topics import TopicNames, ensure_topics
 _DATA = Path("../shared/data/candles/binance-futures")
 
 
-class _NoApp:
-    """Enough of a Faust app for :class:`LiveOutcomes` (its timer is never run here)."""
-
-    def timer(self, _seconds: float):  # noqa: ANN202
-        return lambda fn: fn
-
-
 def _time_parts(resolver: OutcomeResolver, parts: dict[str, list[float]]) -> None:
     """Wrap the resolver's collaborators (private attributes: a benchmark may look inside) with timers."""
 
@@ -95,7 +88,7 @@ async def _run(args: argparse.Namespace) -> None:
     client = connect_redis(settings)
     publisher = KafkaOutcomePublisher(kafka_options(settings), names.outcomes)
     await publisher.start()
-    resolver = LiveOutcomes(_NoApp(), settings, []).resolver(client, publisher)  # type: ignore[arg-type]
+    resolver = LiveOutcomes(settings).resolver(client, publisher)
     assert resolver is not None
     parts: dict[str, list[float]] = defaultdict(list)
     _time_parts(resolver, parts)

@@ -42,13 +42,6 @@ from configs.settings import load_settings
 _DATA = Path("../shared/data/candles/binance-futures")
 
 
-class _NoApp:
-    """Enough of a Faust app for :class:`LiveOutcomes` (its timer is never run here)."""
-
-    def timer(self, _seconds: float):  # noqa: ANN202
-        return lambda fn: fn
-
-
 class _DroppingPublisher:
     def __init__(self) -> None:
         self.predictions = 0
@@ -71,7 +64,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     client = connect_redis(settings)
     outcome_publisher = KafkaOutcomePublisher(kafka_options(settings), TopicNames.of(settings).outcomes)
     await outcome_publisher.start()
-    resolver = LiveOutcomes(_NoApp(), settings, []).resolver(client, outcome_publisher)  # type: ignore[arg-type]
+    resolver = LiveOutcomes(settings).resolver(client, outcome_publisher)
     publisher = _DroppingPublisher()
     processor = CandleProcessor(settings, MemoryWindowStore(settings.window.retain_candles), router, publisher,
                                 ThreadPoolExecutor(max_workers=1), outcomes=resolver)

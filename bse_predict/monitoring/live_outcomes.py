@@ -1,9 +1,10 @@
 """Wires the live-outcome side into a worker app: resolver, live scores, the challenger watch, drift, /metrics.
 
-``LiveOutcomes(app, settings, processors)`` registers one timer on the app
-(refreshing the Prometheus gauges from the processors' counters, the group's
-consumer lag and the live scores in Redis) and builds, inside the candle agent,
-the :class:`~bse_predict.monitoring.resolver.OutcomeResolver` with its listeners.
+``LiveOutcomes(settings)`` builds, inside the candle agent, the
+:class:`~bse_predict.monitoring.resolver.OutcomeResolver` with its listeners, and
+:meth:`LiveOutcomes.refresh_quietly` (run by the app's timer) moves the Prometheus
+gauges to the watched processors' counters, the group's consumer lag and the
+live scores in Redis.
 """
 
 from __future__ import annotations
@@ -50,12 +51,11 @@ def version_order(settings: Settings) -> Callable[[str, str], bool]:
 class LiveOutcomes:
     """See the module docstring."""
 
-    def __init__(self, app: faust.App, settings: Settings, processors: Sequence[Any],
-                 breaker_states: Callable[[], Mapping[str, str]] | None = None,
+    def __init__(self, settings: Settings, breaker_states: Callable[[], Mapping[str, str]] | None = None,
                  control_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._settings = settings
         self._names = TopicNames.of(settings)
-        self._processors = processors
+        self._processors: list[Any] = []
         self._breaker_states = breaker_states
         self._control_counts = control_counts
         self._resolvers: list[OutcomeResolver] = []
@@ -64,18 +64,22 @@ class LiveOutcomes:
         self._refresh_failing = False
         self.metrics = WorkerMetrics()
 
-        @app.timer(settings.live_metrics.refresh_s)
-        async def refresh_live_metrics() -> None:
-            try:
-                await self.refresh(app)
-            except (RedisError, OSError, asyncio.TimeoutError) as error:  # the next refresh tries again
-                if not self._refresh_failing:
-                    log.warning("refreshing /metrics failed (%r); the gauges keep their last values", error)
-                self._refresh_failing = True
-            else:
-                if self._refresh_failing:
-                    log.warning("refreshing /metrics works again")
-                self._refresh_failing = False
+    def watch(self, processor: Any) -> None:
+        """Count ``processor``'s counters (``processor.counts``) in ``/metrics``."""
+        self._processors.append(processor)
+
+    async def refresh_quietly(self, app: faust.App) -> None:
+        """:meth:`refresh`; a failing Redis is logged once (and its recovery), the gauges keep their values."""
+        try:
+            await self.refresh(app)
+        except (RedisError, OSError, asyncio.TimeoutError) as error:  # the next refresh tries again
+            if not self._refresh_failing:
+                log.warning("refreshing /metrics failed (%r); the gauges keep their last values", error)
+            self._refresh_failing = True
+        else:
+            if self._refresh_failing:
+                log.warning("refreshing /metrics works again")
+            self._refresh_failing = False
 
     def resolver(self, client: aioredis.Redis, publisher: KafkaOutcomePublisher,
                  extra_listeners: Sequence[OutcomeListener] = ()) -> OutcomeResolver | None:

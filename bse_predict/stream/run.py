@@ -12,7 +12,8 @@ from configs.settings import Settings
 from bse_predict.serving.manifest import newest_version
 from bse_predict.serving.model_set import Predictor
 from bse_predict.ensembles.adaptive_weights import AdaptiveWeights, load_served
-from bse_predict.stream.app import create_app
+from bse_predict.stream.app import create_app, faust_settings
+from bse_predict.stream.worker_parts import WorkerParts
 from bse_predict.connections.log_repeats import quiet_repeats
 from bse_predict.connections.topics import ensure_topics
 
@@ -47,7 +48,9 @@ def run_worker(settings: Settings, version: str | None = None, engine: Engine = 
         adaptive = AdaptiveWeights(settings)
     predictor = load_predictor(settings, version, engine, adaptive)
     asyncio.run(ensure_topics(settings))
-    app = create_app(settings, predictor, adaptive)
+    conf = faust_settings(settings, settings.worker.app_id)
+    parts = WorkerParts.build(settings, predictor, str(conf["id"]), str(conf["broker_client_id"]), adaptive)
+    app = create_app(settings, parts, conf)
     quiet_repeats("aiokafka")  # a broker outage: one refused-connection line per 30 s, not several a second
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

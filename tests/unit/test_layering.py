@@ -33,7 +33,7 @@ ADAPTERS = {
     "ensembles": {"adaptive_weights"},
     "monitoring": {"challenger", "drift_monitor", "live_outcomes", "metrics", "outcome_store", "prediction_history",
                    "resolver"},
-    "stream": {"app", "batch_guard", "bench", "processor", "publisher", "rebuild", "relay", "replay", "run",
+    "stream": {"app", "batch_guard", "bench", "worker_parts", "processor", "publisher", "rebuild", "relay", "replay", "run",
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_tls", "stack"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "__main__",
@@ -41,8 +41,8 @@ ADAPTERS = {
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
-COMPOSITION_ROOTS = {"stream.app", "stream.run", "stream.bench", "cli.commands", "cli.shared", "cli.services",
-                     "cli.training", "cli.stream", "cli.alerts", "cli.models", "cli.control", "cli.demo",
+COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "cli.commands", "cli.shared",
+                     "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.models", "cli.control", "cli.demo",
                      "backtest.predictions", "backtest.command"}
 """Where adapters of several concepts are wired together."""
 
