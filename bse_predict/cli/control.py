@@ -35,7 +35,7 @@ def _send_control(config: Path | None, command: str, args: dict[str, Any], issue
 
     from bse_predict.control.messages import build_message
     from bse_predict.connections.clients import explained_kafka_errors
-    from bse_predict.control.plane import send_control, send_control_and_wait
+    from bse_predict.control.sender import send_control, send_control_and_wait
 
     settings = command_settings(config)
     if settings.control_secret is None or not settings.control_secret.get_secret_value():

@@ -353,7 +353,7 @@ def test_concurrent_changes_through_redis_are_never_lost(isolated: Settings) -> 
 
     from bse_predict.control.state_machine import CommandReceived, ControlState, step
     from bse_predict.control.messages import verify_message
-    from bse_predict.control.plane import RedisControlStore
+    from bse_predict.control.state_store import RedisControlStore
 
     now = datetime.now(UTC)
     messages = [verify_message(encode_message(build_message("fallback", {"version": f"v{i}"}, SECRET, now)), SECRET, now)

@@ -30,7 +30,8 @@ from bse_predict.control.state_machine import ControlState
 from bse_predict.control.messages import build_message, encode_message
 from bse_predict.errors import ManifestError
 from tests.support.kafka_io import read_topic, read_until, send_raw
-from bse_predict.control.plane import ControlPlane, RedisControlStore
+from bse_predict.control.plane import ControlPlane
+from bse_predict.control.state_store import RedisControlStore
 from bse_predict.control.state_log import decode_state_record, encode_state_record
 from bse_predict.serving.router import ModelRouter
 from bse_predict.connections.topics import TopicNames, ensure_topics

@@ -16,7 +16,7 @@ from configs.settings import Settings, load_settings, parse_control_keys
 from bse_predict.control.state_machine import CommandReceived, ControlState, step
 from bse_predict.control.messages import ControlKeys, ControlRefused, build_message, encode_message, verify_message
 from bse_predict.integrity.signing import sign_fields
-from bse_predict.control.plane import control_keys
+from bse_predict.control.verification import control_keys
 from bse_predict.control.state_log import ControlStateLog, decode_state_record, encode_state_record
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -29,7 +29,7 @@ ADAPTERS = {
     "alerts": {"lease", "run", "service", "store", "telegram"},
     "backtest": {"command", "predictions"},
     "connections": {"clients", "key_expiry", "log_repeats", "reliable_producer", "topics", "transient"},
-    "control": {"plane", "state_log"},
+    "control": {"plane", "reporting", "sender", "state_log", "state_store"},
     "ensembles": {"adaptive_weights"},
     "monitoring": {"challenger", "drift_monitor", "live_outcomes", "metrics", "outcome_store", "prediction_history",
                    "resolver"},
