@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from configs.settings import Settings
-from bse_predict.candles.files import CandleSeries
 from bse_predict.control.messages import build_message, encode_message
 from tests.support.golden import GOLDEN_DIR, SHADOW_VERSION, golden_records, normalised
 from tests.support.kafka_io import read_topic, read_until, send_raw
@@ -46,7 +45,7 @@ def _encode(messages: list[tuple[str, bytes | None, bytes]]) -> str:
 
 
 def test_a_fixed_replay_yields_the_recorded_messages_byte_for_byte(
-    isolated: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+    isolated: Settings, tmp_path: Path
 ) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(GOLDEN_DIR / "models", models_dir)
@@ -61,7 +60,7 @@ def test_a_fixed_replay_yields_the_recorded_messages_byte_for_byte(
         asyncio.run(send_raw(settings.kafka_bootstrap, settings.topic("control"), [(b"shadow", encode_message(shadow))]))
         events = asyncio.run(read_until(settings.kafka_bootstrap, settings.topic("control.events"), 1, 60))
         assert [orjson.loads(e.value)["status"] for e in events] == ["applied"], worker.log_tail()
-        asyncio.run(send_raw(settings.kafka_bootstrap, TopicNames.of(settings).candles, golden_records(futures_series)))
+        asyncio.run(send_raw(settings.kafka_bootstrap, TopicNames.of(settings).candles, golden_records()))
         if recording:
             expected = {"predictions": 276, "predictions.shadow": 276, "candles.dlq": 5}
         messages = _messages(settings, expected)

@@ -140,16 +140,29 @@ def test_a_native_model_still_loads_and_answers_as_saved(trained_version: Settin
     np.testing.assert_allclose(loaded.predict_proba(rows), expected, rtol=0, atol=1e-12)
 
 
-def test_a_native_file_written_before_the_modules_moved_loads_as_the_class_in_its_new_home() -> None:
-    """The golden versions' native files name ``models.families.random_forest`` (where the family
-    lived when they were trained); they load as :mod:`bse_predict.families.random_forest`'s class,
-    and the whole version loads natively."""
+def test_a_native_file_written_before_the_modules_moved_loads_as_the_class_in_its_new_home(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A native file written while the family lived in ``models.families.random_forest`` names that
+    module; it loads as :mod:`bse_predict.families.random_forest`'s class and answers as before."""
+    import sys
+    import types
+
     from bse_predict.families.random_forest import RandomForestPredictor
 
-    version_dir = Path(__file__).resolve().parents[1] / "data" / "golden" / "models" / "v-golden"
-    data = (version_dir / "native" / "random_forest_1pct.joblib").read_bytes()
-    assert b"models.families.random_forest" in data
-    model = BasePredictor.from_bytes(data, "random_forest_1pct.joblib")
-    assert type(model) is RandomForestPredictor
-    served = NativeModelSet.load(version_dir)
-    assert served.version == "v-golden"
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
+    model = RandomForestPredictor(n_estimators=3, max_depth=3, min_samples_leaf=20, seed=1, n_jobs=1)
+    model.train(X, y)
+    old_home = types.ModuleType("models.families.random_forest")
+    old_home.RandomForestPredictor = RandomForestPredictor  # type: ignore[attr-defined]
+    with monkeypatch.context() as patch:  # pickle names the class where __module__ says it lives
+        for parent in ("models", "models.families"):
+            patch.setitem(sys.modules, parent, types.ModuleType(parent))
+        patch.setitem(sys.modules, "models.families.random_forest", old_home)
+        patch.setattr(RandomForestPredictor, "__module__", "models.families.random_forest")
+        model.save(tmp_path / "legacy.joblib")
+    data = (tmp_path / "legacy.joblib").read_bytes()
+    assert b"models.families.random_forest" in data and b"bse_predict.families" not in data
+    loaded = BasePredictor.from_bytes(data, "legacy.joblib")
+    assert type(loaded) is RandomForestPredictor
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
