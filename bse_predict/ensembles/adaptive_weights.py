@@ -16,13 +16,19 @@ transaction. The serving side (:class:`bse_predict.ensembles.member_runner.Serve
 reads the in-memory copy through :meth:`AdaptiveWeights.current`; it is
 refreshed from Redis after every batch, so a worker also follows the others'
 updates. A version never updated serves its fitted weights.
+
+The inference thread reads that copy while the event loop moves it: the copy
+is an immutable snapshot (a read-only mapping of read-only arrays) that the
+event loop replaces whole, one assignment per change, so a batch never sees a
+vector half written or one target's update without the others of the same step.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 import orjson
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 ADAPTIVE_STRATEGIES = ("weighted", "dynamic")
 """The strategies whose weight vector is the one re-weighted (regime and stacking have others)."""
 _RETRIES = 20
+_NONE_LEARNT: Mapping[str, np.ndarray] = MappingProxyType({})
 _DAY_MS = 86_400_000
 
 
@@ -57,7 +64,8 @@ class AdaptiveWeights:
         self._prefix = f"{settings.topic_prefix}adaptive"
         self._members_ttl_s = settings.worker.ensemble.members_retain_hours * 3600
         self._combiners: dict[str, dict[str, CombinerRecord]] = {}
-        self._weights: dict[tuple[str, str], np.ndarray] = {}
+        self._weights: Mapping[str, Mapping[str, np.ndarray]] = MappingProxyType({})
+        """version -> {target: weights}: the snapshot the inference thread reads, replaced whole."""
         self._client: aioredis.Redis | None = None
         self.updates = 0
         """Outcomes applied by this process."""
@@ -70,9 +78,21 @@ class AdaptiveWeights:
                                  f"re-weighting needs one of {ADAPTIVE_STRATEGIES} (set the ensemble's strategy)")
         self._combiners[version] = combiners
 
-    def current(self, version: str, target: str) -> np.ndarray | None:
-        """The live weights, or None before the first update (the fitted ones apply)."""
-        return self._weights.get((version, target))
+    def current(self, version: str) -> Mapping[str, np.ndarray]:
+        """The version's live weights by target, one snapshot (a target not there: its fitted ones apply)."""
+        return self._weights.get(version, _NONE_LEARNT)
+
+    def _swap_in(self, version: str, updated: Mapping[str, np.ndarray]) -> None:
+        """Replace the snapshot with one that has ``version``'s ``updated`` targets (read-only copies) on
+        top: one assignment."""
+        if not updated:
+            return
+        targets = dict(self._weights.get(version, _NONE_LEARNT))
+        for target, vector in updated.items():
+            frozen = np.array(vector, dtype=np.float64)
+            frozen.setflags(write=False)
+            targets[target] = frozen
+        self._weights = MappingProxyType({**self._weights, version: MappingProxyType(targets)})
 
     def attach(self, client: aioredis.Redis) -> None:
         self._client = client
@@ -103,17 +123,17 @@ class AdaptiveWeights:
                 pipe.hgetall(self._weights_key(version))
             replies = await pipe.execute()
         for version, stored in zip(versions, replies[2 * len(fields):], strict=True):
-            self._adopt(version, stored)
+            self._swap_in(version, self._decoded(stored))
 
     async def refresh(self) -> None:
         """Pull every registered version's vector (a restarted worker serves them from its first batch)."""
         client = self._require_client()
         for version in list(self._combiners):
-            self._adopt(version, await client.hgetall(self._weights_key(version)))
+            self._swap_in(version, self._decoded(await client.hgetall(self._weights_key(version))))
 
-    def _adopt(self, version: str, stored: dict[bytes, bytes]) -> None:
-        for target, raw in stored.items():
-            self._weights[(version, target.decode())] = np.asarray(orjson.loads(raw), dtype=np.float64)
+    @staticmethod
+    def _decoded(stored: dict[bytes, bytes]) -> dict[str, np.ndarray]:
+        return {target.decode(): np.asarray(orjson.loads(raw), dtype=np.float64) for target, raw in stored.items()}
 
     # ------------------------------------------------------------ outcome side
     async def on_settled(self, settlements: Sequence[Settlement]) -> None:
@@ -160,8 +180,7 @@ class AdaptiveWeights:
                     await pipe.execute()
                 except WatchError:
                     continue
-            for target, vector in weights.items():
-                self._weights[(version, target)] = vector
+            self._swap_in(version, weights)
             self.updates += applied
             return
         log.error("adaptive weights of %s: %d outcomes not applied, the vector kept changing under %d retries",

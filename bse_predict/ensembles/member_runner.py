@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +45,9 @@ __all__ = ["ServedEnsemble", "LiveWeights", "combiners_of", "load_model_set"]
 
 log = logging.getLogger(__name__)
 
-LiveWeights = Callable[[str, str], "np.ndarray | None"]
-"""(version, target) -> the weight vector to combine with now, or None for the fitted one."""
+LiveWeights = Callable[[str], Mapping[str, np.ndarray]]
+"""version -> {target: the weight vector to combine with now}, read once per batch (a target not in it
+combines with its fitted weights)."""
 
 
 def combiners_of(manifest: Manifest, model_name: str) -> dict[str, CombinerRecord]:
@@ -154,10 +155,10 @@ class ServedEnsemble:
         regime_member = self._regime_member(answers)
         unknown = np.full((rows, 1), np.nan)  # without its regime member, regime weights fall back to the global ones
         probabilities, degraded, regimes = {}, np.zeros(rows, dtype=bool), {}
+        live_weights = self._live_weights(self.version) if self._live_weights else {}
         for target, probs in member_probs.items():
             regimes[target] = regime_member.target_regimes.get(target, unknown) if regime_member else unknown
-            weights = self._live_weights(self.version, target) if self._live_weights else None
-            probabilities[target], bad = combine(self._specs[target], probs, regimes[target], weights)
+            probabilities[target], bad = combine(self._specs[target], probs, regimes[target], live_weights.get(target))
             degraded |= bad
         states = regime_member.regime_states if regime_member else ()
         regime = regime_member.regime_probabilities if regime_member else None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import orjson
@@ -29,7 +28,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from configs.settings import Settings
-from bse_predict.monitoring.live_scores import LiveScores, add_fields, batch_score_fields, bucket_of, window_scores
+from bse_predict.monitoring.live_scores import LiveScores, add_fields, bucket_of, grouped_score_fields, window_scores
 from bse_predict.monitoring.outcomes import Settlement
 from bse_predict.candles.schema import Prediction
 
@@ -106,22 +105,23 @@ class RedisLiveScores:
         return f"{self._prefix}:{{{series_id}}}:{bucket}"
 
     async def on_settled(self, settlements: Sequence[Settlement]) -> None:
-        parts: dict[tuple[str, int], list[dict[str, float]]] = defaultdict(list)
-        scored = batch_score_fields(np.array([(s.pending.p_up, s.pending.p_down, s.pending.p_none) for s in settlements],
-                                             dtype=np.float64).reshape(-1, 3),
-                                    np.array([s.label for s in settlements], dtype=np.int64), self._bins)
-        for s, fields in zip(settlements, scored, strict=True):
+        if not settlements:
+            return
+        group_of: dict[tuple[str, int], int] = {}
+        groups = np.empty(len(settlements), dtype=np.intp)
+        for row, s in enumerate(settlements):
             item = s.pending
             series_id = self._series_id((item.model.version, item.variant, item.target, item.stream))
-            parts[(series_id, bucket_of(s.resolved_at, self._bucket_ms))].append(fields)
-        if not parts:
-            return
+            groups[row] = group_of.setdefault((series_id, bucket_of(s.resolved_at, self._bucket_ms)), len(group_of))
+        summed = grouped_score_fields(
+            np.array([(s.pending.p_up, s.pending.p_down, s.pending.p_none) for s in settlements], dtype=np.float64),
+            np.array([s.label for s in settlements], dtype=np.int64), self._bins, groups, len(group_of))
         newest: dict[str, int] = {}
-        for series_id, bucket in parts:
+        for series_id, bucket in group_of:
             newest[series_id] = max(bucket, newest.get(series_id, bucket))
         async with self._client.pipeline(transaction=False) as pipe:
-            await self._sums.add({self._bucket_key(series_id, bucket): add_fields(fields)
-                                  for (series_id, bucket), fields in parts.items()}, self._ttl_s, pipe)
+            await self._sums.add({self._bucket_key(series_id, bucket): summed[group]
+                                  for (series_id, bucket), group in group_of.items()}, self._ttl_s, pipe)
             pipe.zadd(f"{self._prefix}:newest", newest, gt=True)
             await pipe.execute()
 

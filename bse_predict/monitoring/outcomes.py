@@ -30,6 +30,7 @@ than a newer one that already settled the prediction cannot change it).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
@@ -89,10 +90,12 @@ class PendingOutcome(BaseModel):
         return self.open_time + (self.horizon_candles + 1) * self.step_ms
 
 
-class Settlement(BaseModel):
-    """A pending prediction and its answer (UP, DOWN or NONE of :mod:`bse_predict.labels.first_touch`)."""
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A pending prediction and its answer (UP, DOWN or NONE of :mod:`bse_predict.labels.first_touch`).
 
-    model_config = ConfigDict(frozen=True)
+    In-process only (never sent or stored) and built hundreds of times a batch from checked values:
+    a plain dataclass, not a message model."""
 
     pending: PendingOutcome
     label: int
@@ -198,7 +201,7 @@ class PendingBook:
             for index in np.flatnonzero(labels >= 0):
                 item = self._items[self._keys[index]]
                 touch = labels[index] != NONE
-                settled.append(Settlement.model_construct(
+                settled.append(Settlement(
                     pending=item, label=int(labels[index]),
                     resolved_at=int(open_time_ms) + item.step_ms if touch else item.horizon_end_ms))
             waiting &= labels < 0

@@ -140,6 +140,17 @@ class _Predicted:
 _NOTHING_PREDICTED = _Predicted([], [], {}, None)
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """A batch's records after decoding and the checks: candles to store, dead letters to publish."""
+
+    closed: list[Candle]
+    forming: list[Candle]
+    dead_letters: list[DeadLetter]
+    origin: dict[str, RawMessage]
+    """The record each stored candle came from (a rebuild reads the partition before its offset)."""
+
+
 class CandleProcessor:
     """Processes one batch of candle records; see the module docstring.
 
@@ -194,60 +205,28 @@ class CandleProcessor:
         """One attempt at a batch; its counts reach ``counts`` only when it finished (a retried batch is
         counted once). Rebuilt windows are counted when rebuilt: a retry does not rebuild them again."""
         started = time.perf_counter()
-        now_ms = self._clock_ms()
         self._batch_counts = Counter()
-        closed: list[Candle] = []
-        forming: list[Candle] = []
-        dead_letters: list[DeadLetter] = []
-        origin: dict[str, RawMessage] = {}
-        keep_bytes = self._settings.candles.dead_letter_keep_bytes
-        valid: list[tuple[Candle, RawMessage]] = []
-        for message in messages:
-            try:
-                valid.append((parse_candle(message.value, self._settings.candles, now_ms, message.key,
-                                           self._allowed_timeframes), message))
-            except InvalidCandle as error:
-                self._batch_counts[f"dlq.{error.kind}"] += 1
-                dead_letters.append(_dead_letter(message, error, now_ms, keep_bytes))
-        admitted = await self._symbols.admit({c.symbol for c, _ in valid}, now_ms) if self._symbols else None
-        kept: list[tuple[Candle, RawMessage]] = []
-        for candle, message in valid:
-            if admitted is not None and candle.symbol not in admitted:
-                self._batch_counts["dlq.symbol_cap"] += 1
-                refused = InvalidCandle("symbol_cap", f"symbol {candle.symbol!r} refused: the fleet serves "
-                                                      f"worker.max_symbols={self._settings.worker.max_symbols} already")
-                dead_letters.append(_dead_letter(message, refused, now_ms, keep_bytes))
-                continue
-            kept.append((candle, message))
-        # each close against its symbol's last close: the window's newest candle, then the batch's accepted ones
-        last_closes = await self._store.last_closes({(c.symbol, c.timeframe) for c, _ in kept}) if kept else {}
-        jumps = price_jump_refusals([c for c, _ in kept], last_closes, self._settings.candles)
-        for (candle, message), jump in zip(kept, jumps, strict=True):
-            if jump is not None:
-                self._batch_counts[f"dlq.{jump.kind}"] += 1
-                dead_letters.append(_dead_letter(message, jump, now_ms, keep_bytes))
-                continue
-            (closed if candle.closed else forming).append(candle)
-            origin[candle.id] = message
+        lookback = self._lookback  # the control state may change it between batches, never within one
+        decoded = await self._decode(messages, self._clock_ms())
         timer = self.stage_times
         fault_point = self._fault_point
         with timer.stage("store"):
             fault_point("store")
-            await self._store.write_forming(forming)
-            writes = await self._store.write_closed(_last_of_each(closed), read_count=self._lookback + 1)
-            writes = await self._rebuild_short_windows(writes, origin)
+            await self._store.write_forming(decoded.forming)
+            writes = await self._store.write_closed(_last_of_each(decoded.closed), read_count=lookback + 1)
+            writes = await self._rebuild_short_windows(writes, decoded.origin, lookback)
         with timer.stage("windows"):
-            to_predict = self._windows_to_predict(writes)
+            to_predict = self._windows_to_predict(writes, lookback)
         with timer.stage("predict"):
             fault_point("predict")
             predicted = await self._predict(to_predict, started) if to_predict else _NOTHING_PREDICTED
-            predictions, shadow, members = predicted.live, predicted.shadow, predicted.members
+            predictions, shadow = predicted.live, predicted.shadow
         with timer.stage("publish"):
             fault_point("publish")
-            await self._publisher.publish(predictions, dead_letters, shadow)
+            await self._publisher.publish(predictions, decoded.dead_letters, shadow)
         fault_point("published")
         if self._member_sink is not None:  # before the outcomes that could settle them
-            await self._member_sink.record(predictions, members)
+            await self._member_sink.record(predictions, predicted.members)
         if self._outcomes is not None:  # before the predicted marks: a crash re-predicts, so re-registers
             with timer.stage("outcomes"):
                 await self._outcomes.after_publish(predictions, shadow, [w.candle for w in writes],
@@ -258,10 +237,47 @@ class CandleProcessor:
         await self._store.mark_predicted([w.candle for w, _ in to_predict if w.candle.id in answered])
         timer.batches += 1
         self.counts.update(self._batch_counts)
-        self.counts.update(messages=len(messages), closed=len(closed), forming=len(forming),
-                           predicted=len(predictions), dead_letters=len(dead_letters))
+        self.counts.update(messages=len(messages), closed=len(decoded.closed), forming=len(decoded.forming),
+                           predicted=len(predictions), dead_letters=len(decoded.dead_letters))
 
-    async def _rebuild_short_windows(self, writes: list[ClosedWrite], origin: dict[str, RawMessage]) -> list[ClosedWrite]:
+    async def _decode(self, messages: Sequence[RawMessage], now_ms: int) -> _Decoded:
+        """Parse and check every record: valid candles split into closed and forming, the rest dead letters
+        (invalid, a symbol past the fleet's cap, or a close too far from the symbol's last close)."""
+        decoded = _Decoded([], [], [], {})
+        keep_bytes = self._settings.candles.dead_letter_keep_bytes
+
+        def refuse(message: RawMessage, error: InvalidCandle) -> None:
+            self._batch_counts[f"dlq.{error.kind}"] += 1
+            decoded.dead_letters.append(_dead_letter(message, error, now_ms, keep_bytes))
+
+        valid: list[tuple[Candle, RawMessage]] = []
+        for message in messages:
+            try:
+                valid.append((parse_candle(message.value, self._settings.candles, now_ms, message.key,
+                                           self._allowed_timeframes), message))
+            except InvalidCandle as error:
+                refuse(message, error)
+        admitted = await self._symbols.admit({c.symbol for c, _ in valid}, now_ms) if self._symbols else None
+        kept: list[tuple[Candle, RawMessage]] = []
+        for candle, message in valid:
+            if admitted is not None and candle.symbol not in admitted:
+                refuse(message, InvalidCandle("symbol_cap", f"symbol {candle.symbol!r} refused: the fleet serves "
+                                                            f"worker.max_symbols={self._settings.worker.max_symbols} already"))
+            else:
+                kept.append((candle, message))
+        # each close against its symbol's last close: the window's newest candle, then the batch's accepted ones
+        last_closes = await self._store.last_closes({(c.symbol, c.timeframe) for c, _ in kept}) if kept else {}
+        jumps = price_jump_refusals([c for c, _ in kept], last_closes, self._settings.candles)
+        for (candle, message), jump in zip(kept, jumps, strict=True):
+            if jump is not None:
+                refuse(message, jump)
+                continue
+            (decoded.closed if candle.closed else decoded.forming).append(candle)
+            decoded.origin[candle.id] = message
+        return decoded
+
+    async def _rebuild_short_windows(self, writes: list[ClosedWrite], origin: dict[str, RawMessage],
+                                     lookback: int) -> list[ClosedWrite]:
         """A symbol with too little history in Redis gets one rebuild attempt when this process sees it
         first, and another each time a window comes back short for a candle no older than one whose
         window was complete (Redis lost it);
@@ -273,7 +289,7 @@ class CandleProcessor:
         for write in writes:
             key = (write.candle.symbol, write.candle.timeframe)
             complete_at = self._complete_at.get(key)
-            if len(write.open_time_ms) > self._lookback:
+            if len(write.open_time_ms) > lookback:
                 self._complete_at[key] = max(write.candle.open_time, complete_at or write.candle.open_time)
                 continue
             # short for a candle no older than one that had its whole history: Redis lost the window
@@ -293,7 +309,7 @@ class CandleProcessor:
                 self._outcomes_to_restore.add(key)
         again = [i for i, w in enumerate(writes) if (w.candle.symbol, w.candle.timeframe) in rebuilt]
         if again:
-            rewritten = await self._store.write_closed([writes[i].candle for i in again], read_count=self._lookback + 1)
+            rewritten = await self._store.write_closed([writes[i].candle for i in again], read_count=lookback + 1)
             for index, write in zip(again, rewritten, strict=True):
                 writes[index] = write
         for write in writes:  # kept across attempts: a fault after the window came back retries the restore
@@ -320,13 +336,13 @@ class CandleProcessor:
         log.warning("pending outcomes of %s %s were lost with its window: %d predictions read back, %d outcomes "
                     "published again", candle.symbol, candle.timeframe, len(live) + len(shadow), published)
 
-    def _windows_to_predict(self, writes: Sequence[ClosedWrite]) -> list[tuple[ClosedWrite, np.ndarray]]:
+    def _windows_to_predict(self, writes: Sequence[ClosedWrite], lookback: int) -> list[tuple[ClosedWrite, np.ndarray]]:
         ready = []
         for write in writes:
             if write.already_predicted:
                 self._batch_counts["already_predicted"] += 1
                 continue
-            window = window_ending_at(write.open_time_ms, write.ohlcv, write.candle.open_time, self._lookback,
+            window = window_ending_at(write.open_time_ms, write.ohlcv, write.candle.open_time, lookback,
                                       TIMEFRAME_MS[write.candle.timeframe])
             if window is None:
                 self._batch_counts["insufficient_history"] += 1
@@ -363,6 +379,8 @@ class CandleProcessor:
             for i, part in zip(having, target_predictions(stacked, self._settings.signals, target), strict=True):
                 targets[i][target] = part
         horizon_hours = self._settings.market.horizon_hours
+        models = {(a.model_name, a.version): ModelRef.model_construct(name=a.model_name, version=a.version)
+                  for _, a in rows}
         return [
             Prediction.model_construct(
                 id=write.candle.id,
@@ -372,7 +390,7 @@ class CandleProcessor:
                 close=write.candle.close,
                 horizon_hours=horizon_hours,
                 targets=targets[i],
-                model=ModelRef.model_construct(name=answer.model_name, version=answer.version),
+                model=models[(answer.model_name, answer.version)],
                 variant=answer.variant,
                 degraded=answer.degraded,
                 regime=answer.regime,

@@ -50,7 +50,7 @@ async def _worker(settings: Settings) -> tuple[AdaptiveWeights, aioredis.Redis]:
 def test_two_workers_share_one_vector_and_a_restart_serves_it(isolated: Settings) -> None:
     async def scenario() -> tuple[np.ndarray | None, np.ndarray | None, int, int]:
         (a, client_a), (b, client_b) = await _worker(isolated), await _worker(isolated)
-        assert a.current(VERSION, "2%") is None  # nothing learnt yet: the fitted weights apply
+        assert "2%" not in a.current(VERSION)  # nothing learnt yet: the fitted weights apply
         await a.record([_prediction("p1", 0)], {"p1": {"2%": MEMBERS["p1"]}})
         await b.record([_prediction("p2", 3_600_000)], {"p2": {"2%": MEMBERS["p2"]}})
         first, second = _settled("p1", 0, UP), _settled("p2", 3_600_000, DOWN)
@@ -64,7 +64,7 @@ def test_two_workers_share_one_vector_and_a_restart_serves_it(isolated: Settings
         restarted, client_c = await _worker(isolated)
         for client in (client_a, client_b, client_c):
             await client.aclose()
-        return restarted.current(VERSION, "2%"), a.current(VERSION, "2%"), a.updates + b.updates, left
+        return restarted.current(VERSION).get("2%"), a.current(VERSION).get("2%"), a.updates + b.updates, left
 
     served_after_restart, seen_by_a, updates, members_left = asyncio.run(scenario())
     start = np.asarray(COMBINER.weights)
@@ -79,3 +79,19 @@ def test_two_workers_share_one_vector_and_a_restart_serves_it(isolated: Settings
 def test_a_strategy_without_one_weight_vector_is_refused(isolated: Settings) -> None:
     with pytest.raises(ValueError, match="needs one of"):
         AdaptiveWeights(isolated).register(VERSION, {"2%": COMBINER.model_copy(update={"strategy": "stacking"})})
+
+
+def test_a_snapshot_handed_to_a_batch_never_changes_under_it(isolated: Settings) -> None:
+    async def scenario() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        weights, client = await _worker(isolated)
+        await weights.record([_prediction("p1", 0)], {"p1": {"2%": MEMBERS["p1"]}})
+        held = weights.current(VERSION)  # what a batch in the inference thread reads
+        await weights.on_settled([_settled("p1", 0, UP)])
+        await client.aclose()
+        return dict(held), weights.current(VERSION)["2%"], np.asarray(COMBINER.weights)
+
+    held, now, fitted = asyncio.run(scenario())
+    assert held == {}  # the batch keeps the fitted weights it started with
+    assert not np.allclose(now, fitted)  # while the next batch sees the update
+    with pytest.raises(ValueError):
+        now[0] = 1.0  # read-only: no reader can change what the others see

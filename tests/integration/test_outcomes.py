@@ -8,6 +8,8 @@ same candles, none missing.
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import json
 import re
@@ -405,7 +407,7 @@ def test_degraded_live_answers_are_not_paired(services: Settings, isolated: Sett
                                            "challenger": isolated.challenger.model_copy(update={"auto_promote": True})})
     names = TopicNames.of(settings)
     settlements = [s if s.pending.stream == "shadow" else
-                   s.model_copy(update={"pending": s.pending.model_copy(update={"degraded": True})})
+                   dataclasses.replace(s, pending=s.pending.model_copy(update={"degraded": True}))
                    for s in _pair_settlements(np.random.default_rng(8), 600, skill_live=0.45, skill_shadow=0.0)]
 
     async def run() -> tuple[list[dict[str, object]], dict[bytes, bytes]]:

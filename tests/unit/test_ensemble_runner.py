@@ -56,7 +56,7 @@ def test_members_side_by_side_equal_the_graph_and_the_native_model(
 ) -> None:
     version_dir = ensemble_models / ENSEMBLE_VERSION
     inputs = _inputs(version_dir, futures_series)
-    members = load_model_set(version_dir, MEMBERS, live_weights=lambda version, target: None)  # fitted weights
+    members = load_model_set(version_dir, MEMBERS, live_weights=lambda version: {})  # fitted weights
     assert isinstance(members, ServedEnsemble) and members.min_history == ServedModelSet.load(version_dir).min_history
     graph = load_model_set(version_dir, EnsembleServingConfig(mode="graph"))
     assert isinstance(graph, ServedModelSet)
@@ -104,20 +104,20 @@ def test_live_weights_replace_the_fitted_ones_and_a_nan_member_is_dropped(
     inputs = _inputs(version_dir, futures_series, rows_per_symbol=6)
     rf_alone = ServedModelSet.load(version_dir, model_name=RF).predict(inputs)
     hmm_alone = ServedModelSet.load(version_dir, model_name=HMM).predict(inputs)
-    asked: list[tuple[str, str]] = []
+    asked: list[str] = []
 
-    def live(version: str, target: str) -> np.ndarray:
-        asked.append((version, target))
-        return np.array([0.9, 0.1])
+    def live(version: str) -> dict[str, np.ndarray]:
+        asked.append(version)
+        return {t: np.array([0.9, 0.1]) for t in ("1%", "2%", "5%")}
 
     weighted = ServedEnsemble.load(version_dir, MEMBERS, model_name="ensemble_weighted", live_weights=live)
     answer = weighted.predict_outputs(inputs)
-    assert sorted(asked) == [(ENSEMBLE_VERSION, t) for t in ("1%", "2%", "5%")]
+    assert asked == [ENSEMBLE_VERSION]  # one snapshot for the whole batch
     for target, probabilities in answer.probabilities.items():
         np.testing.assert_allclose(probabilities, 0.9 * rf_alone[target] + 0.1 * hmm_alone[target], atol=1e-6)
 
     broken_dir = _with_member_file(ensemble_models, tmp_path, RF, nan_graph())
-    broken = ServedEnsemble.load(broken_dir, MEMBERS, live_weights=lambda version, target: None).predict_outputs(inputs)
+    broken = ServedEnsemble.load(broken_dir, MEMBERS, live_weights=lambda version: {}).predict_outputs(inputs)
     assert broken.degraded.all()
     assert broken.member_probabilities is not None
     for target, probabilities in broken.probabilities.items():

@@ -9,7 +9,14 @@ import pytest
 from sklearn.metrics import log_loss
 
 from bse_predict.labels.first_touch import CLASS_NAMES
-from bse_predict.monitoring.live_scores import RollingScores, add_fields, score_fields, window_scores
+from bse_predict.monitoring.live_scores import (
+    RollingScores,
+    add_fields,
+    batch_score_fields,
+    grouped_score_fields,
+    score_fields,
+    window_scores,
+)
 from bse_predict.scoring.probabilities import PROBABILITY_FLOOR
 
 HOUR_MS = 3_600_000
@@ -66,3 +73,15 @@ def test_rolling_scores_equal_the_batch_formulas_at_every_step() -> None:
             assert cal.count == int(in_bin.sum())
             assert cal.mean_p == pytest.approx(float(pk[in_bin].mean()))
             assert cal.hit_rate == pytest.approx(float((y[: step + 1][inside][in_bin] == k).mean()))
+
+
+def test_grouped_sums_equal_the_per_row_fields_added_in_order() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet([1.0, 1.0, 0.7], 500)
+    p[:5] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0], [0.1, 0.3, 0.6]]  # edge bins
+    y = rng.integers(0, 3, 500)
+    groups = rng.integers(0, 7, 500)
+    rows = batch_score_fields(p, y, BINS)
+    grouped = grouped_score_fields(p, y, BINS, groups, 7)
+    for g in range(7):
+        assert grouped[g] == add_fields(rows[i] for i in np.flatnonzero(groups == g))  # exact, not approx
