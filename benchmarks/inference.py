@@ -19,7 +19,7 @@ from configs.settings import load_settings
 from bse_predict.serving.manifest import newest_version
 from bse_predict.serving.native_runner import NativeModelSet
 from bse_predict.serving.onnx_runner import ServedModelSet
-from bse_predict.stream.bench import median_ms
+from bse_predict.stream.bench_inference import median_ms
 
 
 def main() -> None:

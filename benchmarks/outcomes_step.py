@@ -35,7 +35,7 @@ from bse_predict.features.definitions import LOOKBACK_CANDLES, feature_matrix
 from bse_predict.serving.manifest import newest_version
 from bse_predict.candles.schema import Candle, ModelRef, Prediction, TargetPrediction
 from bse_predict.connections.clients import connect_redis, kafka_options
-from bse_predict.stream.bench import bench_symbols
+from bse_predict.stream.bench_load import bench_symbols
 from bse_predict.monitoring.live_outcomes import LiveOutcomes
 from bse_predict.monitoring.resolver import KafkaOutcomePublisher, OutcomeResolver
 from bse_predict.connections.topics import TopicNames, ensure_topics

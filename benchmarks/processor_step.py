@@ -33,7 +33,7 @@ from bse_predict.features.definitions import LOOKBACK_CANDLES
 from bse_predict.monitoring.live_outcomes import LiveOutcomes
 from bse_predict.monitoring.resolver import KafkaOutcomePublisher
 from bse_predict.serving.router import ModelRouter
-from bse_predict.stream.bench import bench_symbols
+from bse_predict.stream.bench_load import bench_symbols
 from bse_predict.stream.processor import CandleProcessor, RawMessage
 from bse_predict.stream.replay import candle_payload
 from bse_predict.stream.window_store import MemoryWindowStore

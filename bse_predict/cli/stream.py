@@ -88,6 +88,8 @@ def bench(
     data: Annotated[list[Path] | None, typer.Option("--data", help="Candle files or directories.")] = None,
     version: Annotated[str | None, typer.Option("--version", help="Model version (default: newest).")] = None,
     ensemble_version: Annotated[str | None, typer.Option("--ensemble-version", help="A version serving an ensemble, for the ensemble phase.")] = None,
+    shadow_version: Annotated[str | None, typer.Option("--shadow-version", help="Every worker phase also serves this version in shadow (set by a signed control message).")] = None,
+    compare_with: Annotated[Path | None, typer.Option("--compare-with", help="A checkout of another commit with its own .venv: each worker phase runs again with its worker, as PHASE@before.")] = None,
 ) -> None:
     """End-to-end benchmark on the real stack against a bare relay and native predict; prints one JSON object."""
     import json
@@ -100,9 +102,11 @@ def bench(
     unknown = set(chosen) - {"relay", "onnx", "native", "ensemble", "ensemble_members"}
     if unknown or symbols < 1 or rate <= 0 or seconds <= 0:
         raise ValueError(f"bad bench options: phases {sorted(unknown) or chosen}, symbols {symbols}, rate {rate}, seconds {seconds}")
+    if compare_with is not None and not (compare_with / ".venv" / "bin" / "python").is_file():
+        raise ValueError(f"--compare-with {compare_with}: no .venv/bin/python there (run `make setup` in that checkout)")
     options = BenchOptions(symbols=symbols, rate=rate, seconds=seconds, burst_candles=burst,
                            data=tuple(data or DEFAULT_DATA), version=version, ensemble_version=ensemble_version,
-                           phases=chosen, config_file=config)
+                           shadow_version=shadow_version, compare_with=compare_with, phases=chosen, config_file=config)
     log_dir = Path("var") / "bench" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = run_bench(command_settings(config), options, log_dir, progress=lambda m: errors.print(m, markup=False))
     print(json.dumps(report, indent=2))

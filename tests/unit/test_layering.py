@@ -33,7 +33,7 @@ ADAPTERS = {
     "ensembles": {"adaptive_weights"},
     "monitoring": {"challenger", "drift_monitor", "live_outcomes", "metrics", "outcome_store", "prediction_history",
                    "resolver"},
-    "stream": {"app", "batch_guard", "bench", "worker_parts", "processor", "publisher", "rebuild", "relay", "replay", "run",
+    "stream": {"app", "batch_guard", "bench", "bench_inference", "bench_load", "worker_parts", "processor", "publisher", "rebuild", "relay", "replay", "run",
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_tls", "stack"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "__main__",
