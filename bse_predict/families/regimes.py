@@ -10,40 +10,11 @@ A facade over three modules, for callers that want the whole of it:
 
 from __future__ import annotations
 
-from bse_predict.families.regime_diagnostics import regime_diagnostics
-from bse_predict.families.regime_graphs import REGIME_FEATURES_OUTPUT, filter_graph, regime_feature_graph
-from bse_predict.families.regime_model import (
-    FOUR_STATE_NAMES,
-    OBSERVATION_NAMES,
-    TRANSITION_FLOOR,
-    VOLATILITY_FLOOR,
-    RegimeModel,
-    align_states,
-    history_fields,
-    match_states,
-    raw_observations,
-    regime_feature_names,
-    regime_features,
-    stitch_windows,
-    unfitted_regime_model,
-)
+from bse_predict.families import regime_diagnostics as _diagnostics
+from bse_predict.families import regime_graphs as _graphs
+from bse_predict.families import regime_model as _model
+from bse_predict.families.regime_diagnostics import *  # noqa: F403
+from bse_predict.families.regime_graphs import *  # noqa: F403
+from bse_predict.families.regime_model import *  # noqa: F403
 
-__all__ = [
-    "OBSERVATION_NAMES",
-    "FOUR_STATE_NAMES",
-    "VOLATILITY_FLOOR",
-    "TRANSITION_FLOOR",
-    "RegimeModel",
-    "unfitted_regime_model",
-    "raw_observations",
-    "stitch_windows",
-    "history_fields",
-    "match_states",
-    "align_states",
-    "regime_feature_names",
-    "regime_features",
-    "regime_diagnostics",
-    "filter_graph",
-    "regime_feature_graph",
-    "REGIME_FEATURES_OUTPUT",
-]
+__all__ = [*_model.__all__, *_graphs.__all__, *_diagnostics.__all__]
