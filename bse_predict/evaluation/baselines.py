@@ -19,7 +19,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from abc import ABC, abstractmethod
+from typing import ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -47,32 +48,39 @@ class Baseline(Protocol):
     def predict_proba(self, features: np.ndarray, return_24h: np.ndarray) -> np.ndarray: ...
 
 
-class Climatology:
-    name: ClassVar[str] = "climatology"
-    description: ClassVar[str] = "training class shares"
+class _SameForEveryRow(ABC):
+    """A baseline that answers every row with one probability vector, learnt from the training labels."""
 
-    def fit(self, features: np.ndarray, return_24h: np.ndarray, labels: np.ndarray) -> Climatology:
-        self.shares_ = _shares(labels)
+    def fit(self, features: np.ndarray, return_24h: np.ndarray, labels: np.ndarray) -> Self:
+        self.probabilities_ = self._probabilities(labels)
         return self
 
     def predict_proba(self, features: np.ndarray, return_24h: np.ndarray) -> np.ndarray:
-        return np.tile(self.shares_, (len(return_24h), 1))
+        return np.tile(self.probabilities_, (len(return_24h), 1))
+
+    @abstractmethod
+    def _probabilities(self, labels: np.ndarray) -> np.ndarray:
+        """float64[3]: the (up, down, none) answer for every row."""
 
 
-class AlwaysUp:
+class Climatology(_SameForEveryRow):
+    name: ClassVar[str] = "climatology"
+    description: ClassVar[str] = "training class shares"
+
+    def _probabilities(self, labels: np.ndarray) -> np.ndarray:
+        return _shares(labels)
+
+
+class AlwaysUp(_SameForEveryRow):
     name: ClassVar[str] = "always_up"
     description: ClassVar[str] = "always up at a fixed confidence; p_none from climatology"
 
     def __init__(self, confidence: float = 0.65) -> None:
         self.confidence = confidence
 
-    def fit(self, features: np.ndarray, return_24h: np.ndarray, labels: np.ndarray) -> AlwaysUp:
+    def _probabilities(self, labels: np.ndarray) -> np.ndarray:
         q = _shares(labels)[2]
-        self.probabilities_ = np.array([(1 - q) * self.confidence, (1 - q) * (1 - self.confidence), q])
-        return self
-
-    def predict_proba(self, features: np.ndarray, return_24h: np.ndarray) -> np.ndarray:
-        return np.tile(self.probabilities_, (len(return_24h), 1))
+        return np.array([(1 - q) * self.confidence, (1 - q) * (1 - self.confidence), q])
 
 
 class Momentum24h:

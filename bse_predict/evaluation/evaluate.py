@@ -37,7 +37,7 @@ from bse_predict.evaluation.report import write_report
 from bse_predict.evaluation.target_scores import score_target
 from bse_predict.evaluation.walk_forward import make_folds
 from bse_predict.candles.files import CandleSeries
-from bse_predict.training.dataset import build_dataset
+from bse_predict.training.dataset import SymbolDataset, build_dataset
 from bse_predict.families import get_model, list_models
 from bse_predict.serving.signals import target_label
 
@@ -133,15 +133,9 @@ def evaluate(series: Sequence[CandleSeries], settings: Settings, out_dir: Path,
     results: dict[str, TargetEvaluation] = {}
     params: dict[str, dict[str, dict[str, Any]]] = {f: {} for f in families}
     fitted: dict[tuple[str, str], Any] = {}
-    console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not show_progress) as progress:
-        build_task = progress.add_task("features and labels", total=len(series))
-        datasets = []
-        for one in series:
-            progress.update(build_task, description=f"features and labels: {one.symbol}")
-            datasets.append(build_dataset(one, market.targets_pct, market.horizon_candles, max_rows))
-            progress.advance(build_task)
+    with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress:
+        datasets = _build_datasets(series, settings, max_rows, progress)
         fit_task = progress.add_task("walk-forward", total=len(targets) * (len(families) + 1) * options.folds)
         for pct, target in targets:
             rows = pool_rows(datasets, target, market.timeframe_ms)
@@ -160,17 +154,42 @@ def evaluate(series: Sequence[CandleSeries], settings: Settings, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     draft = EvaluationReport(
         created_at=datetime.now(UTC), options=options, market=market.model_dump(mode="json"),
-        family_params=params,
-        data=tuple(DataSpan(symbol=d.symbol, source=s.source.name, start_ms=int(d.open_time_ms[0]),
-                            end_ms=int(d.open_time_ms[-1]), rows=len(d.open_time_ms))
-                   for s, d in zip(series, datasets, strict=True) if len(d.open_time_ms)),
-        targets=results, leakage=leakage, library_versions=_library_versions(), total_seconds=0.0)
+        family_params=params, data=_data_spans(series, datasets), targets=results, leakage=leakage,
+        library_versions=_library_versions(), total_seconds=0.0)
+    report = _write_outputs(draft, out_dir, datasets, fitted, started)
+    if not leakage.passed:
+        raise LeakageSuspected(f"leakage suspected: {'; '.join(leakage.failures)} (honest hourly AUC is 0.50-0.56; "
+                               f"outputs in {out_dir})")
+    return report
+
+
+def _build_datasets(series: Sequence[CandleSeries], settings: Settings, max_rows: int | None,
+                    progress: Progress) -> list[SymbolDataset]:
+    """Features and labels of every series, one progress step each."""
+    market = settings.market
+    build_task = progress.add_task("features and labels", total=len(series))
+    datasets = []
+    for one in series:
+        progress.update(build_task, description=f"features and labels: {one.symbol}")
+        datasets.append(build_dataset(one, market.targets_pct, market.horizon_candles, max_rows))
+        progress.advance(build_task)
+    return datasets
+
+
+def _data_spans(series: Sequence[CandleSeries], datasets: Sequence[SymbolDataset]) -> tuple[DataSpan, ...]:
+    """The hours each symbol contributed (symbols without rows left out)."""
+    return tuple(DataSpan(symbol=d.symbol, source=s.source.name, start_ms=int(d.open_time_ms[0]),
+                          end_ms=int(d.open_time_ms[-1]), rows=len(d.open_time_ms))
+                 for s, d in zip(series, datasets, strict=True) if len(d.open_time_ms))
+
+
+def _write_outputs(draft: EvaluationReport, out_dir: Path, datasets: Sequence[SymbolDataset],
+                   fitted: dict[tuple[str, str], Any], started: float) -> EvaluationReport:
+    """Plots, ``metrics.json`` and ``report.md`` in ``out_dir``; the report with its plots, notes
+    and the seconds since ``started``."""
     plots, notes = write_plots(draft, out_dir, datasets, fitted)
     report = draft.model_copy(update={"plots": tuple(plots), "notes": tuple(notes),
                                       "total_seconds": round(time.perf_counter() - started, 3)})
     (out_dir / METRICS_FILE).write_text(report.model_dump_json(indent=2), encoding="utf-8")
     write_report(report, out_dir / REPORT_FILE)
-    if not leakage.passed:
-        raise LeakageSuspected(f"leakage suspected: {'; '.join(leakage.failures)} (honest hourly AUC is 0.50-0.56; "
-                               f"outputs in {out_dir})")
     return report

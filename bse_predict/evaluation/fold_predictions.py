@@ -21,7 +21,7 @@ import numpy as np
 from rich.progress import Progress, TaskID
 
 from bse_predict.evaluation.baselines import make_baselines
-from bse_predict.evaluation.calibration import CalibratorName, make_calibrator
+from bse_predict.evaluation.calibration import Calibrator, CalibratorName, make_calibrator
 from bse_predict.training.pooling import PooledRows, pool_inputs, prepare_key
 from bse_predict.evaluation.walk_forward import Fold, block_mask, calibration_split, training_mask
 from bse_predict.training.dataset import SymbolDataset
@@ -139,7 +139,6 @@ def _baselines(rows: PooledRows, masks: Sequence[FoldMasks], always_up_confidenc
 def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence[FoldMasks], family: str,
             factory: ModelFactory, split: FamilySplit, inputs: dict[Any, np.ndarray], oof: OutOfFold,
             progress: Progress, task: TaskID) -> None:
-    calibrator_name = split.calibrator
     timing = {"prepare_seconds": 0.0, "fit_seconds": 0.0, "calibrate_seconds": 0.0, "predict_seconds": 0.0}
     model = factory(family, rows.target)
     key = prepare_key(model, family)
@@ -154,39 +153,16 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
         progress.update(task, description=f"{rows.target} {family}: fold {m.fold.index + 1}/{len(masks)}")
         model = factory(family, rows.target)
         t0 = time.perf_counter()
-        if getattr(model, "uses_validation", False):
-            fit, validation = calibration_split(m.fit, rows.open_time_ms, split.validation_fraction, split.horizon_ms)
-            _check_classes(rows.labels[fit], f"target {rows.target} fold {m.fold.index}: {family}'s fit rows")
-            model.train(X[fit], rows.labels[fit],
-                        validation_data=(X[validation], rows.labels[validation]) if validation.any() else None)
-        else:
-            model.train(X[m.fit], rows.labels[m.fit])
+        _train_on_fold(model, X, rows, m, family, split)
         t1 = time.perf_counter()
-        calibrator = make_calibrator(calibrator_name if m.calibration.any() else "none")
-        calibrator.fit(model.predict_proba(X[m.calibration]) if m.calibration.any() else np.empty((0, 3)),
-                       rows.labels[m.calibration])
+        calibrator = _fit_calibrator(split.calibrator, m, rows.labels,
+                                     lambda rows_of, fitted=model: fitted.predict_proba(X[rows_of]))
         t2 = time.perf_counter()
         p_raw = model.predict_proba(X[m.test])
         raw.append(p_raw)
         calibrated.append(calibrator.transform(p_raw))
         t3 = time.perf_counter()
-        for variant in getattr(model, "variants", tuple)():
-            variant_calibrator = make_calibrator(calibrator_name if m.calibration.any() else "none")
-            variant_calibrator.fit(model.predict_strategy(X[m.calibration], variant) if m.calibration.any()
-                                   else np.empty((0, 3)), rows.labels[m.calibration])
-            v_raw = model.predict_strategy(X[m.test], variant)
-            parts = variant_parts.setdefault(f"{family}_{variant}", ([], []))
-            parts[0].append(variant_calibrator.transform(v_raw))
-            parts[1].append(v_raw)
-        if hasattr(model, "predict_adaptive"):  # re-weighted as outcomes arrive, never before they are known
-            adaptive_calibrator = make_calibrator(calibrator_name if m.calibration.any() else "none")
-            adaptive_calibrator.fit(model.predict_adaptive(X[m.calibration], rows.labels[m.calibration],
-                                                           rows.open_time_ms[m.calibration], split.horizon_ms)
-                                    if m.calibration.any() else np.empty((0, 3)), rows.labels[m.calibration])
-            a_raw = model.predict_adaptive(X[m.test], rows.labels[m.test], rows.open_time_ms[m.test], split.horizon_ms)
-            parts = variant_parts.setdefault(f"{family}_adaptive", ([], []))
-            parts[0].append(adaptive_calibrator.transform(a_raw))
-            parts[1].append(a_raw)
+        _predict_variants(model, X, rows, m, family, split, variant_parts)
         timing["fit_seconds"] += t1 - t0
         timing["calibrate_seconds"] += t2 - t1
         timing["predict_seconds"] += t3 - t2
@@ -195,20 +171,68 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
         progress.advance(task)
     oof.probabilities[family] = np.concatenate(calibrated)
     oof.uncalibrated[family] = np.concatenate(raw)
-    oof.descriptions[family] = f"{type(model).__name__}, {calibrator_name} calibration"
+    oof.descriptions[family] = f"{type(model).__name__}, {split.calibrator} calibration"
     oof.kinds[family] = "family"
     oof.timings[family] = timing
     oof.fold_fit_seconds[family] = fold_seconds
     oof.feature_importance[family] = _mean_importance([i for i in importances if i])
     oof.hyperparameters[family] = model.get_hyperparameters()
     oof.last_models[family] = model
+    _record_variants(oof, family, type(model).__name__, split.calibrator, variant_parts)
+
+
+def _train_on_fold(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: FoldMasks, family: str,
+                   split: FamilySplit) -> None:
+    """Fit ``model`` on the fold's fit rows; one that stops early validates on their newest,
+    purged share (:class:`FamilySplit`)."""
+    if getattr(model, "uses_validation", False):
+        fit, validation = calibration_split(m.fit, rows.open_time_ms, split.validation_fraction, split.horizon_ms)
+        _check_classes(rows.labels[fit], f"target {rows.target} fold {m.fold.index}: {family}'s fit rows")
+        model.train(X[fit], rows.labels[fit],
+                    validation_data=(X[validation], rows.labels[validation]) if validation.any() else None)
+    else:
+        model.train(X[m.fit], rows.labels[m.fit])
+
+
+def _fit_calibrator(name: CalibratorName, m: FoldMasks, labels: np.ndarray,
+                    predict: Callable[[np.ndarray], np.ndarray]) -> Calibrator:
+    """A calibrator fitted on ``predict``'s answers for the fold's calibration rows (given as a
+    mask); ``none`` when the fold has no calibration rows."""
+    calibrator = make_calibrator(name if m.calibration.any() else "none")
+    calibrator.fit(predict(m.calibration) if m.calibration.any() else np.empty((0, 3)), labels[m.calibration])
+    return calibrator
+
+
+def _predict_variants(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: FoldMasks, family: str,
+                      split: FamilySplit, variant_parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> None:
+    """The fold's test rows by each of the model's ``variants`` (and ``adaptive`` when it re-weights
+    as outcomes arrive, never before they are known), each calibrated like the family:
+    appended to ``variant_parts[<family>_<variant>]`` as (calibrated, raw)."""
+    predictors: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        variant: (lambda rows_of, variant=variant: model.predict_strategy(X[rows_of], variant))
+        for variant in getattr(model, "variants", tuple)()}
+    if hasattr(model, "predict_adaptive"):
+        predictors["adaptive"] = lambda rows_of: model.predict_adaptive(
+            X[rows_of], rows.labels[rows_of], rows.open_time_ms[rows_of], split.horizon_ms)
+    for variant, predict in predictors.items():
+        calibrator = _fit_calibrator(split.calibrator, m, rows.labels, predict)
+        p_raw = predict(m.test)
+        parts = variant_parts.setdefault(f"{family}_{variant}", ([], []))
+        parts[0].append(calibrator.transform(p_raw))
+        parts[1].append(p_raw)
+
+
+def _record_variants(oof: OutOfFold, family: str, model_name: str, calibrator_name: str,
+                     variant_parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> None:
+    """Score each variant beside its family: its probabilities, and the family's hyperparameters
+    (its fits are the family's, so its own timings are zero)."""
     for name, (variant_calibrated, variant_raw) in variant_parts.items():
         oof.probabilities[name] = np.concatenate(variant_calibrated)
         oof.uncalibrated[name] = np.concatenate(variant_raw)
-        oof.descriptions[name] = f"{type(model).__name__} {name.removeprefix(family + '_')}, {calibrator_name} calibration"
+        oof.descriptions[name] = f"{model_name} {name.removeprefix(family + '_')}, {calibrator_name} calibration"
         oof.kinds[name] = "family"
-        oof.timings[name] = {k: 0.0 for k in timing}
-        oof.fold_fit_seconds[name] = [0.0] * len(fold_seconds)
+        oof.timings[name] = {k: 0.0 for k in oof.timings[family]}
+        oof.fold_fit_seconds[name] = [0.0] * len(oof.fold_fit_seconds[family])
         oof.feature_importance[name] = {}
         oof.hyperparameters[name] = oof.hyperparameters[family]
     oof.variants[family] = list(variant_parts)

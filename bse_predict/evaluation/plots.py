@@ -112,7 +112,8 @@ def regime_plots(report: EvaluationReport, out_dir: Path, datasets: Sequence[Any
         return [], []
     from matplotlib.figure import Figure
 
-    from bse_predict.families.regimes import history_fields, regime_diagnostics
+    from bse_predict.families.regime_diagnostics import regime_diagnostics
+    from bse_predict.families.regime_model import history_fields
 
     target, family_model = fitted_hmm[0]
     regimes = family_model.regimes_

@@ -168,7 +168,8 @@ def register(cls: P) -> P:
 
 _LIBRARY_CLASSES = FOREST_CLASSES | {("xgboost.core", "Booster"), ("builtins", "bytearray")}
 """What the families' fitted state holds: forests, XGBoost boosters (their state is a bytearray), numpy."""
-_STATE_CLASSES = frozenset({("bse_predict.ensembles.combiners", "StackingCombiner"), ("bse_predict.families.regimes", "RegimeModel")})
+_STATE_CLASSES = frozenset({("bse_predict.ensembles.combiners", "StackingCombiner"),
+                            ("bse_predict.families.regime_model", "RegimeModel")})
 """Our own state objects a family keeps (the ensemble's stacking, the regime models)."""
 
 

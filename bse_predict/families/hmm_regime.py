@@ -1,6 +1,6 @@
 """HMM regimes: the forward-filtered regime at the last hour of a sequence, mapped to outcomes.
 
-A Gaussian HMM (:mod:`bse_predict.families.regimes`) is fitted on the training history, then
+A Gaussian HMM (:mod:`bse_predict.families.regime_model`) is fitted on the training history, then
 the outcome map P(outcome | regime), a [K, 3] matrix, is counted from the
 training rows: each row adds its filtered regime probabilities at its last hour
 to the row of its label, with Laplace smoothing (``smoothing`` per cell).
@@ -8,7 +8,7 @@ A prediction is α_T @ outcome map: rows sum to 1 because α_T and every row of
 the map do. Only the forward filter is used, over the row's own 168-hour
 window, so a row's prediction depends on nothing after its candle.
 
-The ONNX graph is the filter of :func:`bse_predict.families.regimes.filter_graph` followed by a
+The ONNX graph is the filter of :func:`bse_predict.families.regime_graphs.filter_graph` followed by a
 MatMul with the outcome map; it also outputs ``regime_probabilities`` [batch, K]
 and names the states in the metadata property ``regime_states``.
 """
@@ -23,7 +23,8 @@ import numpy as np
 from bse_predict.families.base import BasePredictor, register
 from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
-from bse_predict.families.regimes import RegimeModel, filter_graph, stitch_windows
+from bse_predict.families.regime_graphs import filter_graph
+from bse_predict.families.regime_model import stitch_windows, unfitted_regime_model
 
 __all__ = ["HMMRegimePredictor"]
 
@@ -46,9 +47,7 @@ class HMMRegimePredictor(BasePredictor):
 
     def train(self, X: np.ndarray, y: np.ndarray,
               validation_data: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
-        self.regimes_ = RegimeModel(n_states=self.n_states, covariance_type=self.covariance_type,
-                                    n_iter=self.n_iter, tol=self.tol, min_covar=self.min_covar,
-                                    seed=self.seed).fit(stitch_windows(X))
+        self.regimes_ = unfitted_regime_model(self).fit(stitch_windows(X))
         alpha = self.regimes_.current_probabilities(X)
         counts = alpha.T @ np.eye(len(CLASS_NAMES))[y]  # [K, 3]: α-weighted label counts
         self.outcome_map_ = (counts + self.smoothing) / (counts.sum(axis=1, keepdims=True)

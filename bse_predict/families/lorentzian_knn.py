@@ -221,9 +221,41 @@ class LorentzianKnnPredictor(BasePredictor):
         chained by Mul (Lorentzian) or Add (Euclidean) -> TopK(k, smallest) -> Gather
         labels -> OneHot -> ReduceSum -> (+ smoothing * prior) / (k + smoothing)."""
         import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import TensorProto, helper
 
         n_features = len(self.columns_)
+        nodes = [
+            helper.make_node("Gather", [self.input_kind, "columns"], ["chosen"], axis=1),
+            helper.make_node("Max", ["chosen", "clip_low"], ["above_low"]),
+            helper.make_node("Min", ["above_low", "clip_high"], ["clipped"]),
+            helper.make_node("Sub", ["clipped", "clip_low"], ["shifted"]),
+            helper.make_node("Div", ["shifted", "scale_width"], ["scaled"]),
+            helper.make_node("Split", ["scaled"], [f"q_{i}" for i in range(n_features)], axis=1),
+            *self._distance_nodes(n_features),
+            helper.make_node("TopK", [f"key_{n_features - 1}", "k"], ["nearest_keys", "nearest"],
+                             axis=1, largest=0, sorted=1),
+            helper.make_node("Gather", ["pool_labels", "nearest"], ["nearest_labels"], axis=0),
+            helper.make_node("OneHot", ["nearest_labels", "n_classes", "one_hot_values"], ["votes"], axis=-1),
+            helper.make_node("ReduceSum", ["votes", "neighbour_axis"], ["counts"], keepdims=0),
+            helper.make_node("Add", ["counts", "smoothed_prior"], ["smoothed_counts"]),
+            helper.make_node("Div", ["smoothed_counts", "total"], [ONNX_OUTPUT]),
+        ]
+        graph = helper.make_graph(
+            nodes, self.family, [helper.make_tensor_value_info(self.input_kind, TensorProto.FLOAT,
+                                                               [None, len(FEATURE_NAMES)])],
+            [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, [None, len(CLASS_NAMES)])],
+            self._onnx_constants(n_features),
+        )
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TARGET_OPSET)],
+                                  producer_name="bse-predict")
+        cap_ir_version(proto)
+        onnx.checker.check_model(proto, full_check=True)
+        path.write_bytes(proto.SerializeToString())
+
+    def _onnx_constants(self, n_features: int) -> list[Any]:
+        """The graph's initializers: the fitted scaling, the pool (one column per feature), its labels and the prior."""
+        from onnx import numpy_helper
+
         initializers = [
             numpy_helper.from_array(self.columns_, "columns"),
             numpy_helper.from_array(self.clip_low_, "clip_low"),
@@ -242,15 +274,15 @@ class LorentzianKnnPredictor(BasePredictor):
                          for i in range(n_features)]
         if self.metric == "lorentzian":
             initializers.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"))
-        nodes = [
-            helper.make_node("Gather", [self.input_kind, "columns"], ["chosen"], axis=1),
-            helper.make_node("Max", ["chosen", "clip_low"], ["above_low"]),
-            helper.make_node("Min", ["above_low", "clip_high"], ["clipped"]),
-            helper.make_node("Sub", ["clipped", "clip_low"], ["shifted"]),
-            helper.make_node("Div", ["shifted", "scale_width"], ["scaled"]),
-            helper.make_node("Split", ["scaled"], [f"q_{i}" for i in range(n_features)], axis=1),
-        ]
-        for i in range(n_features):  # q_i [batch, 1] - pool_i [P] -> [batch, P]
+        return initializers
+
+    def _distance_nodes(self, n_features: int) -> list[Any]:
+        """``q_i`` [batch, 1] and ``pool_i`` [P] -> ``key_{n_features - 1}`` [batch, P], the ranking key
+        of :func:`ranking_keys`: a product of (1 + |q_i - p_i|) (Lorentzian) or a sum of squares (Euclidean)."""
+        from onnx import helper
+
+        nodes = []
+        for i in range(n_features):
             nodes.append(helper.make_node("Sub", [f"q_{i}", f"pool_{i}"], [f"diff_{i}"]))
             if self.metric == "lorentzian":
                 nodes.append(helper.make_node("Abs", [f"diff_{i}"], [f"abs_{i}"]))
@@ -262,26 +294,7 @@ class LorentzianKnnPredictor(BasePredictor):
                 nodes.append(helper.make_node(combine, [f"key_{i - 1}", f"term_{i}"], [f"key_{i}"]))
             else:
                 nodes.append(helper.make_node("Identity", ["term_0"], ["key_0"]))
-        nodes += [
-            helper.make_node("TopK", [f"key_{n_features - 1}", "k"], ["nearest_keys", "nearest"],
-                             axis=1, largest=0, sorted=1),
-            helper.make_node("Gather", ["pool_labels", "nearest"], ["nearest_labels"], axis=0),
-            helper.make_node("OneHot", ["nearest_labels", "n_classes", "one_hot_values"], ["votes"], axis=-1),
-            helper.make_node("ReduceSum", ["votes", "neighbour_axis"], ["counts"], keepdims=0),
-            helper.make_node("Add", ["counts", "smoothed_prior"], ["smoothed_counts"]),
-            helper.make_node("Div", ["smoothed_counts", "total"], [ONNX_OUTPUT]),
-        ]
-        graph = helper.make_graph(
-            nodes, self.family, [helper.make_tensor_value_info(self.input_kind, TensorProto.FLOAT,
-                                                               [None, len(FEATURE_NAMES)])],
-            [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, [None, len(CLASS_NAMES)])],
-            initializers,
-        )
-        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TARGET_OPSET)],
-                                  producer_name="bse-predict")
-        cap_ir_version(proto)
-        onnx.checker.check_model(proto, full_check=True)
-        path.write_bytes(proto.SerializeToString())
+        return nodes
 
 
 @register

@@ -131,6 +131,28 @@ class LSTMPredictor(BasePredictor):
         with ``epochs_run`` and ``best_epoch`` (1-based).
         """
         self._check_hyperparameters()
+        X_fit, y_fit, validation = self._training_rows(X, y, validation_data)
+        _, keras = _tensorflow()
+        keras.utils.set_random_seed(self.seed)
+        self.fit_rows_ = len(X_fit)
+        self.field_mean_, self.field_scale_ = self._field_statistics(X_fit)
+        self.model_ = self._build(keras, self.dropout)
+        steps_per_epoch = math.ceil(len(X_fit) / self.batch_size)
+        self.model_.compile(optimizer=keras.optimizers.Adam(self._learning_rate(keras, steps_per_epoch),
+                                                            clipnorm=_GRAD_CLIP_NORM),
+                            loss="sparse_categorical_crossentropy", jit_compile=False)  # XLA cannot compile an LSTM
+        monitor = "val_loss" if validation is not None else "loss"
+        history = self._fit_best_epoch(keras, X_fit, y_fit, validation, monitor)
+        self.history_ = {name: [float(v) for v in values] for name, values in history.history.items()}
+        self.epochs_run_ = len(self.history_[monitor])
+        self.best_epoch_ = int(np.argmin(self.history_[monitor])) + 1
+        evaluated = validation or (X_fit, y_fit)
+        metrics = self.validate(*evaluated, reference_labels=y_fit)
+        return {**metrics, "epochs_run": float(self.epochs_run_), "best_epoch": float(self.best_epoch_)}
+
+    def _training_rows(self, X: np.ndarray, y: np.ndarray, validation_data: tuple[np.ndarray, np.ndarray] | None
+                       ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """(fitted sequences, their labels, the validation rows or None), as :meth:`train` describes."""
         X, y = self._check_input(X), np.asarray(y, dtype=np.int64)
         if len(X) != len(y):
             raise ValueError(f"{len(X)} sequences but {len(y)} labels")
@@ -143,17 +165,12 @@ class LSTMPredictor(BasePredictor):
             validation = (self._check_input(validation_data[0]), np.asarray(validation_data[1], dtype=np.int64))
         # Consecutive hours share 167 of 168 steps: every row_stride-th sequence keeps nearly all
         # the information at a fraction of the cost on a small machine.
-        X_fit, y_fit = X_fit[::self.row_stride], y_fit[::self.row_stride]
-        _, keras = _tensorflow()
-        keras.utils.set_random_seed(self.seed)
-        self.fit_rows_ = len(X_fit)
-        self.field_mean_, self.field_scale_ = self._field_statistics(X_fit)
-        self.model_ = self._build(keras, self.dropout)
-        steps_per_epoch = math.ceil(len(X_fit) / self.batch_size)
-        self.model_.compile(optimizer=keras.optimizers.Adam(self._learning_rate(keras, steps_per_epoch),
-                                                            clipnorm=_GRAD_CLIP_NORM),
-                            loss="sparse_categorical_crossentropy", jit_compile=False)  # XLA cannot compile an LSTM
-        monitor = "val_loss" if validation is not None else "loss"
+        return X_fit[::self.row_stride], y_fit[::self.row_stride], validation
+
+    def _fit_best_epoch(self, keras: Any, X_fit: np.ndarray, y_fit: np.ndarray,
+                        validation: tuple[np.ndarray, np.ndarray] | None, monitor: str) -> Any:
+        """Fit the compiled model with early stopping on ``monitor``, checkpointing the best epoch's
+        weights and restoring them; return Keras's history."""
         with tempfile.TemporaryDirectory(prefix="lstm-checkpoint-") as scratch:
             folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else Path(scratch)
             folder.mkdir(parents=True, exist_ok=True)
@@ -175,12 +192,7 @@ class LSTMPredictor(BasePredictor):
             if not checkpoint.exists():
                 raise ValueError(f"no epoch reached a finite {monitor}: nothing to keep")
             self.model_.load_weights(str(checkpoint))
-        self.history_ = {name: [float(v) for v in values] for name, values in history.history.items()}
-        self.epochs_run_ = len(self.history_[monitor])
-        self.best_epoch_ = int(np.argmin(self.history_[monitor])) + 1
-        evaluated = validation or (X_fit, y_fit)
-        metrics = self.validate(*evaluated, reference_labels=y_fit)
-        return {**metrics, "epochs_run": float(self.epochs_run_), "best_epoch": float(self.best_epoch_)}
+        return history
 
     def _check_hyperparameters(self) -> None:
         if not 1 <= self.sequence_length <= SEQUENCE_LENGTH:

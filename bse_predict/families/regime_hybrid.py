@@ -1,15 +1,15 @@
 """The hybrid: a tabular family that also reads the HMM's forward-filtered regime.
 
-Training fits a Gaussian HMM (:class:`bse_predict.families.regimes.RegimeModel`) on the
+Training fits a Gaussian HMM (:class:`bse_predict.families.regime_model.RegimeModel`) on the
 training rows' hourly history, computes the regime columns of
-:func:`bse_predict.families.regimes.regime_features` for every row (filtered state
+:func:`bse_predict.families.regime_model.regime_features` for every row (filtered state
 probabilities at the row's last hour, hours in the current state, the chance of
 leaving it next hour, whether it just changed: all forward-filtered over the
 row's own 168-hour window, nothing after its candle), and fits the base family
 (RandomForest or XGBoost) on the 82 features plus those columns.
 
 The exported graph reads both inputs, ``features`` and ``sequence``: the
-filter of :func:`bse_predict.families.regimes.regime_feature_graph` feeds a ``Concat`` in
+filter of :func:`bse_predict.families.regime_graphs.regime_feature_graph` feeds a ``Concat`` in
 front of the base family's own graph, so the worker serves it like any other
 family (it builds both inputs from its window).
 """
@@ -29,13 +29,12 @@ from bse_predict.families.random_forest import RandomForestPredictor
 from bse_predict.families.xgboost_family import XGBoostPredictor
 from bse_predict.features.inputs import InputRows
 from bse_predict.labels.first_touch import UNKNOWN
-from bse_predict.families.regimes import (
-    REGIME_FEATURES_OUTPUT,
-    RegimeModel,
-    regime_feature_graph,
+from bse_predict.families.regime_graphs import REGIME_FEATURES_OUTPUT, regime_feature_graph
+from bse_predict.families.regime_model import (
     regime_feature_names,
     regime_features,
     stitch_windows,
+    unfitted_regime_model,
 )
 
 __all__ = ["RandomForestRegimesPredictor", "XGBoostRegimesPredictor"]
@@ -83,9 +82,7 @@ class _RegimeHybrid(BasePredictor):
     # ------------------------------------------------------------ learning
     def train(self, X: InputRows, y: np.ndarray,  # type: ignore[override]
               validation_data: tuple[InputRows, np.ndarray] | None = None) -> dict[str, float]:
-        self.regimes_ = RegimeModel(n_states=self.n_states, covariance_type=self.covariance_type, n_iter=self.n_iter,
-                                    tol=self.tol, min_covar=self.min_covar,
-                                    seed=self.seed).fit(stitch_windows(X.parts["sequence"]))
+        self.regimes_ = unfitted_regime_model(self).fit(stitch_windows(X.parts["sequence"]))
         self.base_ = get_model(self.base_family, **(self.base_params or {}))
         validation = None if validation_data is None else (self._columns(validation_data[0]), validation_data[1])
         self.base_.train(self._columns(X), y, validation_data=validation)

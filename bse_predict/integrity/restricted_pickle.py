@@ -63,7 +63,8 @@ MOVED_MODULES: dict[str, str] = {
     "models.families.regime_hybrid": "bse_predict.families.regime_hybrid",
     "models.families.xgboost_family": "bse_predict.families.xgboost_family",
     "models.ensemble": "bse_predict.ensembles.combiners",
-    "models.regimes": "bse_predict.families.regimes",
+    "models.regimes": "bse_predict.families.regime_model",
+    "bse_predict.families.regimes": "bse_predict.families.regime_model",
 }
 """Where this project's own classes live now, for native files written before the modules moved
 (the module a pickle names is where the class lived when it was written)."""

@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from bse_predict.services.local_kafka import first_address, prepare_node, quiet_aiokafka
-from bse_predict.services.stack import (
+from bse_predict.services.local_service import (
     LocalService,
     Progress,
     ServicesError,

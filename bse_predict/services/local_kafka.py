@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bse_predict.services.stack import (
+from bse_predict.services.local_service import (
     LocalService,
     Progress,
     ServicesError,

@@ -16,7 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bse_predict.services.stack import (
+from bse_predict.services.local_service import (
     LocalService,
     Progress,
     ServicesError,

@@ -48,12 +48,10 @@ from aiokafka.helpers import create_ssl_context
 
 from bse_predict.services.local_kafka import prepare_node, probe_kafka
 from bse_predict.services.local_redis import probe_redis, redis_server_program
-from bse_predict.services.local_tls import StackCertificates, certificate_paths, ensure_certificates, write_private
-from bse_predict.services.stack import (
+from bse_predict.services.local_service import (
     LocalService,
     Progress,
     ServicesError,
-    ServicesReport,
     bind_ip,
     host_port,
     service_state,
@@ -61,6 +59,13 @@ from bse_predict.services.stack import (
     start_services,
     stop_services,
 )
+from bse_predict.services.local_tls import (
+    StackCertificates,
+    certificate_paths,
+    ensure_certificates,
+    write_private,
+)
+from bse_predict.services.stack import ServicesReport
 from configs.settings import Settings, load_settings
 
 __all__ = [

@@ -1,11 +1,12 @@
 """Start, stop and report a local Kafka (KRaft: one node or a three-node cluster)
-and Redis, without Docker.
+and Redis, without Docker: the API of ``bse-predict services``.
 
-This module holds the public API and the lifecycle every service shares:
-launching detached, pid files, port checks, waiting for health, stopping.
-What is particular to each lives in :mod:`bse_predict.services.local_kafka` (the single
-node, and what every node needs), :mod:`bse_predict.services.local_cluster` (the
-cluster, and the calls fault tests make) and :mod:`bse_predict.services.local_redis`.
+This module holds the public API and the choice of Kafka layout. The lifecycle
+every service shares (launching detached, pid files, port checks, waiting for
+health, stopping) is in :mod:`bse_predict.services.local_service`; what is
+particular to each in :mod:`bse_predict.services.local_kafka` (the single node, and
+what every node needs), :mod:`bse_predict.services.local_cluster` (the cluster, and
+the calls fault tests make) and :mod:`bse_predict.services.local_redis`.
 
 State, logs and pid files live in ``${BSE_SERVICES_DIR:-./var/services}``
 (relative to the current directory). Only loopback addresses are served: a
@@ -15,20 +16,22 @@ See docs/services.md.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from bse_predict.services.local_service import (
+    LocalService,
+    Progress,
+    ServicesError,
+    ServiceState,
+    require_local,
+    running_pid,
+    service_state,
+    services_dir,
+    start_services,
+    stop_services,
+)
 from configs.settings import Settings
 
 __all__ = [
@@ -40,36 +43,6 @@ __all__ = [
     "services_up",
 ]
 
-Progress = Callable[[str], None]
-
-_STOP_WAIT_S = 30.0
-_POLL_S = 0.5
-
-
-class ServicesError(Exception):
-    """An expected failure, worded for a person: the first line is the reason.
-
-    Start-up failures add the end of the service's log, indented, below it.
-    """
-
-
-class ServiceState(BaseModel):
-    """One service (or the Kafka cluster as a whole) as seen now.
-
-    ``running``: our process is alive or something answers at ``address``;
-    ``healthy``: it answers (Kafka metadata, Redis PING); ``pid``: only for a
-    process that bse-predict started; ``log_path``: None for a whole cluster,
-    whose brokers each have their own.
-    """
-
-    name: str
-    address: str
-    running: bool
-    healthy: bool
-    pid: int | None
-    log_path: Path | None
-    detail: str
-
 
 class ServicesReport(BaseModel):
     """``kafka`` is the single node or the cluster as a whole; ``kafka_brokers`` lists each node."""
@@ -77,26 +50,6 @@ class ServicesReport(BaseModel):
     kafka: ServiceState
     redis: ServiceState
     kafka_brokers: tuple[ServiceState, ...]
-
-
-@dataclass(frozen=True)
-class LocalService:
-    """One local service: where it listens, where its files live, how to run and probe it."""
-
-    name: str
-    host: str
-    port: int
-    extra_ports: tuple[int, ...]  # more ports it binds, checked free before a start
-    home: Path
-    log_path: Path
-    pid_path: Path
-    cmdline_marker: str  # in /proc/<pid>/cmdline of the real service: guards against pid reuse
-    probe: Callable[[], str | None]  # a one-line description when it answers, else None
-    prepare: Callable[[Progress], list[str]]  # one-time setup; returns the command line
-
-    @property
-    def address(self) -> str:
-        return host_port(self.host, self.port)
 
 
 # ----------------------------------------------------------------- public API
@@ -144,7 +97,8 @@ def services_status(settings: Settings) -> ServicesReport:
 
 def _kafka_services(settings: Settings, brokers: int) -> list[LocalService]:
     """The Kafka nodes of a layout: the single node (1) or the cluster's nodes (3)."""
-    # Imported here, not at the top: both modules build on the types of this one.
+    # Imported here, not at the top: they load aiokafka, which a caller importing this module for
+    # its error and report types does not need.
     from bse_predict.services.local_cluster import CLUSTER_BROKERS, cluster_services
     from bse_predict.services.local_kafka import kafka_service
 
@@ -171,7 +125,7 @@ def _claim_kafka_layout(settings: Settings, brokers: int) -> list[LocalService]:
     """
     wanted = _kafka_services(settings, brokers)
     for node in wanted:
-        _require_local(node)
+        require_local(node)
     recorded = _recorded_kafka_brokers()
     if recorded != brokers:
         running = [node.name for node in _kafka_services(settings, recorded) if running_pid(node) is not None]
@@ -202,266 +156,3 @@ def _cluster_state(brokers: tuple[ServiceState, ...]) -> ServiceState:
         detail=f"{len(answering)} of {len(brokers)} brokers answer",
     )
 
-
-# ------------------------------------------------------------------ lifecycle
-
-
-def start_services(services: list[LocalService], *, progress: Progress, timeout_s: float) -> None:
-    """Start those of ``services`` that do not answer yet, then wait until all answer.
-
-    Every check and one-time setup runs before anything is launched; ``timeout_s``
-    counts from the launch.
-    """
-    for service in services:
-        _require_local(service)
-    to_start = [service for service in services if _needs_start(service, progress)]
-    commands = [(service, service.prepare(progress)) for service in to_start]
-    started = {service.name: _start(service, argv, progress) for service, argv in commands}
-    deadline = time.monotonic() + timeout_s
-    for service in services:
-        pid = started.get(service.name) or running_pid(service)
-        _await_healthy(service, pid, deadline, timeout_s)
-
-
-def _needs_start(service: LocalService, progress: Progress) -> bool:
-    """Whether to launch ``service``: not when it answers or our process is coming up.
-
-    Raises ServicesError when one of its ports is taken by another program.
-    """
-    if service.probe() is not None:
-        progress(f"{service.name} already running at {service.address}")
-        return False
-    pid = running_pid(service)
-    if pid is not None:
-        progress(f"{service.name} (pid {pid}) is still starting; waiting for it")
-        return False
-    for port in (service.port, *service.extra_ports):
-        _require_free_port(service, port)
-    return True
-
-
-def _start(service: LocalService, command: list[str], progress: Progress) -> int:
-    service.home.mkdir(parents=True, exist_ok=True)
-    pid = _spawn_detached(command, service.log_path, cwd=service.home)
-    service.pid_path.write_text(f"{pid}\n", encoding="utf-8")
-    progress(f"started {service.name} (pid {pid}) at {service.address}; log: {service.log_path}")
-    return pid
-
-
-def _await_healthy(
-    service: LocalService, pid: int | None, deadline: float, timeout_s: float
-) -> None:
-    while service.probe() is None:
-        if pid is not None and not _alive(pid):
-            service.pid_path.unlink(missing_ok=True)
-            raise _startup_error(service, "exited during start-up")
-        if time.monotonic() > deadline:
-            raise _startup_error(
-                service, f"did not answer at {service.address} within {timeout_s:g} s"
-            )
-        time.sleep(_POLL_S)
-
-
-def stop_services(services: list[LocalService], progress: Progress) -> None:
-    """SIGTERM the processes of ``services`` that bse-predict started, all at once, then
-    wait for each (SIGKILL after 30 s).
-
-    All at once: a cluster node stopped after the others would wait for a
-    controller quorum that is already gone.
-    """
-    stopping: list[tuple[LocalService, int]] = []
-    for service in services:
-        pid = running_pid(service)
-        if pid is None:
-            service.pid_path.unlink(missing_ok=True)
-            progress(f"{service.name}: nothing started by bse-predict is running")
-            continue
-        progress(f"stopping {service.name} (pid {pid})...")
-        _signal(pid, signal.SIGTERM)
-        stopping.append((service, pid))
-    deadline = time.monotonic() + _STOP_WAIT_S
-    for service, pid in stopping:
-        if not _wait_exit(pid, max(deadline - time.monotonic(), 0)):
-            progress(f"{service.name} ignored SIGTERM for {_STOP_WAIT_S:g} s; killing it")
-            _signal(pid, signal.SIGKILL)
-            _wait_exit(pid, 5)
-        service.pid_path.unlink(missing_ok=True)
-        progress(f"{service.name} stopped")
-
-
-def kill_service(service: LocalService) -> int:
-    """SIGKILL the service's process (no clean shutdown), wait until it is gone; return its pid.
-
-    Raises ServicesError when no process of it that bse-predict started is running.
-    """
-    pid = running_pid(service)
-    if pid is None:
-        raise ServicesError(f"{service.name}: nothing started by bse-predict is running")
-    _signal(pid, signal.SIGKILL)
-    if not _wait_exit(pid, 10):
-        raise ServicesError(f"{service.name} (pid {pid}) is still alive 10 s after SIGKILL")
-    service.pid_path.unlink(missing_ok=True)
-    return pid
-
-
-def service_state(service: LocalService) -> ServiceState:
-    """The service as seen now: our pid, whether it answers, and how."""
-    pid = running_pid(service)
-    answer = service.probe()
-    if answer is not None:
-        detail = answer if pid is not None else f"{answer} (not started by bse-predict)"
-    elif pid is not None:
-        detail = f"process alive but not answering; see {service.log_path}"
-    else:
-        detail = "not running"
-    return ServiceState(
-        name=service.name,
-        address=service.address,
-        running=pid is not None or answer is not None,
-        healthy=answer is not None,
-        pid=pid,
-        log_path=service.log_path,
-        detail=detail,
-    )
-
-
-# ------------------------------------------------------------------ processes
-
-
-def _spawn_detached(argv: list[str], log_path: Path, *, cwd: Path) -> int:
-    """Run ``argv`` in a new session, stdout and stderr to ``log_path``; return its pid.
-
-    A throw-away ``sh`` starts the service in the background and exits, so the
-    service is not our child: it outlives us and never lingers as a zombie in a
-    long-lived caller.
-    """
-    script = '"$@" </dev/null >"$0" 2>&1 & echo $!'  # $0: the log file; "$@": the command
-    launcher = subprocess.run(
-        ["sh", "-c", script, str(log_path), *argv],
-        cwd=cwd, capture_output=True, text=True, check=True, start_new_session=True,
-    )
-    return int(launcher.stdout.strip())
-
-
-def running_pid(service: LocalService) -> int | None:
-    """The pid in the service's pid file, if that process is alive and is the service."""
-    try:
-        pid = int(service.pid_path.read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
-        return None
-    if not _alive(pid):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return pid  # no /proc on this system: trust the pid file
-    return pid if service.cmdline_marker.encode() in cmdline else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
-
-
-def _signal(pid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it may exit on its own meanwhile
-        os.kill(pid, signum)
-
-
-def _wait_exit(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-# ---------------------------------------------------------- addresses, ports
-
-
-def _require_local(service: LocalService) -> None:
-    local = service.host == "localhost"
-    if not local:
-        try:
-            local = ipaddress.ip_address(service.host).is_loopback
-        except ValueError:
-            local = False
-    if not local:
-        raise ServicesError(
-            f"{service.name} address {service.address} is not local; start it yourself"
-        )
-
-
-def _require_free_port(service: LocalService, port: int) -> None:
-    """Fail unless ``port`` can be bound the way the service will bind it (SO_REUSEADDR)."""
-    ip = bind_ip(service.host)
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((ip, port))
-        except OSError as exc:
-            raise ServicesError(
-                f"port {port} on {service.host} is in use by another program ({exc.strerror}), "
-                f"so {service.name} cannot start there; free it or choose another port"
-            ) from None
-
-
-def bind_ip(host: str) -> str:
-    """The IP address a local service binds for ``host``."""
-    return "127.0.0.1" if host == "localhost" else host
-
-
-def host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# -------------------------------------------------------------------- helpers
-
-
-def services_dir() -> Path:
-    """Where state, logs and pid files live: ``$BSE_SERVICES_DIR`` or ``./var/services``."""
-    configured = os.environ.get("BSE_SERVICES_DIR")
-    return (Path(configured) if configured else Path.cwd() / "var" / "services").absolute()
-
-
-def require_program(name: str, why: str) -> str:
-    """The full path of ``name`` on PATH, or a ServicesError saying ``why`` it is needed."""
-    path = shutil.which(name)
-    if path is None:
-        raise ServicesError(f"'{name}' is not on PATH: {why}")
-    return path
-
-
-def last_error_line(output: str) -> str:
-    """The first line of a tool's output that looks like an error, else its last line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if "ERROR" in line or "rror:" in line]
-    if errors:
-        return errors[0]
-    return lines[-1] if lines else "no output"
-
-
-def _startup_error(service: LocalService, reason: str) -> ServicesError:
-    """A start-up failure: the reason and the log's last line first (what a CLI
-    shows), then the end of the log, indented, without Java stack frames."""
-    try:
-        text = service.log_path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("\tat ")]
-    message = f"{service.name} {reason}; see {service.log_path}"
-    if not lines:
-        return ServicesError(message)
-    tail = "".join(f"\n    {line}" for line in lines[-8:])
-    return ServicesError(f"{message}; last log line: {lines[-1].strip()}{tail}")

@@ -45,6 +45,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,17 +53,17 @@ from typing import Any
 import numpy as np
 
 from configs.settings import Settings
-from bse_predict.serving.changelog import with_changelog
 from bse_predict.training.onnx_parity import PARITY_TOLERANCE, check_parity
 from bse_predict.errors import BsePredictError, UnsafePickle
 from bse_predict.families.base import ONNX_OUTPUT
 from bse_predict.families.onnx_limits import ML_OPSET, TARGET_OPSET, cap_ir_version
 from bse_predict.features.definitions import FEATURE_NAMES, FEATURE_SPEC_HASH, feature_matrix
 from bse_predict.features.inputs import min_history
-from bse_predict.serving.manifest import MANIFEST_NAME, LegacyOrigin, Manifest, ModelEntry, ParityReport, manifest_json, sha256_of
+from bse_predict.serving.manifest import LegacyOrigin, Manifest, ModelEntry, ParityReport, sha256_of
 from bse_predict.integrity.restricted_pickle import FOREST_CLASSES, load_pickle
 from bse_predict.serving.signals import target_label
 from bse_predict.candles.synthetic import synthetic_series
+from bse_predict.training.version_folder import partial_version, publish_version
 
 __all__ = ["LEGACY_FILE", "LEGACY_CLASSES", "THREE_CLASSES", "LegacyError", "LegacyModel", "read_legacy",
            "migrate_legacy"]
@@ -79,18 +80,17 @@ class LegacyError(BsePredictError):
     """A legacy file that cannot be migrated faithfully."""
 
 
+@dataclass(frozen=True, eq=False)
 class LegacyModel:
     """One legacy pickle, checked: the forest, its columns and which class column is up."""
 
-    def __init__(self, path: Path, symbol: str, target_pct: float, forest: Any, feature_cols: tuple[str, ...],
-                 up_column: int, accuracy: float | None) -> None:
-        self.path = path
-        self.symbol = symbol
-        self.target_pct = target_pct
-        self.forest = forest
-        self.feature_cols = feature_cols
-        self.up_column = up_column
-        self.accuracy = accuracy
+    path: Path
+    symbol: str
+    target_pct: float
+    forest: Any
+    feature_cols: tuple[str, ...]
+    up_column: int
+    accuracy: float | None
 
     @property
     def target(self) -> str:
@@ -220,10 +220,7 @@ def migrate_legacy(source: Path, settings: Settings, version: str | None = None,
     final_dir = settings.models_dir / version
     if final_dir.exists():
         raise LegacyError(f"version {version} already exists in {settings.models_dir}; versions are immutable")
-    work_dir = settings.models_dir / f".{version}.partial"
-    shutil.rmtree(work_dir, ignore_errors=True)
-    (work_dir / "legacy").mkdir(parents=True)
-    try:
+    with partial_version(settings.models_dir, version, "legacy") as work_dir:
         rows = _verification_rows()
         entries, parity, metrics = [], {}, {}
         for model in models:
@@ -240,12 +237,7 @@ def migrate_legacy(source: Path, settings: Settings, version: str | None = None,
             progress(f"{model.path.name}: ONNX equals the pickle within {parity[f'{name}/{model.target}'].max_abs_diff:.1e}")
         manifest = _manifest(version, settings, models, entries, parity, metrics, served, source, final_dir,
                              work_dir, len(rows), time.perf_counter() - started)
-        manifest = with_changelog(manifest, settings.models_dir)
-        (work_dir / MANIFEST_NAME).write_text(manifest_json(manifest, settings.model_signing_secret), encoding="utf-8")
-        work_dir.rename(final_dir)
-    except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
+        publish_version(manifest, work_dir, final_dir, settings)
     return final_dir
 
 

@@ -11,7 +11,6 @@ so a crash never leaves a half version that the worker could pick up. With
 from __future__ import annotations
 
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,6 @@ from rich.progress import Progress
 from configs.settings import Settings
 from bse_predict.training.dataset import SymbolDataset, build_dataset, holdout_split
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
-from bse_predict.serving.changelog import with_changelog
 from bse_predict.training.onnx_parity import check_parity
 from bse_predict.candles.files import CandleSeries
 from bse_predict.monitoring.drift import training_bins
@@ -33,9 +31,10 @@ from bse_predict.features.definitions import FEATURE_NAMES, FEATURE_SPEC_HASH
 from bse_predict.features.inputs import InputRows, concat_rows, min_history
 from bse_predict.families import BasePredictor, get_model
 from bse_predict.labels.first_touch import DOWN, UNKNOWN, UP
-from bse_predict.serving.manifest import MANIFEST_NAME, DataSpan, Manifest, ModelEntry, ParityReport, manifest_json, sha256_of
+from bse_predict.serving.manifest import DataSpan, Manifest, ModelEntry, ParityReport, sha256_of
 from bse_predict.serving.parity_check import record_parity_sample
 from bse_predict.serving.signals import target_label
+from bse_predict.training.version_folder import partial_version, publish_version
 
 __all__ = ["TrainingError", "train_version"]
 
@@ -140,10 +139,7 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
         raise TrainingError("no candle series to train on")
     started = time.perf_counter()
     market = settings.market
-    work_dir = models_dir / f".{version}.partial"
-    shutil.rmtree(work_dir, ignore_errors=True)
-    (work_dir / "native").mkdir(parents=True)
-    try:
+    with partial_version(models_dir, version, "native") as work_dir:
         with Progress(disable=not show_progress, transient=False) as progress:
             features_task = progress.add_task("features and labels", total=len(series))
             datasets = []
@@ -163,17 +159,13 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
                     progress.update(fit_task, description=f"training {family}: target {target}")
                     for entry, entry_metrics, entry_parity in _train_family(family, target, datasets, settings,
                                                                             work_dir):
-                        metrics[f"{entry.name}/{target}"], parity[f"{entry.name}/{target}"] = entry_metrics, entry_parity
+                        key = f"{entry.name}/{target}"
+                        metrics[key], parity[key] = entry_metrics, entry_parity
                         entries.append(entry)
                     progress.advance(fit_task)
         manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
                              time.perf_counter() - started)
-        manifest = with_changelog(manifest, models_dir)
-        (work_dir / MANIFEST_NAME).write_text(manifest_json(manifest, settings.model_signing_secret), encoding="utf-8")
-        work_dir.rename(final_dir)
-    except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
+        publish_version(manifest, work_dir, final_dir, settings)
     return final_dir
 
 

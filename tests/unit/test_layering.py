@@ -35,7 +35,8 @@ ADAPTERS = {
                    "resolver"},
     "stream": {"app", "batch_guard", "bench", "bench_inference", "bench_load", "worker_parts", "processor", "publisher", "rebuild", "relay", "replay", "run",
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
-    "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_tls", "stack"},
+    "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_service", "local_tls",
+                 "processes", "stack"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "__main__",
             "__init__"},
 }
