@@ -324,10 +324,7 @@ def test_a_restart_mid_stream_leaves_exactly_one_copy_of_each(
     # (Its first send comes after the ready mark that start() waits for.)
     telegram.when_call(5, first.kill)
     first.start()
-    deadline = time.monotonic() + 60
-    while first.returncode is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert first.returncode == -9, first.log_tail()
+    assert first.wait_exit(60) == -9, first.log_tail()
     assert len(telegram.snapshot()) == 4, "the kill did not land mid-stream"
     with _start(alerts_settings, telegram, tmp_path, "alerts-2") as second:
         received = _wait_for(telegram, _complete(len(expected), len(expected)))
@@ -345,10 +342,7 @@ def test_5xx_and_429_are_retried_and_an_outage_loses_nothing(
     # An outage longer than the attempts: the process gives up with one line, having committed nothing unsent.
     telegram.fail_next(500, 3)
     down = _process(alerts_settings, telegram, tmp_path, "alerts-down", max_attempts=3).start()
-    deadline = time.monotonic() + 60
-    while down.returncode is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert down.returncode == 2, down.log_tail()
+    assert down.wait_exit(60) == 2, down.log_tail()
     errors = [line for line in down.log_path.read_text().splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: sendMessage to chat"), down.log_tail()
     assert "failed 3 times" in errors[0]
