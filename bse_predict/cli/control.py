@@ -110,30 +110,25 @@ def control_ab(
     _send_control(config, "ab", {"variants": weights}, issued_by, wait_s, no_wait)
 
 
-@control_app.command("shadow")
-@one_line_errors
-def control_shadow(
-    version: Annotated[str, typer.Argument(help="A version, or off.")],
-    config: ConfigOption = None,
-    issued_by: IssuedByOption = "ops",
-    wait_s: WaitOption = 30.0,
-    no_wait: NoWaitOption = False,
-) -> None:
-    """Run VERSION on every candle and publish it to predictions.shadow only; ``off`` stops it."""
-    _send_control(config, "shadow", {"version": _version_or_off(version)}, issued_by, wait_s, no_wait)
+def _version_or_off_command(command: str, help_text: str) -> None:
+    """Register ``control COMMAND VERSION``: the commands that set one version, or clear it with ``off``."""
+
+    @control_app.command(command, help=help_text)
+    @one_line_errors
+    def send(
+        version: Annotated[str, typer.Argument(help="A version, or off.")],
+        config: ConfigOption = None,
+        issued_by: IssuedByOption = "ops",
+        wait_s: WaitOption = 30.0,
+        no_wait: NoWaitOption = False,
+    ) -> None:
+        _send_control(config, command, {"version": _version_or_off(version)}, issued_by, wait_s, no_wait)
 
 
-@control_app.command("fallback")
-@one_line_errors
-def control_fallback(
-    version: Annotated[str, typer.Argument(help="A version, or off.")],
-    config: ConfigOption = None,
-    issued_by: IssuedByOption = "ops",
-    wait_s: WaitOption = 30.0,
-    no_wait: NoWaitOption = False,
-) -> None:
-    """The version that answers (degraded: true) while a served model's circuit breaker is open."""
-    _send_control(config, "fallback", {"version": _version_or_off(version)}, issued_by, wait_s, no_wait)
+_version_or_off_command(
+    "shadow", "Run VERSION on every candle and publish it to predictions.shadow only; ``off`` stops it.")
+_version_or_off_command(
+    "fallback", "The version that answers (degraded: true) while a served model's circuit breaker is open.")
 
 
 @control_app.command("ramp")

@@ -15,8 +15,8 @@ from rich.console import Console
 from configs.settings import Settings, load_settings
 from bse_predict.errors import BsePredictError
 
-__all__ = ["ConfigOption", "DataOption", "HorizonOption", "TargetsOption", "check_version_name", "command_settings",
-           "console", "errors", "one_line_errors"]
+__all__ = ["ConfigOption", "DataOption", "HorizonOption", "TargetsOption", "check_version_name", "comma_separated",
+           "command_settings", "console", "errors", "one_line_errors"]
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -71,6 +71,11 @@ def command_settings(config: Path | None, targets: str | None = None, horizon_ho
 
         check_family_params(settings)
     return settings
+
+
+def comma_separated(value: str) -> tuple[str, ...]:
+    """The names of a comma-separated option (``--families``, ``--models``, ``--phases``), blanks dropped."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def check_version_name(version: str) -> None:

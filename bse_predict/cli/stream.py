@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from bse_predict.cli.shared import ConfigOption, DataOption, command_settings, console, errors, one_line_errors
+from bse_predict.cli.shared import (ConfigOption, DataOption, comma_separated, command_settings, console, errors,
+                                    one_line_errors)
 
 __all__ = ["bench", "demo", "relay", "replay", "worker"]
 
@@ -98,7 +99,7 @@ def bench(
     from bse_predict.stream.bench import BenchOptions, run_bench
 
     phases = phases or ("relay,onnx,native,ensemble,ensemble_members" if ensemble_version else "relay,onnx,native")
-    chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
+    chosen = comma_separated(phases)
     unknown = set(chosen) - {"relay", "onnx", "native", "ensemble", "ensemble_members"}
     if unknown or symbols < 1 or rate <= 0 or seconds <= 0:
         raise ValueError(f"bad bench options: phases {sorted(unknown) or chosen}, symbols {symbols}, rate {rate}, seconds {seconds}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from bse_predict.cli.shared import (ConfigOption, DataOption, HorizonOption, TargetsOption, check_version_name,
-                                    command_settings, console, errors, one_line_errors)
+                                    comma_separated, command_settings, console, errors, one_line_errors)
 
 __all__ = ["backtest", "evaluate", "train"]
 
@@ -61,7 +61,7 @@ def evaluate(
     if calibrator is not None and calibrator not in CALIBRATORS:
         raise ValueError(f"--calibrator must be one of {', '.join(CALIBRATORS)}, got {calibrator!r}")
     settings = command_settings(config, targets, horizon_hours, families=True)
-    chosen = tuple(f.strip() for f in families.split(",") if f.strip()) if families else None
+    chosen = comma_separated(families) if families else None
     options = EvaluationOptions(families=chosen, folds=folds, max_rows_per_symbol=max_rows, seed=seed,
                                 **({"calibrator": calibrator} if calibrator else {}))
     series = read_candle_files(data, settings.market.timeframe)
@@ -98,7 +98,7 @@ def backtest(
             start_ms = int(datetime.fromisoformat(start).replace(tzinfo=UTC).timestamp() * 1000)
         except ValueError:
             raise ValueError(f"--start must be a date like 2025-12-01, got {start!r}") from None
-    names = tuple(m.strip() for m in models.split(",") if m.strip()) if models else ()
+    names = comma_separated(models) if models else ()
     request = BacktestRequest(version, names, compare, start_ms,
                               tuple(target_label(p) for p in settings.market.targets_pct))
     series = read_candle_files(data, settings.market.timeframe)

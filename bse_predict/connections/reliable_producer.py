@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-__all__ = ["ReliableProducer", "send_record_batches"]
+__all__ = ["ReliableProducer", "ReliableWriter", "send_record_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,24 @@ class ReliableProducer:
 
     async def send_one(self, topic: str, key: bytes, value: bytes) -> None:
         await self.send_all([(topic, [(key, value)])])
+
+
+class ReliableWriter:
+    """A writer that owns one :class:`ReliableProducer` (as ``_producer``) and hands its life cycle
+    through: ``start``, ``stop`` and ``restart``."""
+
+    def __init__(self, kafka: Mapping[str, Any], client_id: str, request_timeout_ms: int = 30_000) -> None:
+        self._producer = ReliableProducer(kafka, client_id, request_timeout_ms)
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def restart(self) -> None:
+        """A fresh producer (after a broker fault)."""
+        await self._producer.restart()
 
 
 async def send_record_batches(producer: AIOKafkaProducer, partitioner: DefaultPartitioner, topic: str,

@@ -39,7 +39,7 @@ from bse_predict.ensembles.combiners import combine
 from bse_predict.errors import ManifestError
 from bse_predict.serving.manifest import CombinerRecord, Manifest, load_manifest
 from bse_predict.serving.onnx_runner import ServedModelSet
-from bse_predict.serving.model_set import ModelOutputs
+from bse_predict.serving.model_set import ManifestModelSet, ModelOutputs
 
 __all__ = ["ServedEnsemble", "LiveWeights", "combiners_of", "load_model_set"]
 
@@ -77,14 +77,13 @@ class _Member:
         return answer
 
 
-class ServedEnsemble:
+class ServedEnsemble(ManifestModelSet):
     """An ensemble entry of a version, served member by member (see the module docstring)."""
 
     def __init__(self, manifest: Manifest, model_name: str, members: dict[str, ServedModelSet],
                  combiners: dict[str, CombinerRecord], config: EnsembleServingConfig,
                  live_weights: LiveWeights | None = None) -> None:
-        self.manifest = manifest
-        self._model_name = model_name
+        super().__init__(manifest, model_name)
         self._members = [_Member(name, members[name]) for name in next(iter(combiners.values())).members]
         self._combiners = combiners
         self._specs = {target: c.spec() for target, c in combiners.items()}
@@ -110,14 +109,7 @@ class ServedEnsemble:
         return cls(manifest, name, members, combiners, config, live_weights)
 
     # ------------------------------------------------------------ the Predictor interface
-    @property
-    def version(self) -> str:
-        return self.manifest.version
-
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
+    # version and model_name: ManifestModelSet
     @property
     def targets(self) -> tuple[str, ...]:
         return tuple(self._combiners)

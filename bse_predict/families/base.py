@@ -36,7 +36,7 @@ from bse_predict.candles.schema import TargetPrediction
 from bse_predict.serving.signals import target_predictions
 
 __all__ = ["BasePredictor", "InputKind", "register", "get_model", "list_models", "native_classes", "UnknownFamily",
-           "ONNX_OUTPUT", "check_family_params", "InvalidFamilyParams"]
+           "ONNX_OUTPUT", "check_family_params", "InvalidFamilyParams", "validation_split"]
 
 InputKind = Literal["features", "sequence"]
 ONNX_OUTPUT = "probabilities"
@@ -147,6 +147,20 @@ class BasePredictor(ABC):
     def clone(self) -> BasePredictor:
         """A new, unfitted predictor with the same hyperparameters."""
         return type(self)(**self.get_hyperparameters())
+
+
+def validation_split(n_rows: int, validation_fraction: float, purge_rows: int) -> tuple[slice, slice | None]:
+    """(training rows, validation rows) of ``n_rows`` rows in time order: the newest
+    ``validation_fraction`` validates, the ``purge_rows`` rows before it are dropped
+    (their labels reach into the validation hours), all earlier rows train."""
+    if validation_fraction <= 0:
+        return slice(0, n_rows), None
+    n_validation = max(1, int(round(n_rows * validation_fraction)))
+    n_fit = n_rows - n_validation - purge_rows
+    if n_fit < n_validation:
+        raise ValueError(f"{n_rows} rows are too few to hold out {n_validation} validation rows behind a purge of "
+                         f"{purge_rows}; pass validation_data or lower validation_fraction")
+    return slice(0, n_fit), slice(n_rows - n_validation, n_rows)
 
 
 P = TypeVar("P", bound=type[BasePredictor])

@@ -34,12 +34,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register
+from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register, validation_split
 from bse_predict.families.onnx_limits import TARGET_OPSET, cap_ir_version
 from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.features.sequences import SEQUENCE_FIELDS, SEQUENCE_LENGTH
 
-__all__ = ["LSTMPredictor", "TF_THREADS", "validation_split"]
+__all__ = ["LSTMPredictor", "TF_THREADS"]
 
 N_CLASSES = len(CLASS_NAMES)
 N_FIELDS = len(SEQUENCE_FIELDS)
@@ -71,20 +71,6 @@ def _tensorflow() -> tuple[Any, Any]:
         pass
     tf.config.experimental.enable_op_determinism()
     return tf, keras
-
-
-def validation_split(n_rows: int, validation_fraction: float, purge_rows: int) -> tuple[slice, slice | None]:
-    """(training rows, validation rows) of ``n_rows`` rows in time order: the newest
-    ``validation_fraction`` validates, the ``purge_rows`` rows before it are dropped
-    (their labels reach into the validation hours), all earlier rows train."""
-    if validation_fraction <= 0:
-        return slice(0, n_rows), None
-    n_validation = max(1, int(round(n_rows * validation_fraction)))
-    n_fit = n_rows - n_validation - purge_rows
-    if n_fit < n_validation:
-        raise ValueError(f"{n_rows} rows are too few to hold out {n_validation} validation rows behind a purge of "
-                         f"{purge_rows}; pass validation_data or lower validation_fraction")
-    return slice(0, n_fit), slice(n_rows - n_validation, n_rows)
 
 
 @register
@@ -122,7 +108,7 @@ class LSTMPredictor(BasePredictor):
         validation loss, and keep the weights of the best epoch (from its checkpoint).
 
         With ``validation_data`` given, it is the validation set and all of ``X`` trains.
-        Otherwise :func:`validation_split` holds out the newest rows behind a purge; that
+        Otherwise :func:`~bse_predict.families.base.validation_split` holds out the newest rows behind a purge; that
         assumes the rows of ``X`` are one symbol in time order, so pooled multi-symbol data
         must pass its own purged ``validation_data``. With ``validation_fraction`` 0 and no
         ``validation_data``, all rows train and early stopping watches the training loss.

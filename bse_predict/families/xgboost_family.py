@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register
+from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register, validation_split
 from bse_predict.families.onnx_limits import ML_OPSET, TARGET_OPSET, cap_ir_version
 from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.labels.first_touch import CLASS_NAMES
@@ -117,14 +117,10 @@ class XGBoostPredictor(BasePredictor):
         n = len(X)
         if validation_data is not None:
             return n, validation_data
-        if not self.early_stopping_rounds or self.validation_fraction <= 0:
+        if not self.early_stopping_rounds:
             return n, None
-        n_validation = max(1, int(round(n * self.validation_fraction)))
-        n_fit = n - n_validation - self.purge_rows
-        if n_fit < n_validation:
-            raise ValueError(f"{n} rows are too few to hold out {n_validation} validation rows behind a purge of "
-                             f"{self.purge_rows}; pass validation_data or lower validation_fraction")
-        return n_fit, (X[n - n_validation:], y[n - n_validation:])
+        fit, held = validation_split(n, self.validation_fraction, self.purge_rows)
+        return fit.stop, None if held is None else (X[held], y[held])
 
     def _params(self) -> dict[str, Any]:
         return {

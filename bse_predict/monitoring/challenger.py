@@ -28,13 +28,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from bse_predict.control.messages import build_message, encode_message, format_issued_at
+from bse_predict.monitoring.event_report import EventReport, Sender
 from bse_predict.monitoring.outcomes import Settlement
 from bse_predict.monitoring.sequential import BETS, Evidence, add_differences, decision_command, e_values, normalised_differences, verdict
 
@@ -57,11 +57,6 @@ return redis.call('HGETALL', KEYS[1])
 _TOKEN_TTL_S = 300
 
 
-class Sender(Protocol):
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send one record and wait for the broker's ack."""
-
-
 def _p_of_outcome(settlement: Settlement) -> float:
     """The probability the model gave to what happened (labels order: up, down, none)."""
     item = settlement.pending
@@ -81,11 +76,11 @@ class ChallengerWatch:
         self._sender = sender
         self._is_newer = is_newer
         self._control_topic = control_topic
-        self._events_topic = events_topic
+        self._events = EventReport(sender, events_topic, b"challenger", log, logging.INFO, "challenger decision")
         self._clock = clock
         self._retain_s = self._config.retain_hours * 3600
         self._add_sums = client.register_script(_ADD_EVIDENCE)
-        self.decisions: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = self._events.sent
 
     async def on_settled(self, settlements: Sequence[Settlement]) -> None:
         by_prediction: dict[tuple[str, str], dict[str, Settlement]] = defaultdict(dict)
@@ -159,7 +154,5 @@ class ChallengerWatch:
             "args": None if command is None else command[1], "control_id": control_id,
             "auto_promote": self._config.auto_promote, "issued_by": self._config.issued_by,
         }
-        await self._sender.send(self._events_topic, b"challenger", orjson.dumps(event))
-        self.decisions.append(event)
-        log.info("challenger decision: %s", event["reason"])
+        await self._events.report(event)
 

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 import redis.asyncio as aioredis
 
 from configs.settings import Settings
@@ -36,7 +35,7 @@ from bse_predict.errors import ManifestError
 from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.serving.manifest import load_manifest
 from bse_predict.candles.schema import Prediction
-from bse_predict.monitoring.challenger import Sender
+from bse_predict.monitoring.event_report import EventReport, Sender
 from bse_predict.monitoring.metrics import HashSums
 
 __all__ = ["DriftMonitor"]
@@ -56,8 +55,7 @@ class DriftMonitor:
         self._config = settings.drift
         self._models_dir = settings.models_dir
         self._prefix = f"{settings.topic_prefix}bse:drift"
-        self._sender = sender
-        self._events_topic = events_topic
+        self._events = EventReport(sender, events_topic, b"drift", log, logging.WARNING, "drift")
         self._clock = clock
         self._sums = HashSums(client, floats=False, token_prefix=self._prefix)
         self._bins: dict[str, dict[str, FeatureBins] | None] = {}
@@ -67,7 +65,7 @@ class DriftMonitor:
         # a check, not per batch (thousands of fields a batch cost the worker more than inference).
         self._unsent: dict[tuple[str, int], np.ndarray] = {}  # (version, day) -> counts in its BinLayout
         self._layouts: dict[str, BinLayout | None] = {}
-        self.events: list[dict[str, object]] = []
+        self.events: list[dict[str, object]] = self._events.sent
 
     def _bins_of(self, version: str) -> dict[str, FeatureBins] | None:
         if version not in self._bins:
@@ -147,6 +145,4 @@ class DriftMonitor:
             "psi": value, "threshold": self._config.psi_threshold, "rows": rows, "window_days": self._config.window_days,
             "reason": f"{feature}: PSI {value:.3f} > {self._config.psi_threshold} over {rows} live rows of {version}",
         }
-        await self._sender.send(self._events_topic, b"drift", orjson.dumps(event))
-        self.events.append(event)
-        log.warning("drift: %s", event["reason"])
+        await self._events.report(event)

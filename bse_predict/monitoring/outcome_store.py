@@ -1,6 +1,7 @@
 """Pending outcomes: the Redis store and an in-memory twin, run through one contract suite.
 
-Layout per (symbol, timeframe), hash-tagged like the window store so one
+Layout per (symbol, timeframe), hash-tagged like the window store (both are a
+:class:`~bse_predict.connections.key_expiry.SymbolKeyStore`) so one
 symbol's keys share a cluster slot:
 
 - ``…:outcomes:pending`` hash, field = :attr:`PendingOutcome.key`, value = its JSON.
@@ -30,7 +31,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from bse_predict.monitoring.outcomes import PendingBook, PendingOutcome
-from bse_predict.connections.key_expiry import EXPIRY_REFRESH_WRITES
+from bse_predict.connections.key_expiry import DEFAULT_EXPIRE_AFTER_MS, EXPIRY_REFRESH_WRITES, SymbolKeyStore
 
 __all__ = ["SymbolKey", "OutcomeStore", "RedisOutcomeStore", "MemoryOutcomeStore"]
 
@@ -113,7 +114,7 @@ class OutcomeStore(Protocol):
         """Remove these from pending; registering them again is refused from now on."""
 
 
-class RedisOutcomeStore:
+class RedisOutcomeStore(SymbolKeyStore):
     """The production store; see the module docstring.
 
     It keeps an in-process copy of each symbol's pending outcomes with the
@@ -123,18 +124,16 @@ class RedisOutcomeStore:
     """
 
     def __init__(self, client: aioredis.Redis, retain_ms: int, key_prefix: str = "",
-                 expire_after_ms: int = 720 * 3_600_000) -> None:
-        self._client = client
+                 expire_after_ms: int = DEFAULT_EXPIRE_AFTER_MS) -> None:
+        super().__init__(client, key_prefix, expire_after_ms)
         self._retain_ms = retain_ms
-        self._expire_ms = expire_after_ms
-        self._prefix = key_prefix
         self._register = client.register_script(_REGISTER)
         self._settle = client.register_script(_SETTLE)
         self._read = client.register_script(_READ)
         self._cache: dict[SymbolKey, tuple[int, PendingBook]] = {}
 
     def _keys(self, symbol: str, timeframe: str) -> tuple[str, str, str]:
-        base = f"{self._prefix}bse:{{{symbol}:{timeframe}}}:outcomes"
+        base = f"{self._symbol_key(symbol, timeframe)}:outcomes"
         return f"{base}:pending", f"{base}:settled", f"{base}:generation"
 
     def _follow(self, key: SymbolKey, before: int, after: int, change: Callable[[PendingBook], None]) -> None:

@@ -30,7 +30,7 @@ from bse_predict.monitoring.outcomes import PendingBook, PendingOutcome, Settlem
 from bse_predict.candles.schema import Candle, Outcome, Prediction
 from bse_predict.serving.signals import target_label
 from bse_predict.monitoring.outcome_store import OutcomeStore
-from bse_predict.connections.reliable_producer import ReliableProducer
+from bse_predict.connections.reliable_producer import ReliableWriter
 
 __all__ = ["PredictionListener", "BatchListener", "OutcomeListener", "OutcomePublisher", "KafkaOutcomePublisher", "OutcomeResolver"]
 
@@ -55,22 +55,12 @@ class OutcomePublisher(Protocol):
         """Send them and return only when the broker acknowledged every one."""
 
 
-class KafkaOutcomePublisher:
+class KafkaOutcomePublisher(ReliableWriter):
     """Outcomes keyed by symbol through a :class:`~bse_predict.connections.reliable_producer.ReliableProducer`."""
 
     def __init__(self, kafka: Mapping[str, Any], topic: str, request_timeout_ms: int = 30_000) -> None:
-        self._producer = ReliableProducer(kafka, "bse-predict-outcomes", request_timeout_ms)
+        super().__init__(kafka, "bse-predict-outcomes", request_timeout_ms)
         self._topic = topic
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def restart(self) -> None:
-        """A fresh producer (after a broker fault)."""
-        await self._producer.restart()
 
     async def publish_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         """One record batch per partition (as :class:`bse_predict.stream.publisher.KafkaPublisher` does): a

@@ -10,13 +10,17 @@ predictor that offers ``predict_outputs`` gives them; any other answers
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from bse_predict.features.inputs import build_inputs
 
-__all__ = ["Predictor", "DetailedPredictor", "ModelOutputs", "predict_windows", "predict_input_outputs"]
+if TYPE_CHECKING:
+    from bse_predict.serving.manifest import Manifest
+
+__all__ = ["Predictor", "DetailedPredictor", "ModelOutputs", "ManifestModelSet", "predict_windows",
+           "predict_input_outputs"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,23 @@ class Predictor(Protocol):
         ...
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class ManifestModelSet:
+    """What every served model set of a version says the same way: ``version`` is its manifest's,
+    ``model_name`` the name it was loaded under."""
+
+    def __init__(self, manifest: Manifest, model_name: str) -> None:
+        self.manifest = manifest
+        self._model_name = model_name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
 
 
 def predict_windows(predictor: Predictor, windows: np.ndarray, open_time_ms: np.ndarray) -> dict[str, np.ndarray]:

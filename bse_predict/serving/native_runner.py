@@ -17,15 +17,16 @@ from pydantic import SecretStr
 
 from bse_predict.errors import ManifestError, UnsafePickle
 from bse_predict.serving.manifest import Manifest, load_manifest, read_verified, verify_files
+from bse_predict.serving.model_set import ManifestModelSet
 
 __all__ = ["NativeModelSet"]
 
 
-class NativeModelSet:
+class NativeModelSet(ManifestModelSet):
     """Same interface as :class:`bse_predict.serving.onnx_runner.ServedModelSet`, native models inside."""
 
     def __init__(self, manifest: Manifest, models: dict[str, Any]) -> None:
-        self.manifest = manifest
+        super().__init__(manifest, f"{manifest.served_model}-native")
         self._models = models
 
     @classmethod
@@ -45,14 +46,6 @@ class NativeModelSet:
             except (UnsafePickle, TypeError) as exc:
                 raise ManifestError(f"version {manifest.version}: {exc}") from exc
         return cls(manifest, models)
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
-
-    @property
-    def model_name(self) -> str:
-        return f"{self.manifest.served_model}-native"
 
     @property
     def min_history(self) -> int:

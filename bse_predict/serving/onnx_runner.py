@@ -37,7 +37,7 @@ from bse_predict.features.inputs import build_inputs, min_history
 from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.serving.manifest import Manifest, load_manifest, read_verified, verify_files
 from bse_predict.integrity.onnx_check import check_onnx_model
-from bse_predict.serving.model_set import ModelOutputs
+from bse_predict.serving.model_set import ManifestModelSet, ModelOutputs
 
 __all__ = ["ServedModelSet", "choose_providers", "make_session"]
 
@@ -92,13 +92,12 @@ class _TargetSession:
     regime_states: tuple[str, ...] = ()
 
 
-class ServedModelSet:
+class ServedModelSet(ManifestModelSet):
     """A loaded, verified model version: features in, class probabilities per target out."""
 
     def __init__(self, manifest: Manifest, sessions: dict[str, _TargetSession], model_name: str | None = None) -> None:
-        self.manifest = manifest
+        super().__init__(manifest, model_name or manifest.served_model)
         self._sessions = sessions
-        self._model_name = model_name or manifest.served_model
         self._min_history = (manifest.min_history if self._model_name == manifest.served_model
                              else min_history({kind for s in sessions.values() for kind in s.inputs}))
 
@@ -132,14 +131,6 @@ class ServedModelSet:
                                               "degraded" if "degraded" in outputs else None, regime,
                                               tuple(states.split(",")) if regime else ())
         return cls(manifest, sessions, model_name)
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
-
-    @property
-    def model_name(self) -> str:
-        return self._model_name
 
     @property
     def min_history(self) -> int:

@@ -14,28 +14,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bse_predict.candles.schema import DeadLetter, Prediction
-from bse_predict.connections.reliable_producer import ReliableProducer
+from bse_predict.connections.reliable_producer import ReliableWriter
 
 __all__ = ["KafkaPublisher"]
 
 
-class KafkaPublisher:
+class KafkaPublisher(ReliableWriter):
     def __init__(self, kafka: Mapping[str, Any], predictions_topic: str, dead_letter_topic: str,
                  shadow_topic: str | None = None, request_timeout_ms: int = 30_000) -> None:
-        self._producer = ReliableProducer(kafka, "bse-predict-worker", request_timeout_ms)
+        super().__init__(kafka, "bse-predict-worker", request_timeout_ms)
         self._predictions_topic = predictions_topic
         self._dead_letter_topic = dead_letter_topic
         self._shadow_topic = shadow_topic
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def restart(self) -> None:
-        """A fresh producer (after a broker fault)."""
-        await self._producer.restart()
 
     async def partitions_for(self, topic: str) -> set[int]:
         """The topic's partitions, as this producer partitions keys over them."""

@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 
 from bse_predict.candles.plausibility import LastClose
 from bse_predict.candles.schema import Candle
-from bse_predict.connections.key_expiry import EXPIRY_REFRESH_WRITES
+from bse_predict.connections.key_expiry import DEFAULT_EXPIRE_AFTER_MS, EXPIRY_REFRESH_WRITES, SymbolKeyStore
 
 __all__ = ["ClosedWrite", "WindowStore", "RedisWindowStore", "MemoryWindowStore", "pack_candle", "unpack_candles"]
 
@@ -169,7 +169,7 @@ class _CachedWindow:
     ohlcv: np.ndarray
 
 
-class RedisWindowStore:
+class RedisWindowStore(SymbolKeyStore):
     """The production store; see the module docstring for the key layout.
 
     It keeps, per symbol, a copy of the newest ``read_count`` candles and the
@@ -180,18 +180,16 @@ class RedisWindowStore:
     """
 
     def __init__(self, client: aioredis.Redis, retain_candles: int, key_prefix: str = "",
-                 expire_after_ms: int = 720 * 3_600_000) -> None:
-        self._client = client
+                 expire_after_ms: int = DEFAULT_EXPIRE_AFTER_MS) -> None:
+        super().__init__(client, key_prefix, expire_after_ms)
         self._retain = retain_candles
-        self._expire_ms = expire_after_ms
-        self._prefix = key_prefix
         self._write_batch = client.register_script(_WRITE_BATCH)
         self._write_forming = client.register_script(_WRITE_FORMING)
         self._cache: dict[tuple[str, str], _CachedWindow] = {}
         self._pending_marks: list[Candle] = []
 
     def _keys(self, symbol: str, timeframe: str) -> tuple[str, str, str, str]:
-        base = f"{self._prefix}bse:{{{symbol}:{timeframe}}}"
+        base = self._symbol_key(symbol, timeframe)
         return f"{base}:win", f"{base}:forming", f"{base}:predicted", f"{base}:generation"
 
     async def write_closed(self, candles: Sequence[Candle], read_count: int) -> list[ClosedWrite]:

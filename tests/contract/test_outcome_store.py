@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
+import redis.asyncio as aioredis
 
-from configs.settings import Settings
 from bse_predict.monitoring.outcomes import PendingBook, PendingOutcome
 from bse_predict.candles.schema import ModelRef
 from bse_predict.monitoring.outcome_store import MemoryOutcomeStore, OutcomeStore, RedisOutcomeStore
-from bse_predict.connections.clients import connect_redis
+from tests.support import store_pair
+from tests.support.store_pair import run_with_store, store_factory
 
 HOUR = 3_600_000
 RETAIN_MS = 10 * HOUR
@@ -28,34 +27,18 @@ def item(index: int, symbol: str = "BTCUSDT", target: str = "2%", version: str =
     )
 
 
-StoreFactory = Callable[[], Awaitable[tuple[OutcomeStore, Callable[[], Awaitable[None]]]]]
+StoreFactory = store_pair.StoreFactory[OutcomeStore]
 Handles = Callable[[OutcomeStore], OutcomeStore]
 
 
 @pytest.fixture(params=["memory", "redis"])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     """A store and its cleanup; ``another_handle(store)`` is a second worker's view of the same data."""
-    if request.param == "memory":
-        async def memory() -> tuple[OutcomeStore, Callable[[], Awaitable[None]]]:
-            async def nothing() -> None:
-                return None
-            return MemoryOutcomeStore(RETAIN_MS), nothing
-        return memory
-    redis_settings: Settings = request.getfixturevalue("services")
-
-    async def real() -> tuple[OutcomeStore, Callable[[], Awaitable[None]]]:
-        client = connect_redis(redis_settings)
-        prefix = f"test-{uuid.uuid4().hex[:8]}:"
-
-        async def cleanup() -> None:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+    def redis_store(client: aioredis.Redis, prefix: str) -> OutcomeStore:
         store = RedisOutcomeStore(client, RETAIN_MS, key_prefix=prefix)
         HANDLES[id(store)] = RedisOutcomeStore(client, RETAIN_MS, key_prefix=prefix)
-        return store, cleanup
-    return real
+        return store
+    return store_factory(request, lambda: MemoryOutcomeStore(RETAIN_MS), redis_store)
 
 
 HANDLES: dict[int, OutcomeStore] = {}
@@ -64,16 +47,6 @@ HANDLES: dict[int, OutcomeStore] = {}
 def another_handle(store: OutcomeStore) -> OutcomeStore:
     """The memory twin is one process: itself; a Redis store: a second store object on the same keys."""
     return HANDLES.get(id(store), store)
-
-
-def run(make_store: StoreFactory, body: Callable[[OutcomeStore], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store, cleanup = await make_store()
-        try:
-            await body(store)
-        finally:
-            await cleanup()
-    asyncio.run(main())
 
 
 def keys_of(found: dict[tuple[str, str], PendingBook], symbol: str = "BTCUSDT") -> set[str]:
@@ -89,7 +62,7 @@ def test_register_is_idempotent_and_keeps_every_version_target_and_stream(make_s
         assert keys_of(found) == {p.key for p in batch}
         assert len(found[("ETHUSDT", "1h")]) == 0
         assert sorted(found[("BTCUSDT", "1h")], key=lambda p: p.key) == sorted(batch, key=lambda p: p.key)
-    run(make_store, body)
+    run_with_store(make_store, body)
 
 
 def test_settled_outcomes_leave_pending_and_cannot_come_back(make_store: StoreFactory) -> None:
@@ -101,7 +74,7 @@ def test_settled_outcomes_leave_pending_and_cannot_come_back(make_store: StoreFa
         assert keys_of(found, "ETHUSDT") == set()
         assert await store.register([item(1)]) == 0  # a replayed prediction after its answer
         assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(2).key}
-    run(make_store, body)
+    run_with_store(make_store, body)
 
 
 def test_settled_marks_are_forgotten_after_the_retention(make_store: StoreFactory) -> None:
@@ -112,7 +85,7 @@ def test_settled_marks_are_forgotten_after_the_retention(make_store: StoreFactor
         await store.settle([item(30)])  # 29 h later: the mark of item(1) is past the 10 h retention
         assert await store.register([item(1)]) == 1
         assert await store.register([item(30)]) == 0
-    run(make_store, body)
+    run_with_store(make_store, body)
 
 
 @pytest.mark.parametrize("count", [1, 300])
@@ -125,7 +98,7 @@ def test_many_symbols_in_one_call(make_store: StoreFactory, count: int) -> None:
         await store.settle(batch)
         found = await store.pending([(f"S{i}USDT", "1h") for i in range(count)])
         assert sum(len(v) for v in found.values()) == 0
-    run(make_store, body)
+    run_with_store(make_store, body)
 
 
 def test_every_handle_sees_the_others_changes(make_store: StoreFactory) -> None:
@@ -141,4 +114,4 @@ def test_every_handle_sees_the_others_changes(make_store: StoreFactory) -> None:
         await store.register([item(4)])
         assert keys_of(await other.pending([("BTCUSDT", "1h")])) == {item(3).key, item(4).key}
         assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(3).key, item(4).key}
-    run(make_store, body)
+    run_with_store(make_store, body)

@@ -8,9 +8,6 @@ ends holding exactly what a clean, in-order run leaves: the newest
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -20,12 +17,12 @@ from hypothesis import strategies as st
 from configs.settings import Settings
 from bse_predict.candles.schema import Candle
 from bse_predict.stream.window_store import MemoryWindowStore, RedisWindowStore, WindowStore
-from bse_predict.connections.clients import connect_redis
+from tests.support import store_pair
+from tests.support.store_pair import prefixed_redis, run_with_store, store_factory
 
 HOUR = 3_600_000
 T0 = 1_735_689_600_000
 RETAIN = 12
-T = TypeVar("T")
 
 
 def candle(index: int, price: float = 100.0, closed: bool = True, symbol: str = "BTCUSDT") -> Candle:
@@ -33,40 +30,13 @@ def candle(index: int, price: float = 100.0, closed: bool = True, symbol: str = 
                   low=price * 0.99, close=price * 1.001, volume=float(index), closed=closed)
 
 
-StoreFactory = Callable[[], Awaitable[tuple[WindowStore, Callable[[], Awaitable[None]]]]]
+StoreFactory = store_pair.StoreFactory[WindowStore]
 
 
 @pytest.fixture(params=["memory", "redis"])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
-    if request.param == "memory":
-        async def memory() -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
-            async def nothing() -> None:
-                return None
-            return MemoryWindowStore(RETAIN), nothing
-        return memory
-    redis_settings: Settings = request.getfixturevalue("services")
-
-    async def real() -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
-        client = connect_redis(redis_settings)
-        prefix = f"test-{uuid.uuid4().hex[:8]}:"
-
-        async def cleanup() -> None:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
-        return RedisWindowStore(client, RETAIN, key_prefix=prefix), cleanup
-    return real
-
-
-def run(make_store: StoreFactory, scenario: Callable[[WindowStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store, cleanup = await make_store()
-        try:
-            return await scenario(store)
-        finally:
-            await cleanup()
-    return asyncio.run(main())
+    return store_factory(request, lambda: MemoryWindowStore(RETAIN),
+                         lambda client, prefix: RedisWindowStore(client, RETAIN, key_prefix=prefix))
 
 
 def test_write_returns_history_up_to_the_candle(make_store: StoreFactory) -> None:
@@ -78,7 +48,7 @@ def test_write_returns_history_up_to_the_candle(make_store: StoreFactory) -> Non
         (newest,) = await store.write_closed([candle(8)], read_count=5)
         assert newest.open_time_ms.tolist() == [T0 + i * HOUR for i in range(4, 9)]
         assert np.array_equal(newest.ohlcv[0], [100.0, 101.0, 99.0, 100.1, 4.0])
-    run(make_store, scenario)
+    run_with_store(make_store, scenario)
 
 
 def test_retain_keeps_the_newest(make_store: StoreFactory) -> None:
@@ -86,7 +56,7 @@ def test_retain_keeps_the_newest(make_store: StoreFactory) -> None:
         await store.write_closed([candle(i) for i in range(30)], read_count=100)
         times, _ = await store.closed_candles("BTCUSDT", "1h")
         assert times.tolist() == [T0 + i * HOUR for i in range(30 - RETAIN, 30)]
-    run(make_store, scenario)
+    run_with_store(make_store, scenario)
 
 
 def test_predicted_marks_survive_and_report(make_store: StoreFactory) -> None:
@@ -98,7 +68,7 @@ def test_predicted_marks_survive_and_report(make_store: StoreFactory) -> None:
         assert again.already_predicted
         (other,) = await store.write_closed([candle(1, symbol="ETHUSDT")], read_count=3)
         assert not other.already_predicted
-    run(make_store, scenario)
+    run_with_store(make_store, scenario)
 
 
 def test_forming_candle_lifecycle(make_store: StoreFactory) -> None:
@@ -112,7 +82,7 @@ def test_forming_candle_lifecycle(make_store: StoreFactory) -> None:
         assert await store.forming("BTCUSDT", "1h") is None
         await store.write_forming([candle(5, 99.0, closed=False)])  # a stale update after the close
         assert await store.forming("BTCUSDT", "1h") is None
-    run(make_store, scenario)
+    run_with_store(make_store, scenario)
 
 
 def test_last_closes_are_the_newest_candles_whatever_the_order(make_store: StoreFactory) -> None:
@@ -129,7 +99,7 @@ def test_last_closes_are_the_newest_candles_whatever_the_order(make_store: Store
         await store.write_closed([candle(6, 106.0)], read_count=3)  # in order: the Redis store's own copy answers
         assert await store.last_closes([("BTCUSDT", "1h")]) == {
             ("BTCUSDT", "1h"): (T0 + 6 * HOUR, 106.0 * 1.001, 105.0 * 1.001)}
-    run(make_store, scenario)
+    run_with_store(make_store, scenario)
 
 
 arrival_orders = st.lists(st.integers(0, 24), min_size=1, max_size=60)
@@ -151,7 +121,7 @@ def test_any_arrival_order_ends_as_a_clean_run(make_store: StoreFactory, order: 
         times, ohlcv = await store.closed_candles("BTCUSDT", "1h")
         return times.tolist(), ohlcv.tolist()
 
-    assert run(make_store, lambda s: final(s, messy)) == run(make_store, lambda s: final(s, clean))
+    assert run_with_store(make_store, lambda s: final(s, messy)) == run_with_store(make_store, lambda s: final(s, clean))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -171,12 +141,10 @@ def test_redis_windows_equal_the_reference_in_any_order_and_batching(
         start += size
 
     async def histories() -> tuple[list[tuple[list[int], list[list[float]], bool]], ...]:
-        client = connect_redis(services)
-        prefix = f"test-{uuid.uuid4().hex[:8]}:"
-        stores = [RedisWindowStore(client, RETAIN, key_prefix=prefix) for _ in range(workers)]
         reference = MemoryWindowStore(RETAIN)
         got, want = [], []
-        try:
+        async with prefixed_redis(services) as (client, prefix):
+            stores = [RedisWindowStore(client, RETAIN, key_prefix=prefix) for _ in range(workers)]
             for number, batch in enumerate(batches):
                 store = stores[number % workers]
                 for result, writes in ((got, await store.write_closed(batch, read_count=6)),
@@ -184,11 +152,6 @@ def test_redis_windows_equal_the_reference_in_any_order_and_batching(
                     result.extend((w.open_time_ms.tolist(), w.ohlcv.tolist(), w.already_predicted) for w in writes)
                 await store.mark_predicted(batch[:1])
                 await reference.mark_predicted(batch[:1])
-        finally:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
         return got, want
 
     got, want = asyncio.run(histories())

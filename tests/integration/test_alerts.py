@@ -312,53 +312,57 @@ def test_alerts_followups_digest_and_summary_arrive_once_each(
     print(alert.plain, reply.plain, digest, summary, sep="\n\n")
 
 
+def _produce_two_days(settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
+                      ) -> tuple[Scenario, list[tuple[str, str, str]]]:
+    """48 hours of every futures symbol's predictions and outcomes on the topics; (scenario, its alerts)."""
+    scenario = _build(list(futures_series.values()), model_set, hours=48)
+    _produce(settings, scenario)
+    return scenario, _expected_alerts(scenario.predictions)
+
+
+def _resume_and_check_once(settings: Settings, telegram: FakeTelegram, tmp_path: Path, name: str,
+                           earlier: AlertsProcess, scenario: Scenario, expected: list[tuple[str, str, str]],
+                           ) -> tuple[list[Received], str]:
+    """A fresh service after ``earlier`` stopped: wait for every alert and follow-up, check each arrived
+    exactly once over both logs; (what Telegram received, both logs)."""
+    with _start(settings, telegram, tmp_path, name) as process:
+        received = _wait_for(telegram, _complete(len(expected), len(expected)))
+        log_text = earlier.log_path.read_text() + process.log_path.read_text()
+    _check_everything_once(received, scenario, log_text)
+    return received, log_text
+
+
 def test_a_restart_mid_stream_leaves_exactly_one_copy_of_each(
     alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
     telegram: FakeTelegram, tmp_path: Path,
 ) -> None:
-    scenario = _build(list(futures_series.values()), model_set, hours=48)
-    expected = _expected_alerts(scenario.predictions)
-    _produce(alerts_settings, scenario)
+    scenario, expected = _produce_two_days(alerts_settings, model_set, futures_series)
     first = _process(alerts_settings, telegram, tmp_path, "alerts-1")
     # SIGKILL the service the moment its 5th message reaches Telegram, before Telegram answers.
     # (Its first send comes after the ready mark that start() waits for.)
     telegram.when_call(5, first.kill)
     first.start()
-    deadline = time.monotonic() + 60
-    while first.returncode is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert first.returncode == -9, first.log_tail()
+    assert first.wait_exit(60) == -9, first.log_tail()
     assert len(telegram.snapshot()) == 4, "the kill did not land mid-stream"
-    with _start(alerts_settings, telegram, tmp_path, "alerts-2") as second:
-        received = _wait_for(telegram, _complete(len(expected), len(expected)))
-        log_text = first.log_path.read_text() + second.log_path.read_text()
-    _check_everything_once(received, scenario, log_text)
+    _resume_and_check_once(alerts_settings, telegram, tmp_path, "alerts-2", first, scenario, expected)
 
 
 def test_5xx_and_429_are_retried_and_an_outage_loses_nothing(
     alerts_settings: Settings, model_set: ServedModelSet, futures_series: dict[str, CandleSeries],
     telegram: FakeTelegram, tmp_path: Path,
 ) -> None:
-    scenario = _build(list(futures_series.values()), model_set, hours=48)
-    expected = _expected_alerts(scenario.predictions)
-    _produce(alerts_settings, scenario)
+    scenario, expected = _produce_two_days(alerts_settings, model_set, futures_series)
     # An outage longer than the attempts: the process gives up with one line, having committed nothing unsent.
     telegram.fail_next(500, 3)
     down = _process(alerts_settings, telegram, tmp_path, "alerts-down", max_attempts=3).start()
-    deadline = time.monotonic() + 60
-    while down.returncode is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert down.returncode == 2, down.log_tail()
+    assert down.wait_exit(60) == 2, down.log_tail()
     errors = [line for line in down.log_path.read_text().splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: sendMessage to chat"), down.log_tail()
     assert "failed 3 times" in errors[0]
     assert telegram.snapshot() == []
     # Back up, but rate limiting at first: 429 with retry_after, then everything arrives once.
     telegram.fail_next(429, 2, retry_after=1)
-    with _start(alerts_settings, telegram, tmp_path, "alerts") as process:
-        received = _wait_for(telegram, _complete(len(expected), len(expected)))
-        log_text = down.log_path.read_text() + process.log_path.read_text()
-    _check_everything_once(received, scenario, log_text)
+    received, log_text = _resume_and_check_once(alerts_settings, telegram, tmp_path, "alerts", down, scenario, expected)
     statuses = [status for _, status, _ in telegram.refusals]
     assert statuses == [500, 500, 500, 429, 429], (telegram.refusals, log_text[-3000:])
     last_429 = telegram.refusals[-1][0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import redis.asyncio as aioredis
 import pytest
 
@@ -12,7 +10,7 @@ from bse_predict.candles.schema import Candle
 from tests.contract.test_outcome_store import item
 from bse_predict.monitoring.outcome_store import RedisOutcomeStore
 from bse_predict.stream.window_store import RedisWindowStore
-from bse_predict.connections.clients import connect_redis
+from tests.support.store_pair import prefixed_redis
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +22,7 @@ async def _ttls_ms(client: aioredis.Redis, prefix: str) -> dict[str, int]:
 
 
 async def test_window_and_outcome_keys_expire_after_the_symbol_goes_silent(services: Settings) -> None:
-    client = connect_redis(services)
-    prefix = f"expiry-{uuid.uuid4().hex[:8]}:"
-    try:
+    async with prefixed_redis(services, "expiry") as (client, prefix):
         windows = RedisWindowStore(client, 50, key_prefix=prefix, expire_after_ms=EXPIRE_MS)
         candles = [Candle(symbol="BTCUSDT", timeframe="1h", open_time=1_700_000_000_000 + i * 3_600_000, open=1.0,
                           high=2.0, low=0.5, close=1.5, volume=1.0, closed=i < 3) for i in range(4)]
@@ -42,8 +38,3 @@ async def test_window_and_outcome_keys_expire_after_the_symbol_goes_silent(servi
         suffixes = {key.rsplit(":", 1)[-1] for key in ttls}
         assert {"win", "forming", "predicted", "generation", "pending", "settled"} <= suffixes, ttls
         assert all(0 < ttl <= EXPIRE_MS for ttl in ttls.values()), ttls
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()

@@ -58,6 +58,13 @@ class CommandProcess:
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.poll()
 
+    def wait_exit(self, timeout_s: float = 60.0) -> int | None:
+        """Its exit status once it has exited on its own, or None if it still runs after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.returncode
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 

@@ -421,12 +421,18 @@ async def test_a_batch_builds_its_inputs_once_for_the_live_version_and_the_shado
     assert built == [(("features",), 5), (("features",), 2)]
 
 
+def _rebuilding_rig(make_rig, store: object, series: CandleSeries) -> tuple[Rig, HistoryRebuilder, int]:
+    """A rig over ``store`` whose rebuilder writes back the ``read_count`` candles (a window's worth)
+    before the one that asked; (rig, rebuilder, read_count)."""
+    read_count = LOOKBACK_CANDLES + 1
+    rebuilder = HistoryRebuilder(store, series, read_count)
+    return make_rig(Constant(), store=store, rebuilder=rebuilder), rebuilder, read_count
+
+
 async def test_a_new_symbol_without_history_in_the_store_is_rebuilt_and_predicted(
         make_rig, base_settings, tiny) -> None:
     store = MemoryWindowStore(base_settings.window.retain_candles)
-    read_count = LOOKBACK_CANDLES + 1
-    rebuilder = HistoryRebuilder(store, tiny, read_count)
-    rig = make_rig(Constant(), store=store, rebuilder=rebuilder)
+    rig, rebuilder, read_count = _rebuilding_rig(make_rig, store, tiny)
     row = FIRST_PREDICTED + 20
     rig.feed.rows(0, row)  # offsets 0..row-1 went by before this process started
     (message,) = rig.feed.rows(row, row + 1)
@@ -443,9 +449,7 @@ async def test_a_new_symbol_without_history_in_the_store_is_rebuilt_and_predicte
 async def test_a_window_the_store_lost_after_it_was_complete_is_rebuilt_and_predicted(
         make_rig, base_settings, tiny) -> None:
     store = SwappableStore(base_settings.window.retain_candles)
-    read_count = LOOKBACK_CANDLES + 1
-    rebuilder = HistoryRebuilder(store, tiny, read_count)
-    rig = make_rig(Constant(), store=store, rebuilder=rebuilder)
+    rig, rebuilder, read_count = _rebuilding_rig(make_rig, store, tiny)
     row = FIRST_PREDICTED + 3
     await rig.processor.process(rig.feed.rows(0, row))
     assert len(rebuilder.calls) == 1  # the symbol's first candle: one look for history, nothing before it

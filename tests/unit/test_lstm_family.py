@@ -14,7 +14,8 @@ from bse_predict.candles.files import CandleSeries
 from bse_predict.training.dataset import build_dataset
 from bse_predict.families import BasePredictor, get_model
 from bse_predict.families.base import ONNX_OUTPUT
-from bse_predict.families.lstm import LSTMPredictor, validation_split
+from bse_predict.families.base import validation_split
+from bse_predict.families.lstm import LSTMPredictor
 from bse_predict.features.sequences import SEQUENCE_LENGTH
 
 FAST = {"sequence_length": 24, "units": 8, "epochs": 2, "batch_size": 256, "patience": 1}
