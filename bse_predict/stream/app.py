@@ -62,6 +62,32 @@ def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
     }
 
 
+async def _serve_candles(stream: faust.StreamT, settings: Settings, parts: WorkerParts, topic: str) -> None:
+    """The candle agent's loop: batches of events through the guarded processor, the control state followed
+    beside it."""
+    agent = parts.candle_agent()
+    control = parts.control
+    await agent.guard.run(agent.start)
+    parts.stall.progressed()
+    following = asyncio.create_task(control.follow(), name="follow-control")
+    live = parts.router.table.live
+    log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version,
+             parts.router.table.revision, topic)
+    try:
+        async for events in stream.take_events(settings.worker.batch_max_events,
+                                               within=settings.worker.batch_within_ms / 1000.0):
+            if following.done():  # a bug ended it (faults are retried inside): say so and follow again
+                log.error("following the control state stopped: %r; following again", following.exception())
+                following = asyncio.create_task(control.follow(), name="follow-control")
+            batch = [RawMessage(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                                e.message.offset) for e in events]
+            await agent.guard.run(partial(agent.processor.process, batch))
+            parts.stall.progressed()
+    finally:  # reached on a stop only, after the batch in hand finished
+        following.cancel()
+        await agent.close()
+
+
 def create_app(settings: Settings, parts: WorkerParts, conf: dict[str, object]) -> faust.App:
     """The worker app over ``parts`` (built with the same settings and ``conf``, the app's
     :func:`faust_settings`); run it with :func:`faust.Worker`."""
@@ -77,26 +103,7 @@ def create_app(settings: Settings, parts: WorkerParts, conf: dict[str, object]) 
         """Each batch is finished (published, acknowledged, stored) before Faust may acknowledge it;
         faults are retried in place and past the deadline the process leaves uncommitted
         (:mod:`bse_predict.stream.batch_guard`)."""
-        agent = parts.candle_agent()
-        await agent.guard.run(agent.start)
-        parts.stall.progressed()
-        following = asyncio.create_task(control.follow(), name="follow-control")
-        live = parts.router.table.live
-        log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version,
-                 parts.router.table.revision, names.candles)
-        try:
-            async for events in stream.take_events(settings.worker.batch_max_events,
-                                                   within=settings.worker.batch_within_ms / 1000.0):
-                if following.done():  # a bug ended it (faults are retried inside): say so and follow again
-                    log.error("following the control state stopped: %r; following again", following.exception())
-                    following = asyncio.create_task(control.follow(), name="follow-control")
-                batch = [RawMessage(e.message.key, e.message.value, e.message.topic, e.message.partition,
-                                    e.message.offset) for e in events]
-                await agent.guard.run(partial(agent.processor.process, batch))
-                parts.stall.progressed()
-        finally:  # reached on a stop only, after the batch in hand finished
-            following.cancel()
-            await agent.close()
+        await _serve_candles(stream, settings, parts, names.candles)
 
     @app.agent(control_topic, concurrency=1)
     async def apply_control(stream: faust.StreamT) -> None:
