@@ -23,6 +23,8 @@ from bse_predict.serving.onnx_runner import ServedModelSet
 from tests.conftest import ENSEMBLE_VERSION
 from tests.support.bad_graphs import calibrated_slow_graph, nan_graph
 
+pytestmark = pytest.mark.slow  # a version trained on ../shared/data, and a member that sleeps a second
+
 MEMBERS = EnsembleServingConfig(mode="members", member_timeout_ms=300, threads=2)
 RF, HMM = "ensemble_member_random_forest", "ensemble_member_hmm_regime"
 
