@@ -84,6 +84,7 @@ def create_app(settings: Settings, parts: WorkerParts, conf: dict[str, object]) 
         live = parts.router.table.live
         log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version,
                  parts.router.table.revision, names.candles)
+        parts.live_outcomes.serving(lambda: parts.router.table.revision)
         try:
             async for events in stream.take_events(settings.worker.batch_max_events,
                                                    within=settings.worker.batch_within_ms / 1000.0):
