@@ -26,9 +26,11 @@ demo: services-up
 test: services-up
 	$(BIN)/pytest
 
-# The unit and contract layers, integration tests left out; the contract suites' Redis half needs Redis up.
+# The unit and contract layers without the `slow` tests (those reading ../shared/data, training real
+# versions or running thousands of examples: tests/conftest.py, pyproject's markers); under a minute on
+# 2 cores. Needs Redis up (make services-up) for the contract suites' Redis half; `make test` runs everything.
 test-fast: setup
-	$(BIN)/pytest tests/unit tests/contract -m 'not integration'
+	$(BIN)/pytest tests/unit tests/contract -m 'not integration and not slow'
 
 # Real faults (kills, restarts, pauses, wipes) in the suite's own Kafka and Redis: docs/reliability.md
 chaos: setup

@@ -3,6 +3,10 @@
 Integration tests use the real Kafka and Redis of ``bse-predict services up``
 (``make test`` starts them). When they do not answer, the tests fail with
 that reason: they never skip and never fake the servers.
+
+A test that asks for the real candles (``futures_series``) or a version trained on them
+(``trained_version``, ``ensemble_models``) is marked ``slow`` here, wherever it lives: it reads
+``../shared/data`` and takes seconds, so ``make test-fast`` leaves it out and ``make test`` runs it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,15 @@ from bse_predict.connections.clients import connect_redis_sync, redacted_url
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "candles"
 FUTURES = SHARED_DATA / "binance-futures"
+
+# The fixtures below that read ../shared/data (directly or by training on it): their users are slow.
+REAL_DATA_FIXTURES = frozenset({"futures_series", "trained_version", "ensemble_models"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,13 @@ class LiveOutcomes:
         self._scores: RedisLiveScores | None = None
         self._serving = False
         self._refresh_failing = False
+        self._served_revision: Callable[[], int] | None = None
         self.metrics = WorkerMetrics()
+
+    def serving(self, revision: Callable[[], int]) -> None:
+        """The candle agent serves: ``/metrics`` shows the control revision (``revision()``) from now on."""
+        self._served_revision = revision
+        self.metrics.control_revision.set(revision())
 
     def watch(self, processor: Any) -> None:
         """Count ``processor``'s counters (``processor.counts``) in ``/metrics``."""
@@ -108,6 +114,8 @@ class LiveOutcomes:
 
     async def refresh(self, app: faust.App) -> None:
         """Move the Prometheus gauges and counters to the current state."""
+        if self._served_revision is not None:
+            self.metrics.control_revision.set(self._served_revision())
         control = [self._control_counts()] if self._control_counts is not None else []
         self.metrics.set_counts([*(p.counts for p in self._processors), *(r.counts for r in self._resolvers), *control])
         assigned = app.consumer.assignment()

@@ -12,7 +12,8 @@ import), serves it on ``live_metrics.metrics_port`` (0 = off) and is refreshed
 by a worker timer: live scores per window, stream counters (throughput,
 dead letters, fallbacks, breaker trips: every counter the processor and the
 router keep, by kind), the prediction latency histogram, consumer lag per
-partition, and breaker states where a source for them is given.
+partition, breaker states where a source for them is given, and the control
+revision served (-1 until the candle agent serves).
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ class WorkerMetrics:
         self.lag = Gauge("bse_consumer_lag", "Candle records not yet processed, per assigned partition", ("partition",), registry=r)
         self.breaker_open = Gauge("bse_breaker_open", "1 when the breaker of a served version is open, 0.5 half-open, 0 closed",
                                   ("version",), registry=r)
+        self.control_revision = Gauge("bse_control_revision", "The control revision this worker serves; "
+                                      "-1 until its candle agent serves", registry=r)
+        self.control_revision.set(-1)
         self._seen: dict[str, float] = {}
 
     def serve(self, port: int) -> None:

@@ -73,6 +73,7 @@ async def _serve_candles(stream: faust.StreamT, settings: Settings, parts: Worke
     live = parts.router.table.live
     log.info("serving %s %s (control revision %d) for %s", live.model_name, live.version,
              parts.router.table.revision, topic)
+    parts.live_outcomes.serving(lambda: parts.router.table.revision)
     try:
         async for events in stream.take_events(settings.worker.batch_max_events,
                                                within=settings.worker.batch_within_ms / 1000.0):

@@ -108,7 +108,7 @@ def test_outcomes_equal_offline_labels_and_a_sigkill_loses_no_pending_outcome(
         port = probe.getsockname()[1]
     config = tmp_path / "metrics.yaml"
     config.write_text(f"live_metrics:\n  metrics_port: {port}\n  refresh_s: 0.5\n", encoding="utf-8")
-    with WorkerProcess(env, tmp_path / "worker-2.log", ("--config", str(config))) as second:
+    with WorkerProcess(env, tmp_path / "worker-2.log", ("--config", str(config)), metrics_port=port) as second:
         replaying.join()
         expected_ids = {f"{s}|1h|{int(t)}" for s, series in slices.items()
                         for t in series.open_time_ms[stream_settings_min_history(stream_settings) - 1:]}

@@ -78,7 +78,7 @@ def test_worker_replay_control_and_alerts_run_on_sasl_ssl_and_tls_redis(
         "rate_per_chat_per_s": 50, "burst_per_chat": 20}}))
 
     with FakeTelegram(TOKEN) as telegram, \
-            WorkerProcess(env, tmp_path / "worker.log", ("--config", str(config))) as worker, \
+            WorkerProcess(env, tmp_path / "worker.log", ("--config", str(config)), metrics_port=metrics_port) as worker, \
             AlertsProcess({**env, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "1001",
                            "TELEGRAM_API_URL": telegram.url}, tmp_path / "alerts.log",
                           ("--config", str(alerts_config))) as alerts:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Self
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from configs.settings import Settings
 from bse_predict.connections.clients import client_environment
 
-__all__ = ["CommandProcess", "WorkerProcess", "service_env"]
+__all__ = ["CommandProcess", "WorkerProcess", "free_port", "service_env"]
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -25,12 +31,20 @@ def service_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class CommandProcess:
-    """One ``bse-predict COMMAND`` subprocess with its own log file; ``start`` returns once the log
-    shows :attr:`ready_mark` (written after the log's size at start, so a restart waits anew)."""
+    """One ``bse-predict COMMAND`` subprocess with its own log file; ``start`` returns once
+    :meth:`ready` says so (asked of the new process only, so a restart waits anew)."""
 
     command: ClassVar[str]
-    ready_mark: ClassVar[str]
+
+    def ready(self) -> bool:
+        raise NotImplementedError
 
     def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self._env = {**os.environ, **env}
@@ -39,7 +53,7 @@ class CommandProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> Self:
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # this run's log starts here
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "bse_predict.cli", self.command, *self._args],
@@ -47,8 +61,8 @@ class CommandProcess:
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.ready_mark in self.log_path.read_text(errors="replace")[offset:]:
-                return self  # ready, even if a test has killed it since
+            if self.ready():
+                return self
             if self._process.poll() is not None:
                 raise RuntimeError(f"{self.command} exited with {self._process.returncode}:\n{self.log_tail()}")
             time.sleep(0.2)
@@ -90,8 +104,51 @@ class CommandProcess:
 
 
 class WorkerProcess(CommandProcess):
-    """``bse-predict worker``: ready once the agent holds its Redis store and model set; messages
-    sent before the group's first assignment are still read (auto_offset_reset=earliest)."""
+    """``bse-predict worker`` with its Prometheus ``/metrics`` on ``metrics_port`` (a free one unless
+    given), refreshed every 0.5 s: ready once ``bse_control_revision`` is at least 0, which the
+    worker sets when its candle agent holds its Redis store and model set; messages sent before
+    the group's first assignment are still read (auto_offset_reset=earliest)."""
 
     command = "worker"
-    ready_mark = "serving "
+
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = (),
+                 metrics_port: int | None = None) -> None:
+        self.metrics_port = metrics_port or free_port()
+        super().__init__({**env, "BSE_LIVE_METRICS__METRICS_PORT": str(self.metrics_port),
+                          "BSE_LIVE_METRICS__REFRESH_S": "0.5"}, log_path, args)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        """Every sample of ``/metrics`` by (name, sorted labels); None when nothing answers."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of ``/metrics``; None when it is not there (yet) or nothing answers."""
+        samples = self.metrics()
+        return None if samples is None else samples.get((name, tuple(sorted(labels.items()))))
+
+    def control_revision(self) -> int | None:
+        """The control revision the worker serves (``bse_control_revision``); None before it serves."""
+        value = self.metric("bse_control_revision")
+        return None if value is None or value < 0 else int(value)
+
+    def ready(self) -> bool:
+        return self.control_revision() is not None
+
+    def wait_for_metric(self, what: str, done: Callable[[WorkerProcess], bool], timeout_s: float = 30) -> None:
+        """Poll ``/metrics`` (through ``done(self)``) until ``done`` holds, or fail saying ``what``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if done(self):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not seen on /metrics after {timeout_s} s:\n{self.log_tail()}")
+
+    def wait_for_revision(self, revision: int, timeout_s: float = 30) -> None:
+        """Until the worker serves control revision ``revision`` or a later one."""
+        self.wait_for_metric(f"control revision {revision} applied",
+                             lambda w: (w.control_revision() or 0) >= revision, timeout_s)

@@ -250,6 +250,7 @@ def _repeats(value: object) -> bool:
 
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(st.tuples(_TEXT, _JSON), max_size=4), st.booleans(), st.booleans())
+@pytest.mark.slow
 def test_the_fast_repeated_key_check_agrees_with_the_exact_one(extra: list[tuple[str, object]], ascii_only: bool,
                                                                  repeat_a_field: bool) -> None:
     pairs = [(k, v) for k, v in VALID.items()] + [(k, v) for k, v in extra if k not in VALID]

@@ -278,6 +278,7 @@ def test_any_bytes_are_verified_or_refused(raw: bytes) -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(st.fixed_dictionaries({}, optional=_FIELD_VALUES))
+@pytest.mark.slow
 def test_any_signed_json_object_is_verified_or_refused(fields: dict) -> None:
     try:
         message = verify_message(_signed(fields), SECRET, NOW)

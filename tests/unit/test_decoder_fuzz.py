@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +110,7 @@ def _decode_candle(raw: bytes, key: bytes | None, now_ms: int) -> None:
 @settings(max_examples=2000, **FUZZ)
 @given(st.binary(max_size=300) | st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=4), st.integers(1, 1500)),
        _KEYS, _NOWS)
+@pytest.mark.slow
 def test_random_bytes_are_refused_by_the_candle_decoder(raw: bytes, key: bytes | None, now_ms: int) -> None:
     _decode_candle(raw, key, now_ms)
 
@@ -116,6 +118,7 @@ def test_random_bytes_are_refused_by_the_candle_decoder(raw: bytes, key: bytes |
 @settings(max_examples=2000, **FUZZ)
 @given(_JSON | st.dictionaries(st.sampled_from(sorted(VALID)) | st.text(max_size=6), _SCALARS | _JSON, max_size=10),
        st.booleans(), _KEYS, _NOWS)
+@pytest.mark.slow
 def test_random_json_is_refused_by_the_candle_decoder(value: object, ascii_only: bool, key: bytes | None,
                                                       now_ms: int) -> None:
     _decode_candle(json.dumps(value, ensure_ascii=ascii_only).encode(), key, now_ms)
@@ -123,6 +126,7 @@ def test_random_json_is_refused_by_the_candle_decoder(value: object, ascii_only:
 
 @settings(max_examples=3000, **FUZZ)
 @given(_mutated_candle(), _KEYS, _NOWS)
+@pytest.mark.slow
 def test_mutated_candles_are_parsed_or_refused(raw: bytes, key: bytes | None, now_ms: int) -> None:
     _decode_candle(raw, key, now_ms)
 
@@ -161,11 +165,13 @@ def _signed_control(draw: st.DrawFn) -> bytes:
 @settings(max_examples=1500, **FUZZ)
 @given(st.none() | st.binary(max_size=600) | st.builds(lambda v: json.dumps(v).encode(), _JSON)
        | st.builds(lambda v: json.dumps(v).encode() * 2, st.dictionaries(st.text(max_size=6), _SCALARS, max_size=4)))
+@pytest.mark.slow
 def test_random_bytes_and_json_are_refused_by_the_control_decoder(raw: bytes | None) -> None:
     _control(raw)
 
 
 @settings(max_examples=1500, **FUZZ)
 @given(_signed_control())
+@pytest.mark.slow
 def test_signed_fuzzed_control_messages_are_obeyed_or_refused(raw: bytes) -> None:
     _control(raw)

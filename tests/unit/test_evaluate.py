@@ -20,7 +20,7 @@ from bse_predict.training.dataset import SymbolDataset
 from bse_predict.families import BasePredictor, get_model
 from bse_predict.families.random_forest import RandomForestPredictor
 from bse_predict.labels.first_touch import UNKNOWN
-from tests.conftest import FUTURES
+from tests.conftest import FUTURES, REPO_ROOT
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 ROWS = 1500
@@ -178,7 +178,7 @@ def test_command_line_matches_the_api_and_is_deterministic(api_run: tuple[Evalua
     (["--folds", "0"], "folds"),
 ])
 def test_bad_options_exit_non_zero_with_one_line(arguments: list[str], reason: str, tmp_path: Path) -> None:
-    data = ["--data", str(FUTURES / "BTCUSDT-1h.csv.gz")]
+    data = ["--data", str(REPO_ROOT / "tests" / "data" / "candles" / "TINYUSDT-1h.csv")]  # refused before any row is read
     result = runner.invoke(app, ["evaluate", *data, "--out", str(tmp_path), *arguments])
     assert result.exit_code == 2 and reason in result.output
 

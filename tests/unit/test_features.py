@@ -91,6 +91,7 @@ def test_names_and_constants() -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", FEATURE_SPEC_HASH)
 
 
+@pytest.mark.slow
 def test_matrix_width_and_warm_up_rows(futures: tuple[np.ndarray, np.ndarray]) -> None:
     times, ohlcv = futures
     matrix = feature_matrix(times[: L + 10], ohlcv[: L + 10])
@@ -100,6 +101,7 @@ def test_matrix_width_and_warm_up_rows(futures: tuple[np.ndarray, np.ndarray]) -
     assert np.isnan(feature_matrix(times[: L - 1], ohlcv[: L - 1])).all()
 
 
+@pytest.mark.slow
 def test_no_duplicate_columns_on_real_data(futures: tuple[np.ndarray, np.ndarray], gapped) -> None:
     for times, ohlcv in (futures, gapped[:2]):
         matrix = feature_matrix(times, ohlcv)[L - 1 :]
@@ -121,11 +123,13 @@ def assert_drivers_agree(times: np.ndarray, ohlcv: np.ndarray, rows: np.ndarray)
         np.testing.assert_allclose(single[0], matrix[t], **TOL, err_msg=f"row {t}")
 
 
+@pytest.mark.slow
 def test_drivers_agree_on_real_futures(futures: tuple[np.ndarray, np.ndarray]) -> None:
     times, ohlcv = futures
     assert_drivers_agree(times, ohlcv, np.arange(L - 1, times.size, 7))
 
 
+@pytest.mark.slow
 def test_drivers_agree_across_a_real_outage(gapped) -> None:
     times, ohlcv, hole, _ = gapped
     around_hole = np.arange(hole.start - 3, hole.stop + L + 3)
@@ -133,6 +137,7 @@ def test_drivers_agree_across_a_real_outage(gapped) -> None:
     assert_drivers_agree(times, ohlcv, rows)
 
 
+@pytest.mark.slow
 def test_worker_window_from_stored_candles_matches_trainer_row(gapped) -> None:
     """Real candles only, cut and gap-filled per window with an anchor, as the worker does."""
     times, ohlcv, hole, real = gapped
@@ -153,12 +158,14 @@ def test_worker_window_from_stored_candles_matches_trainer_row(gapped) -> None:
 
 
 @pytest.mark.parametrize("k", [L - 1, L, L + 1, 1_000, 1_501, 1_530, 2_222])
+@pytest.mark.slow
 def test_truncated_history_gives_the_same_rows(gapped, k: int) -> None:
     times, ohlcv, _, _ = gapped
     full = feature_matrix(times, ohlcv)
     np.testing.assert_allclose(feature_matrix(times[:k], ohlcv[:k]), full[:k], **TOL)
 
 
+@pytest.mark.slow
 def test_perturbing_the_future_leaves_past_rows_unchanged(futures: tuple[np.ndarray, np.ndarray]) -> None:
     times, ohlcv = futures
     rng = np.random.default_rng(3)
@@ -174,6 +181,7 @@ def test_perturbing_the_future_leaves_past_rows_unchanged(futures: tuple[np.ndar
 # --- finiteness and scale ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_finite_over_all_real_gaps_and_flat_candles(spot_grid: GridCandles) -> None:
     assert (~spot_grid.is_real).sum() >= 40
     matrix = feature_matrix(spot_grid.open_time_ms, spot_grid.ohlcv)
@@ -197,6 +205,7 @@ def test_finite_and_neutral_on_a_fully_flat_window() -> None:
 @pytest.mark.parametrize(
     ("price_factor", "volume_factor", "exact"), [(1000.0, 7.0, False), (1024.0, 8.0, True)]
 )
+@pytest.mark.slow
 def test_scale_free(gapped, price_factor: float, volume_factor: float, exact: bool) -> None:
     times, ohlcv, _, _ = gapped
     scaled = ohlcv * np.array([price_factor] * 4 + [volume_factor])

@@ -176,6 +176,7 @@ def test_removing_interior_rows_then_filling_restores_the_grid(
     assert (grid.ohlcv[filled, VOLUME] == 0.0).all()
 
 
+@pytest.mark.slow
 def test_real_spot_outages_are_filled() -> None:
     path = DATA / "binance-spot" / "BTCUSDT-1h.csv.gz"
     if not path.exists():

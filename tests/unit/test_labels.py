@@ -325,6 +325,7 @@ def btc() -> np.ndarray:
     return raw[:, 1:6]
 
 
+@pytest.mark.slow
 def test_real_btc_class_shares_are_plausible(btc: np.ndarray) -> None:
     real = np.ones(len(btc), dtype=bool)
     shares = {}
@@ -348,6 +349,7 @@ def test_real_btc_class_shares_are_plausible(btc: np.ndarray) -> None:
         8000,  # spans row 8192, where label_matrix starts a new chunk
     ],
 )
+@pytest.mark.slow
 def test_real_btc_matches_plain_loop_reference(btc: np.ndarray, pct: int, start: int) -> None:
     rows = 500
     window = btc[start : start + rows + H_72]

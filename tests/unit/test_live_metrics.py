@@ -46,6 +46,7 @@ def test_one_outcome_by_hand() -> None:
     assert window_scores({}, BINS) is None
 
 
+@pytest.mark.slow
 def test_rolling_scores_equal_the_batch_formulas_at_every_step() -> None:
     rng = np.random.default_rng(0)
     span = 24

@@ -18,6 +18,8 @@ from bse_predict.families.base import validation_split
 from bse_predict.families.lstm import LSTMPredictor
 from bse_predict.features.sequences import SEQUENCE_LENGTH
 
+pytestmark = pytest.mark.slow  # trains Keras LSTMs: seconds
+
 FAST = {"sequence_length": 24, "units": 8, "epochs": 2, "batch_size": 256, "patience": 1}
 TRAIN_ROWS = 2400
 

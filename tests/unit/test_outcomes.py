@@ -121,6 +121,7 @@ def paths_with_gaps(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
 
 @settings(max_examples=300, deadline=None)
 @given(paths_with_gaps(), st.sampled_from([0.01, 0.02, 0.05]), st.integers(1, 8))
+@pytest.mark.slow
 def test_live_settlement_equals_offline_labels_on_any_path_with_gaps(
     path: tuple[np.ndarray, np.ndarray], frac: float, horizon: int
 ) -> None:

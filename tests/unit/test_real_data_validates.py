@@ -22,6 +22,8 @@ from bse_predict.candles.schema import Candle, parse_candle
 from tests.conftest import SHARED_DATA
 from bse_predict.stream.replay import candle_payload
 
+pytestmark = pytest.mark.slow  # every real candle of ../shared/data: seconds
+
 MARGIN = 2.0  # every measured extreme at least this far inside its bound (a ratio bound: in log terms)
 
 
