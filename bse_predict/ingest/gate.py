@@ -40,6 +40,7 @@ class Gap:
 @dataclass
 class _Symbol:
     floor_ms: int
+    floor_is_candle: bool
     above: set[int] = field(default_factory=set)
     update_open_ms: int | None = None
     update_at_s: float = float("-inf")
@@ -51,9 +52,11 @@ class CandleGate:
         self.update_interval_s = update_interval_s
         self._symbols: dict[str, _Symbol] = {}
 
-    def start(self, symbol: str, floor_ms: int) -> None:
-        """Everything of ``symbol`` at or before ``floor_ms`` (an open time on the grid) is already in the topic."""
-        self._symbols[symbol] = _Symbol(floor_ms)
+    def start(self, symbol: str, floor_ms: int, floor_is_candle: bool = True) -> None:
+        """Everything of ``symbol`` at or before ``floor_ms`` (an open time on the grid) is already in the topic.
+        ``floor_is_candle=False``: the floor is only where a first backfill starts (nothing in the topic); slots
+        before the first candle the exchange returns are then history it never had (a later listing), not gaps."""
+        self._symbols[symbol] = _Symbol(floor_ms, floor_is_candle)
 
     def knows(self, symbol: str) -> bool:
         return symbol in self._symbols
@@ -97,6 +100,11 @@ class CandleGate:
         newest = max(known)
         missing = [t for t in range(state.floor_ms + self.timeframe_ms, min(newest, confirm_until_ms + 1),
                                     self.timeframe_ms) if t not in known]
+        if not state.floor_is_candle:
+            before_history = [t for t in missing if t < min(known)]
+            state.above.update(before_history)
+            missing = missing[len(before_history):]
+            state.floor_is_candle = True
         gaps: list[Gap] = []
         for t in missing:
             if gaps and gaps[-1].last_open_ms + self.timeframe_ms == t:

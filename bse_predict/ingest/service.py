@@ -130,7 +130,7 @@ class Ingest:
                                              self.symbols, self._timeframe, self._config.tail_scan_messages)
         start = initial_floor_ms(server_ms, self._timeframe_ms, self._config.backfill_max_candles)
         for symbol in self.symbols:
-            self._gate.start(symbol, found.get(symbol, start))
+            self._gate.start(symbol, found.get(symbol, start), floor_is_candle=symbol in found)
         log.info("ingest %s: %d symbols, %d with candles in %s already", self._market, len(self.symbols),
                  len(found), topic)
 

@@ -77,6 +77,16 @@ def test_a_stream_close_beyond_the_backfill_range_does_not_confirm_a_gap() -> No
     assert gate.confirm_gaps("BTC", [T0 + H], covered_until_ms=T0 + 2 * H, confirm_until_ms=T0 + 9 * H) == []
 
 
+def test_history_before_a_listing_is_not_a_gap() -> None:
+    gate = CandleGate(H, 5.0)
+    gate.start("NEW", T0, floor_is_candle=False)  # nothing in the topic: a first backfill 1000 candles back
+    gate.accept_closed("NEW", T0 + 9 * H)  # the stream's first close, before the backfill answered
+    returned = [T0 + 6 * H, T0 + 8 * H, T0 + 9 * H]  # listed at T0+6H, one real gap at T0+7H
+    assert [gate.accept_closed("NEW", t) for t in returned] == [True, True, False]
+    gaps = gate.confirm_gaps("NEW", returned, T0 + 9 * H, T0 + 9 * H)
+    assert gaps == [Gap("NEW", T0 + 7 * H, T0 + 7 * H, H)] and gate.floor_ms("NEW") == T0 + 9 * H
+
+
 @settings(max_examples=200, deadline=None)
 @given(exchange=st.sets(st.integers(1, 40), min_size=1), arrivals=st.lists(st.integers(1, 40), max_size=120))
 def test_whatever_the_order_each_existing_candle_passes_once_and_gaps_are_only_real_holes(
