@@ -36,7 +36,8 @@ re-exported here, so ``from configs.settings import CandleRules`` works:
 - ``configs.monitoring``: ``outcomes``, ``live_metrics``, ``drift``, ``challenger``;
 - ``configs.alerts``: ``alerts``;
 - ``configs.control``: ``control`` (its ``breaker``) and the control keys;
-- ``configs.connections``: ``kafka``, ``redis``, ``topics``.
+- ``configs.connections``: ``kafka``, ``redis``, ``topics``;
+- ``configs.ingest``: ``ingest`` (its ``spot`` and ``futures`` endpoints).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from configs.alerts import AlertsConfig, AlertThreshold
 from configs.connections import KafkaSecurity, KafkaSecurityProtocol, RedisTls, SaslMechanism, TopicsConfig
+from configs.ingest import ExchangeEndpoints, IngestConfig, IngestMarket
 from configs.control import (CONTROL_KEY_ID_PATTERN, MIN_CONTROL_SECRET_CHARS, BreakerConfig, ControlConfig,
                              parse_control_keys)
 from configs.market import TIMEFRAME_MS, MarketConfig
@@ -72,6 +74,7 @@ __all__ = [
     "AlertThreshold", "AlertsConfig",
     "MIN_CONTROL_SECRET_CHARS", "CONTROL_KEY_ID_PATTERN", "parse_control_keys", "BreakerConfig", "ControlConfig",
     "TopicsConfig", "KafkaSecurityProtocol", "SaslMechanism", "KafkaSecurity", "RedisTls",
+    "IngestMarket", "ExchangeEndpoints", "IngestConfig",
 ]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
@@ -204,6 +207,7 @@ class Settings(BaseSettings):
     drift: DriftConfig = DriftConfig()
     alerts: AlertsConfig = AlertsConfig()
     control: ControlConfig = ControlConfig()
+    ingest: IngestConfig = IngestConfig()
 
     # Cross-field rules. Fields are validated in the order above, so each rule sits on the later field
     # and reads the earlier one from ``info.data`` (absent when it failed: its own error is reported).

@@ -10,7 +10,7 @@ from bse_predict.cli import app
 runner = CliRunner()
 
 COMMANDS = [["services", "up"], ["services", "down"], ["services", "status"], ["train"], ["evaluate"], ["worker"], ["replay"],
-            ["bench"], ["demo"], ["relay"], ["models", "list"], ["models", "show"]]
+            ["bench"], ["demo"], ["relay"], ["ingest"], ["models", "list"], ["models", "show"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -30,6 +30,8 @@ def test_every_command_has_help(command: list[str]) -> None:
         (["replay", "--data", ".", "--rate", "-3"], "--rate"),
         (["worker", "--engine", "torch"], "--engine"),
         (["bench", "--phases", "relay,gpu"], "phases"),
+        (["ingest", "--market", "options"], "--market"),
+        (["ingest", "--symbols", "BTC-USDT"], "--symbols"),
         (["models", "show", "nope"], "manifest"),
         (["train", "--data", ".", "--version", "v", "--targets", "1,x"], "--targets"),
         (["models", "list", "--config", "/nonexistent.yaml"], "config file not found"),

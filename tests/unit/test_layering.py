@@ -31,20 +31,21 @@ ADAPTERS = {
     "connections": {"clients", "key_expiry", "log_repeats", "reliable_producer", "topics", "transient"},
     "control": {"plane", "reporting", "sender", "state_log", "state_store"},
     "ensembles": {"adaptive_weights"},
+    "ingest": {"candle_sink", "metrics", "rest_client", "service", "stream_connection", "topic_tail"},
     "monitoring": {"challenger", "drift_monitor", "live_outcomes", "metrics", "outcome_store", "prediction_history",
                    "resolver"},
     "stream": {"app", "batch_guard", "bench", "bench_inference", "bench_load", "worker_parts", "processor", "publisher", "rebuild", "relay", "replay", "run",
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_service", "local_tls",
                  "processes", "stack"},
-    "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "__main__",
-            "__init__"},
+    "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "ingest",
+            "__main__", "__init__"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
 COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "cli.commands", "cli.shared",
                      "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.models", "cli.control", "cli.demo",
-                     "backtest.predictions", "backtest.command"}
+                     "cli.ingest", "backtest.predictions", "backtest.command"}
 """Where adapters of several concepts are wired together."""
 
 CLOCK_READERS = {
