@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pyarrow is imported only where Parquet is read: the CSV pat
 
     from bse_predict.candles.files import CandleSeries
 
-__all__ = ["ARCHIVE_COLUMNS", "PARTITION_KEYS", "archive_schema", "as_location", "is_parquet_source",
+__all__ = ["PYARROW_MISSING", "ARCHIVE_COLUMNS", "PARTITION_KEYS", "archive_schema", "as_location", "is_parquet_source",
            "open_location", "read_parquet_candles", "ParquetSource"]
 
 ARCHIVE_COLUMNS = ("open_time_ms", "open", "high", "low", "close", "volume", "timeframe", "kafka_partition",
@@ -43,6 +43,7 @@ _FLATTENED_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
 _NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<timeframe>\d+[mhd])\.parquet$")
 
 ParquetSource = str | Path
+PYARROW_MISSING = "Parquet needs pyarrow, which is not installed: pip install 'bse-predict[archive]'"
 
 
 def archive_schema() -> pa.Schema:
@@ -143,11 +144,14 @@ def _strings(table: pa.Table, column: str, default: str | None, rows: int) -> li
 def _read_table(location: str | Path) -> tuple[pa.Table, str | None, str | None]:
     """The rows of every file, in path order, with the hive partition columns; and the symbol and
     timeframe that a lone file's name gives (``BTCUSDT-1h.parquet``), if any."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    from pyarrow.lib import ArrowInvalid
-
     from bse_predict.candles.files import CandleFileError
+
+    try:
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+        from pyarrow.lib import ArrowInvalid
+    except ImportError:
+        raise CandleFileError(f"{location}: {PYARROW_MISSING}") from None
 
     try:
         filesystem, path = open_location(location)

@@ -24,8 +24,15 @@ def archive(
     A consumer group: run one or several; each closed candle is kept once per symbol and open time (the last
     offset wins), offsets are committed only after the files holding them are durable. Logs every flush and
     its files; stops on SIGTERM/SIGINT after a last flush."""
-    from bse_predict.archive.run import run_archive
-    from bse_predict.archive.store import open_store
+    from bse_predict.candles.parquet_files import PYARROW_MISSING
+
+    try:
+        from bse_predict.archive.run import run_archive
+        from bse_predict.archive.store import open_store
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] == "pyarrow":
+            raise ValueError(PYARROW_MISSING) from None
+        raise
 
     if loglevel.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise ValueError(f"--loglevel must be critical, error, warning, info or debug, got {loglevel!r}")
