@@ -188,3 +188,11 @@ def test_a_folder_of_csv_files_stays_a_csv_source(tmp_path: Path) -> None:
     _archive(LocalStore(tmp_path / "archive", CONFIG), read_candle_files([TINY]))
     (csv,) = read_candle_files([tmp_path])  # the archive below is not read twice into it
     assert csv.source == tmp_path / TINY.name
+
+
+def test_without_pyarrow_a_parquet_source_says_what_to_install(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _archive(LocalStore(tmp_path, CONFIG), read_candle_files([TINY]))
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # as on a serving install
+    with pytest.raises(CandleFileError, match=r"pip install 'bse-predict\[archive\]'"):
+        read_candle_files([tmp_path])
