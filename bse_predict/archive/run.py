@@ -68,7 +68,9 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Write and commit what was read of them before they move; the new owner starts from that commit.
-        if revoked:
+        # Not after a failure (a write past its deadline, a cancel): the process stops with nothing more
+        # written or committed, and whoever reads next starts from the last commit.
+        if revoked and not self._archiver.failed:
             await self._archiver.flush(self._consumer, reason="rebalance")
             self._archiver.buffer.forget(tp.partition for tp in revoked)
 
@@ -91,6 +93,7 @@ class Archiver:
         self._timeframes = frozenset({settings.market.timeframe})
         self._lock = asyncio.Lock()
         self._invalid_since_flush: Counter[str] = Counter()
+        self.failed = False
 
     def _consumer(self) -> AIOKafkaConsumer:
         config = self._config
@@ -130,7 +133,6 @@ class Archiver:
         consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))
         await consumer.start()
         loop = asyncio.get_running_loop()
-        failed = False
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=self._config.poll_timeout_ms,
@@ -148,11 +150,11 @@ class Archiver:
                 elif not batch and self.buffer.idle_commits():
                     await self.flush(consumer, reason="idle")  # only skipped records: commit their offsets
         except BaseException:
-            failed = True
+            self.failed = True
             raise
         finally:
             try:
-                if not failed:
+                if not self.failed:
                     await self.flush(consumer, reason="stop")
             finally:
                 await consumer.stop()
