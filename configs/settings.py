@@ -35,6 +35,7 @@ re-exported here, so ``from configs.settings import CandleRules`` works:
 - ``configs.models``: ``models``, ``training``, ``signals``, ``backtest``;
 - ``configs.monitoring``: ``outcomes``, ``live_metrics``, ``drift``, ``challenger``;
 - ``configs.alerts``: ``alerts``;
+- ``configs.archive``: ``archive``;
 - ``configs.control``: ``control`` (its ``breaker``) and the control keys;
 - ``configs.connections``: ``kafka``, ``redis``, ``topics``;
 - ``configs.ingest``: ``ingest`` (its ``spot`` and ``futures`` endpoints).
@@ -52,6 +53,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from configs.alerts import AlertsConfig, AlertThreshold
+from configs.archive import ArchiveConfig
 from configs.connections import KafkaSecurity, KafkaSecurityProtocol, RedisTls, SaslMechanism, TopicsConfig
 from configs.ingest import ExchangeEndpoints, IngestConfig, IngestMarket
 from configs.control import (CONTROL_KEY_ID_PATTERN, MIN_CONTROL_SECRET_CHARS, BreakerConfig, ControlConfig,
@@ -71,7 +73,7 @@ __all__ = [
     "PURGE_THE_HORIZON", "TargetThresholds", "SignalThresholds", "BacktestConfig", "FamilyConfig", "ModelConfig",
     "TrainingConfig",
     "OutcomesConfig", "LiveMetricsConfig", "ChallengerConfig", "DriftConfig",
-    "AlertThreshold", "AlertsConfig",
+    "AlertThreshold", "AlertsConfig", "ArchiveConfig",
     "MIN_CONTROL_SECRET_CHARS", "CONTROL_KEY_ID_PATTERN", "parse_control_keys", "BreakerConfig", "ControlConfig",
     "TopicsConfig", "KafkaSecurityProtocol", "SaslMechanism", "KafkaSecurity", "RedisTls",
     "IngestMarket", "ExchangeEndpoints", "IngestConfig",
@@ -206,6 +208,7 @@ class Settings(BaseSettings):
     challenger: ChallengerConfig = ChallengerConfig()
     drift: DriftConfig = DriftConfig()
     alerts: AlertsConfig = AlertsConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     control: ControlConfig = ControlConfig()
     ingest: IngestConfig = IngestConfig()
 

@@ -1,9 +1,15 @@
-"""Read candle files of the contract: CSV, optionally gzip.
+"""Read candle files of the contract: CSV, optionally gzip, and Parquet.
 
 Header ``open_time_ms,open,high,low,close,volume``; the symbol comes from a
 ``symbol`` column or from the file name ``SYMBOL-TIMEFRAME.csv[.gz]``. A
 directory means every such file in it. Rows are sorted by time; a repeated
 open_time keeps its last row and is counted, never dropped silently.
+
+A ``.parquet`` file, a folder holding a Parquet dataset (no CSV at its top,
+``.parquet`` files below: what ``bse-predict archive`` writes) or an
+object-store URL is read by :mod:`bse_predict.candles.parquet_files` into the
+same series, one per market, symbol and timeframe, deduplicated by open time
+(the highest Kafka offset, else the last file, wins).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from configs.settings import TIMEFRAME_MS
+from bse_predict.candles.parquet_files import ParquetSource, is_parquet_source, read_parquet_candles
 from bse_predict.errors import BsePredictError
 
 __all__ = ["CandleSeries", "CandleFileError", "read_candle_files", "expand_paths"]
@@ -58,7 +65,7 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.name.endswith((".csv", ".csv.gz")))
             if not found:
-                raise CandleFileError(f"{path} holds no .csv or .csv.gz candle file")
+                raise CandleFileError(f"{path} holds no .csv, .csv.gz or .parquet candle file")
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -108,9 +115,13 @@ def _read_one(path: Path, default_timeframe: str) -> list[CandleSeries]:
     return [_series(symbol, timeframe, rows, path) for symbol, rows in sorted(by_symbol.items())]
 
 
-def read_candle_files(paths: Iterable[Path], default_timeframe: str = "1h") -> list[CandleSeries]:
-    """Every series in the given files and directories."""
+def read_candle_files(paths: Iterable[ParquetSource], default_timeframe: str = "1h") -> list[CandleSeries]:
+    """Every series in the given files, directories, Parquet datasets and object-store URLs."""
     series: list[CandleSeries] = []
-    for path in expand_paths(paths):
-        series.extend(_read_one(path, default_timeframe))
+    for path in paths:
+        if is_parquet_source(path):
+            series.extend(read_parquet_candles(path, default_timeframe))
+        else:
+            for one in expand_paths([Path(path)]):
+                series.extend(_read_one(one, default_timeframe))
     return series

@@ -10,7 +10,7 @@ from bse_predict.cli import app
 runner = CliRunner()
 
 COMMANDS = [["services", "up"], ["services", "down"], ["services", "status"], ["train"], ["evaluate"], ["worker"], ["replay"],
-            ["bench"], ["demo"], ["relay"], ["ingest"], ["models", "list"], ["models", "show"]]
+            ["bench"], ["demo"], ["relay"], ["ingest"], ["archive"], ["models", "list"], ["models", "show"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -35,6 +35,8 @@ def test_every_command_has_help(command: list[str]) -> None:
         (["models", "show", "nope"], "manifest"),
         (["train", "--data", ".", "--version", "v", "--targets", "1,x"], "--targets"),
         (["models", "list", "--config", "/nonexistent.yaml"], "config file not found"),
+        (["archive", "--out", "/dev/null"], "is a file"),
+        (["archive", "--out", "nosuch://bucket/x"], "pyarrow cannot open"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(arguments: list[str], reason: str, tmp_path) -> None:

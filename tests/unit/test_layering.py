@@ -27,6 +27,7 @@ CLOCK_CALLS = {("time", "time"), ("time", "time_ns"), ("time", "monotonic"), ("t
 
 ADAPTERS = {
     "alerts": {"lease", "run", "service", "store", "telegram"},
+    "archive": {"run", "store"},
     "backtest": {"command", "predictions"},
     "connections": {"clients", "key_expiry", "log_repeats", "reliable_producer", "topics", "transient"},
     "control": {"plane", "reporting", "sender", "state_log", "state_store"},
@@ -38,14 +39,15 @@ ADAPTERS = {
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_service", "local_tls",
                  "processes", "stack"},
-    "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "ingest",
+    "cli": {"commands", "shared", "services", "training", "stream", "alerts", "archive", "models", "control", "demo",
+            "ingest",
             "__main__", "__init__"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
 COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "cli.commands", "cli.shared",
-                     "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.models", "cli.control", "cli.demo",
-                     "cli.ingest", "backtest.predictions", "backtest.command"}
+                     "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.archive", "cli.models",
+                     "cli.control", "cli.demo", "cli.ingest", "backtest.predictions", "backtest.command"}
 """Where adapters of several concepts are wired together."""
 
 CLOCK_READERS = {
