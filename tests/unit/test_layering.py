@@ -40,8 +40,7 @@ ADAPTERS = {
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_service", "local_tls",
                  "processes", "stack"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "archive", "models", "control", "demo",
-            "ingest",
-            "__main__", "__init__"},
+            "ingest", "__main__", "__init__"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
