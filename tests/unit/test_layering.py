@@ -37,14 +37,15 @@ ADAPTERS = {
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_service", "local_tls",
                  "processes", "stack"},
+    "retrain": {"ledger", "publisher", "run", "scheduler"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "models", "control", "demo", "__main__",
-            "__init__"},
+            "__init__", "retrain"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
 COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "cli.commands", "cli.shared",
                      "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.models", "cli.control", "cli.demo",
-                     "backtest.predictions", "backtest.command"}
+                     "backtest.predictions", "backtest.command", "cli.retrain", "retrain.run", "retrain.scheduler"}
 """Where adapters of several concepts are wired together."""
 
 CLOCK_READERS = {
