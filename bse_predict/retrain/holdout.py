@@ -13,11 +13,17 @@ symbol shares the boundaries):
   horizon, checked at load) before the holdout starts, so no training label
   reads a candle the holdout starts from or scores on. The purged candles are
   still history for the holdout's first windows, as in live serving.
+- **out of the live version's sample**: the live version may have been
+  trained on part of the holdout (a retrain a week ago trained up to then).
+  Scored there it would look better than it is, so the holdout starts no
+  earlier than a horizon after the newest candle the live version trained on
+  (its manifest's data span; :func:`out_of_sample`). Right after a retrain
+  the holdout is short, and a gate with too few rows refuses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -25,7 +31,7 @@ import numpy as np
 from bse_predict.candles.files import CandleSeries
 from bse_predict.retrain.errors import RetrainError
 
-__all__ = ["RetrainWindow", "months_before", "retrain_window", "clip_series", "final_holdout_rows"]
+__all__ = ["RetrainWindow", "months_before", "retrain_window", "clip_series", "final_holdout_rows", "out_of_sample"]
 
 _HOUR_MS = 3_600_000
 
@@ -91,3 +97,11 @@ def final_holdout_rows(open_time_ms: np.ndarray, window: RetrainWindow, horizon_
     """Rows inside the holdout whose whole label horizon lies inside the data."""
     times = np.asarray(open_time_ms, dtype=np.int64)
     return (times >= window.holdout_start_ms) & (times + horizon_ms <= window.newest_ms)
+
+
+def out_of_sample(window: RetrainWindow, trained_until_ms: int | None, horizon_ms: int, step_ms: int) -> RetrainWindow:
+    """``window`` with its holdout starting after a model's newest training candle (``trained_until_ms``,
+    None: unknown, unchanged) and the label horizon of that candle."""
+    if trained_until_ms is None:
+        return window
+    return replace(window, holdout_start_ms=max(window.holdout_start_ms, trained_until_ms + horizon_ms + step_ms))

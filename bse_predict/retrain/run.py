@@ -49,13 +49,13 @@ from bse_predict.errors import BsePredictError
 from bse_predict.monitoring.event_report import EventReport
 from bse_predict.retrain.errors import GateRefused, RetrainError
 from bse_predict.retrain.gate import GateDecision, gate_decision
-from bse_predict.retrain.holdout import RetrainWindow, clip_series, retrain_window
+from bse_predict.retrain.holdout import RetrainWindow, clip_series, out_of_sample, retrain_window
 from bse_predict.retrain.holdout_scores import holdout_history_ms, score_holdout
 from bse_predict.retrain.ledger import RetrainLedger
 from bse_predict.retrain.publisher import EventProducer
 from bse_predict.retrain.report import ops_note, retrain_event
 from bse_predict.retrain.retention import protected_versions, versions_to_prune
-from bse_predict.serving.manifest import list_versions, newest_version
+from bse_predict.serving.manifest import list_versions, load_manifest, newest_version
 from bse_predict.training.train import train_version
 
 __all__ = ["RetrainResult", "retrain_once", "check_retrain_settings"]
@@ -141,10 +141,15 @@ def _live_version(settings: Settings, state: ControlState | None) -> str:
 
 
 def _gate(settings: Settings, live: str, version: str, holdout: list[CandleSeries],
-          window: RetrainWindow) -> GateDecision:
-    """Load both versions as the worker serves them, score them on the holdout, decide."""
+          window: RetrainWindow) -> tuple[GateDecision, RetrainWindow]:
+    """Load both versions as the worker serves them, score them on the holdout (out of the live version's
+    sample), decide."""
     config = settings.worker.ensemble
     secret = settings.model_signing_secret
+    spans = load_manifest(settings.models_dir / live, secret).data_span.values()
+    trained_until_ms = max((span.end_ms for span in spans), default=None)
+    step_ms = settings.market.timeframe_ms
+    window = out_of_sample(window, trained_until_ms, settings.market.horizon_candles * step_ms, step_ms)
     loaded = [load_model_set(settings.models_dir / name, config, signing_key=secret) for name in (live, version)]
     try:
         scores = score_holdout(holdout, window, loaded[0], loaded[1], settings.market.targets_pct,
@@ -154,7 +159,7 @@ def _gate(settings: Settings, live: str, version: str, holdout: list[CandleSerie
             close = getattr(model, "close", None)
             if close is not None:
                 close()
-    return gate_decision(scores, settings.retrain.gate, settings.retrain.min_holdout_rows)
+    return gate_decision(scores, settings.retrain.gate, settings.retrain.min_holdout_rows), window
 
 
 async def _shadow(settings: Settings, version: str, now: datetime) -> dict[str, Any] | None:
@@ -220,9 +225,11 @@ async def retrain_once(settings: Settings, *, trigger: str = "by hand", clock: C
                             folder=str(folder), live=live, train_end_ms=window.train_end_ms,
                             holdout_start_ms=window.holdout_start_ms, newest_ms=window.newest_ms)
             step = "gate"
-            decision = await asyncio.to_thread(_gate, settings, live, version, holdout, window)
-            await steps.say("retrain_gated", f"{version} against live {live}: {decision.reason}", live=live,
-                            **decision.fields())
+            decision, scored = await asyncio.to_thread(_gate, settings, live, version, holdout, window)
+            later = ("" if scored.holdout_start_ms == window.holdout_start_ms else
+                     f" (holdout from {scored.describe().split('holdout ')[1]}: after the live version's training data)")
+            await steps.say("retrain_gated", f"{version} against live {live}: {decision.reason}{later}", live=live,
+                            holdout_start_ms=scored.holdout_start_ms, **decision.fields())
             if not decision.passed:
                 raise GateRefused(decision.reason)
             step = "shadow"

@@ -70,8 +70,12 @@ def _train(settings: Settings, archive_series: list[CandleSeries], version: str)
     train_version(archive_series, trainer, version, show_progress=False)
 
 
-def _series() -> list[CandleSeries]:
-    return [synthetic_series(s, HOURS, seed + 11, END_MS) for seed, s in enumerate(("AAAUSDT", "BBBUSDT"))]
+def _series(cut_hours: int = 0) -> list[CandleSeries]:
+    """The archive's candles, less the newest ``cut_hours``."""
+    whole = [synthetic_series(s, HOURS, seed + 11, END_MS) for seed, s in enumerate(("AAAUSDT", "BBBUSDT"))]
+    kept = HOURS - cut_hours
+    return [CandleSeries(one.symbol, one.timeframe, one.open_time_ms[:kept], one.ohlcv[:kept], one.source)
+            for one in whole]
 
 
 def _retrain(env: dict[str, str], config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -104,9 +108,10 @@ def _versions(settings: Settings) -> set[str]:
 
 @pytest.fixture
 def fleet(isolated: Settings, tmp_path: Path) -> Settings:
-    """Isolated settings whose models folder holds three small versions, oldest first: v-old-a, v-old-b, v-live."""
+    """Isolated settings whose models folder holds three small versions, oldest first: v-old-a, v-old-b, v-live,
+    trained on the archive as it was 20 days before its newest candle (before the retrain's holdout)."""
     settings = isolated.model_copy(update={"models_dir": tmp_path / "models"})
-    series = _series()
+    series = _series(cut_hours=24 * 20)
     for version in ("v-old-a", "v-old-b", "v-live"):
         _train(settings, series, version)
     asyncio.run(ensure_topics(settings))

@@ -13,7 +13,8 @@ from bse_predict.candles.synthetic import synthetic_series
 from bse_predict.labels.first_touch import label_matrix
 from bse_predict.candles.grid import fill_gaps
 from bse_predict.retrain.errors import RetrainError
-from bse_predict.retrain.holdout import clip_series, final_holdout_rows, months_before, retrain_window
+from bse_predict.retrain.holdout import (clip_series, final_holdout_rows, months_before, out_of_sample,
+                                         retrain_window)
 from bse_predict.retrain.holdout_scores import holdout_history_ms, score_holdout
 from bse_predict.scoring.probabilities import row_log_loss
 
@@ -101,3 +102,17 @@ def test_the_holdout_is_scored_on_final_rows_with_the_one_log_loss() -> None:
     expected = labels[np.searchsorted(grid.open_time_ms, scores.open_time_ms[one])]
     np.testing.assert_allclose(scores.live_loss[one], row_log_loss(np.tile([0.3, 0.3, 0.4], (one.sum(), 1)), expected))
     np.testing.assert_allclose(scores.new_loss[one], row_log_loss(np.tile([0.45, 0.45, 0.1], (one.sum(), 1)), expected))
+
+
+def test_the_holdout_starts_after_the_live_versions_training_data() -> None:
+    newest = _ms(2026, 3, 1, 23)
+    window = retrain_window(newest, months=3, holdout_hours=240, purge_hours=72, step_ms=HOUR)
+    assert out_of_sample(window, None, 72 * HOUR, HOUR) == window
+    long_ago = window.holdout_start_ms - 30 * 24 * HOUR
+    assert out_of_sample(window, long_ago, 72 * HOUR, HOUR) == window
+    recent = window.holdout_start_ms + 24 * HOUR  # the live version trained on the holdout's first day
+    later = out_of_sample(window, recent, 72 * HOUR, HOUR)
+    assert later.holdout_start_ms == recent + 73 * HOUR  # a horizon after its newest candle
+    assert (later.first_ms, later.train_end_ms, later.newest_ms) == (window.first_ms, window.train_end_ms, newest)
+    times = np.arange(window.holdout_start_ms, newest + HOUR, HOUR)
+    assert final_holdout_rows(times, later, 72 * HOUR).sum() == 240 - 72 - 24 - 73
