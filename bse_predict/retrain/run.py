@@ -177,6 +177,11 @@ async def _shadow(settings: Settings, version: str, now: datetime) -> dict[str, 
     return answer.state
 
 
+def _delete(settings: Settings, version: str, trained: bool) -> None:
+    if trained:
+        shutil.rmtree(settings.models_dir / version, ignore_errors=True)
+
+
 def _prune(settings: Settings, state: ControlState | None, default_live: str, version: str) -> list[str]:
     versions = [m.version for m in list_versions(settings.models_dir)]
     doomed = versions_to_prune(versions, protected_versions(state, default_live, version), settings.retrain.keep_versions)
@@ -248,12 +253,16 @@ async def retrain_once(settings: Settings, *, trigger: str = "by hand", clock: C
         except _EXPECTED as error:
             failure = error if isinstance(error, RetrainError) else RetrainError(
                 step, str(error).splitlines()[0] if str(error) else type(error).__name__)
-            if trained and not shadowed:
-                shutil.rmtree(settings.models_dir / version, ignore_errors=True)
-            left = "the fleet is unchanged" + (f", {version} deleted" if trained and not shadowed else "")
+            if shadowed:
+                left = f"{version} stays in shadow"
+            else:
+                left = "the fleet is unchanged" + (f", {version} deleted" if trained else "")
             try:
                 await steps.say("retrain_failed", f"{failure.reason} ({left})", step=failure.step,
                                 refused=isinstance(failure, GateRefused))
             except (KafkaError, OSError) as report_error:
                 log.error("retrain: the failure could not be reported on control.events: %s", report_error)
             raise failure from error
+        finally:  # an interrupt too: a version trained but not shadowed must not stay where workers look
+            if not shadowed:
+                _delete(settings, version, trained)
