@@ -28,8 +28,6 @@ from bse_predict.training.dataset import FIRST_ROW, build_dataset
 
 __all__ = ["HoldoutScores", "holdout_history_ms", "score_holdout"]
 
-_BATCH_ROWS = 1024
-
 
 @dataclass(frozen=True)
 class HoldoutScores:
@@ -64,10 +62,23 @@ def _windows(grid_ohlcv: np.ndarray, grid_rows: np.ndarray, length: int) -> np.n
     return sliding_window_view(grid_ohlcv, (length, grid_ohlcv.shape[1]))[grid_rows - length + 1, 0]
 
 
+def _checked(model: Predictor, answer: dict[str, np.ndarray], targets: Sequence[str]) -> dict[str, np.ndarray]:
+    """``answer``, or RetrainError when a row is not a probability triple (a failed member, a broken export)."""
+    for target in targets:
+        p = answer[target]
+        bad = ~np.isfinite(p).all(axis=1) | (p < 0).any(axis=1) | (np.abs(p.sum(axis=1) - 1.0) > 1e-3)
+        if bad.any():
+            raise RetrainError("gate", f"version {model.version} answered {int(bad.sum())} of {len(p)} holdout rows "
+                                       f"of target {target} with NaN or invalid probabilities")
+    return answer
+
+
 def score_holdout(series: Sequence[CandleSeries], window: RetrainWindow, live: Predictor, new: Predictor,
-                  targets_pct: Sequence[float], horizon_candles: int) -> HoldoutScores:
+                  targets_pct: Sequence[float], horizon_candles: int, batch_rows: int = 256) -> HoldoutScores:
     """Both models' log loss on every final holdout row of ``series`` (each clipped to start at least
-    :func:`holdout_history_ms` before the holdout), on the targets both answer."""
+    :func:`holdout_history_ms` before the holdout), on the targets both answer, in batches of
+    ``batch_rows`` (the worker's ``batch_max_events``). A row either model answers with NaN or an
+    invalid triple stops the gate (RetrainError): a comparison cannot be made on it."""
     targets = [t for t in (target_label(p) for p in targets_pct) if t in live.targets and t in new.targets]
     if not targets:
         raise RetrainError("gate", f"the live version {live.version} answers {', '.join(live.targets)} and the new "
@@ -84,11 +95,11 @@ def score_holdout(series: Sequence[CandleSeries], window: RetrainWindow, live: P
         times = data.open_time_ms[final]
         windows = _windows(data.grid_ohlcv, data.grid_rows[final], length)
         answers: dict[str, list[dict[str, np.ndarray]]] = {"live": [], "new": []}
-        for start in range(0, len(times), _BATCH_ROWS):
-            batch, batch_times = windows[start:start + _BATCH_ROWS], times[start:start + _BATCH_ROWS]
+        for start in range(0, len(times), batch_rows):
+            batch, batch_times = windows[start:start + batch_rows], times[start:start + batch_rows]
             for name, model in (("live", live), ("new", new)):
-                answers[name].append(predict_windows(model, np.ascontiguousarray(batch[:, -model.min_history:]),
-                                                     batch_times))
+                answer = predict_windows(model, np.ascontiguousarray(batch[:, -model.min_history:]), batch_times)
+                answers[name].append(_checked(model, answer, targets))
         for target in targets:
             labels = data.labels[target][final]
             known = labels != UNKNOWN

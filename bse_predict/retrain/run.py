@@ -63,6 +63,7 @@ __all__ = ["RetrainResult", "retrain_once", "check_retrain_settings"]
 log = logging.getLogger(__name__)
 
 _EXPECTED = (BsePredictError, KafkaError, RedisError, OSError, ValueError, TimeoutError)
+_GATE_MEMBER_TIMEOUT_MS = 600_000.0
 
 
 @dataclass
@@ -143,8 +144,10 @@ def _live_version(settings: Settings, state: ControlState | None) -> str:
 def _gate(settings: Settings, live: str, version: str, holdout: list[CandleSeries],
           window: RetrainWindow) -> tuple[GateDecision, RetrainWindow]:
     """Load both versions as the worker serves them, score them on the holdout (out of the live version's
-    sample), decide."""
-    config = settings.worker.ensemble
+    sample), decide. An ensemble served member by member gets no latency deadline here: the worker's
+    ``member_timeout_ms`` guards a live batch's latency, and a member dropped on a busy machine would
+    score a degraded ensemble instead of the version."""
+    config = settings.worker.ensemble.model_copy(update={"member_timeout_ms": _GATE_MEMBER_TIMEOUT_MS})
     secret = settings.model_signing_secret
     spans = load_manifest(settings.models_dir / live, secret).data_span.values()
     trained_until_ms = max((span.end_ms for span in spans), default=None)
@@ -153,7 +156,7 @@ def _gate(settings: Settings, live: str, version: str, holdout: list[CandleSerie
     loaded = [load_model_set(settings.models_dir / name, config, signing_key=secret) for name in (live, version)]
     try:
         scores = score_holdout(holdout, window, loaded[0], loaded[1], settings.market.targets_pct,
-                               settings.market.horizon_candles)
+                               settings.market.horizon_candles, settings.worker.batch_max_events)
     finally:
         for model in loaded:
             close = getattr(model, "close", None)

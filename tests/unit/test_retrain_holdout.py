@@ -116,3 +116,15 @@ def test_the_holdout_starts_after_the_live_versions_training_data() -> None:
     assert (later.first_ms, later.train_end_ms, later.newest_ms) == (window.first_ms, window.train_end_ms, newest)
     times = np.arange(window.holdout_start_ms, newest + HOUR, HOUR)
     assert final_holdout_rows(times, later, 72 * HOUR).sum() == 240 - 72 - 24 - 73
+
+
+def test_a_model_answering_nan_stops_the_gate() -> None:
+    settings = load_settings()
+    market = settings.market
+    series = synthetic_series("AAAUSDT", 24 * 40, 5, _ms(2026, 3, 1, 23))
+    window = retrain_window(int(series.open_time_ms[-1]), 1, 240, market.horizon_hours, HOUR)
+    holdout = clip_series([series], window.holdout_start_ms - holdout_history_ms(HOUR), window.newest_ms + 1)
+    live = _Climatology("live", (0.3, 0.3, 0.4), 169, ("1%", "2%", "5%"))
+    broken = _Climatology("r-broken", (np.nan, 0.5, 0.5), 169, ("1%", "2%", "5%"))
+    with pytest.raises(RetrainError, match="r-broken answered 64 of 64 holdout rows of target 1%"):
+        score_holdout(holdout, window, live, broken, market.targets_pct, market.horizon_candles, batch_rows=64)
