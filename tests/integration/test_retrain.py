@@ -30,12 +30,14 @@ from bse_predict.control.state_machine import ControlState
 from bse_predict.control.state_store import RedisControlStore
 from bse_predict.training.train import train_version
 from tests.conftest import TRAINING_OVERRIDES
+from tests.support.fake_telegram import FakeTelegram
 from tests.support.kafka_io import read_topic
 from tests.support.worker_process import CommandProcess, WorkerProcess, service_env
 
 pytestmark = pytest.mark.integration
 
 SECRET = "retrain-test-secret-at-least-32-characters"
+BOT_TOKEN = "123456:retrain-test-token"
 END_MS = 1_772_323_200_000  # 2026-03-01 00:00 UTC
 HOURS = 24 * 92  # three months of hourly candles per symbol
 TINY_FOREST = {"n_estimators": 12, "max_depth": 5, "min_samples_leaf": 40, "seed": 3}
@@ -144,14 +146,20 @@ def test_a_retrain_is_gated_and_shadowed_or_refused_and_pruning_keeps_the_fleets
         assert _state(settings) == before
         assert _versions(settings) == {"v-old-a", "v-old-b", "v-live"}
 
-        # The shipped gate: the new version is not significantly worse, the worker applies the shadow.
-        done = _retrain(env, _config(tmp_path / "retrain.yaml", archive))
+        # The shipped gate: the new version is not significantly worse, the worker applies the shadow;
+        # each step is also a note to the operations chat.
+        with FakeTelegram(BOT_TOKEN) as telegram:
+            done = _retrain({**env, "TELEGRAM_BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_URL": telegram.url},
+                            _config(tmp_path / "retrain.yaml", archive, ops_chat="-100777"))
+            notes = [(r.chat_id, r.plain.splitlines()[0]) for r in telegram.received]
         assert done.returncode == 0, (done, worker.log_tail())
         after = _state(settings)
         assert after is not None and after.shadow is not None and after.shadow.startswith("r")
         new = after.shadow
         assert (after.live, after.fallback) == ("v-live", "v-old-a")
         assert f"retrain {new}: shadowed; pruned v-old-b" in done.stdout
+        assert notes == [("-100777", f"🔄 retrain {new}: {step}") for step in ("started", "trained", "gated")] + [
+            ("-100777", f"✅ retrain {new}: {step}") for step in ("shadowed", "pruned")]
         # keep_versions 1 keeps only the newest, plus live, shadow and fallback: v-old-b goes.
         assert _versions(settings) == {"v-old-a", "v-live", new}
 

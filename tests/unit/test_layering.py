@@ -5,7 +5,7 @@
 - An adapter imports, from other concepts, only their cores and the shared
   connections (``bse_predict.connections``); only the composition roots (the Faust
   app, the worker's start-up, the commands, the backtest's replay of the worker's
-  path, the benchmark) wire adapters of several concepts together.
+  path, the benchmark, the retrain run and its scheduler) wire adapters of several concepts together.
 - ``configs`` (the settings) imports nothing of the project.
 """
 
