@@ -10,7 +10,9 @@ Redis claim of :class:`~bse_predict.retrain.ledger.RetrainLedger`: of two
 schedulers, one runs). A scheduled run inside the interval is reported as
 ``retrain_skipped``; a trigger inside it is only logged (drift reports one
 event per feature). A failed retrain is reported by the run itself; the
-scheduler goes on to the next time.
+scheduler goes on to the next time. A stop (SIGTERM) during a retrain takes effect once
+it ends: cancelling it would not stop the training thread, which could then publish a
+version that nothing shadows.
 """
 
 from __future__ import annotations
