@@ -38,7 +38,8 @@ re-exported here, so ``from configs.settings import CandleRules`` works:
 - ``configs.archive``: ``archive``;
 - ``configs.control``: ``control`` (its ``breaker``) and the control keys;
 - ``configs.connections``: ``kafka``, ``redis``, ``topics``;
-- ``configs.ingest``: ``ingest`` (its ``spot`` and ``futures`` endpoints).
+- ``configs.ingest``: ``ingest`` (its ``spot`` and ``futures`` endpoints);
+- ``configs.retrain``: ``retrain`` (its ``gate``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from configs.market import TIMEFRAME_MS, MarketConfig
 from configs.models import (PURGE_THE_HORIZON, BacktestConfig, FamilyConfig, ModelConfig, SignalThresholds,
                             TargetThresholds, TrainingConfig, fill_the_horizon, find_purge_rows)
 from configs.monitoring import ChallengerConfig, DriftConfig, LiveMetricsConfig, OutcomesConfig
+from configs.retrain import RetrainConfig, RetrainGateConfig
 from configs.stream import (MAX_INPUT_LOOKBACK, CandleRules, EnsembleServingConfig, FaultConfig, WindowConfig,
                             WorkerConfig)
 
@@ -76,7 +78,7 @@ __all__ = [
     "AlertThreshold", "AlertsConfig", "ArchiveConfig",
     "MIN_CONTROL_SECRET_CHARS", "CONTROL_KEY_ID_PATTERN", "parse_control_keys", "BreakerConfig", "ControlConfig",
     "TopicsConfig", "KafkaSecurityProtocol", "SaslMechanism", "KafkaSecurity", "RedisTls",
-    "IngestMarket", "ExchangeEndpoints", "IngestConfig",
+    "IngestMarket", "ExchangeEndpoints", "IngestConfig", "RetrainConfig", "RetrainGateConfig",
 ]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
@@ -211,6 +213,7 @@ class Settings(BaseSettings):
     archive: ArchiveConfig = ArchiveConfig()
     control: ControlConfig = ControlConfig()
     ingest: IngestConfig = IngestConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     # Cross-field rules. Fields are validated in the order above, so each rule sits on the later field
     # and reads the earlier one from ``info.data`` (absent when it failed: its own error is reported).
@@ -250,6 +253,21 @@ class Settings(BaseSettings):
             raise ValueError(f"worker.ensemble.member_timeout_ms ({timeout_ms:g}) must be under "
                              f"control.breaker.latency_budget_ms ({budget_ms:g}): a batch that waits out a slow "
                              "member would count as a failed call and the breaker would open")
+        return value
+
+    @field_validator("retrain")
+    @classmethod
+    def _retrain_purges_the_horizon(cls, value: RetrainConfig, info: ValidationInfo) -> RetrainConfig:
+        """The holdout's purge and the bootstrap's blocks must each span at least the label horizon."""
+        market = info.data.get("market")
+        if market is None:
+            return value
+        if value.purge_hours is not None and value.purge_hours < market.horizon_hours:
+            raise ValueError(f"retrain.purge_hours ({value.purge_hours}) must be at least market.horizon_hours "
+                             f"({market.horizon_hours}): training labels would read the holdout's candles")
+        if value.gate.block_days * 24 < market.horizon_hours:
+            raise ValueError(f"retrain.gate.block_days ({value.gate.block_days}) must span market.horizon_hours "
+                             f"({market.horizon_hours}): overlapping labels would be split across blocks")
         return value
 
     @classmethod

@@ -5,7 +5,7 @@
 - An adapter imports, from other concepts, only their cores and the shared
   connections (``bse_predict.connections``); only the composition roots (the Faust
   app, the worker's start-up, the commands, the backtest's replay of the worker's
-  path, the benchmark) wire adapters of several concepts together.
+  path, the benchmark, the retrain run and its scheduler) wire adapters of several concepts together.
 - ``configs`` (the settings) imports nothing of the project.
 """
 
@@ -39,14 +39,16 @@ ADAPTERS = {
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
     "services": {"local_cluster", "local_kafka", "local_redis", "local_secure", "local_service", "local_tls",
                  "processes", "stack"},
+    "retrain": {"ledger", "publisher", "run", "scheduler"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "archive", "models", "control", "demo",
-            "ingest", "__main__", "__init__"},
+            "ingest", "retrain", "__main__", "__init__"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
 COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "cli.commands", "cli.shared",
                      "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.archive", "cli.models",
-                     "cli.control", "cli.demo", "cli.ingest", "backtest.predictions", "backtest.command"}
+                     "cli.control", "cli.demo", "cli.ingest", "cli.retrain", "backtest.predictions", "backtest.command",
+                     "retrain.run", "retrain.scheduler"}
 """Where adapters of several concepts are wired together."""
 
 CLOCK_READERS = {
