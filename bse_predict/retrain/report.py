@@ -19,7 +19,7 @@ from bse_predict.control.messages import format_issued_at
 __all__ = ["STATUSES", "retrain_event", "ops_note"]
 
 STATUSES = ("retrain_started", "retrain_trained", "retrain_gated", "retrain_shadowed", "retrain_pruned",
-            "retrain_failed", "retrain_skipped")
+            "retrain_failed", "retrain_skipped", "retrain_scheduler_started")
 
 _NOTE_CHARS = 600
 

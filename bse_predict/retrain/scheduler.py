@@ -91,9 +91,11 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event, *, clock: Calla
         async with EventProducer(settings) as producer:
             report = EventReport(producer, settings.topic("control.events"), b"retrain", log, logging.INFO, "retrain")
             next_at = next_run_at(config.schedule, clock())
-            progress(f"retrain scheduler: next scheduled run {next_at.isoformat() if next_at else 'none'} "
-                     f"(schedule {config.schedule!r}), triggers {', '.join(config.triggers) or 'none'}, "
-                     f"at most one retrain per {config.min_interval_hours:g} h")
+            note = (f"retrain scheduler: next scheduled run {next_at.isoformat() if next_at else 'none'} "
+                    f"(schedule {config.schedule!r}), triggers {', '.join(config.triggers) or 'none'}, "
+                    f"at most one retrain per {config.min_interval_hours:g} h")
+            progress(note)
+            await report.report(retrain_event("retrain_scheduler_started", note, clock(), "", None))
             while not stop.is_set():
                 wait_s = _POLL_S if next_at is None else max(0.0, min(_POLL_S, (next_at - clock()).total_seconds()))
                 batches = await consumer.getmany(timeout_ms=max(1, int(wait_s * 1000)))
@@ -110,8 +112,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event, *, clock: Calla
                     note = (f"{reasons[-1] if scheduled else reasons[0]}: skipped, a retrain started at {last}, "
                             f"within retrain.min_interval_hours ({config.min_interval_hours:g})")
                     progress(note)
-                    if scheduled:
-                        await report.report(retrain_event("retrain_skipped", note, now, "", None))
+                    await report.report(retrain_event("retrain_skipped", note, now, "", None))
                     continue
                 started += 1
                 try:

@@ -183,8 +183,21 @@ def test_a_retrain_is_gated_and_shadowed_or_refused_and_pruning_keeps_the_fleets
 
 
 class SchedulerProcess(CommandProcess):
+    """``retrain --schedule``: ready once it reported ``retrain_scheduler_started`` on control.events (its reader
+    of control.events is placed by then)."""
+
     command = "retrain"
-    ready_mark = "retrain scheduler: next scheduled run"
+
+    def __init__(self, settings: Settings, env: dict[str, str], log_path: Path, args: tuple[str, ...]) -> None:
+        super().__init__(env, log_path, args)
+        self._settings = settings
+        self._seen = len(self._started())
+
+    def _started(self) -> list[dict]:
+        return [e for e in _events(self._settings) if e.get("status") == "retrain_scheduler_started"]
+
+    def ready(self) -> bool:
+        return len(self._started()) > self._seen
 
 
 async def _send_event(settings: Settings, event: dict) -> None:
@@ -213,15 +226,13 @@ def test_the_scheduler_retrains_on_a_drift_event_once_per_interval(fleet: Settin
     config = _config(tmp_path / "scheduled.yaml", archive, triggers=["drift"], min_interval_hours=1, keep_versions=0)
     drift = {"status": "drift", "reason": "rsi_14: PSI 0.41 > 0.25 over 900 live rows of v-live", "version": "v-live"}
     with WorkerProcess(env, tmp_path / "worker.log") as worker, \
-            SchedulerProcess(env, tmp_path / "scheduler.log", ("--schedule", "--config", str(config))) as scheduler:
+            SchedulerProcess(settings, env, tmp_path / "scheduler.log", ("--schedule", "--config", str(config))):
         asyncio.run(_send_event(settings, drift))
         shadowed = _wait_for(settings, "retrain_shadowed", 1, 180)
-        assert shadowed[0]["version"] == _state(settings).shadow, (scheduler.log_tail(), worker.log_tail())
+        assert shadowed[0]["version"] == _state(settings).shadow, worker.log_tail()
         asyncio.run(_send_event(settings, drift))  # inside the minimum interval: no second retrain
-        deadline = time.monotonic() + 30
-        while "skipped, a retrain started at" not in scheduler.log_tail() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert "skipped, a retrain started at" in scheduler.log_tail(), scheduler.log_tail()
+        (skipped,) = _wait_for(settings, "retrain_skipped", 1, 30)
+        assert "skipped, a retrain started at" in skipped["reason"]
     started = [e for e in _events(settings) if e.get("status") == "retrain_started"]
     assert len(started) == 1 and started[0]["trigger"].startswith("drift: rsi_14")
     assert _versions(settings) == {"v-old-a", "v-old-b", "v-live", shadowed[0]["version"]}  # keep_versions 0
