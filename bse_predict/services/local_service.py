@@ -315,5 +315,7 @@ def _startup_error(service: LocalService, reason: str) -> ServicesError:
     message = f"{service.name} {reason}; see {service.log_path}"
     if not lines:
         return ServicesError(message)
+    errors = [line.strip() for line in lines if " ERROR " in line or " FATAL " in line]
+    cause = f"; first error: {errors[0]}" if errors else ""
     tail = "".join(f"\n    {line}" for line in lines[-8:])
-    return ServicesError(f"{message}; last log line: {lines[-1].strip()}{tail}")
+    return ServicesError(f"{message}{cause}; last log line: {lines[-1].strip()}{tail}")

@@ -49,8 +49,11 @@ def stack(chaos_dir: Path) -> Iterator[ChaosStack]:
 
 @pytest.fixture(scope="session")
 def cluster(chaos_dir: Path, stack: ChaosStack) -> Iterator[ChaosStack]:
-    """Three KRaft brokers on 39092, 39094, 39096 (replication 3, min.insync.replicas 2) and a Redis on 36379."""
-    cluster = ChaosStack(home=chaos_dir / "cluster-services", kafka_port=39092, redis_port=36379, brokers=3)
+    """Three KRaft brokers on 19192, 19194, 19196 (replication 3, min.insync.replicas 2) and a Redis on 16380.
+
+    Below Linux's ephemeral port range (32768-60999): an outgoing connection of an earlier
+    test may hold a port in that range, and a broker that cannot bind it exits at start-up."""
+    cluster = ChaosStack(home=chaos_dir / "cluster-services", kafka_port=19192, redis_port=16380, brokers=3)
     cluster.up()
     yield cluster
     cluster.down()
