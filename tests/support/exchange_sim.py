@@ -14,7 +14,8 @@ scripted faults. No internet is needed; the candles are real ones from ``../shar
   Each subscribed symbol gets in-progress kline events every ``tick_s`` and its closed kline (``x: true``)
   when the candle closes, wrapped as ``{"stream", "data"}``. The server pings every ``heartbeat_s`` and
   drops a connection that does not answer.
-- **Faults** (:class:`Faults`): every connection dropped without a close frame (then connections refused
+- **Faults** (:class:`Faults`): klines answers held back (:attr:`ExchangeSim.klines_delay_s`, changeable while
+  it runs), a missing candle published late (:meth:`ExchangeSim.publish`), every connection dropped without a close frame (then connections refused
   for a while), a ``serverShutdown`` event (the connection closed a grace period later), the 24-hour
   cut, duplicate closes, late closes (sent after the next candle's updates), 429s. A candle missing from
   the data is an exchange-side gap: no event, no REST row.
@@ -107,6 +108,7 @@ class ExchangeSim:
         self.heartbeat_s = heartbeat_s
         self.faults = faults
         self.weight_limit = weight_limit
+        self.klines_delay_s = 0.0                  # every klines answer held back this long (real seconds)
         self.log = SimLog()
         self._t0 = 0.0
         self._runner: web.AppRunner | None = None
@@ -208,6 +210,8 @@ class ExchangeSim:
             self._banned_until_s = time.monotonic() + self.faults.retry_after_s
             return web.json_response({"code": -1003, "msg": "Too many requests"}, status=429,
                                      headers={"Retry-After": str(self.faults.retry_after_s)})
+        if self.klines_delay_s:
+            await asyncio.sleep(self.klines_delay_s)
         query = request.query
         symbol = query.get("symbol", "")
         if symbol not in self.candles or query.get("interval") != "1h":
@@ -341,6 +345,13 @@ class ExchangeSim:
                     self._closed(conn, "age" if too_old else "shutdown")
                     await conn.ws.close(code=1001, message=b"going away")
             await asyncio.sleep(self.tick_s)
+
+    # ------------------------------------------------------------------ late publication
+
+    def publish(self, symbol: str, row: Row) -> None:
+        """The exchange publishes a candle it lacked (after maintenance): REST answers carry it from now on; the
+        streams do not send it again (its hour is over)."""
+        self.candles[symbol][row[0]] = row
 
     # ------------------------------------------------------------------ what the tests compare with
 
