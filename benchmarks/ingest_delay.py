@@ -33,17 +33,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: bse_predict and tests.support
 
-import numpy as np  # noqa: E402
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
-from bse_predict.candles.schema import Prediction  # noqa: E402
-from bse_predict.connections.clients import kafka_options  # noqa: E402
-from bse_predict.connections.topics import TopicNames, ensure_topics  # noqa: E402
-from bse_predict.serving.manifest import load_manifest, newest_version  # noqa: E402
-from configs.settings import load_settings  # noqa: E402
-from tests.support.exchange_sim import HOUR_MS, ExchangeSim, Faults, newest_candles  # noqa: E402
-from tests.support.worker_process import WorkerProcess, service_env  # noqa: E402
+from bse_predict.candles.schema import Prediction
+from bse_predict.connections.clients import kafka_options
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.serving.manifest import load_manifest, newest_version
+from configs.settings import load_settings
+from tests.support.exchange_sim import HOUR_MS, ExchangeSim, Faults, newest_candles
+from tests.support.worker_process import WorkerProcess, service_env
 
 _DATA = Path("../shared/data/candles/binance-futures")
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository
 
-from aiokafka import AIOKafkaProducer  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
-from bse_predict.connections.clients import kafka_options  # noqa: E402
-from bse_predict.connections.topics import TopicNames, ensure_topics  # noqa: E402
-from bse_predict.stream.replay import candle_payload  # noqa: E402
-from configs.settings import load_settings  # noqa: E402
-from bse_predict.ingest.topic_tail import recent_closed_open_times  # noqa: E402
+from bse_predict.connections.clients import kafka_options
+from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.stream.replay import candle_payload
+from configs.settings import load_settings
+from bse_predict.ingest.topic_tail import recent_closed_open_times
 
 HOUR_MS = 3_600_000
 T0 = 1_735_689_600_000

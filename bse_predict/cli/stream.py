@@ -129,7 +129,10 @@ def demo(
     from bse_predict.cli.demo import run_demo, run_live_demo
 
     settings = command_settings(config, families=True)
-    progress = lambda m: errors.print(m, markup=False)  # noqa: E731
+
+    def progress(message: str) -> None:
+        errors.print(message, markup=False)
+
     shown = (run_live_demo(settings, hour_seconds, predictions, progress) if live
              else run_demo(settings, rate, progress=progress))
     if shown == 0:
