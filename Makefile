@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast chaos services-up services-down bench clean
+.PHONY: setup demo demo-live test test-fast chaos services-up services-down bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ services-down: setup
 
 demo: services-up
 	$(BIN)/bse-predict demo
+
+# The live path: candles from an exchange (the simulator of tests/support/exchange_sim.py, Binance's formats,
+# one hour every 2 s) through `bse-predict ingest` and a worker; stops after 30 predictions or Ctrl-C.
+demo-live: services-up
+	$(BIN)/bse-predict demo --live
 
 test: services-up
 	$(BIN)/pytest

@@ -71,6 +71,13 @@ class IngestConfig(FrozenBlock):
                                                                  "before it counts as the exchange's gap")
     tail_scan_messages: int = Field(20_000, gt=0, description="per partition, how far back the last closed candle "
                                                               "of each symbol is looked for")
+    restart_lookback_candles: int = Field(168, gt=0, description="at a start, the closed candles each symbol has "
+                                          "in the topic are read back this far below its newest, and every hole "
+                                          "the exchange can fill is backfilled")
+    restart_scan_max_messages: int = Field(1_000_000, gt=0, description="per partition, at most this many records "
+                                           "read for the lookback (beyond: candles may be sent twice, never lost)")
+    gap_recheck_interval_s: float = Field(900.0, gt=0, description="the exchange is asked again this often for "
+                                          "the candles reported as its gaps")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics; 0 = off")
     client_id: str = "bse-predict-ingest"
 

@@ -117,10 +117,23 @@ def bench(
 def demo(
     config: ConfigOption = None,
     rate: Annotated[float, typer.Option("--rate", help="Closed candles per second in the replay.")] = 20.0,
+    live: Annotated[bool, typer.Option(
+        "--live", help="Candles from an exchange instead of a file: the exchange simulator, bse-predict ingest, a "
+                       "worker (`make demo-live`; runs from the repository).")] = False,
+    hour_seconds: Annotated[float, typer.Option(
+        "--hour-seconds", help="--live: real seconds per exchange hour.", min=0.2)] = 2.0,
+    predictions: Annotated[int, typer.Option(
+        "--predictions", help="--live: stop after this many predictions (Ctrl-C stops sooner).", min=1)] = 30,
 ) -> None:
     """The all-in-one first run behind `make demo`: services, a small model, a worker, a replay, predictions."""
-    from bse_predict.cli.demo import run_demo
+    from bse_predict.cli.demo import run_demo, run_live_demo
 
-    shown = run_demo(command_settings(config, families=True), rate, progress=lambda m: errors.print(m, markup=False))
+    settings = command_settings(config, families=True)
+
+    def progress(message: str) -> None:
+        errors.print(message, markup=False)
+
+    shown = (run_live_demo(settings, hour_seconds, predictions, progress) if live
+             else run_demo(settings, rate, progress=progress))
     if shown == 0:
         raise typer.Exit(1)

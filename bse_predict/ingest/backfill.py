@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["KlineRequest", "last_closed_open_ms", "initial_floor_ms", "plan_backfill", "klines_weight"]
+__all__ = ["KlineRequest", "last_closed_open_ms", "initial_floor_ms", "plan_backfill", "gap_requests", "klines_weight"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,19 @@ def plan_backfill(floor_ms: int, server_ms: int, timeframe_ms: int, limit: int) 
         end = min(last, start + (limit - 1) * timeframe_ms)
         requests.append(KlineRequest(start, end, limit))
         start = end + timeframe_ms
+    return requests
+
+
+def gap_requests(open_times: list[int], timeframe_ms: int, limit: int) -> list[KlineRequest]:
+    """Requests covering the slots at ``open_times`` (sorted), one per run of neighbouring slots, ``limit`` a
+    page: asking again for the exchange's reported gaps."""
+    requests: list[KlineRequest] = []
+    for t in open_times:
+        last = requests[-1] if requests else None
+        if last is not None and t == last.end_ms + timeframe_ms and (t - last.start_ms) // timeframe_ms < limit:
+            requests[-1] = KlineRequest(last.start_ms, t, limit)
+        else:
+            requests.append(KlineRequest(t, t, limit))
     return requests
 
 

@@ -9,7 +9,15 @@ advances over the set as the holes below fill, so the set holds only what lies a
 
 A hole is filled by a REST backfill, or confirmed as the exchange's own gap by :meth:`CandleGate.confirm_gaps`
 once the exchange returned a later candle and the missing slot closed long enough ago: then it is reported
-(:class:`Gap`) and the floor moves past it. Nothing is ever produced for a gap.
+(:class:`Gap`) and the floor moves past it. Nothing is ever produced for a gap. A reported slot is remembered
+(:meth:`CandleGate.reported_gaps`) until :meth:`CandleGate.forget_gaps`: if the exchange publishes that candle
+after all (late, by a stream or a later REST answer), its first close passes, once, and
+:meth:`CandleGate.is_reported_gap` told the caller beforehand that it corrects a report.
+
+At a (re)start the floor may sit below candles already in the topic (``present`` of :meth:`CandleGate.start`,
+the closed open times read back from the topic's tail over a lookback): those count as produced, and the holes
+between them are backfilled like any other, so a crash that lost an older candle after a newer one was
+acknowledged loses nothing.
 
 In-progress updates (``closed: false``) of a candle not yet closed pass at most once per ``update_interval_s``
 (the first update of a new candle passes at once); the time is passed in.
@@ -42,6 +50,7 @@ class _Symbol:
     floor_ms: int
     floor_is_candle: bool
     above: set[int] = field(default_factory=set)
+    gaps: set[int] = field(default_factory=set)
     update_open_ms: int | None = None
     update_at_s: float = float("-inf")
 
@@ -52,11 +61,18 @@ class CandleGate:
         self.update_interval_s = update_interval_s
         self._symbols: dict[str, _Symbol] = {}
 
-    def start(self, symbol: str, floor_ms: int, floor_is_candle: bool = True) -> None:
-        """Everything of ``symbol`` at or before ``floor_ms`` (an open time on the grid) is already in the topic.
-        ``floor_is_candle=False``: the floor is only where a first backfill starts (nothing in the topic); slots
-        before the first candle the exchange returns are then history it never had (a later listing), not gaps."""
-        self._symbols[symbol] = _Symbol(floor_ms, floor_is_candle)
+    def start(self, symbol: str, floor_ms: int, floor_is_candle: bool = True, present: Iterable[int] = ()) -> None:
+        """Everything of ``symbol`` at or before ``floor_ms`` (an open time on the grid) is already in the topic,
+        and so are the closed candles at ``present`` above it (off-grid ones are ignored); every other slot
+        above the floor is still to be produced (or found to be the exchange's gap).
+        ``floor_is_candle=False``: the floor is only where a backfill starts; slots before the first candle
+        known (returned by the exchange or ``present``) are then history it never had (a later listing), not
+        gaps."""
+        state = _Symbol(floor_ms, floor_is_candle)
+        state.above.update(t for t in present if t > floor_ms and not (t - floor_ms) % self.timeframe_ms)
+        self._advance(state)
+        state.floor_is_candle = state.floor_is_candle or state.floor_ms != floor_ms  # now a candle of the topic
+        self._symbols[symbol] = state
 
     def knows(self, symbol: str) -> bool:
         return symbol in self._symbols
@@ -68,9 +84,26 @@ class CandleGate:
         """A closed candle was produced above a slot still missing: a backfill should look."""
         return bool(self._symbols[symbol].above)
 
-    def accept_closed(self, symbol: str, open_ms: int) -> bool:
-        """True the first time a closed candle of this open time is seen (produce it), False for a duplicate."""
+    def is_reported_gap(self, symbol: str, open_ms: int) -> bool:
+        """The slot was reported as the exchange's gap and its candle has not come since."""
+        return open_ms in self._symbols[symbol].gaps
+
+    def reported_gaps(self, symbol: str) -> list[int]:
+        """The open times reported as the exchange's gaps whose candle has not come since, oldest first."""
+        return sorted(self._symbols[symbol].gaps)
+
+    def forget_gaps(self, symbol: str, before_ms: int) -> None:
+        """Stop waiting for the reported gaps older than ``before_ms``: a candle for them is then dropped."""
         state = self._symbols[symbol]
+        state.gaps = {t for t in state.gaps if t >= before_ms}
+
+    def accept_closed(self, symbol: str, open_ms: int) -> bool:
+        """True the first time a closed candle of this open time is seen (produce it), False for a duplicate.
+        A candle of a reported gap (:meth:`is_reported_gap`) passes once: the exchange published it late."""
+        state = self._symbols[symbol]
+        if open_ms in state.gaps:
+            state.gaps.discard(open_ms)
+            return True
         if open_ms <= state.floor_ms or open_ms in state.above or (open_ms - state.floor_ms) % self.timeframe_ms:
             return False
         state.above.add(open_ms)
@@ -112,6 +145,7 @@ class CandleGate:
             else:
                 gaps.append(Gap(symbol, t, t, self.timeframe_ms))
         state.above.update(missing)
+        state.gaps.update(missing)
         self._advance(state)
         return gaps
 

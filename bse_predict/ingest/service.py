@@ -1,9 +1,12 @@
 """``bse-predict ingest``: one market of the exchange into ``candles``, supervised.
 
 Start-up: the symbols (the config's, or every trading USDT market of ``exchangeInfo``), the exchange's
-server time, and the newest closed candle of each symbol already in the topic
-(:func:`~bse_predict.ingest.topic_tail.last_closed_open_times`); a symbol with none starts
-``backfill_max_candles`` back. That is each symbol's floor in the :class:`~bse_predict.ingest.gate.CandleGate`.
+server time, and the closed candles each symbol already has in the topic over the last
+``restart_lookback_candles`` before its newest (:func:`~bse_predict.ingest.topic_tail.recent_closed_open_times`);
+a symbol with none starts ``backfill_max_candles`` back. That is each symbol's floor in the
+:class:`~bse_predict.ingest.gate.CandleGate`, with the candles above it already in the topic: the first backfill
+fills every hole of the lookback that the exchange has, such as an older candle that a crash lost after a newer
+one was acknowledged.
 
 Then the kline streams are split over connections under the per-connection cap
 (:func:`~bse_predict.ingest.shards.shard_streams`) and each shard is supervised by :meth:`Ingest._run_shard`:
@@ -16,7 +19,9 @@ Then the kline streams are split over connections under the per-connection cap
   closed by the exchange's clock; a closed candle that arrives above a hole asks for a backfill too.
 
 Backfills run one at a time in one task (:meth:`Ingest._backfill_worker`), all through one REST client and
-its weight budget. Gaps that the backfill confirms at the exchange are logged and counted, never filled.
+its weight budget. Gaps that the backfill confirms at the exchange are logged and counted, never filled; every
+backfill of a symbol (and one every ``gap_recheck_interval_s``) asks the exchange again for them, and a candle
+it published since is produced late and counted in ``bse_ingest_gap_filled_candles_total``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from websockets.exceptions import WebSocketException
 
 from configs.settings import IngestMarket, Settings
 from bse_predict.connections.topics import TopicNames, ensure_topics
-from bse_predict.ingest.backfill import initial_floor_ms, last_closed_open_ms, plan_backfill
+from bse_predict.ingest.backfill import (KlineRequest, gap_requests, initial_floor_ms, last_closed_open_ms,
+                                        plan_backfill)
 from bse_predict.ingest.candle_sink import CandleSink
 from bse_predict.ingest.errors import BadExchangeMessage, IngestError
 from bse_predict.ingest.gate import CandleGate, Gap
@@ -43,7 +49,7 @@ from bse_predict.ingest.rest_client import ExchangeRest
 from bse_predict.ingest.shards import shard_streams
 from bse_predict.ingest.stream_connection import StreamConnection
 from bse_predict.ingest.symbols import trading_usdt_symbols
-from bse_predict.ingest.topic_tail import last_closed_open_times
+from bse_predict.ingest.topic_tail import recent_closed_open_times
 
 __all__ = ["Ingest", "IngestReport"]
 
@@ -60,6 +66,7 @@ class IngestReport:
     updates: int
     duplicates: int
     gaps: tuple[Gap, ...]
+    gaps_filled: tuple[tuple[str, int], ...]
     rate_limited: int
 
 
@@ -98,6 +105,7 @@ class Ingest:
             try:
                 await self._start_floors(rest, topic)
                 tasks += [asyncio.create_task(self._backfill_worker(), name="ingest-backfill"),
+                          asyncio.create_task(self._gap_rechecks(), name="ingest-gap-rechecks"),
                           asyncio.create_task(self._status(), name="ingest-status")]
                 shards = shard_streams([stream_name(s, self._timeframe) for s in symbols],
                                        self._endpoints.max_streams_per_connection)
@@ -123,16 +131,31 @@ class Ingest:
             return self.report()
 
     async def _start_floors(self, rest: ExchangeRest, topic: str) -> None:
-        """Each symbol's floor: its newest closed candle in the topic, else ``backfill_max_candles`` back."""
+        """Each symbol's floor, ``restart_lookback_candles`` below its newest closed candle in the topic, with the
+        closed candles the topic holds above it (:func:`~bse_predict.ingest.topic_tail.recent_closed_open_times`):
+        the first backfill fills every hole of the lookback that the exchange has. A symbol with nothing in the
+        topic starts ``backfill_max_candles`` back."""
         assert self._sink is not None
+        config = self._config
         server_ms = await rest.server_time_ms()
-        found = await last_closed_open_times(self._settings, topic, await self._sink.partitions_for(topic),
-                                             self.symbols, self._timeframe, self._config.tail_scan_messages)
-        start = initial_floor_ms(server_ms, self._timeframe_ms, self._config.backfill_max_candles)
+        began = time.monotonic()
+        scan = await recent_closed_open_times(
+            self._settings, topic, await self._sink.partitions_for(topic), self.symbols, self._timeframe,
+            self._timeframe_ms, scan_messages=config.tail_scan_messages,
+            lookback_candles=config.restart_lookback_candles, max_messages=config.restart_scan_max_messages)
+        start = initial_floor_ms(server_ms, self._timeframe_ms, config.backfill_max_candles)
+        holes = 0
         for symbol in self.symbols:
-            self._gate.start(symbol, found.get(symbol, start), floor_is_candle=symbol in found)
-        log.info("ingest %s: %d symbols, %d with candles in %s already", self._market, len(self.symbols),
-                 len(found), topic)
+            if symbol in scan.closed:
+                newest = scan.newest(symbol)
+                floor = newest - config.restart_lookback_candles * self._timeframe_ms
+                self._gate.start(symbol, floor, floor_is_candle=False, present=scan.closed[symbol])
+                holes += self._gate.has_hole(symbol)
+            else:
+                self._gate.start(symbol, start, floor_is_candle=False)
+        log.info("ingest %s: %d symbols, %d with candles in %s already (%d records read in %.1f s), %d with a hole "
+                 "in the last %d candles", self._market, len(self.symbols), len(scan.closed), topic,
+                 scan.records_read, time.monotonic() - began, holes, config.restart_lookback_candles)
 
     async def _mark_ready(self, first_ready: Sequence[asyncio.Event]) -> None:
         for event in first_ready:
@@ -149,7 +172,7 @@ class Ingest:
             closed=int(m.value("bse_ingest_closed_candles", source="stream")
                        + m.value("bse_ingest_closed_candles", source="backfill")),
             updates=int(m.value("bse_ingest_updates")), duplicates=int(m.value("bse_ingest_duplicate_closes")),
-            gaps=tuple(m.gaps), rate_limited=self._rest.rate_limited if self._rest else 0)
+            gaps=tuple(m.gaps), gaps_filled=tuple(m.filled), rate_limited=self._rest.rate_limited if self._rest else 0)
 
     # ------------------------------------------------------------------ the stream side
 
@@ -159,9 +182,7 @@ class Ingest:
             return
         assert self._sink is not None
         if update.closed:
-            if self._gate.accept_closed(symbol, update.open_time_ms):
-                self._sink.put(update.candle)
-                self.metrics.closed.labels(self._market, "stream").inc()
+            if self._produce_closed(update, "stream"):
                 if self._gate.has_hole(symbol):
                     self._request_backfill((symbol,))
             else:
@@ -169,6 +190,22 @@ class Ingest:
         elif self._gate.accept_update(symbol, update.open_time_ms, time.monotonic()):
             self._sink.put(update.candle)
             self.metrics.updates.labels(self._market).inc()
+
+    def _produce_closed(self, update: KlineUpdate, source: str) -> bool:
+        """Produce a closed candle the gate accepts; one that a gap report said the exchange lacked corrects it."""
+        assert self._sink is not None
+        symbol, open_ms = update.symbol, update.open_time_ms
+        was_gap = self._gate.is_reported_gap(symbol, open_ms)
+        if not self._gate.accept_closed(symbol, open_ms):
+            return False
+        self._sink.put(update.candle)
+        self.metrics.closed.labels(self._market, source).inc()
+        if was_gap:
+            self.metrics.gap_filled(symbol, open_ms)
+            log.warning("ingest %s: the exchange published %s open time %d after it was reported as a gap: "
+                        "produced late, the gap report corrected (bse_ingest_gap_filled_candles_total)",
+                        self._market, symbol, open_ms)
+        return True
 
     def _on_bad(self, reason: str) -> None:
         self.metrics.bad_messages.labels(self._market).inc()
@@ -247,24 +284,14 @@ class Ingest:
 
     async def _backfill(self, symbol: str, server_ms: int) -> int:
         assert self._rest is not None and self._sink is not None
+        produced = await self._recheck_gaps(symbol, server_ms)
         requests = plan_backfill(self._gate.floor_ms(symbol), server_ms, self._timeframe_ms,
                                  self._endpoints.klines_limit)
         returned: list[int] = []
-        produced = 0
         for request in requests:
-            for row in await self._rest.klines(symbol, self._timeframe, request):
-                try:
-                    update = rest_row_update(symbol, self._timeframe, row, server_ms)
-                except BadExchangeMessage as error:
-                    self._on_bad(f"{symbol} klines row: {error}")
-                    continue
-                if not update.closed or not request.start_ms <= update.open_time_ms <= request.end_ms:
-                    continue
+            for update in await self._closed_rows(symbol, request, server_ms):
                 returned.append(update.open_time_ms)
-                if self._gate.accept_closed(symbol, update.open_time_ms):
-                    self._sink.put(update.candle)
-                    self.metrics.closed.labels(self._market, "backfill").inc()
-                    produced += 1
+                produced += self._produce_closed(update, "backfill")
         if requests:
             confirm_ms = int(self._config.gap_confirm_after_s * 1000)
             gaps = self._gate.confirm_gaps(symbol, returned, requests[-1].end_ms,
@@ -275,6 +302,40 @@ class Ingest:
                             "reported, not filled", self._market, symbol, gap.first_open_ms, gap.last_open_ms,
                             gap.candles)
         return produced
+
+    async def _recheck_gaps(self, symbol: str, server_ms: int) -> int:
+        """Ask the exchange again for the slots reported as its gaps (those of the last
+        ``restart_lookback_candles``): a candle it published since is produced, late."""
+        self._gate.forget_gaps(symbol, self._gate.floor_ms(symbol)
+                               - self._config.restart_lookback_candles * self._timeframe_ms)
+        produced = 0
+        for request in gap_requests(self._gate.reported_gaps(symbol), self._timeframe_ms,
+                                    self._endpoints.klines_limit):
+            for update in await self._closed_rows(symbol, request, server_ms):
+                produced += self._produce_closed(update, "backfill")
+        return produced
+
+    async def _closed_rows(self, symbol: str, request: KlineRequest, server_ms: int) -> list[KlineUpdate]:
+        """The closed candles of one klines request, inside its range."""
+        assert self._rest is not None
+        found = []
+        for row in await self._rest.klines(symbol, self._timeframe, request):
+            try:
+                update = rest_row_update(symbol, self._timeframe, row, server_ms)
+            except BadExchangeMessage as error:
+                self._on_bad(f"{symbol} klines row: {error}")
+                continue
+            if update.closed and request.start_ms <= update.open_time_ms <= request.end_ms:
+                found.append(update)
+        return found
+
+    async def _gap_rechecks(self) -> None:
+        """Every ``gap_recheck_interval_s``, a backfill of the symbols with reported gaps (which asks again)."""
+        while True:
+            await asyncio.sleep(self._config.gap_recheck_interval_s)
+            waiting = [s for s in self.symbols if self._gate.reported_gaps(s)]
+            if waiting:
+                self._request_backfill(waiting)
 
     async def _status(self) -> None:
         while True:

@@ -14,17 +14,32 @@ scripted faults. No internet is needed; the candles are real ones from ``../shar
   Each subscribed symbol gets in-progress kline events every ``tick_s`` and its closed kline (``x: true``)
   when the candle closes, wrapped as ``{"stream", "data"}``. The server pings every ``heartbeat_s`` and
   drops a connection that does not answer.
-- **Faults** (:class:`Faults`): every connection dropped without a close frame (then connections refused
+- **Faults** (:class:`Faults`): klines answers held back (:attr:`ExchangeSim.klines_delay_s`, changeable while
+  it runs), a missing candle published late (:meth:`ExchangeSim.publish`), every connection dropped without a close frame (then connections refused
   for a while), a ``serverShutdown`` event (the connection closed a grace period later), the 24-hour
   cut, duplicate closes, late closes (sent after the next candle's updates), 429s. A candle missing from
   the data is an exchange-side gap: no event, no REST row.
 
 Everything that happened is kept in :attr:`ExchangeSim.log` for the tests to check.
+
+**As a program** (``make demo-live``, ``benchmarks/ingest_delay.py``), from the repository's root::
+
+    python -m tests.support.exchange_sim --data ../shared/data/candles/binance-futures --hour-seconds 2
+
+serves the newest ``--last-hours`` candles of every ``SYMBOL-1h.csv.gz`` of the folder (or ``--symbols``), the
+first ``--history-hours`` of them already closed at the start (for a REST backfill) and the rest closing live,
+one every ``--hour-seconds``; it prints one JSON line (``rest_url``, ``ws_url``, ``market``, ``start_ms``,
+``hour_s``, ``started_wall_s``: when the exchange clock stood at ``start_ms``, by ``time.time()``) and runs
+until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import signal
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +97,7 @@ class SimLog:
     kline_events: int = 0
     closed_events: int = 0
     connections: list[Connection] = field(default_factory=list)
+    closed_sent_wall_s: dict[tuple[str, int], float] = field(default_factory=dict)  # first closed kline, time.time()
 
 
 def candles_from_files(folder: Path, symbols: Sequence[str], first_open_ms: int, hours: int) -> dict[str, list[Row]]:
@@ -107,8 +123,10 @@ class ExchangeSim:
         self.heartbeat_s = heartbeat_s
         self.faults = faults
         self.weight_limit = weight_limit
+        self.klines_delay_s = 0.0                  # every klines answer held back this long (real seconds)
         self.log = SimLog()
         self._t0 = 0.0
+        self.started_wall_s = 0.0                  # time.time() when the exchange clock stood at start_ms
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._banned_until_s = 0.0
@@ -145,7 +163,11 @@ class ExchangeSim:
         """The WebSocket base the client is configured with (route included)."""
         return f"ws://127.0.0.1:{self.port}" + ("" if self.market == "spot" else "/market")
 
-    async def start(self) -> None:
+    def close_wall_s(self, open_ms: int) -> float:
+        """When (``time.time()``) the candle at ``open_ms`` closes by the exchange's clock."""
+        return self.started_wall_s + (open_ms + HOUR_MS - self.start_ms) / HOUR_MS * self.hour_s
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         app = web.Application()
         app.router.add_get(f"{self.prefix}/time", self._time)
         app.router.add_get(f"{self.prefix}/klines", self._klines)
@@ -156,10 +178,11 @@ class ExchangeSim:
             app.router.add_get("/market/stream", self._stream)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._t0 = time.monotonic()
+        self.started_wall_s = time.time()
         self._tasks.append(asyncio.create_task(self._faults_loop()))
 
     async def stop(self) -> None:
@@ -208,6 +231,8 @@ class ExchangeSim:
             self._banned_until_s = time.monotonic() + self.faults.retry_after_s
             return web.json_response({"code": -1003, "msg": "Too many requests"}, status=429,
                                      headers={"Retry-After": str(self.faults.retry_after_s)})
+        if self.klines_delay_s:
+            await asyncio.sleep(self.klines_delay_s)
         query = request.query
         symbol = query.get("symbol", "")
         if symbol not in self.candles or query.get("interval") != "1h":
@@ -298,6 +323,11 @@ class ExchangeSim:
                     await conn.ws.send_bytes(event)
             except (ConnectionResetError, RuntimeError):
                 return
+            sent_s = time.time()
+            for event in out:
+                if b'"x":true' in event:
+                    k = orjson.loads(event)["data"]["k"]
+                    self.log.closed_sent_wall_s.setdefault((k["s"], k["t"]), sent_s)
             await asyncio.sleep(self.tick_s)
 
     def _event(self, stream: str, symbol: str, open_ms: int, now_ms: int, closed: bool) -> bytes:
@@ -342,6 +372,13 @@ class ExchangeSim:
                     await conn.ws.close(code=1001, message=b"going away")
             await asyncio.sleep(self.tick_s)
 
+    # ------------------------------------------------------------------ late publication
+
+    def publish(self, symbol: str, row: Row) -> None:
+        """The exchange publishes a candle it lacked (after maintenance): REST answers carry it from now on; the
+        streams do not send it again (its hour is over)."""
+        self.candles[symbol][row[0]] = row
+
     # ------------------------------------------------------------------ what the tests compare with
 
     def closed_candles(self) -> dict[tuple[str, int], Row]:
@@ -356,3 +393,62 @@ class ExchangeSim:
             grid = np.arange(times[0], times[-1] + HOUR_MS, HOUR_MS)
             found[symbol] = sorted(set(grid.tolist()) - set(times.tolist()))
         return found
+
+
+# ---------------------------------------------------------------------- as a program
+
+
+def newest_candles(folder: Path, symbols: Sequence[str], hours: int) -> tuple[dict[str, list[Row]], int]:
+    """The newest ``hours`` candles that every symbol of ``folder`` (or ``symbols``) has, and the first open time."""
+    names = list(symbols) or sorted(p.name.split("-")[0] for p in folder.glob("*-1h.csv.gz"))
+    if not names:
+        raise SystemExit(f"no SYMBOL-1h.csv.gz files in {folder}")
+    newest = min(int(series.open_time_ms[-1]) for series in read_candle_files([folder / f"{s}-1h.csv.gz" for s in names]))
+    first = newest - (hours - 1) * HOUR_MS
+    return candles_from_files(folder, names, first, hours), first
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    candles, first = newest_candles(Path(args.data), [s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+                                    args.last_hours)
+    sim = ExchangeSim(candles, market=args.market, start_ms=first + args.history_hours * HOUR_MS + 1,
+                      hour_s=args.hour_seconds, tick_s=args.tick_seconds, heartbeat_s=args.heartbeat_seconds,
+                      faults=Faults(max_connection_age_h=24.0))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await sim.start(args.host, args.port)
+    print(json.dumps({"rest_url": sim.rest_url, "ws_url": sim.ws_url, "market": sim.market, "start_ms": sim.start_ms,
+                      "hour_s": sim.hour_s, "started_wall_s": sim.started_wall_s, "symbols": sorted(candles),
+                      "last_close_ms": sim.last_close_ms}), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+    print(f"exchange simulator stopped: {sim.log.closed_events} closed klines sent, {sim.log.klines_requests} klines "
+          f"requests, {len(sim.log.connections)} connections", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.exchange_sim",
+                                     description="A local Binance (REST and WebSocket klines) on a fast clock.")
+    parser.add_argument("--data", required=True, help="a folder of SYMBOL-1h.csv.gz files")
+    parser.add_argument("--symbols", default="", help="comma-separated; default: every file of --data")
+    parser.add_argument("--market", choices=("spot", "futures"), default="futures")
+    parser.add_argument("--last-hours", type=int, default=240, help="serve the newest this many candles")
+    parser.add_argument("--history-hours", type=int, default=200,
+                        help="of those, already closed at the start (REST only); the rest close live")
+    parser.add_argument("--hour-seconds", type=float, default=2.0, help="real seconds per exchange hour")
+    parser.add_argument("--tick-seconds", type=float, default=0.25, help="in-progress kline events this often")
+    parser.add_argument("--heartbeat-seconds", type=float, default=5.0)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.history_hours < args.last_hours:
+        parser.error("--history-hours must be below --last-hours")
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

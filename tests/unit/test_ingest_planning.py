@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bse_predict.ingest.backfill import (KlineRequest, initial_floor_ms, klines_weight, last_closed_open_ms,
-                                         plan_backfill)
+from bse_predict.ingest.backfill import (KlineRequest, gap_requests, initial_floor_ms, klines_weight,
+                                         last_closed_open_ms, plan_backfill)
 from bse_predict.ingest.errors import BadExchangeMessage
 from bse_predict.ingest.pacing import WeightBudget, backoff_delay_s, parse_retry_after_s
 from bse_predict.ingest.shards import rotation_due, shard_streams, subscribe_requests
@@ -27,6 +27,13 @@ def test_a_backfill_covers_every_slot_after_the_floor_in_pages() -> None:
     assert requests == [KlineRequest(T0 + H, T0 + 5 * H, 5), KlineRequest(T0 + 6 * H, T0 + 10 * H, 5),
                         KlineRequest(T0 + 11 * H, T0 + 11 * H, 5)]
     assert plan_backfill(T0 + 11 * H, T0 + 12 * H + 5, H, limit=5) == []  # nothing closed since
+
+
+def test_reported_gaps_are_asked_for_again_in_runs_of_neighbouring_slots() -> None:
+    slots = [T0 + H, T0 + 2 * H, T0 + 3 * H, T0 + 7 * H]
+    assert gap_requests(slots, H, limit=2) == [KlineRequest(T0 + H, T0 + 2 * H, 2), KlineRequest(T0 + 3 * H, T0 + 3 * H, 2),
+                                               KlineRequest(T0 + 7 * H, T0 + 7 * H, 2)]
+    assert gap_requests([], H, limit=2) == []
 
 
 def test_request_weights_follow_the_documented_tables() -> None:
