@@ -31,6 +31,9 @@ class ChallengerConfig(FrozenBlock):
 
     enabled: bool = True
     auto_promote: bool = False
+    watch_after_promotion: bool = Field(
+        True, description="an automatic promote keeps the replaced version as the shadow: the test goes on "
+                          "and rolls back a live regression")
     alpha: float = Field(0.05, gt=0, lt=1)
     loss_clip_nats: float = Field(5.0, gt=0)
     issued_by: str = "auto-challenger"

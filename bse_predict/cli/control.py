@@ -74,10 +74,20 @@ def _version_or_off(value: str) -> str | None:
 
 @control_app.command("promote")
 @one_line_errors
-def control_promote(version: str, config: ConfigOption = None, issued_by: IssuedByOption = "ops",
-                    wait_s: WaitOption = 30.0, no_wait: NoWaitOption = False) -> None:
+def control_promote(
+    version: str,
+    config: ConfigOption = None,
+    issued_by: IssuedByOption = "ops",
+    wait_s: WaitOption = 30.0,
+    no_wait: NoWaitOption = False,
+    shadow_previous: Annotated[bool, typer.Option(
+        "--shadow-previous",
+        help="Keep the version it replaces as the shadow: the challenger test goes on, now with VERSION live, "
+             "and (with challenger.auto_promote) rolls back a live regression.")] = False,
+) -> None:
     """Make VERSION live for every symbol, after a load, hash check and warm-up on current windows."""
-    _send_control(config, "promote", {"version": version}, issued_by, wait_s, no_wait)
+    args: dict[str, object] = {"version": version, **({"shadow_previous": True} if shadow_previous else {})}
+    _send_control(config, "promote", args, issued_by, wait_s, no_wait)
 
 
 @control_app.command("rollback")

@@ -142,7 +142,11 @@ def check_args(command: str, args: Mapping[str, Any]) -> dict[str, Any]:
     if command == "rollback":
         return {}
     if command == "promote":
-        return {"version": _version_name(args.get("version"))}
+        shadow_previous = args.get("shadow_previous", False)
+        if not isinstance(shadow_previous, bool):
+            raise ValueError("promote shadow_previous must be true or false")
+        version = {"version": _version_name(args.get("version"))}
+        return {**version, "shadow_previous": True} if shadow_previous else version
     if command in ("shadow", "fallback"):
         version = args.get("version")
         return {"version": None if version is None else _version_name(version)}

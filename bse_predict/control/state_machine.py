@@ -161,12 +161,16 @@ class _Refusal(Exception):
         self.reason = reason
 
 
-def _promoted(state: ControlState, version: str) -> ControlState:
+def _promoted(state: ControlState, version: str, shadow_previous: bool = False) -> ControlState:
+    """``version`` live; with ``shadow_previous`` the version it replaces serves as the shadow (a watch
+    for a live regression: the challenger test keeps pairing the two and rolls a worse one back)."""
     live = state.live
-    previous = state.previous if live in (None, version) else (*state.previous, live)
+    replaced = live not in (None, version)
+    previous = (*state.previous, live) if replaced else state.previous
+    shadow = None if state.shadow == version else state.shadow
     return state.model_copy(update={
         "live": version, "previous": previous, "arms": (), "ramp": None,
-        "shadow": None if state.shadow == version else state.shadow,
+        "shadow": live if shadow_previous and replaced else shadow,
     })
 
 
@@ -204,8 +208,10 @@ def _apply_command(state: ControlState, message: ControlMessage, now: datetime) 
     command = message.command
     if command == "promote":
         version = args["version"]
-        note = "already live" if version == state.live else f"{version} is live, {state.live} kept for rollback"
-        return _promoted(state, version), note
+        watch = bool(args.get("shadow_previous")) and state.live not in (None, version)
+        note = ("already live" if version == state.live else f"{version} is live, {state.live} kept for rollback"
+                + (" and served as the shadow to watch for a live regression" if watch else ""))
+        return _promoted(state, version, watch), note
     if command == "rollback":
         if not state.previous:
             raise _Refusal("nothing_to_roll_back", "no previous live version")

@@ -12,7 +12,10 @@ for that version pair and reports the verdict on ``control.events``; with
 ``challenger.auto_promote`` it also sends the decision
 (:func:`bse_predict.monitoring.sequential.decision_command`) as a signed control message on
 ``control``, so it goes through the same verification, state machine and
-audit trail as an operator's command. Without ``BSE_CONTROL_SECRET`` nothing
+audit trail as an operator's command. With ``challenger.watch_after_promotion``
+the promote keeps the replaced version as the shadow: the pair is tested again,
+now with the challenger live, and a live regression is rolled back (or the
+watch ends, shadow off, when the promoted version holds up). Without ``BSE_CONTROL_SECRET`` nothing
 can be signed: the event says so and no command is sent.
 
 A/B arms serve different symbols, so their predictions are never on the same
@@ -101,18 +104,19 @@ class ChallengerWatch:
             pairs[key][1].append(_p_of_outcome(challenger))
         for (champion, challenger, challenger_is_live), (p_champion, p_challenger) in pairs.items():
             x = normalised_differences(p_champion, p_challenger, self._config.loss_clip_nats)
-            evidence = await self._add(champion, challenger, add_differences(Evidence(), x))
+            evidence = await self._add(self._key(champion, challenger, challenger_is_live), add_differences(Evidence(), x))
             found = verdict(evidence, self._config.alpha)
             if found is not None:
                 await self._decide(champion, challenger, challenger_is_live, evidence, found)
 
-    def _key(self, champion: str, challenger: str) -> str:
-        return f"{self._prefix}:{{{champion}|{challenger}}}"
+    def _key(self, champion: str, challenger: str, challenger_is_live: bool) -> str:
+        """The evidence of one version pair in one phase: the challenger in shadow, or live after its
+        promotion with the champion watched beside it (a fresh test: the first one's evidence is spent)."""
+        return f"{self._prefix}:{{{champion}|{challenger}}}" + (":live" if challenger_is_live else "")
 
-    async def _add(self, champion: str, challenger: str, batch: Evidence) -> Evidence:
-        """Add this batch's sums in Redis (once, however often redis-py sends the call); the fleet's totals
-        come back."""
-        key = self._key(champion, challenger)
+    async def _add(self, key: str, batch: Evidence) -> Evidence:
+        """Add this batch's sums to ``key`` in Redis (once, however often redis-py sends the call); the
+        fleet's totals come back."""
         increments: list[str | float] = ["pairs", batch.pairs, "sum_x", batch.sum_x]
         for i, (better, worse) in enumerate(zip(batch.log_wealth_better, batch.log_wealth_worse, strict=True)):
             increments += [f"better:{i}", better, f"worse:{i}", worse]
@@ -126,14 +130,14 @@ class ChallengerWatch:
 
     async def _decide(self, champion: str, challenger: str, challenger_is_live: bool, evidence: Evidence,
                       found: str) -> None:
-        if not await self._client.set(f"{self._key(champion, challenger)}:decided", found, nx=True, ex=self._retain_s):
-            return  # another worker (or an earlier batch) already decided this pair
+        key = self._key(champion, challenger, challenger_is_live)
+        if not await self._client.set(f"{key}:decided", found, nx=True, ex=self._retain_s):
+            return  # another worker (or an earlier batch) already decided this pair in this phase
         now = self._clock()
-        command = decision_command(found, challenger, challenger_is_live)  # type: ignore[arg-type]
+        command = decision_command(found, challenger, challenger_is_live,  # type: ignore[arg-type]
+                                   shadow_previous=self._config.watch_after_promotion)
         control_id = None
-        if command is None:
-            note = f"{challenger} is live already and better: nothing to change"
-        elif not self._config.auto_promote:
+        if not self._config.auto_promote:
             note = f"auto_promote is off: {command[0]} {command[1]} recommended, not sent"
         elif self._secret is None:
             note = f"BSE_CONTROL_SECRET is not set: {command[0]} cannot be signed, not sent"
@@ -150,8 +154,7 @@ class ChallengerWatch:
             "challenger": challenger, "challenger_stream": "live" if challenger_is_live else "shadow",
             "pairs": evidence.pairs, "mean_loss_difference_nats": evidence.mean_difference * self._config.loss_clip_nats,
             "e_value_better": better, "e_value_worse": worse, "threshold": 2.0 / self._config.alpha,
-            "alpha": self._config.alpha, "command": None if command is None else command[0],
-            "args": None if command is None else command[1], "control_id": control_id,
+            "alpha": self._config.alpha, "command": command[0], "args": command[1], "control_id": control_id,
             "auto_promote": self._config.auto_promote, "issued_by": self._config.issued_by,
         }
         await self._events.report(event)

@@ -125,14 +125,19 @@ def verdict(evidence: Evidence, alpha: float) -> Verdict | None:
     return None
 
 
-def decision_command(found: Verdict, challenger: str, challenger_is_live: bool) -> tuple[str, dict[str, object]] | None:
+def decision_command(found: Verdict, challenger: str, challenger_is_live: bool,
+                     shadow_previous: bool = False) -> tuple[str, dict[str, object]]:
     """The control command a verdict calls for; the challenger is always the *newer* version.
 
-    - better, challenger in shadow: ``promote`` it;
-    - better, challenger already live (the older one is shadowed to watch it): nothing to change;
-    - worse, challenger live: ``rollback`` to the previous live version;
+    - better, challenger in shadow: ``promote`` it (``shadow_previous``: the version it
+      replaces stays as the shadow, so the test goes on and watches it live);
+    - better, challenger already live (the older one is shadowed to watch it): the watch
+      is over, ``shadow`` off;
+    - worse, challenger live (a live regression): ``rollback`` to the previous live version;
     - worse, challenger in shadow: ``shadow`` off (the candidate is dropped; live stays).
     """
-    if found == "challenger_better":
-        return None if challenger_is_live else ("promote", {"version": challenger})
-    return ("rollback", {}) if challenger_is_live else ("shadow", {"version": None})
+    if found == "challenger_better" and not challenger_is_live:
+        return "promote", {"version": challenger, **({"shadow_previous": True} if shadow_previous else {})}
+    if found == "challenger_worse" and challenger_is_live:
+        return "rollback", {}
+    return "shadow", {"version": None}

@@ -11,21 +11,18 @@ from __future__ import annotations
 import dataclasses
 
 import asyncio
-import json
 import re
 import shutil
 import socket
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import onnx
 import orjson
 import pytest
-from onnx import TensorProto, helper
 from pydantic import SecretStr
 
 from configs.settings import Settings
@@ -37,10 +34,11 @@ from bse_predict.features.definitions import FEATURE_NAMES, LOOKBACK_CANDLES, fe
 from bse_predict.labels.first_touch import CLASS_NAMES, NONE, UNKNOWN, label_matrix, time_to_touch
 from bse_predict.monitoring.live_scores import RollingScores
 from bse_predict.monitoring.outcomes import PendingOutcome, Settlement
-from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from bse_predict.serving.manifest import load_manifest
 from bse_predict.candles.schema import Candle, ModelRef, Outcome, Prediction, TargetPrediction
 from bse_predict.serving.signals import target_label
 from bse_predict.candles.synthetic import synthetic_series
+from tests.support.bad_graphs import overconfident_copy
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
 from bse_predict.connections.clients import connect_redis, kafka_options
@@ -53,10 +51,11 @@ from bse_predict.connections.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 
+_SECRET = "integration-secret-at-least-32-characters"
+
 STEP_MS = 3_600_000
 HOURS = 330
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-
 
 
 @pytest.fixture
@@ -189,7 +188,7 @@ def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
     services: Settings, isolated: Settings, skill_shadow: float, command: str, args: dict[str, object]
 ) -> None:
     settings = isolated.model_copy(update={
-        "control_secret": SecretStr("integration-secret-at-least-32-characters"),
+        "control_secret": SecretStr(_SECRET),
         "challenger": isolated.challenger.model_copy(update={"auto_promote": True}),
     })
     asyncio.run(ensure_topics(settings))
@@ -215,7 +214,7 @@ def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
     controls = asyncio.run(read_until(settings.kafka_bootstrap, names.control, 1, 30))
     events = asyncio.run(read_until(settings.kafka_bootstrap, names.control_events, 1, 30))
     assert len(controls) == 1 and controls[0].key == command.encode()
-    message = verify_message(controls[0].value, "integration-secret-at-least-32-characters", datetime.now(UTC))
+    message = verify_message(controls[0].value, _SECRET, datetime.now(UTC))
     assert (message.command, message.args, message.issued_by) == (command, args, "auto-challenger")
     event = orjson.loads(events[0].value)
     assert event["status"] == "challenger_decision" and event["control_id"] == message.id
@@ -321,56 +320,44 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
 # --- end to end: the worker's own shadow predictions, paired, decided and obeyed -----------------
 
 
-def _overconfident_copy(models_dir: Path, source: str, name: str) -> None:
-    """``source`` under a newer name whose served model always answers (0.98, 0.01, 0.01)."""
-    target_dir = models_dir / name
-    shutil.copytree(models_dir / source, target_dir)
-    manifest = load_manifest(target_dir)
-    inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(FEATURE_NAMES)])]
-    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])]
-    nodes = [helper.make_node("Shape", ["features"], ["shape"]),
-             helper.make_node("Gather", ["shape", "zero"], ["rows"], axis=0),
-             helper.make_node("Concat", ["rows", "three"], ["out_shape"], axis=0),
-             helper.make_node("ConstantOfShape", ["out_shape"], ["ones"],
-                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
-             helper.make_node("Mul", ["ones", "answer"], ["probabilities"])]
-    initializers = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
-                    helper.make_tensor("three", TensorProto.INT64, [1], [3]),
-                    helper.make_tensor("answer", TensorProto.FLOAT, [3], [0.98, 0.01, 0.01])]
-    graph = helper.make_model(helper.make_graph(nodes, "always_up", inputs, outputs, initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    graph.ir_version = 9
-    onnx.checker.check_model(graph)
-    for entry in manifest.models:
-        if entry.name == manifest.served_model:
-            (target_dir / entry.file).write_bytes(graph.SerializeToString())
-    fields = json.loads(manifest.model_dump_json())
-    fields.update(version=name, files_sha256={f: sha256_of(target_dir / f) for f in manifest.files_sha256},
-                  created_at=(manifest.created_at + timedelta(days=1)).isoformat())
-    (target_dir / MANIFEST_NAME).write_text(json.dumps(fields))
 
 
-def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey(
-    isolated: Settings, trained_version: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path
+# v-worse is the newest version, hence live by default; each case first sets v-test live, then:
+_DROP_A_WORSE_SHADOW = (("shadow", {"version": "v-worse"}),)
+_ROLL_BACK_A_LIVE_REGRESSION = (("promote", {"version": "v-worse", "shadow_previous": True}),)
+
+
+@pytest.mark.parametrize(
+    ("setup", "stream", "command", "args", "state"),
+    [
+        (_DROP_A_WORSE_SHADOW, "shadow", "shadow", {"version": None}, {"live": "v-test", "shadow": None}),
+        (_ROLL_BACK_A_LIVE_REGRESSION, "live", "rollback", {}, {"live": "v-test", "shadow": None}),
+    ],
+    ids=["a worse shadow is dropped", "a promotion watched live is rolled back"],
+)
+def test_a_worse_challenger_is_removed_by_a_signed_decision_the_workers_obey(
+    isolated: Settings, trained_version: Settings, futures_series: dict[str, CandleSeries], tmp_path: Path,
+    setup: tuple[tuple[str, dict[str, object]], ...], stream: str, command: str, args: dict[str, object],
+    state: dict[str, object],
 ) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(trained_version.models_dir / "v-test", models_dir / "v-test")
-    _overconfident_copy(models_dir, "v-test", "v-worse")
+    overconfident_copy(models_dir, "v-test", "v-worse")
     settings = isolated.model_copy(update={"models_dir": models_dir})
     asyncio.run(ensure_topics(settings))
     names = TopicNames.of(settings)
     config = tmp_path / "auto.yaml"
     config.write_text("challenger:\n  auto_promote: true\n", encoding="utf-8")
-    env = {**service_env(settings), "BSE_CONTROL_SECRET": "integration-secret-at-least-32-characters"}
+    env = {**service_env(settings), "BSE_CONTROL_SECRET": _SECRET}
     records = list(candle_records([futures_series[s].tail(300) for s in SYMBOLS]))
     with WorkerProcess(env, tmp_path / "worker.log", ("--config", str(config))) as worker:
-        # v-worse is the newest version, hence live by default: v-test goes live, v-worse to shadow.
-        setup = [build_message(command, args, "integration-secret-at-least-32-characters", datetime.now(UTC), "test")
-                 for command, args in (("promote", {"version": "v-test"}), ("shadow", {"version": "v-worse"}))]
+        messages = [build_message(c, a, _SECRET, datetime.now(UTC), "test")
+                    for c, a in (("promote", {"version": "v-test"}), *setup)]
         asyncio.run(send_raw(settings.kafka_bootstrap, names.control,
-                             [(m["command"].encode(), encode_message(m)) for m in setup]))
-        applied = [orjson.loads(r.value) for r in asyncio.run(read_until(settings.kafka_bootstrap, names.control_events, 2, 60))]
-        assert [(e["status"], e["id"]) for e in applied] == [("applied", m["id"]) for m in setup], applied
+                             [(m["command"].encode(), encode_message(m)) for m in messages]))
+        applied = [orjson.loads(r.value) for r in asyncio.run(read_until(settings.kafka_bootstrap, names.control_events,
+                                                                          len(messages), 60))]
+        assert [(e["status"], e["id"]) for e in applied] == [("applied", m["id"]) for m in messages], applied
         asyncio.run(send_raw(settings.kafka_bootstrap, names.candles, [(r.symbol.encode(), r.payload) for r in records]))
         events: list[dict[str, object]] = []
         deadline = time.monotonic() + 120
@@ -380,22 +367,28 @@ def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey
                                                                             idle_ms=1000))]
         decision = next((e for e in events if e.get("status") == "challenger_decision"), None)
         assert decision is not None, worker.log_tail()
-        assert (decision["verdict"], decision["champion"], decision["challenger"]) == ("challenger_worse", "v-test", "v-worse")
-        assert (decision["command"], decision["args"]) == ("shadow", {"version": None})
-        print(f"worse shadow dropped after {decision['pairs']} paired outcomes "
+        assert (decision["verdict"], decision["champion"], decision["challenger"], decision["challenger_stream"]) == (
+            "challenger_worse", "v-test", "v-worse", stream)
+        assert (decision["command"], decision["args"]) == (command, args)
+        print(f"worse {stream} challenger removed after {decision['pairs']} paired outcomes "
               f"(e-value {decision['e_value_worse']:.3g} >= {decision['threshold']:.3g})")
         controls = asyncio.run(read_topic(settings.kafka_bootstrap, names.control, idle_ms=1000))
-        sent = verify_message(controls[-1].value, "integration-secret-at-least-32-characters", datetime.now(UTC))
-        assert (sent.id, sent.issued_by, sent.command) == (decision["control_id"], "auto-challenger", "shadow")
+        sent = verify_message(controls[-1].value, _SECRET, datetime.now(UTC))
+        assert (sent.id, sent.issued_by, sent.command) == (decision["control_id"], "auto-challenger", command)
         obeyed = [e for e in events if e.get("id") == sent.id]
-        assert obeyed and obeyed[-1]["status"] == "applied" and obeyed[-1]["state"]["shadow"] is None, events
+        assert obeyed and obeyed[-1]["status"] == "applied", events
+        assert {name: obeyed[-1]["state"][name] for name in state} == state
 
     outcomes = [Outcome.model_validate_json(r.value)
                 for r in asyncio.run(read_topic(settings.kafka_bootstrap, names.outcomes, idle_ms=1000))]
     by_stream: dict[str, dict[tuple[str, str], str]] = {"live": {}, "shadow": {}}
+    paired_versions: dict[str, set[str]] = {"live": set(), "shadow": set()}
     for outcome in outcomes:
         by_stream[outcome.stream][(outcome.id, outcome.target)] = outcome.outcome
-        assert outcome.model.version == ("v-test" if outcome.stream == "live" else "v-worse")
+        paired_versions[outcome.stream].add(outcome.model.version)
+    challenger_side = {"live": "v-worse", "shadow": "v-test"} if stream == "live" else {"live": "v-test", "shadow": "v-worse"}
+    assert paired_versions["shadow"] == {challenger_side["shadow"]}
+    assert challenger_side["live"] in paired_versions["live"]  # and, after a rollback, v-test again
     both = set(by_stream["live"]) & set(by_stream["shadow"])
     assert len(both) >= decision["pairs"], "every paired observation came from a live and a shadow outcome"
     assert all(by_stream["live"][k] == by_stream["shadow"][k] for k in both), "one candle, one answer"
@@ -403,7 +396,7 @@ def test_a_worse_shadow_version_is_dropped_by_a_signed_decision_the_workers_obey
 
 def test_degraded_live_answers_are_not_paired(services: Settings, isolated: Settings) -> None:
     """A fallback answered for the live version: no evidence about the live version may come of it."""
-    settings = isolated.model_copy(update={"control_secret": SecretStr("integration-secret-at-least-32-characters"),
+    settings = isolated.model_copy(update={"control_secret": SecretStr(_SECRET),
                                            "challenger": isolated.challenger.model_copy(update={"auto_promote": True})})
     names = TopicNames.of(settings)
     settlements = [s if s.pending.stream == "shadow" else

@@ -31,8 +31,8 @@ from bse_predict.control.state_store import RedisControlStore
 from bse_predict.training.train import train_version
 from tests.conftest import TRAINING_OVERRIDES
 from tests.support.fake_telegram import FakeTelegram
-from tests.support.kafka_io import read_topic
-from tests.support.worker_process import CommandProcess, WorkerProcess, service_env
+from tests.support.control_events import SchedulerProcess, control_events, wait_for_status
+from tests.support.worker_process import WorkerProcess, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -99,11 +99,6 @@ def _state(settings: Settings) -> ControlState | None:
     return asyncio.run(read())
 
 
-def _events(settings: Settings) -> list[dict]:
-    records = asyncio.run(read_topic(settings.kafka_bootstrap, settings.topic("control.events"), idle_ms=700))
-    return [json.loads(r.value) for r in records]
-
-
 def _versions(settings: Settings) -> set[str]:
     return {p.name for p in settings.models_dir.iterdir() if not p.name.startswith(".")}
 
@@ -163,7 +158,7 @@ def test_a_retrain_is_gated_and_shadowed_or_refused_and_pruning_keeps_the_fleets
         # keep_versions 1 keeps only the newest, plus live, shadow and fallback: v-old-b goes.
         assert _versions(settings) == {"v-old-a", "v-live", new}
 
-    events = _events(settings)
+    events = control_events(settings)
     retrains = [e for e in events if str(e.get("status", "")).startswith("retrain_")]
     runs: dict[str, list[str]] = {}
     for event in retrains:
@@ -182,24 +177,6 @@ def test_a_retrain_is_gated_and_shadowed_or_refused_and_pruning_keeps_the_fleets
     assert len(applied) == 1 and applied[0]["issued_by"] == "auto-retrain" and applied[0]["state"]["shadow"] == new
 
 
-class SchedulerProcess(CommandProcess):
-    """``retrain --schedule``: ready once it reported ``retrain_scheduler_started`` on control.events (its reader
-    of control.events is placed by then)."""
-
-    command = "retrain"
-
-    def __init__(self, settings: Settings, env: dict[str, str], log_path: Path, args: tuple[str, ...]) -> None:
-        super().__init__(env, log_path, args)
-        self._settings = settings
-        self._seen = len(self._started())
-
-    def _started(self) -> list[dict]:
-        return [e for e in _events(self._settings) if e.get("status") == "retrain_scheduler_started"]
-
-    def ready(self) -> bool:
-        return len(self._started()) > self._seen
-
-
 async def _send_event(settings: Settings, event: dict) -> None:
     producer = AIOKafkaProducer(**kafka_options(settings), acks="all")
     await producer.start()
@@ -207,16 +184,6 @@ async def _send_event(settings: Settings, event: dict) -> None:
         await producer.send_and_wait(settings.topic("control.events"), json.dumps(event).encode(), key=b"drift")
     finally:
         await producer.stop()
-
-
-def _wait_for(settings: Settings, status: str, count: int, timeout_s: float) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = [e for e in _events(settings) if e.get("status") == status]
-        if len(found) >= count:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"{count} {status} events not seen in {timeout_s} s")
 
 
 def test_the_scheduler_retrains_on_a_drift_event_once_per_interval(fleet: Settings, tmp_path: Path) -> None:
@@ -228,11 +195,11 @@ def test_the_scheduler_retrains_on_a_drift_event_once_per_interval(fleet: Settin
     with WorkerProcess(env, tmp_path / "worker.log") as worker, \
             SchedulerProcess(settings, env, tmp_path / "scheduler.log", ("--schedule", "--config", str(config))):
         asyncio.run(_send_event(settings, drift))
-        shadowed = _wait_for(settings, "retrain_shadowed", 1, 180)
+        shadowed = wait_for_status(settings, "retrain_shadowed", 1, 180)
         assert shadowed[0]["version"] == _state(settings).shadow, worker.log_tail()
         asyncio.run(_send_event(settings, drift))  # inside the minimum interval: no second retrain
-        (skipped,) = _wait_for(settings, "retrain_skipped", 1, 30)
+        (skipped,) = wait_for_status(settings, "retrain_skipped", 1, 30)
         assert "skipped, a retrain started at" in skipped["reason"]
-    started = [e for e in _events(settings) if e.get("status") == "retrain_started"]
+    started = [e for e in control_events(settings) if e.get("status") == "retrain_started"]
     assert len(started) == 1 and started[0]["trigger"].startswith("drift: rsi_14")
     assert _versions(settings) == {"v-old-a", "v-old-b", "v-live", shadowed[0]["version"]}  # keep_versions 0

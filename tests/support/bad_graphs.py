@@ -1,20 +1,25 @@
 """ONNX graphs that misbehave on purpose, built with the onnx helpers: a model that answers NaN,
-and one that takes at least a given time per call on the machine at hand. Real onnxruntime runs
-them; the control plane and ensemble tests serve them in place of trained files."""
+one that takes at least a given time per call on the machine at hand, and a version that is sure
+of "up" whatever happens. Real onnxruntime runs them; the control plane, ensemble and challenger
+tests serve them in place of trained files."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import onnx
 from onnx import TensorProto, helper
 
 from bse_predict.features.definitions import FEATURE_NAMES
+from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
 
-__all__ = ["nan_graph", "slow_graph", "calibrated_slow_graph"]
+__all__ = ["calibrated_slow_graph", "nan_graph", "overconfident_copy", "slow_graph"]
 
 
 def _graph(nodes: list, initializers: list, name: str) -> bytes:
@@ -86,3 +91,29 @@ def calibrated_slow_graph(min_seconds: float = 1.0) -> bytes:
         if time.perf_counter() - started >= min_seconds or size >= 8000:
             return graph
         size = int(size * 1.35)
+
+
+def overconfident_copy(models_dir: Path, source: str, name: str, created_after: timedelta = timedelta(days=1)) -> None:
+    """Version ``source`` copied as ``name``, created ``created_after`` later (so the newer or, negative, the
+    older of the two), whose served model always answers (0.98, 0.01, 0.01): far worse than any honest
+    model on live outcomes."""
+    target_dir = models_dir / name
+    shutil.copytree(models_dir / source, target_dir)
+    manifest = load_manifest(target_dir)
+    nodes = [helper.make_node("Shape", ["features"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["rows"], axis=0),
+             helper.make_node("Concat", ["rows", "three"], ["out_shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["out_shape"], ["ones"],
+                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("Mul", ["ones", "answer"], ["probabilities"])]
+    initializers = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+                    helper.make_tensor("three", TensorProto.INT64, [1], [3]),
+                    helper.make_tensor("answer", TensorProto.FLOAT, [3], [0.98, 0.01, 0.01])]
+    graph = _graph(nodes, initializers, "always_up")
+    for entry in manifest.models:
+        if entry.name == manifest.served_model:
+            (target_dir / entry.file).write_bytes(graph)
+    fields = json.loads(manifest.model_dump_json())
+    fields.update(version=name, files_sha256={f: sha256_of(target_dir / f) for f in manifest.files_sha256},
+                  created_at=(manifest.created_at + created_after).isoformat())
+    (target_dir / MANIFEST_NAME).write_text(json.dumps(fields))

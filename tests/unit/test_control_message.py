@@ -121,6 +121,7 @@ def test_malformed_messages_are_refused_with_their_id() -> None:
     [
         ("promote", {}),
         ("promote", {"version": "../etc"}),
+        ("promote", {"version": "v2", "shadow_previous": "yes"}),
         ("ab", {"variants": {}}),
         ("ab", {"variants": {"v1": -1, "v2": 2}}),
         ("ab", {"variants": {"v1": 0}}),

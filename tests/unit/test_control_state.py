@@ -54,6 +54,12 @@ LIVE_V1 = ControlState(live="v1")
         (LIVE_V1, "shadow", {"version": "v1"}, "refused", {"shadow": None}),
         (LIVE_V1, "fallback", {"version": "v0"}, "applied", {"fallback": "v0"}),
         (ControlState(live="v1", shadow="v2"), "promote", {"version": "v2"}, "applied", {"live": "v2", "shadow": None}),
+        # a promote that watches: the replaced version serves as the shadow; a rollback ends the watch
+        (ControlState(live="v1", shadow="v2"), "promote", {"version": "v2", "shadow_previous": True}, "applied",
+         {"live": "v2", "shadow": "v1", "previous": ("v1",)}),
+        (LIVE_V1, "promote", {"version": "v1", "shadow_previous": True}, "applied", {"live": "v1", "shadow": None}),
+        (ControlState(live="v2", previous=("v1",), shadow="v1"), "rollback", {}, "applied",
+         {"live": "v1", "previous": (), "shadow": None}),
         (ControlState(live="v1", arms=(Arm("v1", "v1", 0.5), Arm("v2", "v2", 0.5))), "promote", {"version": "v3"}, "applied",
          {"arms": (), "live": "v3"}),
         (LIVE_V1, "ramp", {"version": "v2", "shares": [0, 0.1, 1]}, "applied", {"shadow": "v2", "arms": ()}),

@@ -79,7 +79,10 @@ def test_a_clearly_better_challenger_is_promoted() -> None:
     print(f"clearly better challenger: verdict after {pairs} pairs")
     assert found == "challenger_better" and pairs < 6000
     assert decision_command(found, "v2", challenger_is_live=False) == ("promote", {"version": "v2"})
-    assert decision_command(found, "v2", challenger_is_live=True) is None
+    assert decision_command(found, "v2", challenger_is_live=False, shadow_previous=True) == (
+        "promote", {"version": "v2", "shadow_previous": True})
+    # promoted and watched beside the old version, it held up: the watch ends
+    assert decision_command(found, "v2", challenger_is_live=True) == ("shadow", {"version": None})
 
 
 def test_a_clearly_worse_challenger_is_rolled_back_or_dropped() -> None:
