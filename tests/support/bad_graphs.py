@@ -13,11 +13,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
+from bse_predict.serving.parity_check import SAMPLE_OUTPUT, load_parity_sample
 
 __all__ = ["calibrated_slow_graph", "nan_graph", "overconfident_copy", "slow_graph"]
 
@@ -93,10 +95,13 @@ def calibrated_slow_graph(min_seconds: float = 1.0) -> bytes:
         size = int(size * 1.35)
 
 
+_SURE_UP = (0.98, 0.01, 0.01)
+
+
 def overconfident_copy(models_dir: Path, source: str, name: str, created_after: timedelta = timedelta(days=1)) -> None:
     """Version ``source`` copied as ``name``, created ``created_after`` later (so the newer or, negative, the
     older of the two), whose served model always answers (0.98, 0.01, 0.01): far worse than any honest
-    model on live outcomes."""
+    model on live outcomes. Its recorded parity answers say the same, so a promote's check accepts it."""
     target_dir = models_dir / name
     shutil.copytree(models_dir / source, target_dir)
     manifest = load_manifest(target_dir)
@@ -108,11 +113,16 @@ def overconfident_copy(models_dir: Path, source: str, name: str, created_after: 
              helper.make_node("Mul", ["ones", "answer"], ["probabilities"])]
     initializers = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
                     helper.make_tensor("three", TensorProto.INT64, [1], [3]),
-                    helper.make_tensor("answer", TensorProto.FLOAT, [3], [0.98, 0.01, 0.01])]
+                    helper.make_tensor("answer", TensorProto.FLOAT, [3], list(_SURE_UP))]
     graph = _graph(nodes, initializers, "always_up")
     for entry in manifest.models:
         if entry.name == manifest.served_model:
             (target_dir / entry.file).write_bytes(graph)
+    for key, report in manifest.parity.items():  # the recorded answers it must reproduce before a promote
+        if key.startswith(f"{manifest.served_model}/") and report.sample_file is not None:
+            sample = load_parity_sample(target_dir / report.sample_file)
+            answers = np.tile(np.array(_SURE_UP, dtype=np.float64), (len(sample.probabilities), 1))
+            np.savez(target_dir / report.sample_file, **sample.inputs, **{SAMPLE_OUTPUT: answers})
     fields = json.loads(manifest.model_dump_json())
     fields.update(version=name, files_sha256={f: sha256_of(target_dir / f) for f in manifest.files_sha256},
                   created_at=(manifest.created_at + created_after).isoformat())
