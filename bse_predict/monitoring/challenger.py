@@ -4,7 +4,15 @@ An outcome listener. Within one settled batch, the live and the shadow
 outcome of the same prediction (same candle, same target) settle together;
 each such pair adds one normalised log-loss difference
 (:mod:`bse_predict.monitoring.sequential`) to the evidence of its version pair, kept in Redis as
-additive sums (every worker adds its symbols' pairs). The *challenger* is the
+additive sums (every worker adds its symbols' pairs).
+
+A pair counts in candle order, once the horizon of its candle has passed: it is
+staged in Redis until then. Counted as they settle, the outcomes that resolve
+fast would come first, and they are not a fair sample: in a rising market the
+"up" touches of the 1 % target settle within hours, the "none" outcomes only at
+the horizon, and a model that always says "up" looks better for a day (the
+whole-loop test, tests/integration/test_live_loop.py, found it so). The test's
+guarantee needs each pair's outcome not to decide when it is counted. The *challenger* is the
 newer of the two versions (manifest ``created_at``), whichever stream it is on.
 
 When a side's e-value crosses ``2/alpha``, one worker wins a Redis ``SET NX``
@@ -29,10 +37,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from configs.settings import Settings
@@ -57,7 +67,40 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return redis.call('HGETALL', KEYS[1])
 """
 
+# KEYS: one version pair's (and phase's) staged pairs of one symbol (a sorted set by candle open time), this
+# call's token; ARGV: the set's TTL (s), the token's TTL (s), the release cutoff (open time), then (open time,
+# pair) entries. Adds the entries, then removes and returns every staged pair up to the cutoff, oldest first.
+# A second run of one call (a resend) does nothing and releases nothing: its pairs are lost, never counted twice.
+_STAGE_AND_RELEASE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then return {} end
+for i = 4, #ARGV, 2 do redis.call('ZADD', KEYS[1], tonumber(ARGV[i]), ARGV[i + 1]) end
+local released = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return released
+"""
+
 _TOKEN_TTL_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class _Pair:
+    open_time: int
+    prediction_id: str
+    target: str
+    p_champion: float
+    p_challenger: float
+
+
+def _release_cutoffs(settlements: Sequence[Settlement]) -> dict[str, int]:
+    """Per symbol, the newest candle open time whose pairs are all known, and those of every candle before it:
+    one whose horizon ended by the newest resolution of this batch (candles settle in order)."""
+    cutoffs: dict[str, int] = {}
+    for s in settlements:
+        item = s.pending
+        cutoff = s.resolved_at - (item.horizon_candles + 1) * item.step_ms
+        cutoffs[item.symbol] = max(cutoffs.get(item.symbol, cutoff), cutoff)
+    return cutoffs
 
 
 def _p_of_outcome(settlement: Settlement) -> float:
@@ -83,14 +126,33 @@ class ChallengerWatch:
         self._clock = clock
         self._retain_s = self._config.retain_hours * 3600
         self._add_sums = client.register_script(_ADD_EVIDENCE)
+        self._stage = client.register_script(_STAGE_AND_RELEASE)
         self.decisions: list[dict[str, Any]] = self._events.sent
 
     async def on_settled(self, settlements: Sequence[Settlement]) -> None:
+        staged = self._pairs(settlements)
+        cutoffs = _release_cutoffs(settlements)
+        for (champion, challenger, challenger_is_live), by_symbol in staged.items():
+            key = self._key(champion, challenger, challenger_is_live)
+            released: list[tuple[float, float]] = []
+            for symbol, pairs in by_symbol.items():
+                released += await self._stage_and_release(f"{key}:staged:{symbol}", pairs, cutoffs[symbol])
+            if not released:
+                continue
+            p_champion, p_challenger = zip(*released, strict=True)
+            x = normalised_differences(list(p_champion), list(p_challenger), self._config.loss_clip_nats)
+            evidence = await self._add(key, add_differences(Evidence(), x))
+            found = verdict(evidence, self._config.alpha)
+            if found is not None:
+                await self._decide(champion, challenger, challenger_is_live, evidence, found)
+
+    def _pairs(self, settlements: Sequence[Settlement]) -> dict[tuple[str, str, bool], dict[str, list[_Pair]]]:
+        """The settled live/shadow pairs of this batch, by (champion, challenger, challenger is live) and symbol."""
         by_prediction: dict[tuple[str, str], dict[str, Settlement]] = defaultdict(dict)
         for s in settlements:
             by_prediction[(s.pending.prediction_id, s.pending.target)][s.pending.stream] = s
-        pairs: dict[tuple[str, str, bool], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-        for found in by_prediction.values():
+        pairs: dict[tuple[str, str, bool], dict[str, list[_Pair]]] = defaultdict(lambda: defaultdict(list))
+        for (prediction_id, target), found in by_prediction.items():
             live, shadow = found.get("live"), found.get("shadow")
             if live is None or shadow is None or live.pending.model.version == shadow.pending.model.version:
                 continue
@@ -100,14 +162,21 @@ class ChallengerWatch:
             shadow_is_challenger = self._is_newer(shadow_version, live_version)
             champion, challenger = (live, shadow) if shadow_is_challenger else (shadow, live)
             key = (champion.pending.model.version, challenger.pending.model.version, not shadow_is_challenger)
-            pairs[key][0].append(_p_of_outcome(champion))
-            pairs[key][1].append(_p_of_outcome(challenger))
-        for (champion, challenger, challenger_is_live), (p_champion, p_challenger) in pairs.items():
-            x = normalised_differences(p_champion, p_challenger, self._config.loss_clip_nats)
-            evidence = await self._add(self._key(champion, challenger, challenger_is_live), add_differences(Evidence(), x))
-            found = verdict(evidence, self._config.alpha)
-            if found is not None:
-                await self._decide(champion, challenger, challenger_is_live, evidence, found)
+            pairs[key][live.pending.symbol].append(
+                _Pair(live.pending.open_time, prediction_id, target, _p_of_outcome(champion), _p_of_outcome(challenger)))
+        return pairs
+
+    async def _stage_and_release(self, key: str, pairs: list[_Pair], cutoff: int) -> list[tuple[float, float]]:
+        """Stage ``pairs`` in Redis and take back, oldest candle first, every staged pair of candles up to
+        ``cutoff`` (once, however often redis-py sends the call: a resent call releases nothing)."""
+        members: list[str | int] = []
+        for pair in pairs:
+            members += [pair.open_time, orjson.dumps([pair.prediction_id, pair.target, pair.p_champion,
+                                                      pair.p_challenger]).decode()]
+        reply = await self._stage(keys=[key, f"{key}:token:{uuid.uuid4().hex}"],
+                                  args=[self._retain_s, _TOKEN_TTL_S, cutoff, *members])
+        released = [orjson.loads(member) for member in reply]
+        return [(float(p_champion), float(p_challenger)) for _, _, p_champion, p_challenger in released]
 
     def _key(self, champion: str, challenger: str, challenger_is_live: bool) -> str:
         """The evidence of one version pair in one phase: the challenger in shadow, or live after its

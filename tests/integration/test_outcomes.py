@@ -181,7 +181,7 @@ def _pair_settlements(rng: np.random.Generator, n: int, skill_live: float, skill
 
 
 @pytest.mark.parametrize(("skill_shadow", "command", "args"), [
-    (0.9, "promote", {"version": "v2"}),
+    (0.9, "promote", {"version": "v2", "shadow_previous": True}),  # watched after it (watch_after_promotion)
     (0.0, "shadow", {"version": None}),
 ])
 def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
@@ -392,6 +392,33 @@ def test_a_worse_challenger_is_removed_by_a_signed_decision_the_workers_obey(
     both = set(by_stream["live"]) & set(by_stream["shadow"])
     assert len(both) >= decision["pairs"], "every paired observation came from a live and a shadow outcome"
     assert all(by_stream["live"][k] == by_stream["shadow"][k] for k in both), "one candle, one answer"
+
+
+def test_a_pair_counts_once_its_candles_horizon_has_passed_oldest_first(services: Settings, isolated: Settings) -> None:
+    """Pairs that settle early are staged: counted only when no earlier candle can still settle, so the
+    outcomes that resolve fast (an "up" touch in a rising market) are not counted before the slow ones."""
+    settings = isolated
+    names = TopicNames.of(settings)
+    settlements = _pair_settlements(np.random.default_rng(9), 83, skill_live=0.45, skill_shadow=0.9)
+    first_ten = [s for s in settlements if s.pending.open_time < 10 * STEP_MS]  # resolved 2 h after their candle
+    newest = [s for s in settlements if s.pending.open_time == 82 * STEP_MS]   # resolved at hour 84: past 0..11's horizon
+    evidence_key = f"{settings.topic_prefix}bse:challenger:{{v1|v2}}"
+
+    async def run() -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+        client = connect_redis(settings)
+        try:
+            watch = ChallengerWatch(client, settings, KafkaOutcomePublisher(kafka_options(settings), names.outcomes),
+                                    lambda a, b: a > b, names.control, names.control_events)
+            await watch.on_settled(first_ten)
+            before = await client.hgetall(evidence_key)
+            await watch.on_settled(newest)
+            return before, await client.hgetall(evidence_key)
+        finally:
+            await client.aclose()
+
+    before, after = asyncio.run(run())
+    assert before == {}, "nothing counts before the horizon of its candle has passed"
+    assert float(after[b"pairs"]) == 10, "the ten staged pairs count; the newest waits for its own horizon"
 
 
 def test_degraded_live_answers_are_not_paired(services: Settings, isolated: Settings) -> None:

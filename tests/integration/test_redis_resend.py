@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import numpy as np
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -19,7 +20,7 @@ from configs.settings import FaultConfig, Settings
 from bse_predict.candles.schema import Candle
 from bse_predict.monitoring.sequential import BETS, Evidence
 from tests.support.reply_dropping_proxy import ReplyDroppingProxy
-from bse_predict.monitoring.challenger import ChallengerWatch
+from bse_predict.monitoring.challenger import ChallengerWatch, _Pair
 from bse_predict.monitoring.metrics import HashSums
 from bse_predict.connections.clients import connect_redis
 from bse_predict.stream.window_store import RedisWindowStore
@@ -62,15 +63,15 @@ async def test_challenger_evidence_added_once_when_the_reply_is_lost(through_pro
     settings = services.model_copy(update={"topic_prefix": prefix})
     watch = ChallengerWatch(flaky, settings, sender=None, is_newer=lambda a, b: a > b,  # type: ignore[arg-type]
                             control_topic="unused", events_topic="unused")
+    key = f"{prefix}bse:challenger:{{v1|v2}}"
     batch = Evidence(pairs=3, sum_x=0.5, log_wealth_better=tuple(0.1 for _ in BETS),
                      log_wealth_worse=tuple(-0.1 for _ in BETS))
-    assert (await watch._add("v1", "v2", batch)).pairs == 3  # the script is loaded now
+    assert (await watch._add(key, batch)).pairs == 3  # the script is loaded now
     proxy.drop_next_reply()
-    totals = await watch._add("v1", "v2", batch)
+    totals = await watch._add(key, batch)
     assert proxy.dropped == 1
     assert totals.pairs == 6 and totals.sum_x == pytest.approx(1.0)
-    assert (await watch._add("v1", "v2", batch)).pairs == 9
-    key = f"{prefix}bse:challenger:{{v1|v2}}"
+    assert (await watch._add(key, batch)).pairs == 9
     assert 0 < await direct.ttl(key) <= settings.challenger.retain_hours * 3600
 
 
@@ -101,3 +102,20 @@ async def test_a_script_redis_forgot_is_loaded_again(through_proxy) -> None:  # 
     await direct.script_flush()  # what a Redis restart does to the script cache
     written = await store.write_closed([_candle(1_700_003_600_000, 101.0)], read_count=5)
     assert written[0].open_time_ms.tolist() == [1_700_000_000_000, 1_700_003_600_000]
+
+
+async def test_staged_challenger_pairs_are_released_once_when_the_reply_is_lost(through_proxy, services: Settings) -> None:  # type: ignore[no-untyped-def]
+    flaky, proxy, direct = through_proxy
+    prefix = f"resend-{uuid.uuid4().hex[:8]}."
+    settings = services.model_copy(update={"topic_prefix": prefix})
+    watch = ChallengerWatch(flaky, settings, sender=None, is_newer=lambda a, b: a > b,  # type: ignore[arg-type]
+                            control_topic="unused", events_topic="unused")
+    key = f"{prefix}bse:challenger:{{v1|v2}}:staged:BTCUSDT"
+    pairs = [_Pair(hour * 3_600_000, f"BTCUSDT|1h|{hour * 3_600_000}", "1%", 0.5, 0.6) for hour in range(3)]
+    assert await watch._stage_and_release(key, pairs[:1], cutoff=-1) == []  # staged; the script is loaded now
+    proxy.drop_next_reply()
+    released = await watch._stage_and_release(key, pairs[1:], cutoff=3_600_000)  # redis-py sends it again
+    assert proxy.dropped == 1
+    # the first run released hours 0 and 1 (its reply lost), the resend released nothing: never counted twice
+    assert released == []
+    assert await direct.zrange(key, 0, -1) == [orjson.dumps(["BTCUSDT|1h|7200000", "1%", 0.5, 0.6])]
