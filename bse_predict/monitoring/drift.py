@@ -102,4 +102,3 @@ def feature_psi(bins: Mapping[str, FeatureBins], live_counts: Mapping[str, Seque
     """{feature: PSI} of the binned features with at least ``min_rows`` live values."""
     return {name: psi(bins[name].expected, counts) for name, counts in live_counts.items()
             if name in bins and sum(counts) >= min_rows}
-
