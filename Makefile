@@ -33,7 +33,8 @@ test: services-up
 
 # The unit and contract layers without the `slow` tests (those reading ../shared/data, training real
 # versions or running thousands of examples: tests/conftest.py, pyproject's markers); under a minute on
-# 2 cores. Needs Redis up (make services-up) for the contract suites' Redis half; `make test` runs everything.
+# 2 cores. Needs Redis up (make services-up) for the contract suites' Redis half, and promtool for the rules'
+# tests (Debian's prometheus, installed with apt-get when missing); `make test` runs everything.
 test-fast: setup
 	$(BIN)/pytest tests/unit tests/contract -m 'not integration and not slow'
 

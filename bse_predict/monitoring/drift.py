@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SHARE_FLOOR", "FeatureBins", "training_bins", "bin_counts", "BinLayout", "psi", "drifted_features"]
+__all__ = ["SHARE_FLOOR", "FeatureBins", "training_bins", "bin_counts", "BinLayout", "psi", "feature_psi"]
 
 SHARE_FLOOR = 1e-4
 
@@ -97,14 +97,8 @@ def psi(expected: Sequence[float], actual_counts: Sequence[float]) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drifted_features(bins: Mapping[str, FeatureBins], live_counts: Mapping[str, Sequence[float]],
-                     threshold: float, min_rows: int) -> dict[str, float]:
-    """{feature: PSI} of the features with at least ``min_rows`` live values and a PSI above ``threshold``."""
-    found = {}
-    for name, counts in live_counts.items():
-        if name not in bins or sum(counts) < min_rows:
-            continue
-        value = psi(bins[name].expected, counts)
-        if value > threshold:
-            found[name] = value
-    return found
+def feature_psi(bins: Mapping[str, FeatureBins], live_counts: Mapping[str, Sequence[float]],
+                min_rows: int) -> dict[str, float]:
+    """{feature: PSI} of the binned features with at least ``min_rows`` live values."""
+    return {name: psi(bins[name].expected, counts) for name, counts in live_counts.items()
+            if name in bins and sum(counts) >= min_rows}

@@ -8,7 +8,8 @@ every worker's symbols count. Every ``drift.check_every_rows`` rows it reads
 the last ``drift.window_days`` days, computes each feature's PSI against the
 manifest's training shares (:mod:`bse_predict.monitoring.drift`) and publishes a ``drift``
 event on ``control.events`` for each feature above ``drift.psi_threshold``,
-at most once a day per version and feature (a Redis ``SET NX`` with expiry).
+at most once a day per version and feature (a Redis ``SET NX`` with expiry);
+every judged feature's PSI also goes to ``on_psi`` (the worker's ``bse_drift_psi`` gauge).
 The counts are kept in process and added to Redis in one script call just
 before a check (every ``check_every_rows`` rows), not per batch: a crash
 loses fewer than that many rows of counts out of a window of days, and
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -30,7 +31,7 @@ import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from bse_predict.control.messages import format_issued_at
-from bse_predict.monitoring.drift import BinLayout, FeatureBins, drifted_features
+from bse_predict.monitoring.drift import BinLayout, FeatureBins, feature_psi
 from bse_predict.errors import ManifestError
 from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.serving.manifest import load_manifest
@@ -50,8 +51,10 @@ class DriftMonitor:
     """See the module docstring."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings, sender: Sender, events_topic: str,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_psi: Callable[[str, Mapping[str, float]], None] = lambda version, psi_by_feature: None) -> None:
         self._client = client
+        self._on_psi = on_psi
         self._config = settings.drift
         self._models_dir = settings.models_dir
         self._prefix = f"{settings.topic_prefix}bse:drift"
@@ -134,7 +137,9 @@ class DriftMonitor:
                 name, index = field.decode().rsplit("|", 1)
                 if name in live and int(index) < len(live[name]):
                     live[name][int(index)] += int(value)
-        found = drifted_features(bins, live, self._config.psi_threshold, self._config.min_rows)
+        judged = feature_psi(bins, live, self._config.min_rows)
+        self._on_psi(version, judged)
+        found = {name: value for name, value in judged.items() if value > self._config.psi_threshold}
         for name, value in sorted(found.items(), key=lambda item: -item[1]):
             if await self._client.set(f"{self._prefix}:{{{version}}}:reported:{name}", 1, nx=True, ex=_REPORT_EVERY_S):
                 await self._report(version, name, value, int(live[name].sum()))

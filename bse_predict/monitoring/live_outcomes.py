@@ -106,7 +106,8 @@ class LiveOutcomes:
         store = RedisOutcomeStore(client, settings.outcomes.settled_retain_hours * 3_600_000,
                                   key_prefix=settings.topic_prefix,
                                   expire_after_ms=settings.window.silent_expire_hours * 3_600_000)
-        drift = [DriftMonitor(client, settings, publisher, self._names.control_events)] if settings.drift.enabled else []
+        drift = [DriftMonitor(client, settings, publisher, self._names.control_events, on_psi=self.metrics.set_drift)
+                 ] if settings.drift.enabled else []
         resolver = OutcomeResolver(settings, store, publisher, listeners, prediction_listeners=[self.metrics],
                                    batch_listeners=drift)
         self._resolvers.append(resolver)
@@ -123,5 +124,6 @@ class LiveOutcomes:
         self.metrics.set_lag(self._names.candles, committed, app.consumer.highwater)
         if self._breaker_states is not None:
             self.metrics.set_breakers(self._breaker_states())
+        self.metrics.forget_quiet_symbols(self._settings.window.silent_expire_hours * 3600)
         if self._scores is not None:
             self.metrics.set_scores(await self._scores.read())

@@ -15,6 +15,9 @@ formulas of :mod:`bse_predict.scoring.probabilities`:
 - Brier ``Σ_k (p_k - [y = k])²`` (the three-class Brier, 0 best, 2 worst);
 - accuracy: ``argmax p == y`` (ties to the first class), beside the base rate,
   the share of the window's most frequent outcome (what "always say that" scores);
+- climatology log loss: the log loss of forecasting the window's own outcome
+  shares ``s`` for every row, ``Σ_k s_k · -log max(s_k, floor)``: the best constant
+  forecast in hindsight, the bar a model's log loss must beat to have skill;
 - calibration: per class ``k`` and bin of ``p_k`` (``bins`` equal-width bins on
   [0, 1]), the count, mean ``p_k`` and the share of outcomes that were ``k``.
 """
@@ -60,6 +63,7 @@ class LiveScores(_Frozen):
     brier: float
     accuracy: float
     base_rate: float
+    climatology_log_loss: float
     class_shares: dict[str, float]
     calibration: tuple[CalibrationBin, ...]
 
@@ -147,8 +151,10 @@ def window_scores(fields: Mapping[str, float], bins: int) -> LiveScores | None:
                 calibration.append(CalibrationBin(cls=name, bin=b, count=round(count),
                                                   mean_p=fields.get(f"cal:{name}:{b}:p", 0.0) / count,
                                                   hit_rate=fields.get(f"cal:{name}:{b}:hit", 0.0) / count))
+    share_values = np.array(list(shares.values()))
     return LiveScores(count=round(n), log_loss=fields.get("log_loss", 0.0) / n, brier=fields.get("brier", 0.0) / n,
                       accuracy=fields.get("correct", 0.0) / n, base_rate=max(shares.values()),
+                      climatology_log_loss=float(np.sum(share_values * outcome_log_loss(share_values))),
                       class_shares=shares, calibration=tuple(calibration))
 
 

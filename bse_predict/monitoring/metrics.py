@@ -9,18 +9,23 @@ of old candles has scores too. Buckets expire once older than the longest window
 
 :class:`WorkerMetrics` owns a private Prometheus registry (nothing global at
 import), serves it on ``live_metrics.metrics_port`` (0 = off) and is refreshed
-by a worker timer: live scores per window, stream counters (throughput,
-dead letters, fallbacks, breaker trips: every counter the processor and the
-router keep, by kind), the prediction latency histogram, consumer lag per
-partition, breaker states where a source for them is given, and the control
-revision served (-1 until the candle agent serves).
+by a worker timer: live scores per window (beside them the window's hindsight
+climatology log loss), stream counters (throughput, dead letters, fallbacks,
+breaker trips: every counter the processor and the router keep, by kind), the
+prediction latency histogram, consumer lag per assigned partition, breaker
+states of the versions served now, the newest PSI per version and feature of
+the drift check, the time of each symbol's last live prediction, and the
+control revision served (-1 until the candle agent serves). The alerting rules
+in ``deploy/prometheus/rules.yml`` read these series (docs/monitoring.md).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
@@ -41,6 +46,10 @@ SeriesKey = tuple[str, str, str, str]
 """(version, variant, target, stream)"""
 
 _LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+
+# Counter kinds shown (at 0) from the start: a rate over a series that first appears at its
+# first increment misses that increment, so the first dead letters would never alert.
+_COUNTED_FROM_START = ("messages", "closed", "predicted", "dead_letters")
 
 # KEYS: the hashes, then the call's token key; ARGV[1]: a JSON list, per hash {field: increment as a
 # string}; ARGV[2]: the TTL in seconds; ARGV[3]: HINCRBY or HINCRBYFLOAT. Increments travel as the
@@ -158,7 +167,7 @@ class RedisLiveScores:
 class WorkerMetrics:
     """The worker's Prometheus metrics in a private registry; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock_s: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         series = ("version", "variant", "target", "stream", "window_hours")
         r = self.registry
@@ -167,6 +176,8 @@ class WorkerMetrics:
         self.accuracy = Gauge("bse_live_accuracy", "Share of settled predictions whose arg-max class happened", series, registry=r)
         self.base_rate = Gauge("bse_live_base_rate", "Share of the most frequent outcome (always-say-it accuracy)", series, registry=r)
         self.outcomes = Gauge("bse_live_outcomes", "Settled predictions in the window", series, registry=r)
+        self.climatology_log_loss = Gauge("bse_live_climatology_log_loss", "Log loss of forecasting the window's own "
+                                          "outcome shares for every row (hindsight climatology)", series, registry=r)
         self.calibration = Gauge("bse_live_calibration_hit_rate", "Observed frequency of a class per bin of its predicted p",
                                  (*series, "cls", "bin"), registry=r)
         self.calibration_p = Gauge("bse_live_calibration_mean_p", "Mean predicted p per calibration bin",
@@ -182,7 +193,17 @@ class WorkerMetrics:
         self.control_revision = Gauge("bse_control_revision", "The control revision this worker serves; "
                                       "-1 until its candle agent serves", registry=r)
         self.control_revision.set(-1)
+        self.last_prediction = Gauge("bse_last_prediction_timestamp_seconds", "When this worker last published a "
+                                     "live prediction of the symbol (wall clock)", ("symbol",), registry=r)
+        self.drift_psi = Gauge("bse_drift_psi", "PSI of a feature's live values against its training bins at the "
+                               "newest drift check", ("version", "feature"), registry=r)
+        for kind in _COUNTED_FROM_START:
+            self.events.labels(kind)
         self._seen: dict[str, float] = {}
+        self._clock_s = clock_s
+        self._last_prediction_s: dict[str, float] = {}
+        self._lag_partitions: set[str] = set()
+        self._breaker_versions: set[str] = set()
 
     def serve(self, port: int) -> None:
         """Serve ``/metrics`` on ``port`` (all interfaces) in a daemon thread."""
@@ -193,6 +214,19 @@ class WorkerMetrics:
         for stream, predictions in (("live", live), ("shadow", shadow)):
             for prediction in predictions:
                 self.latency.labels(stream).observe(prediction.latency_ms)
+        now_s = self._clock_s()
+        for symbol in {prediction.symbol for prediction in live}:
+            self.last_prediction.labels(symbol).set(now_s)
+            self._last_prediction_s[symbol] = now_s
+
+    def forget_quiet_symbols(self, quiet_s: float) -> None:
+        """Drop the last-prediction series of symbols without a live prediction for ``quiet_s`` seconds (the
+        fleet forgets such a symbol's window too), so a delisted symbol stops alerting and the series stay
+        as many as the symbols the fleet admits."""
+        cutoff_s = self._clock_s() - quiet_s
+        for symbol in [s for s, at in self._last_prediction_s.items() if at < cutoff_s]:
+            self.last_prediction.remove(symbol)
+            del self._last_prediction_s[symbol]
 
     def set_counts(self, counts: Iterable[Mapping[str, int]]) -> None:
         """Totals by kind, summed over the sources; counters move by the increase since the last call."""
@@ -205,15 +239,24 @@ class WorkerMetrics:
 
     def set_lag(self, topic: str, committed: Mapping[TopicPartition, int],
                 highwater: Callable[[TopicPartition], int | None]) -> None:
-        """Lag of ``topic`` per partition: the broker's end offset minus the group's committed offset."""
+        """Lag of ``topic`` per partition in ``committed`` (the assigned ones): the broker's end offset minus the
+        group's committed offset. A partition no longer given loses its series: after a rebalance its lag is
+        the new owner's to show."""
+        lags = {}
         for tp, offset in committed.items():
             end = highwater(tp)
             if tp.topic == topic and end is not None:
-                self.lag.labels(str(tp.partition)).set(max(0, end - offset))
+                lags[str(tp.partition)] = float(max(0, end - offset))
+        self._lag_partitions = _show_exactly(self.lag, lags, self._lag_partitions)
 
     def set_breakers(self, states: Mapping[str, str]) -> None:
-        for version, status in states.items():
-            self.breaker_open.labels(version).set({"open": 1.0, "half_open": 0.5}.get(status, 0.0))
+        """The breaker of each version served now; a version no longer served loses its series."""
+        values = {version: {"open": 1.0, "half_open": 0.5}.get(status, 0.0) for version, status in states.items()}
+        self._breaker_versions = _show_exactly(self.breaker_open, values, self._breaker_versions)
+
+    def set_drift(self, version: str, psi_by_feature: Mapping[str, float]) -> None:
+        for feature, value in psi_by_feature.items():
+            self.drift_psi.labels(version, feature).set(value)
 
     def set_scores(self, scores: Mapping[tuple[SeriesKey, int], LiveScores]) -> None:
         for (series, hours), s in scores.items():
@@ -223,7 +266,17 @@ class WorkerMetrics:
             self.accuracy.labels(*labels).set(s.accuracy)
             self.base_rate.labels(*labels).set(s.base_rate)
             self.outcomes.labels(*labels).set(s.count)
+            self.climatology_log_loss.labels(*labels).set(s.climatology_log_loss)
             for cal in s.calibration:
                 self.calibration.labels(*labels, cal.cls, str(cal.bin)).set(cal.hit_rate)
                 self.calibration_p.labels(*labels, cal.cls, str(cal.bin)).set(cal.mean_p)
 
+
+def _show_exactly(gauge: Gauge, values: Mapping[str, float], shown: set[str]) -> set[str]:
+    """Set a one-label ``gauge`` to ``values`` and remove the labels in ``shown`` that ``values`` lacks;
+    returns the labels shown now."""
+    for label in shown - values.keys():
+        gauge.remove(label)
+    for label, value in values.items():
+        gauge.labels(label).set(value)
+    return set(values)

@@ -6,9 +6,6 @@ windows kept in Redis survive a restart.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,15 +13,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bse_predict.services.local_service import (
-    LocalService,
-    Progress,
-    ServicesError,
-    bind_ip,
-    last_error_line,
-    require_program,
-    services_dir,
-)
+from bse_predict.services.debian_packages import debian_program
+from bse_predict.services.local_service import LocalService, Progress, bind_ip, services_dir
 from configs.settings import Settings
 
 __all__ = ["redis_server_program", "redis_service"]
@@ -81,19 +71,4 @@ def _command(home: Path, log_path: Path, host: str, port: int, progress: Progres
 
 def redis_server_program(progress: Progress) -> str:
     """The system's redis-server, installed with apt-get when missing and we are root."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        raise ServicesError(
-            "redis-server is not installed; install it (e.g. apt-get install redis-server)"
-        )
-    progress("installing redis-server with apt-get (once)...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["update", "-q"], ["install", "-y", "-q", "redis-server"]):
-        result = subprocess.run([apt, *args], capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            reason = last_error_line(result.stdout + result.stderr)
-            raise ServicesError(f"could not install redis-server (apt-get {args[0]}): {reason}")
-    return require_program("redis-server", "apt-get installed redis-server, yet it is not on PATH")
+    return debian_program("redis-server", "redis-server", progress)

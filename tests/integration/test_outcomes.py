@@ -289,12 +289,16 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
     predicted = predictions[LOOKBACK_CANDLES - 1:]
     features = feature_matrix(wild.open_time_ms, wild.ohlcv)[LOOKBACK_CANDLES - 1:]
 
+    checks: list[tuple[str, dict[str, float], int]] = []  # the bse_drift_psi gauge's input, events sent before
+
     async def run() -> list[dict[str, object]]:
         client = connect_redis(settings)
         sender = KafkaOutcomePublisher(kafka_options(settings), names.outcomes)
         await sender.start()
         try:
-            monitor = DriftMonitor(client, settings, sender, names.control_events)
+            monitor = DriftMonitor(client, settings, sender, names.control_events,
+                                   on_psi=lambda version, judged: checks.append((version, dict(judged),
+                                                                                 len(monitor.events))))
             for start in range(0, len(predicted), 25):
                 await monitor.on_batch(predicted[start:start + 25], lambda start=start: features[start:start + 25])
             return monitor.events
@@ -315,6 +319,11 @@ def test_a_drifted_feature_is_reported_on_control_events_with_its_psi(
     bins = manifest.feature_bins[str(first["feature"])]
     assert first["psi"] == pytest.approx(psi(bins.expected, bin_counts(features[:rows, column], bins.edges)), rel=1e-9)
     assert 300 <= rows < 300 + 25 and float(first["psi"]) > 0.25
+    version, judged, _ = checks[0]  # every feature's PSI of that check, the drifted ones and the rest
+    reported_first = events[:checks[1][2]] if len(checks) > 1 else events
+    assert version == "v-test" and judged[str(first["feature"])] == first["psi"]
+    assert {name for name, value in judged.items() if value > 0.25} == {e["feature"] for e in reported_first}
+    assert len(judged) > len(reported_first)
 
 
 # --- end to end: the worker's own shadow predictions, paired, decided and obeyed -----------------

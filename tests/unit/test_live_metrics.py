@@ -31,6 +31,8 @@ def _batch(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
         "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
         "accuracy": float(np.mean(np.argmax(p, axis=1) == y)),
         "base_rate": float(counts.max() / len(y)),
+        "climatology_log_loss": float(log_loss(y, np.tile(np.clip(counts / len(y), PROBABILITY_FLOOR, 1), (len(y), 1)),
+                                               labels=[0, 1, 2])),
     }
 
 
@@ -43,6 +45,7 @@ def test_one_outcome_by_hand() -> None:
     scores = window_scores(add_fields([fields, score_fields((0.1, 0.1, 0.8), "none", BINS)]), BINS)
     assert scores is not None and scores.count == 2 and scores.accuracy == 0.5
     assert scores.class_shares == {"up": 0.0, "down": 0.5, "none": 0.5} and scores.base_rate == 0.5
+    assert scores.climatology_log_loss == pytest.approx(math.log(2))  # always (0, 0.5, 0.5): -log 0.5 per row
     assert window_scores({}, BINS) is None
 
 
