@@ -38,7 +38,7 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,16 +67,26 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: one version pair's (and phase's) staged pairs of one symbol (a sorted set by candle open time), this
-# call's token; ARGV: the set's TTL (s), the token's TTL (s), the release cutoff (open time), then (open time,
-# pair) entries. Adds the entries, then removes and returns every staged pair up to the cutoff, oldest first.
-# A second run of one call (a resend) does nothing and releases nothing: its pairs are lost, never counted twice.
+# KEYS: this call's token, then one version pair's (and phase's) staged pairs of each symbol (sorted sets by
+# candle open time); ARGV: the sets' TTL (s), the token's TTL (s), then per set: the release cutoff (open time),
+# the number of new entries and those (open time, pair) entries. Adds the entries, then removes and returns
+# every staged pair up to its set's cutoff, oldest first per set. A second run of one call (a resend) does
+# nothing and releases nothing: its pairs are lost, never counted twice.
 _STAGE_AND_RELEASE = """
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then return {} end
-for i = 4, #ARGV, 2 do redis.call('ZADD', KEYS[1], tonumber(ARGV[i]), ARGV[i + 1]) end
-local released = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then return {} end
+local released = {}
+local a = 3
+for k = 2, #KEYS do
+  local cutoff, entries = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  for i = 1, entries do
+    redis.call('ZADD', KEYS[k], tonumber(ARGV[a]), ARGV[a + 1])
+    a = a + 2
+  end
+  for _, pair in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', cutoff)) do released[#released + 1] = pair end
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', cutoff)
+  redis.call('EXPIRE', KEYS[k], tonumber(ARGV[1]))
+end
 return released
 """
 
@@ -134,9 +144,7 @@ class ChallengerWatch:
         cutoffs = _release_cutoffs(settlements)
         for (champion, challenger, challenger_is_live), by_symbol in staged.items():
             key = self._key(champion, challenger, challenger_is_live)
-            released: list[tuple[float, float]] = []
-            for symbol, pairs in by_symbol.items():
-                released += await self._stage_and_release(f"{key}:staged:{symbol}", pairs, cutoffs[symbol])
+            released = await self._stage_and_release(key, by_symbol, cutoffs)
             if not released:
                 continue
             p_champion, p_challenger = zip(*released, strict=True)
@@ -166,15 +174,19 @@ class ChallengerWatch:
                 _Pair(live.pending.open_time, prediction_id, target, _p_of_outcome(champion), _p_of_outcome(challenger)))
         return pairs
 
-    async def _stage_and_release(self, key: str, pairs: list[_Pair], cutoff: int) -> list[tuple[float, float]]:
-        """Stage ``pairs`` in Redis and take back, oldest candle first, every staged pair of candles up to
-        ``cutoff`` (once, however often redis-py sends the call: a resent call releases nothing)."""
-        members: list[str | int] = []
-        for pair in pairs:
-            members += [pair.open_time, orjson.dumps([pair.prediction_id, pair.target, pair.p_champion,
-                                                      pair.p_challenger]).decode()]
-        reply = await self._stage(keys=[key, f"{key}:token:{uuid.uuid4().hex}"],
-                                  args=[self._retain_s, _TOKEN_TTL_S, cutoff, *members])
+    async def _stage_and_release(self, key: str, by_symbol: Mapping[str, list[_Pair]],
+                                 cutoffs: Mapping[str, int]) -> list[tuple[float, float]]:
+        """Stage each symbol's ``pairs`` under ``key`` in Redis and take back, oldest candle first, every
+        staged pair of that symbol's candles up to its cutoff: one call, however often redis-py sends it
+        (a resent call releases nothing)."""
+        args: list[str | int] = [self._retain_s, _TOKEN_TTL_S]
+        for symbol, pairs in by_symbol.items():
+            args += [cutoffs[symbol], len(pairs)]
+            for pair in pairs:
+                args += [pair.open_time, orjson.dumps([pair.prediction_id, pair.target, pair.p_champion,
+                                                       pair.p_challenger]).decode()]
+        reply = await self._stage(keys=[f"{key}:token:{uuid.uuid4().hex}", *(f"{key}:staged:{s}" for s in by_symbol)],
+                                  args=args)
         released = [orjson.loads(member) for member in reply]
         return [(float(p_champion), float(p_challenger)) for _, _, p_champion, p_challenger in released]
 

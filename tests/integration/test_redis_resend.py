@@ -110,12 +110,12 @@ async def test_staged_challenger_pairs_are_released_once_when_the_reply_is_lost(
     settings = services.model_copy(update={"topic_prefix": prefix})
     watch = ChallengerWatch(flaky, settings, sender=None, is_newer=lambda a, b: a > b,  # type: ignore[arg-type]
                             control_topic="unused", events_topic="unused")
-    key = f"{prefix}bse:challenger:{{v1|v2}}:staged:BTCUSDT"
+    key = f"{prefix}bse:challenger:{{v1|v2}}"
     pairs = [_Pair(hour * 3_600_000, f"BTCUSDT|1h|{hour * 3_600_000}", "1%", 0.5, 0.6) for hour in range(3)]
-    assert await watch._stage_and_release(key, pairs[:1], cutoff=-1) == []  # staged; the script is loaded now
+    assert await watch._stage_and_release(key, {"BTCUSDT": pairs[:1]}, {"BTCUSDT": -1}) == []  # staged; script loaded
     proxy.drop_next_reply()
-    released = await watch._stage_and_release(key, pairs[1:], cutoff=3_600_000)  # redis-py sends it again
+    released = await watch._stage_and_release(key, {"BTCUSDT": pairs[1:]}, {"BTCUSDT": 3_600_000})  # sent again
     assert proxy.dropped == 1
     # the first run released hours 0 and 1 (its reply lost), the resend released nothing: never counted twice
     assert released == []
-    assert await direct.zrange(key, 0, -1) == [orjson.dumps(["BTCUSDT|1h|7200000", "1%", 0.5, 0.6])]
+    assert await direct.zrange(f"{key}:staged:BTCUSDT", 0, -1) == [orjson.dumps(["BTCUSDT|1h|7200000", "1%", 0.5, 0.6])]
