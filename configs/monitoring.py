@@ -38,6 +38,8 @@ class ChallengerConfig(FrozenBlock):
     loss_clip_nats: float = Field(5.0, gt=0)
     issued_by: str = "auto-challenger"
     retain_hours: int = Field(720, gt=0, description="a version pair's evidence expires this long after its last pair")
+    max_pairs: int = Field(20_000, gt=0, description="a test with no verdict after this many pairs ends inconclusive: "
+                                                     "shadow off (a challenger is dropped, a promoted version kept)")
 
 
 class DriftConfig(FrozenBlock):

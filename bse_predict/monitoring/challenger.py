@@ -150,7 +150,7 @@ class ChallengerWatch:
             p_champion, p_challenger = zip(*released, strict=True)
             x = normalised_differences(list(p_champion), list(p_challenger), self._config.loss_clip_nats)
             evidence = await self._add(key, add_differences(Evidence(), x))
-            found = verdict(evidence, self._config.alpha)
+            found = verdict(evidence, self._config.alpha, self._config.max_pairs)
             if found is not None:
                 await self._decide(champion, challenger, challenger_is_live, evidence, found)
 

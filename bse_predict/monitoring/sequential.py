@@ -55,7 +55,7 @@ __all__ = [
 BETS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7)
 """The grid of bets λ: small ones win slowly on a small edge, large ones fast on a large edge."""
 
-Verdict = Literal["challenger_better", "challenger_worse"]
+Verdict = Literal["challenger_better", "challenger_worse", "inconclusive"]
 
 
 class Evidence(BaseModel):
@@ -114,14 +114,18 @@ def e_values(evidence: Evidence) -> tuple[float, float]:
     return _mean_exp(evidence.log_wealth_better), _mean_exp(evidence.log_wealth_worse)
 
 
-def verdict(evidence: Evidence, alpha: float) -> Verdict | None:
-    """A verdict once one side's wealth reaches ``2 / alpha``; else None (keep watching)."""
+def verdict(evidence: Evidence, alpha: float, max_pairs: int | None = None) -> Verdict | None:
+    """A verdict once one side's wealth reaches ``2 / alpha``; "inconclusive" when neither did within
+    ``max_pairs`` pairs (stopping for futility takes no side, so it costs the test nothing); else None
+    (keep watching)."""
     better, worse = e_values(evidence)
     threshold = 2.0 / alpha
     if better >= threshold:
         return "challenger_better"
     if worse >= threshold:
         return "challenger_worse"
+    if max_pairs is not None and evidence.pairs >= max_pairs:
+        return "inconclusive"
     return None
 
 
@@ -134,7 +138,10 @@ def decision_command(found: Verdict, challenger: str, challenger_is_live: bool,
     - better, challenger already live (the older one is shadowed to watch it): the watch
       is over, ``shadow`` off;
     - worse, challenger live (a live regression): ``rollback`` to the previous live version;
-    - worse, challenger in shadow: ``shadow`` off (the candidate is dropped; live stays).
+    - worse, challenger in shadow: ``shadow`` off (the candidate is dropped; live stays);
+    - inconclusive: ``shadow`` off either way (a challenger not shown better is dropped; a promoted
+      version not shown worse stays live): an undecided test must not hold the shadow, and the
+      retrains that wait for it, for ever.
     """
     if found == "challenger_better" and not challenger_is_live:
         return "promote", {"version": challenger, **({"shadow_previous": True} if shadow_previous else {})}

@@ -119,3 +119,13 @@ def test_two_equal_models_rarely_trigger_over_long_runs_checked_at_every_pair() 
     rate = triggered / runs
     print(f"false positive rate over {runs} runs of {steps} pairs, checked every pair: {rate:.4f} (alpha {ALPHA})")
     assert rate <= ALPHA
+
+
+def test_a_test_with_no_verdict_ends_inconclusive_at_max_pairs_and_the_shadow_goes() -> None:
+    x = _three_class_run(np.random.default_rng(5), 4000, skill_champion=0.4, skill_challenger=0.4)
+    evidence = add_differences(Evidence(), x)
+    assert verdict(evidence, 0.05) is None, "equal models: no verdict"
+    assert verdict(evidence, 0.05, max_pairs=4001) is None
+    assert verdict(evidence, 0.05, max_pairs=4000) == "inconclusive"
+    for challenger_is_live in (False, True):  # a challenger not shown better is dropped; a promotion not shown worse kept
+        assert decision_command("inconclusive", "v2", challenger_is_live) == ("shadow", {"version": None})
