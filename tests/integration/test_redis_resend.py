@@ -57,13 +57,18 @@ async def test_sums_added_once_when_the_reply_is_lost(through_proxy) -> None:  #
     assert float(await direct.hget(f"{prefix}:h", "n")) == 3.0
 
 
-async def test_challenger_evidence_added_once_when_the_reply_is_lost(through_proxy, services: Settings) -> None:  # type: ignore[no-untyped-def]
-    flaky, proxy, direct = through_proxy
+def _watch_through(client: aioredis.Redis, services: Settings) -> tuple[ChallengerWatch, str]:
+    """A challenger watch on ``client`` under a fresh prefix, and its v1/v2 evidence key."""
     prefix = f"resend-{uuid.uuid4().hex[:8]}."
     settings = services.model_copy(update={"topic_prefix": prefix})
-    watch = ChallengerWatch(flaky, settings, sender=None, is_newer=lambda a, b: a > b,  # type: ignore[arg-type]
+    watch = ChallengerWatch(client, settings, sender=None, is_newer=lambda a, b: a > b,  # type: ignore[arg-type]
                             control_topic="unused", events_topic="unused")
-    key = f"{prefix}bse:challenger:{{v1|v2}}"
+    return watch, f"{prefix}bse:challenger:{{v1|v2}}"
+
+
+async def test_challenger_evidence_added_once_when_the_reply_is_lost(through_proxy, services: Settings) -> None:  # type: ignore[no-untyped-def]
+    flaky, proxy, direct = through_proxy
+    watch, key = _watch_through(flaky, services)
     batch = Evidence(pairs=3, sum_x=0.5, log_wealth_better=tuple(0.1 for _ in BETS),
                      log_wealth_worse=tuple(-0.1 for _ in BETS))
     assert (await watch._add(key, batch)).pairs == 3  # the script is loaded now
@@ -72,7 +77,7 @@ async def test_challenger_evidence_added_once_when_the_reply_is_lost(through_pro
     assert proxy.dropped == 1
     assert totals.pairs == 6 and totals.sum_x == pytest.approx(1.0)
     assert (await watch._add(key, batch)).pairs == 9
-    assert 0 < await direct.ttl(key) <= settings.challenger.retain_hours * 3600
+    assert 0 < await direct.ttl(key) <= services.challenger.retain_hours * 3600
 
 
 def _candle(open_time: int, close: float) -> Candle:
@@ -106,11 +111,7 @@ async def test_a_script_redis_forgot_is_loaded_again(through_proxy) -> None:  # 
 
 async def test_staged_challenger_pairs_are_released_once_when_the_reply_is_lost(through_proxy, services: Settings) -> None:  # type: ignore[no-untyped-def]
     flaky, proxy, direct = through_proxy
-    prefix = f"resend-{uuid.uuid4().hex[:8]}."
-    settings = services.model_copy(update={"topic_prefix": prefix})
-    watch = ChallengerWatch(flaky, settings, sender=None, is_newer=lambda a, b: a > b,  # type: ignore[arg-type]
-                            control_topic="unused", events_topic="unused")
-    key = f"{prefix}bse:challenger:{{v1|v2}}"
+    watch, key = _watch_through(flaky, services)
     pairs = [_Pair(hour * 3_600_000, f"BTCUSDT|1h|{hour * 3_600_000}", "1%", 0.5, 0.6) for hour in range(3)]
     assert await watch._stage_and_release(key, {"BTCUSDT": pairs[:1]}, {"BTCUSDT": -1}) == []  # staged; script loaded
     proxy.drop_next_reply()
