@@ -25,6 +25,7 @@ __all__ = ["forest_contributions", "booster_contributions"]
 def forest_contributions(forest: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A fitted scikit-learn forest classifier over float32 rows ``X`` [n, F] -> (values float64[n, F, C],
     bias float64[C]) over the forest's ``classes_``: ``bias + values.sum(axis=1)`` is its ``predict_proba``."""
+    X = np.ascontiguousarray(X, dtype=np.float32)  # what the trees' own decision_path reads
     values = np.zeros((len(X), X.shape[1], forest.n_classes_))
     bias = np.zeros(forest.n_classes_)
     for tree in forest.estimators_:
@@ -35,7 +36,7 @@ def forest_contributions(forest: Any, X: np.ndarray) -> tuple[np.ndarray, np.nda
         split = np.flatnonzero(structure.children_left >= 0)
         parent[structure.children_left[split]] = split
         parent[structure.children_right[split]] = split
-        path = tree.decision_path(X).tocoo()
+        path = structure.decision_path(X).tocoo()
         below_root = path.col != 0
         rows, nodes = path.row[below_root], path.col[below_root]
         np.add.at(values, (rows, structure.feature[parent[nodes]]), shares[nodes] - shares[parent[nodes]])
