@@ -51,6 +51,8 @@ class AlertsConfig(FrozenBlock):
     claim_poll_ms: int = Field(200, gt=0)
     lease_ttl_s: float = Field(15.0, ge=1.0)
     stale_after_hours: float = Field(3.0, gt=0)
+    explain: bool = True
+    explain_timeout_s: float = Field(5.0, gt=0)
 
     def chat_ids(self, env_chat_ids: str | None) -> tuple[str, ...]:
         """TELEGRAM_CHAT_ID (comma-separated) first, then ``chats``; duplicates dropped."""

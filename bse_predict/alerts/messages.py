@@ -15,6 +15,7 @@ from bse_predict.alerts.rules import AlertCall, target_sort_key
 from bse_predict.alerts.summary_stats import GroupStats, SummaryStats
 from bse_predict.candles.schema import Outcome, Prediction
 from bse_predict.alerts.telegram_text import escape_html
+from bse_predict.explain.explanation import Explanation, explanation_line
 
 __all__ = ["format_alert", "format_followup", "format_catchup", "format_digest", "format_summary", "summary_caption",
            "format_price", "format_utc"]
@@ -49,8 +50,9 @@ def _hours(ms: int) -> str:
     return f"{hours:.0f} h" if hours >= 1 and hours == int(hours) else f"{hours:.1f} h"
 
 
-def format_alert(call: AlertCall) -> str:
-    """The alert: which barrier first, how sure, at what price, from which model."""
+def format_alert(call: AlertCall, explanation: Explanation | None = None) -> str:
+    """The alert: which barrier first, how sure, at what price, what pushed the call (when explained), from
+    which model."""
     e = escape_html
     lines = [
         f"{_SIGNAL_MARK[call.signal]} <b>{e(call.symbol)} {e(_barrier(call.target, call.direction))} first</b>"
@@ -59,8 +61,11 @@ def format_alert(call: AlertCall) -> str:
         f" · neither {_pct(call.p_none)}",
         f"confidence {_pct(call.confidence)} · price {e(format_price(call.close))}",
         f"candle {e(format_utc(call.open_time))} · horizon {call.horizon_hours} h",
-        f"model <code>{e(call.model_name)}</code> {e(call.model_version)} · {e(call.variant)}",
     ]
+    line = None if explanation is None else explanation_line(explanation)
+    if line is not None:
+        lines.append(f"🔎 {e(line)}")
+    lines.append(f"model <code>{e(call.model_name)}</code> {e(call.model_version)} · {e(call.variant)}")
     if call.degraded:
         lines.append("⚠️ <i>degraded: a fallback model answered</i>")
     return "\n".join(lines)

@@ -10,7 +10,8 @@ own schedule, commits past in-flight events with concurrency > 1
 needs its tables or its windowing. Only ``predictions`` and ``outcomes`` are
 read: ``predictions.shadow`` is never subscribed, so shadow output cannot
 reach a chat. Each process has a random owner id for its claims and for the
-schedule lease, which a background task renews until the process stops.
+schedule lease, which a background task renews until the process stops. It wires
+the explanations (``alerts.explain``) to the worker's window store, read only.
 """
 
 from __future__ import annotations
@@ -25,17 +26,21 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from configs.settings import Settings
 from bse_predict.candles.schema import Outcome, Prediction
 from bse_predict.alerts.chart import summary_chart_png
 from bse_predict.alerts.errors import AlertsConfigError
+from bse_predict.alerts.explanations import CallExplanations
 from bse_predict.alerts.lease import Lease, OwnedKeys
 from bse_predict.alerts.service import AlertService
 from bse_predict.alerts.store import AlertStore
 from bse_predict.alerts.telegram import TelegramClient, redact
 from bse_predict.connections.clients import connect_redis, kafka_options
 from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.explain.explainer import Explainer
+from bse_predict.stream.window_store import RedisWindowStore
 
 __all__ = ["run_alerts", "consume", "check_alert_settings", "subscribed_topics", "READY_MESSAGE"]
 
@@ -180,9 +185,10 @@ async def _run(settings: Settings, token: str, chats: tuple[str, ...]) -> None:
     store = AlertStore(client_redis, settings.topic_prefix, settings.alerts.state_ttl_hours, owner,
                        settings.alerts.claim_ttl_s)
     lease = Lease(OwnedKeys(client_redis), store.lease_key, owner, settings.alerts.lease_ttl_s)
+    explanations = _explanations(settings, client_redis)
     try:
         async with TelegramClient(settings.telegram_api_url, settings.telegram_bot_token, settings.alerts) as client:
-            service = AlertService(settings, store, client, chats, summary_chart_png, lease)
+            service = AlertService(settings, store, client, chats, summary_chart_png, lease, explanations=explanations)
             log.info("alerts %s for %d chat(s) from %s; digest %s, summary %s", owner[:8], len(chats),
                      ", ".join(subscribed_topics(settings)), settings.alerts.digest, settings.alerts.summary)
             keeper = asyncio.create_task(lease.keep(stop))
@@ -194,7 +200,18 @@ async def _run(settings: Settings, token: str, chats: tuple[str, ...]) -> None:
                 await lease.release()  # after the last on_idle, which may have renewed it
         log.info("alerts stopped")
     finally:
+        if explanations is not None:
+            explanations.close()
         await client_redis.aclose()
+
+
+def _explanations(settings: Settings, client: Redis) -> CallExplanations | None:
+    """Explanations from the worker's candle windows (read only) and the versions' native models."""
+    if not settings.alerts.explain:
+        return None
+    windows = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
+    return CallExplanations(windows, Explainer(settings.models_dir, settings.model_signing_secret),
+                            settings.alerts.explain_timeout_s)
 
 
 def run_alerts(settings: Settings, loglevel: str = "info") -> None:

@@ -30,9 +30,11 @@ from bse_predict.alerts.summary_stats import SummaryStats, summarize
 from bse_predict.candles.schema import Outcome, Prediction
 from bse_predict.alerts.telegram_text import split_message
 from bse_predict.alerts.errors import TelegramRefused, TelegramUnavailable
+from bse_predict.alerts.explanations import CallExplanations
 from bse_predict.alerts.lease import Lease, renewing
 from bse_predict.alerts.store import AlertStore, CatchupNote, Claimed, call_member
 from bse_predict.alerts.telegram import TelegramClient
+from bse_predict.explain.explanation import Explanation
 
 __all__ = ["AlertService", "ChartDrawer"]
 
@@ -45,8 +47,10 @@ ChartDrawer = Callable[[SummaryStats, str], bytes | None]
 
 class AlertService:
     def __init__(self, settings: Settings, store: AlertStore, client: TelegramClient, chats: Sequence[str],
-                 draw_chart: ChartDrawer | None, lease: Lease, clock: Callable[[], float] = time.time) -> None:
+                 draw_chart: ChartDrawer | None, lease: Lease, clock: Callable[[], float] = time.time,
+                 explanations: CallExplanations | None = None) -> None:
         self._config = settings.alerts
+        self._explanations = explanations
         self._store = store
         self._lease = lease
         self._clock = clock
@@ -64,6 +68,8 @@ class AlertService:
         if self._config.digest:
             period = prediction.open_time - prediction.open_time % self._period_ms
             await self._store.record_for_digest(period, close_ms, prediction)
+        if self._explanations is not None:
+            self._explanations.prepare(prediction)
         for call in wanted_calls(prediction, self._config):
             if not await self._store.decide(call, self._config.cooldown_hours):
                 log.info("alert %s %s %s held back by the cooldown", call.symbol, call.target, call.direction)
@@ -71,8 +77,9 @@ class AlertService:
             if is_stale(call, int(self._clock() * 1000), self._config.stale_after_hours):
                 await self._hold_for_catchup(call)
                 continue
+            explanation = await self._explanation(prediction, call)
             for chat in self._chats:
-                await self._send_alert(call, chat)
+                await self._send_alert(call, chat, explanation)
             outcome = await self._store.outcome(call.prediction_id, call.target)
             if outcome is not None:  # the answer came before the alert went out (replays, restarts)
                 await self._send_followups(call, outcome)
@@ -200,8 +207,20 @@ class AlertService:
         return all([(kind, key, chat) in self._refused or await self._store.sent(kind, key, chat) is not None
                     for chat in self._chats])
 
-    async def _send_alert(self, call: AlertCall, chat: str) -> None:
-        await self._send_to_chat("alert", call_member(call), chat, format_alert(call))
+    async def _explanation(self, prediction: Prediction, call: AlertCall) -> Explanation | None:
+        """The call's stored explanation, else a new one (stored: the dashboard's call view shows it, and a
+        retry of the alert says the same); None without one, or when the alert reached every chat already."""
+        member = call_member(call)
+        if self._explanations is None or await self._all_sent("alert", member):
+            return None
+        stored = await self._store.explanation(member)
+        if stored is not None:
+            return stored
+        found = await self._explanations.explain(prediction, call.target)
+        return None if found is None else await self._store.keep_explanation(member, found)
+
+    async def _send_alert(self, call: AlertCall, chat: str, explanation: Explanation | None) -> None:
+        await self._send_to_chat("alert", call_member(call), chat, format_alert(call, explanation))
 
     async def _send_followups(self, call: AlertCall, outcome: Outcome) -> None:
         for chat in self._chats:

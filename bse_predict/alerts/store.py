@@ -22,6 +22,9 @@ finds its alert). What each key is for:
   note: its text and calls), ``catchup-open:{chat}`` (the numbers of the
   notes not yet sent there) and ``catchup-seq:{chat}`` (the last number).
 - ``lease:schedule``: the owner of the schedule lease (:mod:`bse_predict.alerts.lease`).
+- ``explanation:{id}|{target}``: an alerted call's explanation
+  (:class:`bse_predict.explain.explanation.Explanation`: every feature's contribution), written
+  once; what the alert's line says and what the dashboard's call view shows.
 - ``outcome:{id}|{target}`` and the ``outcomes`` sorted set (by resolved_at):
   what the follow-ups and the daily summary read.
 - ``period:{start}`` (hash symbol -> prediction JSON), ``latest_close_ms`` (the
@@ -43,6 +46,7 @@ from bse_predict.alerts.rules import AlertCall, cooldown_allows, cooldown_key
 from bse_predict.alerts.summary_stats import ResolvedCall
 from bse_predict.candles.schema import Outcome, Prediction
 from bse_predict.alerts.lease import OwnedKeys
+from bse_predict.explain.explanation import Explanation
 
 __all__ = ["AlertStore", "CatchupNote", "Claimed", "call_member"]
 
@@ -247,6 +251,19 @@ class AlertStore:
             tx.zrem(self._key("catchup-open", chat_id), number)
             tx.delete(self._key("catchup", chat_id, str(number)))
             await tx.execute()
+
+    # ------------------------------------------------------------ explanations
+
+    async def keep_explanation(self, member: str, explanation: Explanation) -> Explanation:
+        """Store the call's explanation unless one is stored already; the stored one (first writer wins)."""
+        key = self._key("explanation", member)
+        await self._redis.set(key, explanation.model_dump_json(), ex=self._ttl_s, nx=True)
+        return await self.explanation(member) or explanation
+
+    async def explanation(self, member: str) -> Explanation | None:
+        """The explanation of the call ``{prediction id}|{target}``, or None."""
+        stored = await self._redis.get(self._key("explanation", member))
+        return Explanation.model_validate_json(stored) if stored is not None else None
 
     # ------------------------------------------------------------ outcomes
 

@@ -41,6 +41,7 @@ __all__ = [
     "StackingCombiner",
     "CombinerSpec",
     "combine",
+    "row_weights",
     "failed_rows",
     "floor_weights",
     "fit_weights",
@@ -174,15 +175,22 @@ def combine(spec: CombinerSpec, probs: np.ndarray, regime_probabilities: np.ndar
             weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n]) by ``spec``;
     ``weights`` replaces the fitted weight vector (live adaptive weights, weighted strategy)."""
-    base = spec.weights if weights is None else weights
-    if spec.strategy == "weighted":
-        return weighted_average(probs, base)
-    if spec.strategy == "dynamic":
-        return weighted_average(probs, dynamic_weights(probs, base, spec.power))
     if spec.strategy == "stacking" and spec.stacking is not None:
         return stacking_predict(probs, spec.stacking)
+    return weighted_average(probs, row_weights(spec, probs, regime_probabilities, weights))
+
+
+def row_weights(spec: CombinerSpec, probs: np.ndarray, regime_probabilities: np.ndarray | None = None,
+                weights: np.ndarray | None = None) -> np.ndarray:
+    """The member weights of each row [n, M] (before failed members are dropped) of a strategy that
+    averages its members (all but stacking), as :func:`combine` takes them."""
+    base = spec.weights if weights is None else weights
+    if spec.strategy == "weighted":
+        return np.broadcast_to(base, (probs.shape[1], probs.shape[0]))
+    if spec.strategy == "dynamic":
+        return dynamic_weights(probs, base, spec.power)
     if spec.strategy == "regime" and spec.by_regime is not None and regime_probabilities is not None:
-        return weighted_average(probs, regime_weights(regime_probabilities, spec.by_regime, base))
+        return regime_weights(regime_probabilities, spec.by_regime, base)
     raise ValueError(f"strategy {spec.strategy!r} cannot combine with what it was given")
 
 

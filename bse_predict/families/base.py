@@ -31,12 +31,15 @@ from bse_predict.errors import UnsafePickle
 from bse_predict.features.inputs import InputRows
 from bse_predict.labels.first_touch import UNKNOWN
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
+from bse_predict.explain.contributions import Contributions
+from bse_predict.explain.errors import NotExplainable
+from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.integrity.restricted_pickle import FOREST_CLASSES, AllowList, load_joblib
 from bse_predict.candles.schema import TargetPrediction
 from bse_predict.serving.signals import target_predictions
 
 __all__ = ["BasePredictor", "InputKind", "register", "get_model", "list_models", "native_classes", "UnknownFamily",
-           "ONNX_OUTPUT", "check_family_params", "InvalidFamilyParams", "validation_split"]
+           "ONNX_OUTPUT", "check_family_params", "InvalidFamilyParams", "validation_split", "tabular_column_names"]
 
 InputKind = Literal["features", "sequence"]
 ONNX_OUTPUT = "probabilities"
@@ -110,6 +113,12 @@ class BasePredictor(ABC):
         """Importance per input column (empty when the family has no notion of it)."""
         return {}
 
+    def contributions(self, X: np.ndarray) -> Contributions:
+        """Each input column's additive share of :meth:`predict_proba` for each row
+        (:mod:`bse_predict.explain.contributions`). Tree families answer; the others raise
+        :class:`~bse_predict.explain.errors.NotExplainable` and skip the suite's ``additivity`` check."""
+        raise NotExplainable(f"family {self.family!r} has no per-feature contributions: not a tree family")
+
     def get_hyperparameters(self) -> dict[str, Any]:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
@@ -147,6 +156,12 @@ class BasePredictor(ABC):
     def clone(self) -> BasePredictor:
         """A new, unfitted predictor with the same hyperparameters."""
         return type(self)(**self.get_hyperparameters())
+
+
+def tabular_column_names(width: int) -> tuple[str, ...]:
+    """The names of a tree family's input columns: :data:`FEATURE_NAMES` when there are that many,
+    else ``f0``, ``f1``, ... (a model trained on other columns)."""
+    return FEATURE_NAMES if width == len(FEATURE_NAMES) else tuple(f"f{i}" for i in range(width))
 
 
 def validation_split(n_rows: int, validation_fraction: float, purge_rows: int) -> tuple[slice, slice | None]:

@@ -37,11 +37,15 @@ from bse_predict.ensembles.combiners import (
     adaptive_predictions,
     combine,
     dynamic_weights,
+    failed_rows,
     fit_weights,
     log_loss,
+    row_weights,
     weighted_average,
 )
 from bse_predict.ensembles.graph import ensemble_graph
+from bse_predict.explain.contributions import Contributions, weighted_sum
+from bse_predict.explain.errors import NotExplainable
 from bse_predict.families.base import BasePredictor, get_model, register
 from bse_predict.families.random_forest import RandomForestPredictor
 from bse_predict.families.xgboost_family import XGBoostPredictor
@@ -188,17 +192,24 @@ class EnsemblePredictor(BasePredictor):
         alone = [f"member_{m}" for m in self.members] if members else []
         return tuple(s for s in fitted if include_own or s != self.strategy) + tuple(alone)
 
+    def _alone(self, variant: str) -> BasePredictor:
+        """The member a ``member_<family>`` variant is."""
+        return self.members_[self.members.index(variant.removeprefix("member_"))]
+
+    def _check_fitted(self, strategy: str) -> None:
+        if strategy not in self.variants(include_own=True, members=False):
+            raise ValueError(f"strategy {strategy!r} is not fitted in this ensemble ({', '.join(self.variants(True))})")
+
     def variant_input_kinds(self, variant: str) -> tuple[str, ...]:
         """The inputs the graph of :meth:`export_strategy` for ``variant`` reads."""
         if variant.startswith("member_"):
-            return self.members_[self.members.index(variant.removeprefix("member_"))].input_kinds
+            return self._alone(variant).input_kinds
         return self.input_kinds
 
     def combine(self, member_probs: np.ndarray, strategy: str,
                 regime_probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n])."""
-        if strategy not in self.variants(include_own=True, members=False):
-            raise ValueError(f"strategy {strategy!r} is not fitted in this ensemble ({', '.join(self.variants(True))})")
+        self._check_fitted(strategy)
         return combine(self.combiner_spec(strategy), member_probs, regime_probabilities)
 
     def combiner_record(self, variant: str, entry_prefix: str) -> CombinerRecord | None:
@@ -221,7 +232,7 @@ class EnsemblePredictor(BasePredictor):
                             ) -> tuple[np.ndarray, np.ndarray]:
         strategy = strategy or self.strategy
         if strategy.startswith("member_"):
-            member = self.members_[self.members.index(strategy.removeprefix("member_"))]
+            member = self._alone(strategy)
             p = member.predict_proba(self._rows_for(member, X))
             return p, np.zeros(len(p), dtype=bool)
         probs = self._member_probabilities(X)
@@ -242,6 +253,33 @@ class EnsemblePredictor(BasePredictor):
     def predict_proba(self, X: np.ndarray | InputRows) -> np.ndarray:
         return self.predict_with_status(X)[0]
 
+    def contributions(self, X: np.ndarray | InputRows) -> Contributions:
+        return self.strategy_contributions(X, self.strategy)
+
+    def strategy_contributions(self, X: np.ndarray | InputRows, strategy: str) -> Contributions:
+        """The contributions of :meth:`predict_strategy`'s answer: a member alone's own, or the members'
+        weighted with each row's weights (:func:`bse_predict.explain.contributions.weighted_sum`), where
+        the members that are not tree families add their weighted answer to ``unexplained``. The stacking
+        combiner is no weighted sum of its members: it is not explainable, nor is a row where a member failed."""
+        if strategy.startswith("member_"):
+            member = self._alone(strategy)
+            return member.contributions(self._rows_for(member, X))
+        self._check_fitted(strategy)
+        if strategy == "stacking":
+            raise NotExplainable("the stacking combiner is not a weighted sum of its members' probabilities")
+        probs = self._member_probabilities(X)
+        if failed_rows(probs).any():
+            raise NotExplainable("a member failed on some rows: the weights that answered are not the fitted ones")
+        regime = self._regime_probabilities(X) if strategy == "regime" else None
+        weights = row_weights(self.combiner_spec(strategy), probs, regime)
+        members: list[tuple[str, Contributions | np.ndarray]] = []
+        for name, member, p in zip(self.members, self.members_, probs, strict=True):
+            try:
+                members.append((name, member.contributions(self._rows_for(member, X))))
+            except NotExplainable:
+                members.append((name, p))
+        return weighted_sum(members, weights / weights.sum(axis=1, keepdims=True))
+
     def get_feature_importance(self) -> dict[str, float]:
         """The members' importances averaged with the ensemble's weights (members without any add nothing)."""
         total: dict[str, float] = {}
@@ -259,7 +297,7 @@ class EnsemblePredictor(BasePredictor):
         import onnx
 
         if strategy.startswith("member_"):
-            self.members_[self.members.index(strategy.removeprefix("member_"))].export_onnx(path)
+            self._alone(strategy).export_onnx(path)
             return
         protos = []
         with tempfile.TemporaryDirectory() as folder:

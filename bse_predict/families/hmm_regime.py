@@ -34,6 +34,8 @@ class HMMRegimePredictor(BasePredictor):
     family = "hmm_regime"
     input_kind = "sequence"
     fast_params: ClassVar[dict[str, Any]] = {"n_states": 3, "n_iter": 15}
+    skipped_checks: ClassVar[dict[str, str]] = {
+        "additivity": "not a tree family: its answer has no per-feature contributions"}
 
     def __init__(self, n_states: int = 4, covariance_type: str = "diag", n_iter: int = 100, tol: float = 1e-2,
                  min_covar: float = 1e-3, smoothing: float = 1.0, seed: int = 7) -> None:

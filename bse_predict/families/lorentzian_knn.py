@@ -131,6 +131,8 @@ class LorentzianKnnPredictor(BasePredictor):
 
     family = "lorentzian_knn"
     fast_params: ClassVar[dict[str, Any]] = {"k": 8, "spacing": 4, "max_pool": 300}
+    skipped_checks: ClassVar[dict[str, str]] = {
+        "additivity": "not a tree family: a neighbour vote has no per-feature contributions"}
 
     def __init__(self, k: int = 8, feature_names: tuple[str, ...] | None = None, spacing: int = 4,
                  max_pool: int = 2000, pool_from: PoolFrom = "newest", smoothing: float = 1.0,

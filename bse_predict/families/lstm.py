@@ -80,6 +80,8 @@ class LSTMPredictor(BasePredictor):
     input_kind = "sequence"
     fast_params: ClassVar[dict[str, Any]] = {"sequence_length": 24, "units": 8, "epochs": 2, "batch_size": 256,
                                              "patience": 1}
+    skipped_checks: ClassVar[dict[str, str]] = {
+        "additivity": "not a tree family: a recurrent network's answer has no exact per-feature contributions"}
 
     def __init__(self, sequence_length: int = SEQUENCE_LENGTH, units: int = 32, dropout: float = 0.1,
                  learning_rate: float = 1e-3, batch_size: int = 256, epochs: int = 30, patience: int = 4,

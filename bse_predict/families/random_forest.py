@@ -13,9 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register
+from bse_predict.explain.contributions import Contributions
+from bse_predict.explain.trees import forest_contributions
+from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register, tabular_column_names
 from bse_predict.families.onnx_limits import ML_OPSET, TARGET_OPSET, cap_ir_version
-from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.labels.first_touch import expand_classes
 
 __all__ = ["RandomForestPredictor"]
@@ -54,9 +55,18 @@ class RandomForestPredictor(BasePredictor):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return expand_classes(self.forest_.predict_proba(X.astype(np.float32)), self.forest_.classes_)
 
+    def contributions(self, X: np.ndarray) -> Contributions:
+        """The forest's exact path decomposition (:func:`bse_predict.explain.trees.forest_contributions`)."""
+        values, bias = forest_contributions(self.forest_, X.astype(np.float32))
+        present = self.forest_.classes_
+        return Contributions(
+            names=tabular_column_names(self.forest_.n_features_in_), inputs=np.asarray(X, dtype=np.float64),
+            values=expand_classes(values, present), bias=expand_classes(np.tile(bias, (len(X), 1)), present),
+            unexplained=np.zeros((len(X), 3)),
+            method="exact path decomposition of the forest's probabilities (Saabas)")
+
     def get_feature_importance(self) -> dict[str, float]:
-        width = self.forest_.n_features_in_
-        names = FEATURE_NAMES if width == len(FEATURE_NAMES) else tuple(f"f{i}" for i in range(width))
+        names = tabular_column_names(self.forest_.n_features_in_)
         return dict(zip(names, self.forest_.feature_importances_.tolist(), strict=True))
 
     def export_onnx(self, path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bse_predict.training.dataset import SymbolDataset
+from bse_predict.explain.contributions import Contributions
 from bse_predict.families.base import BasePredictor, get_model, register
 from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.families.random_forest import RandomForestPredictor
@@ -92,11 +93,17 @@ class _RegimeHybrid(BasePredictor):
     def predict_proba(self, X: InputRows) -> np.ndarray:  # type: ignore[override]
         return self.base_.predict_proba(self._columns(X))
 
+    def contributions(self, X: InputRows) -> Contributions:  # type: ignore[override]
+        """The base family's, its extra columns named after the regime features."""
+        return self.base_.contributions(self._columns(X)).renamed(self._column_names())
+
     def get_feature_importance(self) -> dict[str, float]:
         """The base family's importance, its extra columns named after the regime features."""
-        names = list(FEATURE_NAMES) + regime_feature_names(self.regimes_)
         values = list(self.base_.get_feature_importance().values())
-        return dict(zip(names, values, strict=True))
+        return dict(zip(self._column_names(), values, strict=True))
+
+    def _column_names(self) -> list[str]:
+        return list(FEATURE_NAMES) + regime_feature_names(self.regimes_)
 
     # ------------------------------------------------------------ export
     def export_onnx(self, path: Path) -> None:

@@ -73,6 +73,7 @@ __all__ = [
     "match_states",
     "align_states",
     "regime_feature_names",
+    "regime_feature_label",
     "regime_features",
 ]
 
@@ -286,9 +287,22 @@ def align_states(previous: RegimeModel, new: RegimeModel) -> RegimeModel:
 
 
 # ------------------------------------------------------------------ summary features (the hybrid's columns)
+_STATE_PROBABILITY = "regime_p_"
+_SUMMARY_LABELS = {"regime_hours_in_state": "hours in the current HMM regime",
+                   "regime_exit_probability": "chance of leaving the HMM regime",
+                   "regime_changed": "HMM regime just changed"}
+"""The columns after the state probabilities, with their readable labels."""
+
+
 def regime_feature_names(model: RegimeModel) -> list[str]:
-    return [f"regime_p_{name}" for name in model.state_names_] + [
-        "regime_hours_in_state", "regime_exit_probability", "regime_changed"]
+    return [f"{_STATE_PROBABILITY}{name}" for name in model.state_names_] + list(_SUMMARY_LABELS)
+
+
+def regime_feature_label(name: str) -> str | None:
+    """The readable label of a column of :func:`regime_feature_names`; None for any other name."""
+    if name.startswith(_STATE_PROBABILITY):
+        return f"HMM {name.removeprefix(_STATE_PROBABILITY)} regime probability"
+    return _SUMMARY_LABELS.get(name)
 
 
 def regime_features(model: RegimeModel, sequences: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -18,9 +18,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register, validation_split
+from bse_predict.explain.contributions import Contributions
+from bse_predict.explain.link import softmax_path
+from bse_predict.explain.trees import booster_contributions
+from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register, tabular_column_names, validation_split
 from bse_predict.families.onnx_limits import ML_OPSET, TARGET_OPSET, cap_ir_version
-from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.labels.first_touch import CLASS_NAMES
 
 __all__ = ["XGBoostPredictor", "XGBOOST_OPSET", "cuda_usable"]
@@ -147,11 +149,21 @@ class XGBoostPredictor(BasePredictor):
         p = p.astype(np.float64).reshape(len(X), N_CLASSES)
         return p / p.sum(axis=1, keepdims=True)
 
+    def contributions(self, X: np.ndarray) -> Contributions:
+        """TreeSHAP on the margin of the rounds that predict, carried into probability
+        (:func:`bse_predict.explain.link.softmax_path`)."""
+        margin_values, margin_bias = booster_contributions(self.booster_, X.astype(np.float32),
+                                                           (0, self.best_iteration_ + 1))
+        values, bias = softmax_path(margin_values, margin_bias)
+        return Contributions(
+            names=tabular_column_names(self.booster_.num_features()), inputs=np.asarray(X, dtype=np.float64),
+            values=values, bias=bias, unexplained=np.zeros((len(X), N_CLASSES)),
+            method="TreeSHAP on the margin, carried into probability along the softmax")
+
     def get_feature_importance(self) -> dict[str, float]:
         """Mean gain per split of each feature (unused features 0), normalised to sum to 1."""
         gain = self._best_booster().get_score(importance_type="gain")
-        names = FEATURE_NAMES if self.booster_.num_features() == len(FEATURE_NAMES) else tuple(
-            f"f{i}" for i in range(self.booster_.num_features()))
+        names = tabular_column_names(self.booster_.num_features())
         values = np.array([gain.get(f"f{i}", 0.0) for i in range(len(names))], dtype=np.float64)
         total = values.sum()
         return dict(zip(names, (values / total if total > 0 else values).tolist(), strict=True))

@@ -37,6 +37,7 @@ from bse_predict.candles.grid import OHLCV_FIELDS
 
 __all__ = [
     "FEATURE_VERSION",
+    "FEATURE_FAMILIES",
     "FEATURE_NAMES",
     "LOOKBACK_CANDLES",
     "FEATURE_SPEC_HASH",
@@ -67,8 +68,7 @@ def _ema_rows(span: int) -> int:
     return min(4 * span, EMA_MAX_ROWS)
 
 
-# (family, suffixes): the column order of the feature matrix.
-_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+FEATURE_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("close_to_sma", tuple(map(str, PERIODS))),
     ("close_to_ema", tuple(map(str, PERIODS))),
     ("bb_position", tuple(map(str, PERIODS))),
@@ -89,8 +89,9 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("candle", ("body", "upper_wick", "lower_wick", "range", f"range_atr_{CANDLE_ATR_PERIOD}")),
     ("flat_share", (str(FLAT_PERIOD),)),
 )
+"""(family, suffixes): the column order of the feature matrix; a column is named ``{family}_{suffix}``."""
 
-FEATURE_NAMES: tuple[str, ...] = tuple(f"{family}_{sfx}" for family, sfxs in _FAMILIES for sfx in sfxs)
+FEATURE_NAMES: tuple[str, ...] = tuple(f"{family}_{sfx}" for family, sfxs in FEATURE_FAMILIES for sfx in sfxs)
 
 LOOKBACK_CANDLES: int = max(
     max(PERIODS) + 1,  # momentum and volatility over n returns need n + 1 closes
@@ -296,7 +297,7 @@ def compute_features(windows: np.ndarray, open_time_ms: np.ndarray) -> np.ndarra
         | _candle_features(o, h, low, c, candle_atr)
         | _calendar_features(times.astype(np.int64))
     )
-    return np.concatenate([blocks[family] for family, _ in _FAMILIES], axis=1)
+    return np.concatenate([blocks[family] for family, _ in FEATURE_FAMILIES], axis=1)
 
 
 def feature_matrix(open_time_ms: np.ndarray, ohlcv: np.ndarray, chunk_rows: int = 4096) -> np.ndarray:

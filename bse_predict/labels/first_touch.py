@@ -178,8 +178,8 @@ def label_matrix(
 
 
 def expand_classes(probabilities: np.ndarray, present: Sequence[int]) -> np.ndarray:
-    """Probabilities over the classes a model saw (``present``, e.g. (UP, DOWN) when a
-    training slice held no NONE) to the full (up, down, none) layout, absent ones 0."""
-    full = np.zeros((len(probabilities), len(CLASS_NAMES)), dtype=np.float64)
-    full[:, np.asarray(present, dtype=np.int64)] = probabilities
+    """Per-class numbers over the classes a model saw (``present``, e.g. (UP, DOWN) when a
+    training slice held no NONE; the last axis) to the full (up, down, none) layout, absent ones 0."""
+    full = np.zeros((*np.shape(probabilities)[:-1], len(CLASS_NAMES)), dtype=np.float64)
+    full[..., np.asarray(present, dtype=np.int64)] = probabilities
     return full

@@ -15,6 +15,7 @@ import pytest
 from bse_predict.candles.files import CandleSeries
 from bse_predict.training.dataset import build_dataset
 from bse_predict.families import BasePredictor, get_model, list_models, register
+from bse_predict.explain.errors import NotExplainable
 from bse_predict.families.base import ONNX_OUTPUT, UnknownFamily
 from bse_predict.serving.onnx_runner import make_session
 
@@ -23,6 +24,7 @@ ROUNDING = 1e-12  # multi-threaded tree sums may add in another order: equal to 
 # float32 families (the LSTM) differ by ~1e-8 between batch sizes (kernels block the batch differently); a leak
 # moves probabilities by orders of magnitude more (test_the_look_ahead_check_catches_a_leak).
 LOOK_AHEAD_ATOL = 1e-6
+ADDS_UP = 1e-6  # XGBoost's contributions and probabilities are float32 sums; a forest's add up to ~1e-16
 
 
 def _input_key(family: str) -> tuple[str, ...]:
@@ -122,6 +124,23 @@ def test_the_look_ahead_check_catches_a_leak(inputs: dict[tuple[str, ...], dict[
         return np.column_stack([up, 0.5 - up, np.full(len(x), 0.5)])
 
     assert _look_ahead_change(leaky, rows) > 100 * LOOK_AHEAD_ATOL
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_contributions_add_up_to_the_output(family: str, fitted: dict[str, BasePredictor],
+                                            data: dict[str, np.ndarray]) -> None:
+    """Each column's contributions, the bias and the unexplained part add up to ``predict_proba``, row by
+    row and class by class (bse_predict/explain); a family without contributions says why it skips."""
+    model = fitted[family]
+    if reason := _skip_reason(family, "additivity"):
+        assert reason.strip()
+        with pytest.raises(NotExplainable):
+            model.contributions(data["x_test"])
+        return
+    c = model.contributions(data["x_test"])
+    np.testing.assert_allclose(c.output(), model.predict_proba(data["x_test"]), rtol=0, atol=ADDS_UP)
+    assert c.values.shape == (len(data["x_test"]), len(c.names), 3) and c.inputs.shape == c.values.shape[:2]
+    np.testing.assert_allclose(c.values.sum(axis=2), 0.0, atol=1e-12)  # probabilities keep summing to 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -33,14 +33,18 @@ from bse_predict.candles.grid import fill_gaps
 from bse_predict.labels.first_touch import CLASS_NAMES, first_touch, time_to_touch
 from bse_predict.alerts.summary_stats import ResolvedCall, summarize
 from bse_predict.serving.onnx_runner import ServedModelSet
-from bse_predict.candles.schema import ModelRef, Outcome, Prediction, prediction_id
+from bse_predict.candles.schema import Candle, ModelRef, Outcome, Prediction, prediction_id
 from bse_predict.serving.signals import target_predictions
 from tests.conftest import SHARED_DATA
 from tests.support.alerts_process import AlertsProcess
 from tests.support.fake_telegram import FakeTelegram, Received
 from tests.support.kafka_io import read_topic, read_until, send_raw
 from bse_predict.connections.topics import TopicNames, ensure_topics
-from bse_predict.connections.clients import client_environment
+from bse_predict.connections.clients import client_environment, connect_redis
+from bse_predict.alerts.store import AlertStore
+from bse_predict.explain.explainer import Explainer
+from bse_predict.explain.explanation import Explanation, explanation_line
+from bse_predict.stream.window_store import RedisWindowStore
 
 pytestmark = pytest.mark.integration
 
@@ -448,6 +452,91 @@ def test_a_refused_chat_and_a_missing_matplotlib_stop_nothing(
     assert TOKEN not in log_text
 
 
+def _store_windows(settings: Settings, series: list[CandleSeries], upto_ms: dict[str, int], later: int = 8) -> None:
+    """What the worker's window store holds once it has seen each symbol's candles up to ``upto_ms`` and
+    ``later`` more (the alerts service reads it after the worker moved on): written by that store itself."""
+    candles = []
+    for s in series:
+        end = int(np.searchsorted(s.open_time_ms, upto_ms[s.symbol], side="right")) + later
+        for t, (o, h, l, c, v) in zip(s.open_time_ms[end - 420:end].tolist(), s.ohlcv[end - 420:end].tolist(),
+                                      strict=True):
+            candles.append(Candle(symbol=s.symbol, timeframe="1h", open_time=t, open=o, high=h, low=l, close=c,
+                                  volume=v))
+
+    async def write() -> None:
+        client = connect_redis(settings)
+        try:
+            await RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix
+                                   ).write_closed(candles, read_count=1)
+        finally:
+            await client.aclose()
+
+    asyncio.run(write())
+
+
+def _stored_explanation(settings: Settings, prediction_id: str, target: str) -> Explanation | None:
+    async def read() -> Explanation | None:
+        client = connect_redis(settings)
+        try:
+            store = AlertStore(client, settings.topic_prefix, 1, "test", 1)
+            return await store.explanation(f"{prediction_id}|{target}")
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_an_alert_says_which_features_pushed_its_call(
+    alerts_settings: Settings, model_set: ServedModelSet, trained_version: Settings,
+    futures_series: dict[str, CandleSeries], telegram: FakeTelegram, tmp_path: Path,
+) -> None:
+    """The service reads each call's window from the worker's store in Redis and the version's native forest,
+    and the alert carries the two largest pushes each way; the full list is stored for the dashboard and adds
+    up to the published probabilities. A symbol whose window is not in Redis is alerted all the same, without
+    the line."""
+    series = list(futures_series.values())
+    scenario = _build(series, model_set, hours=48)
+    expected = _expected_alerts(scenario.predictions)
+    unexplained = "SOLUSDT"
+    explained = [s for s in series if s.symbol != unexplained]
+    assert {a[0].split("|")[0] for a in expected} >= {unexplained, explained[0].symbol}
+    _store_windows(alerts_settings, explained, {s.symbol: max(p.open_time for p in scenario.predictions
+                                                              if p.symbol == s.symbol) for s in explained})
+    _produce(alerts_settings, scenario, outcomes=False)
+    with _start(alerts_settings, telegram, tmp_path, "alerts", {"BSE_MODELS_DIR": str(trained_version.models_dir)},
+                summary=False, digest=False, explain_timeout_s=60) as process:
+        received = _wait_for(telegram, lambda r: len(r) >= len(expected) * len(CHATS))
+        log_text = process.log_path.read_text()
+    alerts = {_alert_key(r): r for r in received}
+    assert Counter(_alert_key(r) for r in received) == Counter(
+        {(chat, *alert): 1 for chat in CHATS for alert in expected}), log_text[-3000:]
+    predictions = {p.id: p for p in scenario.predictions}
+    by_symbol = {s.symbol: s for s in series}
+    explainer = Explainer(trained_version.models_dir)
+    for pid, target, direction in expected:
+        symbol = pid.split("|")[0]
+        stored = _stored_explanation(alerts_settings, pid, target)
+        lines = [alerts[(chat, pid, target, direction)].plain.splitlines() for chat in CHATS]
+        shown = [line for line in lines[0] if line.startswith("🔎 ")]
+        assert lines[0] == lines[1]
+        if symbol == unexplained:
+            assert stored is None and not shown
+            continue
+        # the same explanation as the candle files give: the service read the right window
+        prediction = predictions[pid]
+        computed = explainer.explain(prediction, target, by_symbol[symbol].open_time_ms, by_symbol[symbol].ohlcv)
+        assert stored == computed
+        assert shown == [f"🔎 {explanation_line(computed)}"] and shown[0].startswith("🔎 pushing up: ")
+        published = prediction.targets[target]
+        for cls in ("p_up", "p_down", "p_none"):
+            total = (getattr(stored.base, cls) + getattr(stored.unexplained, cls)
+                     + sum(getattr(c, cls) for c in stored.contributions))
+            assert total == pytest.approx(getattr(published, cls), abs=1e-4)
+    assert "no explanation for SOLUSDT" in log_text and "stored candles no longer hold" in log_text
+    print("\n--- an explained alert as a chat shows it ---")
+    print(next(r.plain for r in received if "🔎" in r.plain))
+
+
 def _label(series: CandleSeries, open_time: int, target: str) -> tuple[str, int]:
     """The outcome of (open_time, target) by bse_predict/labels/first_touch.py on the candles, and the hours to it."""
     row = int(np.searchsorted(series.open_time_ms, open_time))
@@ -467,7 +556,8 @@ def test_end_to_end_from_a_worker_replay(
     telegram: FakeTelegram, tmp_path: Path,
 ) -> None:
     """The real worker predicts a replay of real candles and settles their outcomes; alerts turns both into
-    messages: every expected alert once, a correct follow-up to each that resolved, no digest twice."""
+    messages: every expected alert once, each with its explanation line, a correct follow-up to each that
+    resolved, no digest twice."""
     from tests.support.worker_process import WorkerProcess, service_env
     from bse_predict.stream.replay import candle_records
 
@@ -475,7 +565,9 @@ def test_end_to_end_from_a_worker_replay(
     slices = [futures_series[s].tail(LOOKBACK_CANDLES + 40 + HORIZON) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
     records = list(candle_records(slices))
     names = TopicNames.of(settings)
-    with WorkerProcess(service_env(settings), tmp_path / "worker.log"), _start(settings, telegram, tmp_path, "alerts") as alerts:
+    explained = {"BSE_MODELS_DIR": str(trained_version.models_dir)}
+    with WorkerProcess(service_env(settings), tmp_path / "worker.log"), _start(
+            settings, telegram, tmp_path, "alerts", explained, explain_timeout_s=60) as alerts:
         asyncio.run(send_raw(settings.kafka_bootstrap, names.candles, [(r.symbol.encode(), r.payload) for r in records]))
         count = 3 * (len(slices[0].open_time_ms) - LOOKBACK_CANDLES + 1)
         predictions = {p.id: p for p in (Prediction.model_validate_json(r.value) for r in asyncio.run(
@@ -495,6 +587,8 @@ def test_end_to_end_from_a_worker_replay(
     kinds = _kinds(received)
     assert Counter(_alert_key(r) for r in kinds["alert"]) == Counter(
         {(chat, *alert): 1 for chat in CHATS for alert in expected}), log_text[-3000:]
+    # every alert explained from the worker's own window in Redis
+    assert all("\n🔎 pushing " in r.plain for r in kinds["alert"]), log_text[-3000:]
     by_message = {(r.chat_id, r.message_id): r for r in received}
     replied = Counter((r.chat_id, r.reply_to) for r in kinds["followup"])
     assert set(replied.values()) == {1} and len(replied) == len(resolved) * len(CHATS)

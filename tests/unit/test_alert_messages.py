@@ -6,6 +6,7 @@ from bse_predict.alerts.messages import format_alert, format_digest, format_foll
 from bse_predict.alerts.rules import AlertCall
 from bse_predict.alerts.summary_stats import ResolvedCall, summarize
 from bse_predict.candles.schema import ModelRef, Outcome, Prediction, TargetPrediction
+from bse_predict.explain.explanation import ClassShares, Explanation, FeatureContribution
 from tests.support.fake_telegram import parse_telegram_html
 
 HOUR = 3_600_000
@@ -40,6 +41,29 @@ def test_degraded_alert_says_so_and_markup_in_names_is_escaped() -> None:
     text = format_alert(_call(degraded=True, model_name="a<b>&c"))
     plain = parse_telegram_html(text)
     assert "model a<b>&c 2026.11-a" in plain and plain.endswith("degraded: a fallback model answered")
+
+
+def _column(name: str, label: str, push: float, level: str | None) -> FeatureContribution:
+    return FeatureContribution(name=name, label=label, value=0.5, level=level, p_up=push / 2, p_down=-push / 2,
+                               p_none=0.0)
+
+
+def test_an_explained_alert_says_what_pushed_its_call_before_naming_the_model() -> None:
+    shares = ClassShares(p_up=0.62, p_down=0.25, p_none=0.13)
+    explanation = Explanation(
+        prediction_id=f"BTCUSDT|1h|{T0}", target="2%", model=ModelRef(name="rf_v2*beta", version="2026.11-a"),
+        method="by hand", base=shares, unexplained=ClassShares(p_up=0.0, p_down=0.0, p_none=0.0), output=shares,
+        contributions=(_column("range_position_168", "168 h range position", 0.04, "high"),
+                       _column("odd", "spread <&> depth", -0.02, "low"), _column("rsi_6", "6 h RSI", 0.0, None)))
+    assert parse_telegram_html(format_alert(_call(), explanation)) == (
+        "🟢 BTCUSDT +2% first · STRONG_BUY\n"
+        "p(+2% first) 62% · p(-2% first) 25% · neither 13%\n"
+        "confidence 71% · price 93,576.00\n"
+        "candle 2025-01-01 00:00 UTC · horizon 72 h\n"
+        "🔎 pushing up: 168 h range position high; pushing down: spread <&> depth low\n"
+        "model rf_v2*beta 2026.11-a · control")
+    unmoved = explanation.model_copy(update={"contributions": explanation.contributions[2:]})
+    assert format_alert(_call(), unmoved) == format_alert(_call())  # nothing pushed: no line
 
 
 def test_followups_say_what_happened_and_how_long_it_took() -> None:

@@ -4,8 +4,9 @@
   (the time is passed in), except the few listed in ``CLOCK_READERS`` with the reason.
 - An adapter imports, from other concepts, only their cores and the shared
   connections (``bse_predict.connections``); only the composition roots (the Faust
-  app, the worker's start-up, the commands, the backtest's replay of the worker's
-  path, the benchmark, the retrain run and its scheduler) wire adapters of several concepts together.
+  app, the worker's start-up, the alerts service's start-up, the commands, the backtest's
+  replay of the worker's path, the benchmark, the retrain run and its scheduler) wire adapters
+  of several concepts together.
 - ``configs`` (the settings) imports nothing of the project.
 """
 
@@ -26,7 +27,7 @@ CLOCK_CALLS = {("time", "time"), ("time", "time_ns"), ("time", "monotonic"), ("t
                ("datetime", "now"), ("datetime", "utcnow"), ("date", "today")}
 
 ADAPTERS = {
-    "alerts": {"lease", "run", "service", "store", "telegram"},
+    "alerts": {"explanations", "lease", "run", "service", "store", "telegram"},
     "archive": {"run", "store"},
     "backtest": {"command", "predictions"},
     "connections": {"clients", "key_expiry", "log_repeats", "reliable_producer", "topics", "transient"},
@@ -45,8 +46,8 @@ ADAPTERS = {
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
-COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "cli.commands", "cli.shared",
-                     "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.archive", "cli.models",
+COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "alerts.run", "cli.commands",
+                     "cli.shared", "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.archive", "cli.models",
                      "cli.control", "cli.demo", "cli.ingest", "cli.retrain", "backtest.predictions", "backtest.command",
                      "retrain.run", "retrain.scheduler"}
 """Where adapters of several concepts are wired together."""
