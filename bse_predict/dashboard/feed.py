@@ -59,14 +59,13 @@ class Feed:
                            for record in records]
                 fresh = consumer.assignment() - started
                 if fresh:  # a partition new to us: start it lookback_hours back
+                    # The ends first: a message written while the times are looked up is then not skipped.
+                    ends = await consumer.end_offsets(list(fresh))
                     since_ms = self._clock_ms() - config.lookback_hours * 3_600_000
                     offsets = await consumer.offsets_for_times({tp: since_ms for tp in fresh})
                     for tp in fresh:
                         found = offsets.get(tp)
-                        if found is None:
-                            await consumer.seek_to_end(tp)
-                        else:
-                            consumer.seek(tp, found.offset)
+                        consumer.seek(tp, ends[tp] if found is None else found.offset)
                     started |= fresh
                 if any(changed):
                     async with self._changed:
