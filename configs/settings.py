@@ -39,7 +39,8 @@ re-exported here, so ``from configs.settings import CandleRules`` works:
 - ``configs.control``: ``control`` (its ``breaker``) and the control keys;
 - ``configs.connections``: ``kafka``, ``redis``, ``topics``;
 - ``configs.ingest``: ``ingest`` (its ``spot`` and ``futures`` endpoints);
-- ``configs.retrain``: ``retrain`` (its ``gate``).
+- ``configs.retrain``: ``retrain`` (its ``gate``);
+- ``configs.dashboard``: ``dashboard``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from configs.alerts import AlertsConfig, AlertThreshold
 from configs.archive import ArchiveConfig
 from configs.connections import KafkaSecurity, KafkaSecurityProtocol, RedisTls, SaslMechanism, TopicsConfig
 from configs.ingest import ExchangeEndpoints, IngestConfig, IngestMarket
+from configs.dashboard import DashboardConfig
 from configs.control import (CONTROL_KEY_ID_PATTERN, MIN_CONTROL_SECRET_CHARS, BreakerConfig, ControlConfig,
                              parse_control_keys)
 from configs.market import TIMEFRAME_MS, MarketConfig
@@ -78,7 +80,7 @@ __all__ = [
     "AlertThreshold", "AlertsConfig", "ArchiveConfig",
     "MIN_CONTROL_SECRET_CHARS", "CONTROL_KEY_ID_PATTERN", "parse_control_keys", "BreakerConfig", "ControlConfig",
     "TopicsConfig", "KafkaSecurityProtocol", "SaslMechanism", "KafkaSecurity", "RedisTls",
-    "IngestMarket", "ExchangeEndpoints", "IngestConfig", "RetrainConfig", "RetrainGateConfig",
+    "IngestMarket", "ExchangeEndpoints", "IngestConfig", "RetrainConfig", "RetrainGateConfig", "DashboardConfig",
 ]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
@@ -87,15 +89,16 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 # Settings that hold a secret: only the environment may set them, never a config file.
 ENVIRONMENT_ONLY: tuple[tuple[str, ...], ...] = (
     ("control_secret",), ("control_keys",), ("model_signing_secret",), ("telegram_bot_token",),
-    ("kafka", "sasl_password"), ("kafka", "ssl_keyfile_password"),
+    ("kafka", "sasl_password"), ("kafka", "ssl_keyfile_password"), ("dashboard", "token"),
 )
 
 
 class _BlockEnvironment(PydanticBaseSettingsSource):
-    """``BSE_KAFKA_<FIELD>`` and ``BSE_REDIS_<FIELD>`` for the fields of the ``kafka`` and ``redis``
-    blocks: the contract's flat names, without a nested delimiter."""
+    """``BSE_KAFKA_<FIELD>``, ``BSE_REDIS_<FIELD>`` and ``BSE_DASHBOARD_<FIELD>`` for the fields of the
+    ``kafka``, ``redis`` and ``dashboard`` blocks: the contract's flat names, without a nested delimiter
+    (``BSE_DASHBOARD__TOKEN``, the nested form, works too)."""
 
-    _BLOCKS: dict[str, type[BaseModel]] = {"kafka": KafkaSecurity, "redis": RedisTls}
+    _BLOCKS: dict[str, type[BaseModel]] = {"kafka": KafkaSecurity, "redis": RedisTls, "dashboard": DashboardConfig}
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
         return None, field_name, False
@@ -214,6 +217,7 @@ class Settings(BaseSettings):
     control: ControlConfig = ControlConfig()
     ingest: IngestConfig = IngestConfig()
     retrain: RetrainConfig = RetrainConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     # Cross-field rules. Fields are validated in the order above, so each rule sits on the later field
     # and reads the earlier one from ``info.data`` (absent when it failed: its own error is reported).

@@ -1,0 +1,6 @@
+"""``bse-predict dashboard``: read-only web pages over what any consumer can read (docs/dashboard.md).
+
+:mod:`~bse_predict.dashboard.board` is the bounded in-memory model (core), :mod:`~bse_predict.dashboard.track_record`
+its scores (core), :mod:`~bse_predict.dashboard.feed` fills it from the topics, :mod:`~bse_predict.dashboard.web`
+serves the pages, :mod:`~bse_predict.dashboard.access` checks the token, :mod:`~bse_predict.dashboard.run` wires them.
+"""

@@ -1,0 +1,125 @@
+"""What the dashboard knows, in memory and bounded: the topics' messages folded into per-symbol state.
+
+Per symbol: the newest live call per target (a call of an older candle never replaces a newer one),
+a deque of the last ``history_hours`` calls with each target's outcome joined to its call when it
+resolves, and a deque of closed candles for the chart. At most ``max_symbols`` symbols: past that the
+one updated longest ago is dropped. Beside them a deque of recent control events and dead letters,
+dead-letter counts by kind (a small fixed set of kinds), and the track record's score sums per
+(version, target, stream), a fixed number of fields each. Outcomes are counted once per
+(id, target, version, stream), the key a re-published outcome repeats, among the last ``outcome_keys``
+keys (a crash re-publishes within seconds, so a recent window catches it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from configs.dashboard import DashboardConfig
+from bse_predict.candles.schema import Candle, Outcome, Prediction
+from bse_predict.dashboard.track_record import SeriesKey, TrackRecord
+
+__all__ = ["Call", "SymbolState", "Board"]
+
+
+@dataclass
+class Call:
+    """One live prediction and, per target, its outcome once known."""
+
+    prediction: Prediction
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+
+@dataclass
+class SymbolState:
+    calls: deque[Call]
+    candles: deque[Candle]
+    newest: Prediction | None = None
+    changed_at: int = 0  # the board's revision of this symbol's last change
+
+
+class Board:
+    def __init__(self, config: DashboardConfig) -> None:
+        self._config = config
+        self.symbols: OrderedDict[str, SymbolState] = OrderedDict()  # least recently changed first
+        self.control_events: deque[dict[str, Any]] = deque(maxlen=config.recent_events)
+        self.dead_letters: deque[dict[str, Any]] = deque(maxlen=config.recent_events)
+        self.dead_letter_counts: Counter[str] = Counter()
+        self.track_record = TrackRecord()
+        self.revision = 0
+        self._counted: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+
+    def _symbol(self, symbol: str) -> SymbolState:
+        state = self.symbols.get(symbol)
+        if state is None:
+            state = SymbolState(calls=deque(maxlen=self._config.history_hours),
+                                candles=deque(maxlen=self._config.history_hours + self._config.chart_extra_hours))
+            self.symbols[symbol] = state
+            while len(self.symbols) > self._config.max_symbols:
+                self.symbols.popitem(last=False)
+        return state
+
+    def _touch(self, symbol: str, state: SymbolState) -> None:
+        self.revision += 1
+        state.changed_at = self.revision
+        self.symbols.move_to_end(symbol)
+
+    def add_prediction(self, prediction: Prediction) -> None:
+        state = self._symbol(prediction.symbol)
+        calls = state.calls
+        position = len(calls)  # calls stay in candle order; a late one is slotted in
+        while position > 0 and calls[position - 1].prediction.open_time >= prediction.open_time:
+            if calls[position - 1].prediction.open_time == prediction.open_time:
+                return  # a replayed prediction: the first one stands, with the outcomes joined to it
+            position -= 1
+        if len(calls) == calls.maxlen:
+            if position == 0:
+                return  # older than every call kept
+            calls.popleft()
+            position -= 1
+        calls.insert(position, Call(prediction))
+        if state.newest is None or prediction.open_time > state.newest.open_time:
+            state.newest = prediction
+        self._touch(prediction.symbol, state)
+
+    def add_outcome(self, outcome: Outcome) -> None:
+        key = (outcome.id, outcome.target, outcome.model.version, outcome.stream)
+        if key in self._counted:
+            return
+        self._counted[key] = None
+        while len(self._counted) > self._config.outcome_keys:
+            self._counted.popitem(last=False)
+        self.track_record.add(SeriesKey(outcome.model.version, outcome.target, outcome.stream), outcome)
+        if outcome.stream != "live":
+            return
+        state = self.symbols.get(outcome.symbol)
+        if state is None:
+            return
+        for call in state.calls:
+            if call.prediction.id == outcome.id and call.prediction.model.version == outcome.model.version:
+                call.outcomes[outcome.target] = outcome
+                self._touch(outcome.symbol, state)
+                return
+
+    def add_candle(self, candle: Candle) -> None:
+        if not candle.closed:
+            return
+        state = self._symbol(candle.symbol)
+        candles = state.candles
+        if candles and candle.open_time <= candles[-1].open_time:
+            for i, kept in enumerate(candles):
+                if kept.open_time == candle.open_time:
+                    candles[i] = candle
+                    return
+            return  # a late candle older than the newest: the chart keeps its order, it is left out
+        candles.append(candle)
+
+    def add_control_event(self, event: dict[str, Any]) -> None:
+        self.control_events.appendleft(event)
+        self.revision += 1
+
+    def add_dead_letter(self, letter: dict[str, Any]) -> None:
+        self.dead_letters.appendleft(letter)
+        self.dead_letter_counts[str(letter.get("kind", "unknown"))] += 1
+        self.revision += 1

@@ -1,0 +1,131 @@
+"""The dashboard's in-memory model: bounded, newest call wins, outcomes join their calls, and the track
+record equals the formulas computed here by hand from the same messages."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from configs.dashboard import DashboardConfig
+from bse_predict.candles.schema import Candle, Outcome, Prediction, prediction_id
+from bse_predict.dashboard.board import Board
+from bse_predict.dashboard.track_record import SeriesKey
+
+HOUR_MS = 3_600_000
+T0 = 1_735_689_600_000
+
+
+def prediction(symbol: str, hour: int, p_up: float = 0.5, p_down: float = 0.3, version: str = "v1") -> Prediction:
+    target = {"p_up": p_up, "p_down": p_down, "p_none": round(1 - p_up - p_down, 12),
+              "direction": "up" if p_up >= p_down else "down", "confidence": max(p_up, p_down) / (p_up + p_down),
+              "signal": "LONG" if p_up > p_down else "SHORT"}
+    return Prediction.model_validate({
+        "id": prediction_id(symbol, "1h", T0 + hour * HOUR_MS), "symbol": symbol, "timeframe": "1h",
+        "open_time": T0 + hour * HOUR_MS, "close": 100.0 + hour, "horizon_hours": 72,
+        "targets": {t: target for t in ("1%", "2%", "5%")}, "model": {"name": "rf", "version": version},
+        "latency_ms": 1.0})
+
+
+def outcome(call: Prediction, target: str, result: str, stream: str = "live") -> Outcome:
+    p = call.targets[target]
+    return Outcome(id=call.id, symbol=call.symbol, open_time=call.open_time, target=target, outcome=result,
+                   resolved_at=call.open_time + 5 * HOUR_MS, model=call.model, p_up=p.p_up, p_down=p.p_down,
+                   p_none=p.p_none, stream=stream)
+
+
+def test_the_newest_call_wins_also_when_an_older_one_arrives_late() -> None:
+    board = Board(DashboardConfig())
+    board.add_prediction(prediction("BTCUSDT", 2, p_up=0.6))
+    board.add_prediction(prediction("BTCUSDT", 1, p_up=0.2))
+    state = board.symbols["BTCUSDT"]
+    assert state.newest is not None and state.newest.open_time == T0 + 2 * HOUR_MS
+    assert [c.prediction.open_time for c in state.calls] == [T0 + HOUR_MS, T0 + 2 * HOUR_MS]
+    board.add_prediction(prediction("BTCUSDT", 3, p_up=0.1))
+    assert state.newest.targets["1%"].p_up == 0.1
+
+
+def test_a_replayed_prediction_keeps_the_first_and_its_outcome() -> None:
+    board = Board(DashboardConfig())
+    call = prediction("ETHUSDT", 0)
+    board.add_prediction(call)
+    board.add_outcome(outcome(call, "2%", "up"))
+    board.add_prediction(prediction("ETHUSDT", 0, p_up=0.1))
+    (kept,) = board.symbols["ETHUSDT"].calls
+    assert kept.prediction == call and kept.outcomes["2%"].outcome == "up"
+
+
+def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
+    config = DashboardConfig(history_hours=5, chart_extra_hours=2, max_symbols=3, recent_events=4)
+    board = Board(config)
+    for hour in range(20):
+        board.add_prediction(prediction("BTCUSDT", hour))
+        board.add_candle(Candle(symbol="BTCUSDT", timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=2.0,
+                                low=0.5, close=1.5, volume=1.0))
+        board.add_control_event({"status": "applied", "n": hour})
+        board.add_dead_letter({"kind": "schema", "n": hour})
+    state = board.symbols["BTCUSDT"]
+    assert [c.prediction.open_time for c in state.calls] == [T0 + h * HOUR_MS for h in range(15, 20)]
+    assert [c.open_time for c in state.candles] == [T0 + h * HOUR_MS for h in range(13, 20)]
+    board.add_prediction(prediction("BTCUSDT", 3))  # older than every call kept
+    assert len(state.calls) == 5 and state.calls[0].prediction.open_time == T0 + 15 * HOUR_MS
+    assert len(board.control_events) == 4 and board.control_events[0]["n"] == 19
+    assert len(board.dead_letters) == 4 and board.dead_letter_counts == {"schema": 20}
+    for symbol in ("A", "B", "C"):
+        board.add_prediction(prediction(symbol, 0))
+    assert list(board.symbols) == ["A", "B", "C"]  # BTCUSDT, changed longest ago, dropped
+    board.add_prediction(prediction("A", 1))
+    board.add_prediction(prediction("D", 0))
+    assert list(board.symbols) == ["C", "A", "D"]
+
+
+def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
+    board = Board(DashboardConfig())
+    first, second = prediction("SOLUSDT", 0), prediction("SOLUSDT", 1)
+    board.add_prediction(first)
+    board.add_prediction(second)
+    revision = board.revision
+    board.add_outcome(outcome(first, "1%", "down"))
+    board.add_outcome(outcome(first, "1%", "down"))
+    board.add_outcome(outcome(first, "1%", "down", stream="shadow"))
+    calls = board.symbols["SOLUSDT"].calls
+    assert calls[0].outcomes["1%"].outcome == "down" and calls[0].outcomes.keys() == {"1%"}
+    assert calls[1].outcomes == {}
+    assert board.revision > revision
+    records = board.track_record.records()
+    assert records[SeriesKey("v1", "1%", "live")].count == 1 and records[SeriesKey("v1", "1%", "shadow")].count == 1
+
+
+def test_the_track_record_equals_the_formulas_on_the_same_messages() -> None:
+    rng = random.Random(7)
+    board = Board(DashboardConfig())
+    messages = []
+    for hour in range(300):
+        p_up = rng.uniform(0.05, 0.9)
+        call = prediction("BTCUSDT", hour, p_up=round(p_up, 6), p_down=round(rng.uniform(0, 1 - p_up), 6),
+                          version=rng.choice(["v1", "v2"]))
+        board.add_prediction(call)
+        for target in ("1%", "5%"):
+            messages.append(outcome(call, target, rng.choice(["up", "down", "none", "none"])))
+    for message in messages:
+        board.add_outcome(message)
+    records = board.track_record.records()
+    assert {(k.version, k.target) for k in records} == {(v, t) for v in ("v1", "v2") for t in ("1%", "5%")}
+    classes = ("up", "down", "none")
+    for key, record in records.items():
+        rows = [m for m in messages if (m.model.version, m.target) == (key.version, key.target)]
+        n = len(rows)
+        shares = [sum(m.outcome == c for m in rows) / n for c in classes]
+        probabilities = [(m.p_up, m.p_down, m.p_none) for m in rows]
+        truth = [classes.index(m.outcome) for m in rows]
+        assert record.count == n
+        assert record.hit_rate == pytest.approx(sum(max(range(3), key=p.__getitem__) == y
+                                                    for p, y in zip(probabilities, truth)) / n)
+        assert record.base_rate == pytest.approx(max(shares))
+        assert record.log_loss == pytest.approx(sum(-math.log(max(p[y], 1e-12)) for p, y in zip(probabilities, truth)) / n)
+        assert record.brier == pytest.approx(sum(sum((p[k] - (k == y)) ** 2 for k in range(3))
+                                                 for p, y in zip(probabilities, truth)) / n)
+        assert record.climatology_log_loss == pytest.approx(-sum(s * math.log(s) for s in shares if s > 0))
+        assert record.climatology_brier == pytest.approx(sum(shares[y] * sum((shares[k] - (k == y)) ** 2
+                                                                             for k in range(3)) for y in range(3)))
