@@ -7,8 +7,6 @@ test needs them (:func:`bse_predict.services.debian_packages.debian_program`).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from typing import Any, Self, TypeVar
 import yaml
 
 from bse_predict.services.debian_packages import debian_program
+from tests.support.worker_process import LoggedProcess
 
 __all__ = ["DEPLOY", "PrometheusProcess", "prometheus_program", "promtool_program", "config_scraping"]
 
@@ -56,7 +55,7 @@ def config_scraping(targets: Sequence[str], interval_s: int = 1) -> dict[str, An
     return config
 
 
-class PrometheusProcess:
+class PrometheusProcess(LoggedProcess):
     """``prometheus`` on 127.0.0.1:``port`` with ``config``, its TSDB and log under ``home``; ``start`` returns
     once it is ready, ``stop`` (or leaving the ``with``) ends it."""
 
@@ -114,20 +113,3 @@ class PrometheusProcess:
             time.sleep(0.2)
         raise AssertionError(f"{what}: not seen in Prometheus after {timeout_s} s:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait(10)
-
-    def __enter__(self) -> Self:
-        return self.start() if self._process is None else self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()

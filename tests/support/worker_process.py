@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from configs.settings import Settings
 from bse_predict.connections.clients import client_environment
 
-__all__ = ["CommandProcess", "WorkerProcess", "free_port", "service_env"]
+__all__ = ["CommandProcess", "LoggedProcess", "WorkerProcess", "free_port", "service_env"]
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -47,7 +47,41 @@ def free_port() -> int:
             return port
 
 
-class CommandProcess:
+class LoggedProcess:
+    """A subprocess in its own process group, writing to ``log_path``; ``start`` launches it (subclasses),
+    ``stop`` (or leaving the ``with``) ends it: SIGTERM, SIGKILL after 30 s."""
+
+    log_path: Path
+    _process: subprocess.Popen[bytes] | None
+
+    def start(self, timeout_s: float = 60.0) -> Self:
+        raise NotImplementedError
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no flush, no commit."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(10)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> Self:
+        return self.start() if self._process is None else self  # `with proc.start():` must not start a second one
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class CommandProcess(LoggedProcess):
     """One ``bse-predict COMMAND`` subprocess with its own log file; ``start`` returns once
     :meth:`ready` says so (asked of the new process only, so a restart waits anew)."""
 
@@ -88,29 +122,6 @@ class CommandProcess:
         while self.returncode is None and time.monotonic() < deadline:
             time.sleep(0.1)
         return self.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye, no flush, no commit."""
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(10)
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def __enter__(self) -> Self:
-        return self.start() if self._process is None else self  # `with proc.start():` must not start a second one
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
 
 class WorkerProcess(CommandProcess):
