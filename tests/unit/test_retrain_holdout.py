@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from configs.settings import load_settings
+from bse_predict.candles.files import CandleSeries
 from bse_predict.candles.synthetic import synthetic_series
 from bse_predict.labels.first_touch import label_matrix
 from bse_predict.candles.grid import fill_gaps
 from bse_predict.retrain.errors import RetrainError
-from bse_predict.retrain.holdout import (clip_series, final_holdout_rows, months_before, out_of_sample,
+from bse_predict.retrain.holdout import (RetrainWindow, clip_series, final_holdout_rows, months_before, out_of_sample,
                                          retrain_window)
 from bse_predict.retrain.holdout_scores import holdout_history_ms, score_holdout
 from bse_predict.scoring.probabilities import row_log_loss
@@ -85,12 +86,17 @@ class _Climatology:
         return {t: np.tile(self._p, (rows, 1)) for t in self.targets}
 
 
-def test_the_holdout_is_scored_on_final_rows_with_the_one_log_loss() -> None:
-    settings = load_settings()
-    market = settings.market
+def _forty_days_and_their_holdout(horizon_hours: int) -> tuple[CandleSeries, RetrainWindow, list[CandleSeries]]:
+    """40 days of one generated symbol, the retrain window of its newest month (a 240 h holdout) and the
+    candles that holdout is scored on."""
     series = synthetic_series("AAAUSDT", 24 * 40, 5, _ms(2026, 3, 1, 23))
-    window = retrain_window(int(series.open_time_ms[-1]), 1, 240, market.horizon_hours, HOUR)
-    holdout = clip_series([series], window.holdout_start_ms - holdout_history_ms(HOUR), window.newest_ms + 1)
+    window = retrain_window(int(series.open_time_ms[-1]), 1, 240, horizon_hours, HOUR)
+    return series, window, clip_series([series], window.holdout_start_ms - holdout_history_ms(HOUR), window.newest_ms + 1)
+
+
+def test_the_holdout_is_scored_on_final_rows_with_the_one_log_loss() -> None:
+    market = load_settings().market
+    series, window, holdout = _forty_days_and_their_holdout(market.horizon_hours)
     live = _Climatology("live", (0.3, 0.3, 0.4), 169, ("1%", "2%", "5%"))
     new = _Climatology("new", (0.45, 0.45, 0.1), 192, ("1%", "2%"))  # fewer targets: only the common ones count
     scores = score_holdout(holdout, window, live, new, market.targets_pct, market.horizon_candles)
@@ -119,11 +125,8 @@ def test_the_holdout_starts_after_the_live_versions_training_data() -> None:
 
 
 def test_a_model_answering_nan_stops_the_gate() -> None:
-    settings = load_settings()
-    market = settings.market
-    series = synthetic_series("AAAUSDT", 24 * 40, 5, _ms(2026, 3, 1, 23))
-    window = retrain_window(int(series.open_time_ms[-1]), 1, 240, market.horizon_hours, HOUR)
-    holdout = clip_series([series], window.holdout_start_ms - holdout_history_ms(HOUR), window.newest_ms + 1)
+    market = load_settings().market
+    series, window, holdout = _forty_days_and_their_holdout(market.horizon_hours)
     live = _Climatology("live", (0.3, 0.3, 0.4), 169, ("1%", "2%", "5%"))
     broken = _Climatology("r-broken", (np.nan, 0.5, 0.5), 169, ("1%", "2%", "5%"))
     with pytest.raises(RetrainError, match="r-broken answered 64 of 64 holdout rows of target 1%"):
