@@ -24,6 +24,8 @@ class LiveMetricsConfig(FrozenBlock):
     calibration_bins: int = Field(10, gt=1)
     metrics_port: int = Field(0, ge=0, le=65535)
     refresh_s: float = Field(15.0, gt=0)
+    flush_s: float = Field(5.0, ge=0, description="score sums are kept in process and added to Redis this often "
+                                                  "(and at stop); 0 = after every batch")
 
 
 class ChallengerConfig(FrozenBlock):

@@ -37,7 +37,7 @@ from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.serving.manifest import load_manifest
 from bse_predict.candles.schema import Prediction
 from bse_predict.monitoring.event_report import EventReport, Sender
-from bse_predict.monitoring.metrics import HashSums
+from bse_predict.monitoring.hash_sums import HashSums
 
 __all__ = ["DriftMonitor"]
 

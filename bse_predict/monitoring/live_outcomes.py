@@ -59,7 +59,7 @@ class LiveOutcomes:
         self._breaker_states = breaker_states
         self._control_counts = control_counts
         self._resolvers: list[OutcomeResolver] = []
-        self._scores: RedisLiveScores | None = None
+        self._scores: list[RedisLiveScores] = []  # one per candle agent (each on its own client)
         self._serving = False
         self._refresh_failing = False
         self._served_revision: Callable[[], int] | None = None
@@ -98,8 +98,9 @@ class LiveOutcomes:
             self._serving = True
         if not settings.outcomes.enabled:
             return None
-        self._scores = RedisLiveScores(client, settings)
-        listeners: list[OutcomeListener] = [self._scores, *extra_listeners]
+        scores = RedisLiveScores(client, settings)
+        self._scores.append(scores)
+        listeners: list[OutcomeListener] = [scores, *extra_listeners]
         if settings.challenger.enabled:
             listeners.append(ChallengerWatch(client, settings, publisher, version_order(settings),
                                              self._names.control, self._names.control_events))
@@ -113,6 +114,11 @@ class LiveOutcomes:
         self._resolvers.append(resolver)
         return resolver
 
+    async def flush(self) -> None:
+        """Send the live-score sums still kept in process (at stop)."""
+        for scores in self._scores:
+            await scores.flush()
+
     async def refresh(self, app: faust.App) -> None:
         """Move the Prometheus gauges and counters to the current state."""
         if self._served_revision is not None:
@@ -125,5 +131,6 @@ class LiveOutcomes:
         if self._breaker_states is not None:
             self.metrics.set_breakers(self._breaker_states())
         self.metrics.forget_quiet_symbols(self._settings.window.silent_expire_hours * 3600)
-        if self._scores is not None:
-            self.metrics.set_scores(await self._scores.read())
+        if self._scores:
+            await self.flush()
+            self.metrics.set_scores(await self._scores[0].read())

@@ -38,6 +38,8 @@ __all__ = [
     "LiveScores",
     "score_fields",
     "batch_score_fields",
+    "score_field_names",
+    "grouped_score_sums",
     "grouped_score_fields",
     "add_fields",
     "window_scores",
@@ -94,37 +96,49 @@ def batch_score_fields(probabilities: np.ndarray, labels: np.ndarray, bins: int)
     return rows
 
 
-def grouped_score_fields(probabilities: np.ndarray, labels: np.ndarray, bins: int, groups: np.ndarray,
-                         n_groups: int) -> list[dict[str, float]]:
-    """Per group ``g < n_groups``: ``add_fields`` of :func:`batch_score_fields` over the rows whose
-    ``groups`` entry is ``g``, with the same fields and the same sums (each sum adds its rows in row
-    order from 0.0, as ``add_fields`` does), without a dict per row."""
+def score_field_names(bins: int) -> tuple[str, ...]:
+    """The name of each column of :func:`grouped_score_sums`: the fields of :func:`score_fields`."""
+    calibration = tuple(f"cal:{name}:{b}:{part}" for name in CLASS_NAMES for b in range(bins) for part in ("n", "p", "hit"))
+    return ("n", "log_loss", "brier", "correct", *(f"y:{name}" for name in CLASS_NAMES), *calibration)
+
+
+def grouped_score_sums(probabilities: np.ndarray, labels: np.ndarray, bins: int, groups: np.ndarray,
+                       n_groups: int) -> np.ndarray:
+    """float[n_groups, len(score_field_names(bins))]: per group ``g``, the sums of :func:`batch_score_fields`
+    over the rows whose ``groups`` entry is ``g`` (each sum adds its rows in row order from 0.0, as
+    ``add_fields`` does), one column per field name, 0 where no row has the field."""
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     g = np.asarray(groups, dtype=np.intp)
     classes = len(CLASS_NAMES)
-    scalars = np.zeros((n_groups, 4))  # n, log_loss, brier, correct
+    sums = np.zeros((n_groups, 4 + classes + classes * bins * 3))
     for column, values in enumerate((np.ones(len(p)), outcome_log_loss(p[np.arange(len(p)), y]), row_brier(p, y),
                                      (np.argmax(p, axis=1) == y).astype(np.float64))):
-        np.add.at(scalars[:, column], g, values)
-    outcome_counts = np.zeros((n_groups, classes))
-    np.add.at(outcome_counts, (g, y), 1.0)
+        np.add.at(sums[:, column], g, values)
+    np.add.at(sums[:, 4:4 + classes], (g, y), 1.0)
     places = bin_index(p, bins)
-    cal = np.zeros((3, n_groups, classes, bins))  # n, p, hit
+    cal = sums[:, 4 + classes:].reshape(n_groups, classes, bins, 3)  # a view: n, p, hit per class and bin
     for c in range(classes):
-        np.add.at(cal[0], (g, c, places[:, c]), 1.0)
-        np.add.at(cal[1], (g, c, places[:, c]), p[:, c])
-        np.add.at(cal[2], (g, c, places[:, c]), (y == c).astype(np.float64))
+        np.add.at(cal[..., 0], (g, c, places[:, c]), 1.0)
+        np.add.at(cal[..., 1], (g, c, places[:, c]), p[:, c])
+        np.add.at(cal[..., 2], (g, c, places[:, c]), (y == c).astype(np.float64))
+    return sums
+
+
+def grouped_score_fields(probabilities: np.ndarray, labels: np.ndarray, bins: int, groups: np.ndarray,
+                         n_groups: int) -> list[dict[str, float]]:
+    """Per group ``g < n_groups``: ``add_fields`` of :func:`batch_score_fields` over the rows whose
+    ``groups`` entry is ``g``, with the same fields and the same sums, without a dict per row."""
+    names = score_field_names(bins)
+    classes = len(CLASS_NAMES)
     result = []
-    for k in range(n_groups):
-        fields = dict(zip(("n", "log_loss", "brier", "correct"), scalars[k].tolist(), strict=True))
-        fields.update((f"y:{name}", count) for name, count in zip(CLASS_NAMES, outcome_counts[k].tolist(), strict=True)
-                      if count > 0)
-        for c, name in enumerate(CLASS_NAMES):
-            for b in np.flatnonzero(cal[0, k, c]).tolist():
-                fields[f"cal:{name}:{b}:n"] = float(cal[0, k, c, b])
-                fields[f"cal:{name}:{b}:p"] = float(cal[1, k, c, b])
-                fields[f"cal:{name}:{b}:hit"] = float(cal[2, k, c, b])
+    for row in grouped_score_sums(probabilities, labels, bins, groups, n_groups).tolist():
+        fields = dict(zip(names[:4], row[:4], strict=True))
+        fields.update((name, value) for name, value in zip(names[4:4 + classes], row[4:4 + classes], strict=True)
+                      if value > 0)
+        for start in range(4 + classes, len(names), 3):
+            if row[start] > 0:
+                fields.update(zip(names[start:start + 3], row[start:start + 3], strict=True))
         result.append(fields)
     return result
 

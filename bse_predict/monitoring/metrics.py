@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from configs.settings import Settings
-from bse_predict.monitoring.live_scores import LiveScores, add_fields, bucket_of, grouped_score_fields, window_scores
+from bse_predict.monitoring.hash_sums import HashSums, UnsentSums
+from bse_predict.monitoring.live_scores import (LiveScores, add_fields, bucket_of, grouped_score_sums, score_field_names,
+                                                window_scores)
 from bse_predict.monitoring.outcomes import Settlement
 from bse_predict.candles.schema import Prediction
 
-__all__ = ["SeriesKey", "HashSums", "RedisLiveScores", "WorkerMetrics"]
+__all__ = ["SeriesKey", "RedisLiveScores", "WorkerMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -51,62 +50,23 @@ _LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 # first increment misses that increment, so the first dead letters would never alert.
 _COUNTED_FROM_START = ("messages", "closed", "predicted", "dead_letters")
 
-# KEYS: the hashes, then the call's token key; ARGV[1]: a JSON list, per hash {field: increment as a
-# string}; ARGV[2]: the TTL in seconds; ARGV[3]: HINCRBY or HINCRBYFLOAT. Increments travel as the
-# strings redis-py would send (Python's repr), so the sums are the same as with one command per field;
-# ARGV[4]: the token's TTL in seconds. The token (unique per call) makes a second run of the same call, which redis-py sends when a
-# connection fails after Redis ran it, add nothing.
-_ADD_SUMS = """
-local sums = cjson.decode(ARGV[1])
-local ttl = tonumber(ARGV[2])
-if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', tonumber(ARGV[4])) then return 0 end
-for i = 1, #KEYS - 1 do
-  local key = KEYS[i]
-  for field, value in pairs(sums[i]) do redis.call(ARGV[3], key, field, value) end
-  redis.call('EXPIRE', key, ttl)
-end
-return #KEYS - 1
-"""
-
-_TOKEN_TTL_S = 300  # redis-py resends within seconds
-
-
-class HashSums:
-    """Adds a batch of increments to many Redis hashes in one script call.
-
-    A pipeline of one ``HINCRBY`` per field cost the worker thousands of
-    commands per batch (live scores, drift counts), most of it in redis-py
-    packing and parsing them; one call with the increments as one JSON
-    argument costs a few milliseconds.
-    """
-
-    def __init__(self, client: aioredis.Redis, floats: bool, token_prefix: str) -> None:
-        self._script = client.register_script(_ADD_SUMS)
-        self._command = "HINCRBYFLOAT" if floats else "HINCRBY"
-        self._token_prefix = token_prefix
-
-    async def add(self, sums: Mapping[str, Mapping[str, float]], ttl_s: int,
-                  pipe: Pipeline | None = None) -> None:
-        """Add every ``sums[key][field]`` to its hash and set each hash's expiry to ``ttl_s``."""
-        if not sums:
-            return
-        encoded = orjson.dumps([{field: repr(value) for field, value in fields.items()} for fields in sums.values()])
-        token = f"{self._token_prefix}:sums-token:{uuid.uuid4().hex}"
-        await self._script(keys=[*sums, token], args=[encoded, ttl_s, self._command, _TOKEN_TTL_S], client=pipe)
-
-
 class RedisLiveScores:
     """Score sums per series and bucket in Redis; see the module docstring."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: aioredis.Redis, settings: Settings, clock_s: Callable[[], float] = time.monotonic) -> None:
         config = settings.live_metrics
         self._client = client
         self._prefix = f"{settings.topic_prefix}bse:live"
         self._bucket_ms = config.bucket_minutes * 60_000
         self._bins = config.calibration_bins
         self._windows_hours = config.windows_hours
-        self._ttl_s = (max(config.windows_hours) * 3_600_000 + 2 * self._bucket_ms) // 1000
-        self._sums = HashSums(client, floats=True, token_prefix=self._prefix)
+        self._flush_s = config.flush_s
+        self._clock_s = clock_s
+        self._flushed_at = clock_s()
+        ttl_s = (max(config.windows_hours) * 3_600_000 + 2 * self._bucket_ms) // 1000
+        self._unsent = UnsentSums(HashSums(client, floats=True, token_prefix=self._prefix), ttl_s,
+                                  score_field_names(self._bins))
+        self._unsent_newest: dict[str, int] = {}
 
     def _series_id(self, key: SeriesKey) -> str:
         return "|".join(key)
@@ -123,20 +83,34 @@ class RedisLiveScores:
             item = s.pending
             series_id = self._series_id((item.model.version, item.variant, item.target, item.stream))
             groups[row] = group_of.setdefault((series_id, bucket_of(s.resolved_at, self._bucket_ms)), len(group_of))
-        summed = grouped_score_fields(
+        summed = grouped_score_sums(
             np.array([(s.pending.p_up, s.pending.p_down, s.pending.p_none) for s in settlements], dtype=np.float64),
             np.array([s.label for s in settlements], dtype=np.int64), self._bins, groups, len(group_of))
-        newest: dict[str, int] = {}
+        self._unsent.add({self._bucket_key(series_id, bucket): summed[group]
+                          for (series_id, bucket), group in group_of.items()})
+        newest = self._unsent_newest
         for series_id, bucket in group_of:
             newest[series_id] = max(bucket, newest.get(series_id, bucket))
-        async with self._client.pipeline(transaction=False) as pipe:
-            await self._sums.add({self._bucket_key(series_id, bucket): summed[group]
-                                  for (series_id, bucket), group in group_of.items()}, self._ttl_s, pipe)
-            pipe.zadd(f"{self._prefix}:newest", newest, gt=True)
-            await pipe.execute()
+        if self._clock_s() - self._flushed_at >= self._flush_s:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send the sums kept since the last flush (each addition counts once, also when a flush is retried)."""
+        self._flushed_at = self._clock_s()
+        await self._unsent.flush()
+        newest, self._unsent_newest = self._unsent_newest, {}
+        if newest:
+            try:
+                await self._client.zadd(f"{self._prefix}:newest", newest, gt=True)
+            except BaseException:
+                for series_id, bucket in newest.items():
+                    self._unsent_newest[series_id] = max(bucket, self._unsent_newest.get(series_id, bucket))
+                raise
 
     async def read(self) -> dict[tuple[SeriesKey, int], LiveScores]:
-        """Scores of every series over every configured window (hours), ending at its newest bucket."""
+        """Scores of every series over every configured window (hours), ending at its newest bucket (this
+        process's unsent sums flushed first)."""
+        await self.flush()
         newest = await self._client.zrange(f"{self._prefix}:newest", 0, -1, withscores=True)
         plan: list[tuple[SeriesKey, int, list[str]]] = []
         for member, score in newest:

@@ -119,7 +119,8 @@ class RedisOutcomeStore(SymbolKeyStore):
 
     It keeps an in-process copy of each symbol's pending outcomes with the
     Redis generation it matches, so a batch costs one ``GET`` per symbol
-    instead of reading and parsing every pending outcome; the copy is read
+    instead of reading and parsing every pending outcome (none for the symbols
+    whose generation the batch's register call just returned); the copy is read
     again only when someone else changed the symbol (a restart, a rebalance).
     """
 
@@ -131,6 +132,9 @@ class RedisOutcomeStore(SymbolKeyStore):
         self._settle = client.register_script(_SETTLE)
         self._read = client.register_script(_READ)
         self._cache: dict[SymbolKey, tuple[int, PendingBook]] = {}
+        # The generations the last register call returned: current as of that call, so the pending read
+        # that follows it in a batch needs no GET for those symbols.
+        self._registered_generations: dict[SymbolKey, int] = {}
 
     def _keys(self, symbol: str, timeframe: str) -> tuple[str, str, str]:
         base = f"{self._symbol_key(symbol, timeframe)}:outcomes"
@@ -146,6 +150,7 @@ class RedisOutcomeStore(SymbolKeyStore):
             self._cache.pop(key, None)
 
     async def register(self, items: Sequence[PendingOutcome]) -> int:
+        self._registered_generations = {}
         groups = _by_symbol(items)
         if not groups:
             return 0
@@ -162,17 +167,21 @@ class RedisOutcomeStore(SymbolKeyStore):
             new = [item for item, flag in zip(group, flags, strict=True) if flag]
             added += len(new)
             self._follow(key, int(before), int(after), lambda book, new=new: book.add(new))
+            self._registered_generations[key] = int(after)
         return added
 
     async def pending(self, symbols: Sequence[SymbolKey]) -> dict[SymbolKey, PendingBook]:
         if not symbols:
             return {}
-        async with self._client.pipeline(transaction=False) as pipe:
-            for symbol, timeframe in symbols:
-                pipe.get(self._keys(symbol, timeframe)[2])
-            generations = [int(g or 0) for g in await pipe.execute()]
-        stale = [key for key, generation in zip(symbols, generations, strict=True)
-                 if key not in self._cache or self._cache[key][0] != generation]
+        known, self._registered_generations = self._registered_generations, {}
+        generations = {key: known[key] for key in symbols if key in known}
+        unknown = [key for key in symbols if key not in known]
+        if unknown:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for symbol, timeframe in unknown:
+                    pipe.get(self._keys(symbol, timeframe)[2])
+                generations.update(zip(unknown, (int(g or 0) for g in await pipe.execute()), strict=True))
+        stale = [key for key in symbols if key not in self._cache or self._cache[key][0] != generations[key]]
         if stale:
             keys = [k for symbol, timeframe in stale for k in self._keys(symbol, timeframe)[::2]]
             for key, (generation, values) in zip(stale, await self._read(keys=keys), strict=True):

@@ -5,7 +5,7 @@ hands them and the batch's closed candles to :meth:`OutcomeResolver.after_publis
 
 1. register every (prediction, target) as pending in the store (idempotent);
 2. read the pending outcomes of the symbols that got a closed candle, feed them
-   those candles in open-time order (:func:`bse_predict.monitoring.outcomes.settle_on_candle`);
+   those candles in open-time order, every symbol at once (:func:`bse_predict.monitoring.outcomes.settle_books`);
 3. publish the settled outcomes to ``outcomes`` and wait for the broker's ack;
 4. only then remove them from the store, then tell the listeners (live
    metrics, the champion/challenger test).
@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from configs.settings import Settings
-from bse_predict.monitoring.outcomes import PendingBook, PendingOutcome, Settlement, Stream, pending_from_prediction, to_outcome
+from bse_predict.monitoring.outcomes import (PendingBook, PendingOutcome, Settlement, Stream, pending_from_prediction,
+                                             settle_books, to_outcome)
 from bse_predict.candles.schema import Candle, Outcome, Prediction
 from bse_predict.serving.signals import target_label
 from bse_predict.monitoring.outcome_store import OutcomeStore
@@ -142,9 +143,6 @@ class OutcomeResolver:
         if not by_symbol:
             return []
         pending = await self._store.pending(sorted(by_symbol))
-        settlements: list[Settlement] = []
-        for key, candles in by_symbol.items():
-            ordered = sorted(candles, key=lambda c: c.open_time)
-            settlements += pending[key].settle_in_order([
-                (c.open_time, (c.open, c.high, c.low, c.close, c.volume)) for c in ordered])
-        return settlements
+        return settle_books([(pending[key], [(c.open_time, (c.open, c.high, c.low, c.close, c.volume))
+                                             for c in sorted(candles, key=lambda c: c.open_time)])
+                             for key, candles in by_symbol.items()])

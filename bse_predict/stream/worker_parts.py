@@ -71,7 +71,7 @@ class CandleAgentParts:
 
     async def close(self) -> None:
         """Every closing step; a failing Redis or broker at stop is logged, the rest still close."""
-        await _close_quietly(self.store.flush(), self.publisher.stop(), self.outcome_publisher.stop(),
+        await _close_quietly(self.store.flush(), self.parts.live_outcomes.flush(), self.publisher.stop(), self.outcome_publisher.stop(),
                              self.rebuilder.close(), self.history.close(), self.client.aclose(),
                              self.parts.stall.close())
 

@@ -114,4 +114,7 @@ def test_every_handle_sees_the_others_changes(make_store: StoreFactory) -> None:
         await store.register([item(4)])
         assert keys_of(await other.pending([("BTCUSDT", "1h")])) == {item(3).key, item(4).key}
         assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(3).key, item(4).key}
+        await other.register([item(6)])
+        await store.register([item(5)])  # its reply says where the symbol is now; the copy was one change behind
+        assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(k).key for k in (3, 4, 5, 6)}
     run_with_store(make_store, body)

@@ -222,6 +222,31 @@ def test_a_significant_challenger_sends_a_signed_control_message_and_an_event(
     assert max(event["e_value_better"], event["e_value_worse"]) >= 2 / settings.challenger.alpha
 
 
+def test_live_score_sums_wait_in_the_worker_until_the_flush_interval(services: Settings, isolated: Settings) -> None:
+    settings = isolated
+    settlements = _pair_settlements(np.random.default_rng(10), 40, skill_live=0.5, skill_shadow=0.2)
+    now = [0.0]
+
+    async def run() -> tuple[list, list, dict]:
+        client = connect_redis(settings)
+        try:
+            scores = RedisLiveScores(client, settings, clock_s=lambda: now[0])
+            newest_key = f"{settings.topic_prefix}bse:live:newest"
+            await scores.on_settled(settlements[:20])
+            before = await client.zrange(newest_key, 0, -1)
+            now[0] = settings.live_metrics.flush_s
+            await scores.on_settled(settlements[20:])
+            after = await client.zrange(newest_key, 0, -1)
+            return before, after, await RedisLiveScores(client, settings).read()
+        finally:
+            await client.aclose()
+
+    before, after, found = asyncio.run(run())
+    assert settings.live_metrics.flush_s > 0 and before == []  # nothing reached Redis within the interval
+    assert len(after) == 2  # the live and the shadow series, both batches sent at once
+    assert sum(scores.count for (key, hours), scores in found.items() if hours == 168) == len(settlements)
+
+
 def test_live_scores_in_redis_equal_the_rolling_formulas_and_reach_prometheus(services: Settings, isolated: Settings) -> None:
     settings = isolated
     settlements = _pair_settlements(np.random.default_rng(9), 400, skill_live=0.5, skill_shadow=0.2)

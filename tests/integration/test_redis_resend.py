@@ -15,13 +15,16 @@ import numpy as np
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from configs.settings import FaultConfig, Settings
 from bse_predict.candles.schema import Candle
 from bse_predict.monitoring.sequential import BETS, Evidence
 from tests.support.reply_dropping_proxy import ReplyDroppingProxy
 from bse_predict.monitoring.challenger import ChallengerWatch, _Pair
-from bse_predict.monitoring.metrics import HashSums
+from bse_predict.monitoring.hash_sums import HashSums, UnsentSums
 from bse_predict.connections.clients import connect_redis
 from bse_predict.stream.window_store import RedisWindowStore
 
@@ -55,6 +58,30 @@ async def test_sums_added_once_when_the_reply_is_lost(through_proxy) -> None:  #
     assert {k.decode(): float(v) for k, v in stored.items()} == {"n": 2.0, "loss": 0.5}
     await sums.add({f"{prefix}:h": {"n": 1.0, "loss": 0.25}}, ttl_s=600)
     assert float(await direct.hget(f"{prefix}:h", "n")) == 3.0
+
+
+async def test_buffered_sums_lost_with_their_reply_are_sent_again_and_count_once(through_proxy, services: Settings) -> None:  # type: ignore[no-untyped-def]
+    _, proxy, direct = through_proxy
+    prefix = f"resend-{uuid.uuid4().hex[:8]}"
+    no_retries = connect_redis(services, url=f"redis://127.0.0.1:{proxy.port}/0", retry=Retry(NoBackoff(), 0))
+    try:
+        unsent = UnsentSums(HashSums(no_retries, floats=True, token_prefix=prefix), ttl_s=600,
+                            field_names=["n", "loss"])
+        unsent.add({f"{prefix}:h": np.array([1.0, 0.0])})
+        await unsent.flush()  # the script is loaded now
+        unsent.add({f"{prefix}:h": np.array([1.0, 0.25])})
+        unsent.add({f"{prefix}:h": np.array([1.0, 0.0])})
+        proxy.drop_next_reply()
+        with pytest.raises(RedisConnectionError):
+            await unsent.flush()  # Redis added them; the reply was lost and this client does not resend
+        unsent.add({f"{prefix}:h": np.array([0.0, 1.0])})  # added while the failed flush waits
+        await unsent.flush()  # the failed call again (refused: it had run), then the new sums
+        stored = await direct.hgetall(f"{prefix}:h")
+        assert {k.decode(): float(v) for k, v in stored.items()} == {"n": 3.0, "loss": 1.25}
+        await unsent.flush()  # nothing left to send
+        assert float(await direct.hget(f"{prefix}:h", "n")) == 3.0
+    finally:
+        await no_retries.aclose()
 
 
 def _watch_through(client: aioredis.Redis, services: Settings) -> tuple[ChallengerWatch, str]:

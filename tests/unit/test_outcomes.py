@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from bse_predict.candles.files import CandleSeries
 from bse_predict.candles.grid import fill_gaps
 from bse_predict.labels.first_touch import DOWN, NONE, UNKNOWN, UP, label_matrix
-from bse_predict.monitoring.outcomes import PendingOutcome, pending_from_prediction, settle_in_order, settle_on_candle, to_outcome
+from bse_predict.monitoring.outcomes import (PendingBook, PendingOutcome, pending_from_prediction, settle_books, settle_in_order,
+                                             settle_on_candle, to_outcome)
 from bse_predict.candles.schema import ModelRef, Prediction, TargetPrediction
 
 HOUR_MS = 3_600_000
@@ -139,6 +140,35 @@ def test_duplicate_candles_do_not_change_the_answer(path: tuple[np.ndarray, np.n
     twice = settle_in_order(pending, doubled)
     key = lambda s: (s.pending.key, s.label, s.resolved_at)  # noqa: E731
     assert sorted(map(key, once)) == sorted(map(key, twice))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(paths_with_gaps(), min_size=1, max_size=5), st.integers(1, 6), st.integers(1, 7))
+def test_many_symbols_settled_together_in_batches_equal_the_offline_labels(
+    paths: list[tuple[np.ndarray, np.ndarray]], horizon: int, batch_candles: int
+) -> None:
+    """The worker's way: every symbol's book fed its next few candles at once (:func:`settle_books`),
+    settled rows removed, batch after batch; each symbol must end as its offline labels say, and the
+    settlements come book by book, candle by candle."""
+    books = [PendingBook(_pending(int(t), float(r[3]), frac, horizon, target=f"{frac}").model_copy(
+                             update={"symbol": f"S{b}", "prediction_id": f"S{b}|1h|{t}"})
+                         for t, r in zip(times, ohlcv, strict=True) for frac in (0.01, 0.02, 0.05))
+             for b, (times, ohlcv) in enumerate(paths)]
+    live: list[dict[tuple[int, str], tuple[int, int]]] = [{} for _ in paths]
+    longest = max(len(times) for times, _ in paths)
+    for start in range(0, longest, batch_candles):
+        fed = [(book, list(zip(times[start:start + batch_candles].tolist(), ohlcv[start:start + batch_candles],
+                               strict=True))) for book, (times, ohlcv) in zip(books, paths, strict=True)]
+        settled = settle_books(fed)
+        owners = [int(s.pending.symbol[1:]) for s in settled]
+        assert owners == sorted(owners)  # book by book
+        for s, b in zip(settled, owners, strict=True):
+            live[b][(s.pending.open_time, s.pending.target)] = (s.label, s.resolved_at)
+            books[b].remove([s.pending.key])
+    for (times, ohlcv), found in zip(paths, live, strict=True):
+        for frac in (0.01, 0.02, 0.05):
+            expected = _live_labels(times, ohlcv, frac, horizon)
+            assert {t: v for (t, target), v in found.items() if target == f"{frac}"} == expected
 
 
 # --- real candles ----------------------------------------------------------------
