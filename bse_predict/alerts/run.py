@@ -42,11 +42,9 @@ from bse_predict.connections.topics import TopicNames, ensure_topics
 from bse_predict.explain.explainer import Explainer
 from bse_predict.stream.window_store import RedisWindowStore
 
-__all__ = ["run_alerts", "consume", "check_alert_settings", "subscribed_topics", "READY_MESSAGE"]
+__all__ = ["run_alerts", "consume", "check_alert_settings", "subscribed_topics"]
 
 log = logging.getLogger(__name__)
-
-READY_MESSAGE = "alerts ready"
 
 
 def check_alert_settings(settings: Settings) -> tuple[str, tuple[str, ...]]:
@@ -94,7 +92,7 @@ class _Ready(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if not self.announced:
-            log.info("%s: %d partitions assigned", READY_MESSAGE, len(assigned))
+            log.info("alerts ready: %d partitions assigned", len(assigned))
             self.announced = True
 
 

@@ -30,12 +30,14 @@ from aiokafka.structs import TopicPartition
 
 from configs.settings import Settings
 from bse_predict.connections.clients import kafka_options
+from bse_predict.connections.partition_range import read_offsets
 
 __all__ = ["TailScan", "recent_closed_open_times"]
 
 log = logging.getLogger(__name__)
 
 _FETCH_TIMEOUT_MS = 2000
+_TRIM_ABOVE = 4096  # open times held for a symbol before those older than its lookback are dropped
 _UPDATE = b'"closed":false'
 
 
@@ -100,19 +102,8 @@ async def recent_closed_open_times(settings: Settings, topic: str, partitions: I
 async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: int, wanted: set[str],
                 timeframe: str, found: dict[str, set[int]], lookback_ms: int) -> int:
     """Offsets ``[start, stop)`` of ``tp`` into ``found``, trimmed to the lookback as it goes."""
-    consumer.seek(tp, start)
-    position = start
-    while position < stop:
-        batch = (await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)).get(tp, [])
-        if not batch:
-            raise TimeoutError(f"reading {tp.topic}[{tp.partition}] stopped at offset {position} of {stop}")
-        for record in batch:
-            position = record.offset + 1
-            if record.offset < stop:
-                _note(record.value, wanted, timeframe, found)
-        for times in found.values():
-            if len(times) > 4096:
-                _trim(times, lookback_ms)
+    async for record in read_offsets(consumer, tp, start, stop, _FETCH_TIMEOUT_MS):
+        _note(record.value, wanted, timeframe, found, lookback_ms)
     return stop - start
 
 
@@ -121,7 +112,8 @@ def _trim(times: set[int], lookback_ms: int) -> None:
     times.difference_update([t for t in times if t < oldest])
 
 
-def _note(value: bytes | None, wanted: set[str], timeframe: str, found: dict[str, set[int]]) -> None:
+def _note(value: bytes | None, wanted: set[str], timeframe: str, found: dict[str, set[int]],
+          lookback_ms: int) -> None:
     if not value or _UPDATE in value:  # an in-progress update, as ingest and replay write them: not parsed
         return
     try:
@@ -133,4 +125,7 @@ def _note(value: bytes | None, wanted: set[str], timeframe: str, found: dict[str
     symbol, open_time = message.get("symbol"), message.get("open_time")
     if (symbol in wanted and message.get("timeframe") == timeframe and message.get("closed", True) is True
             and isinstance(open_time, int)):
-        found.setdefault(symbol, set()).add(open_time)
+        times = found.setdefault(symbol, set())
+        times.add(open_time)
+        if len(times) > _TRIM_ABOVE:
+            _trim(times, lookback_ms)

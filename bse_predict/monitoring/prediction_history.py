@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 from configs.settings import Settings
 from bse_predict.candles.schema import Prediction
 from bse_predict.connections.clients import kafka_options
+from bse_predict.connections.partition_range import read_offsets
 
 __all__ = ["PredictionHistory"]
 
@@ -56,23 +56,16 @@ class PredictionHistory:
         consumer.assign([tp])
         begin = (await consumer.beginning_offsets([tp]))[tp]
         end = (await consumer.end_offsets([tp]))[tp]
-        position = max(begin, end - self._scan)
-        consumer.seek(tp, position)
         found: dict[str, Prediction] = {}
-        while position < end:
-            records = (await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)).get(tp, [])
-            if not records:
-                raise KafkaTimeoutError(f"reading {topic}[{tp.partition}] stopped at offset {position} of {end}")
-            for record in records:
-                position = record.offset + 1
-                if record.key != key or record.offset >= end:
-                    continue
-                try:
-                    prediction = Prediction.model_validate_json(record.value)
-                except ValidationError:
-                    continue  # not ours to judge: only the worker writes here
-                if prediction.timeframe == timeframe and from_ms <= prediction.open_time < before_ms:
-                    found[prediction.id] = prediction
+        async for record in read_offsets(consumer, tp, max(begin, end - self._scan), end, _FETCH_TIMEOUT_MS):
+            if record.key != key:
+                continue
+            try:
+                prediction = Prediction.model_validate_json(record.value)
+            except ValidationError:
+                continue  # not ours to judge: only the worker writes here
+            if prediction.timeframe == timeframe and from_ms <= prediction.open_time < before_ms:
+                found[prediction.id] = prediction
         return sorted(found.values(), key=lambda p: p.open_time)
 
     async def close(self) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
 from configs.settings import Settings
@@ -25,6 +24,7 @@ from bse_predict.candles.plausibility import price_jump_refusals
 from bse_predict.errors import InvalidCandle
 from bse_predict.candles.schema import Candle, parse_candle
 from bse_predict.connections.clients import kafka_options
+from bse_predict.connections.partition_range import read_offsets
 from bse_predict.stream.window_store import WindowStore
 
 __all__ = ["WindowRebuilder"]
@@ -55,26 +55,17 @@ class WindowRebuilder:
         start = max(first, offset - self._settings.window.rebuild_scan_messages)
         if start >= offset:
             return []
-        self._consumer.seek(tp, start)
         arrived: list[Candle] = []
         now_ms = time.time_ns() // 1_000_000
-        position = start
-        while position < offset:
-            batch = await self._consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
-            records = batch.get(tp, [])
-            if not records:  # the records before ``offset`` exist: not reading them is a fault, not an answer
-                raise KafkaTimeoutError(f"rebuild of {symbol} read {topic}[{partition}] up to offset {position} "
-                                        f"of {offset}, then nothing within {_FETCH_TIMEOUT_MS} ms")
-            for record in records:
-                position = record.offset + 1
-                if record.offset >= offset or record.key != symbol.encode():
-                    continue
-                try:
-                    candle = parse_candle(record.value, self._settings.candles, now_ms, record.key)
-                except InvalidCandle:
-                    continue  # it went to the dead-letter topic when it first arrived
-                if candle.closed and candle.timeframe == timeframe:
-                    arrived.append(candle)
+        async for record in read_offsets(self._consumer, tp, start, offset, _FETCH_TIMEOUT_MS):
+            if record.key != symbol.encode():
+                continue
+            try:
+                candle = parse_candle(record.value, self._settings.candles, now_ms, record.key)
+            except InvalidCandle:
+                continue  # it went to the dead-letter topic when it first arrived
+            if candle.closed and candle.timeframe == timeframe:
+                arrived.append(candle)
         # in arrival order, as the stream checked them: a close it refused against the last close stays out
         jumps = price_jump_refusals(arrived, {}, self._settings.candles)
         found = {c.open_time: c for c, jump in zip(arrived, jumps, strict=True) if jump is None}

@@ -138,6 +138,11 @@ def _wait_for_breaker_open(worker: WorkerProcess, version: str, timeout_s: float
                            timeout_s)
 
 
+def _restores(workers: list[WorkerProcess]) -> float:
+    """How often the workers, together, restored the control state into Redis (their ``/metrics``)."""
+    return sum(w.metric("bse_stream_events_total", kind="control_restored") or 0.0 for w in workers)
+
+
 # ---------------------------------------------------------------- tests
 
 
@@ -430,14 +435,15 @@ def test_after_redis_forgets_the_control_state_every_worker_serves_the_same_vers
         while client.get(state_key) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get(state_key) == before and client.get(revision_key) == b"1"
-        restored = [w for w in workers if "control state restored from" in w.log_path.read_text(errors="replace")]
-        assert len(restored) == 1, "one worker writes the restored state; the other finds it there"
+        workers[0].wait_for_metric("the restore counted", lambda _: _restores(workers) >= 1)
+        assert _restores(workers) == 1, "one worker writes the restored state; the other finds it there"
 
         chunk = _records(futures_series, FIRST + 1, FIRST + 3)
         _send_candles(settings, chunk)
         served = _predictions(settings, names.predictions, _ids(chunk))
         assert set(served) == _ids(chunk)
         assert {(p.model.version, p.variant) for p in served.values()} == {("v-b", "control")}
+        assert _restores(workers) == 1
         for worker in workers:
             assert "control revision 0 applied" not in worker.log_path.read_text(errors="replace")
 

@@ -79,8 +79,8 @@ def test_worker_replay_control_and_alerts_run_on_sasl_ssl_and_tls_redis(
 
     with FakeTelegram(TOKEN) as telegram, \
             WorkerProcess(env, tmp_path / "worker.log", ("--config", str(config)), metrics_port=metrics_port) as worker, \
-            AlertsProcess({**env, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "1001",
-                           "TELEGRAM_API_URL": telegram.url}, tmp_path / "alerts.log",
+            AlertsProcess(settings, {**env, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "1001",
+                                     "TELEGRAM_API_URL": telegram.url}, tmp_path / "alerts.log",
                           ("--config", str(alerts_config))) as alerts:
         asyncio.run(replay(settings, list(candle_records(series))))
         expected_ids = {f"{s.symbol}|1h|{t}" for s in series for t in s.open_time_ms[FIRST:]}

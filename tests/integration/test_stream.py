@@ -235,7 +235,8 @@ def test_a_window_lost_in_redis_is_rebuilt_from_kafka_history(
     with WorkerProcess(env, tmp_path / "worker-2.log") as worker:
         asyncio.run(send_raw(stream_settings.kafka_bootstrap, topic, [(r.symbol.encode(), r.payload) for r in records[230:]]))
         predictions = _predictions(stream_settings, 260 - FIRST)
-        assert "rebuilt" in worker.log_path.read_text(), worker.log_tail()
+        worker.wait_for_metric("the window rebuilt", lambda w: w.metric("bse_stream_events_total",
+                                                                        kind="windows_rebuilt") == 1)
     assert {p.open_time for p in predictions} == {int(t) for t in btc.open_time_ms[FIRST:]}
     model_set = ServedModelSet.load(stream_settings.models_dir / "v-test")
     expected = expected_predictions(model_set, _arrivals(records), STEP_MS)

@@ -22,7 +22,8 @@ import yaml
 from bse_predict.services.debian_packages import debian_program
 from tests.support.worker_process import LoggedProcess
 
-__all__ = ["DEPLOY", "PrometheusProcess", "prometheus_program", "promtool_program", "config_scraping"]
+__all__ = ["DEPLOY", "PrometheusProcess", "config_scraping", "prometheus_program", "promtool_program",
+           "rules_waiting"]
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 """The shipped configuration and rules."""
@@ -42,13 +43,27 @@ def prometheus_program() -> str:
     return debian_program("prometheus", "prometheus", _progress)
 
 
-def config_scraping(targets: Sequence[str], interval_s: int = 1) -> dict[str, Any]:
-    """The shipped ``prometheus.yml`` with its rules as shipped, its job scraping ``targets`` (host:port)
-    instead of discovering them, and scrapes and rule evaluations every ``interval_s`` seconds."""
+def rules_waiting(shipped: Path, copy: Path, alert_for: str) -> Path:
+    """Write to ``copy`` the rules of ``shipped`` with every alert's ``for:`` set to ``alert_for``, everything
+    else as shipped, and return ``copy``."""
+    rules = yaml.safe_load(shipped.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = alert_for
+    copy.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return copy
+
+
+def config_scraping(targets: Sequence[str], rules_dir: Path, alert_for: str, interval_s: int = 1) -> dict[str, Any]:
+    """The shipped ``prometheus.yml`` with its job scraping ``targets`` (host:port) instead of discovering
+    them, scrapes and rule evaluations every ``interval_s`` seconds, and its rule files copied into
+    ``rules_dir`` by :func:`rules_waiting` (every alert's ``for:`` is ``alert_for``)."""
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     every = f"{interval_s}s"
     config["global"] = {"scrape_interval": every, "scrape_timeout": every, "evaluation_interval": every}
-    config["rule_files"] = [str(DEPLOY / name) for name in config["rule_files"]]
+    config["rule_files"] = [str(rules_waiting(DEPLOY / name, rules_dir / name, alert_for))
+                            for name in config["rule_files"]]
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs", None)
         job["static_configs"] = [{"targets": list(targets)}]

@@ -82,8 +82,8 @@ class LoggedProcess:
 
 
 class CommandProcess(LoggedProcess):
-    """One ``bse-predict COMMAND`` subprocess with its own log file; ``start`` returns once
-    :meth:`ready` says so (asked of the new process only, so a restart waits anew)."""
+    """One ``bse-predict COMMAND`` subprocess with its own log file; ``start`` launches it and returns
+    once :meth:`ready` says so, :meth:`launch` returns at once."""
 
     command: ClassVar[str]
 
@@ -96,13 +96,18 @@ class CommandProcess(LoggedProcess):
         self._args = args
         self._process: subprocess.Popen[bytes] | None = None
 
+    def launch(self) -> Self:
+        """Start the process and return at once, without waiting for :meth:`ready`."""
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "bse_predict.cli", self.command, *self._args],
+                env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
     def start(self, timeout_s: float = 60.0) -> Self:
-        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # this run's log starts here
-        log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bse_predict.cli", self.command, *self._args],
-            env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.launch()
+        assert self._process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.ready():

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from configs.settings import load_settings
-from tests.support.prometheus import DEPLOY, promtool_program
+from tests.support.prometheus import DEPLOY, promtool_program, rules_waiting
 
 RULES = DEPLOY / "rules.yml"
 RULES_TEST = DEPLOY / "rules_test.yml"
@@ -66,3 +67,17 @@ def test_the_drift_alert_and_the_worker_share_the_threshold_and_the_job_is_the_s
     job = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"][0]["job_name"]
     for name in ("BsePredictWorkerDown", "BsePredictNoWorkerUp"):
         assert f'up{{job="{job}"}}' in by_name[name]["expr"]
+
+
+def test_the_rules_copy_with_short_waits_passes_promtool_and_differs_only_in_for(
+    promtool: str, tmp_path: Path
+) -> None:
+    copy = rules_waiting(RULES, tmp_path / "rules.yml", "3s")
+    done = _promtool(promtool, "check", "rules", str(copy))
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped, waiting = (yaml.safe_load(path.read_text())["groups"] for path in (RULES, copy))
+    assert {rule.get("for") for group in waiting for rule in group["rules"] if "alert" in rule} == {"3s"}
+    for group in (*shipped, *waiting):
+        for rule in group["rules"]:
+            rule.pop("for", None)
+    assert waiting == shipped
