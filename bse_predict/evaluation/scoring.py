@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from bse_predict.evaluation.schema import GroupMetrics, ReliabilityBin, ThresholdMetrics
-from bse_predict.labels.first_touch import DOWN, NONE, UP
-from bse_predict.scoring.probabilities import called_side, calibration_bins, confidence, row_brier, row_log_loss
+from bse_predict.labels.first_touch import NONE, UP
+from bse_predict.scoring.probabilities import (called_side, calibration_bins, confidence, row_brier, row_log_loss,
+                                              up_share)
 
 __all__ = [
     "auc_up_vs_down",
@@ -43,9 +44,7 @@ def auc_up_vs_down(probabilities: np.ndarray, labels: np.ndarray) -> float | Non
     touched = labels != NONE
     if len(np.unique(labels[touched])) < 2:
         return None
-    p = probabilities[touched]
-    score = np.divide(p[:, UP], p[:, UP] + p[:, DOWN], out=np.full(len(p), 0.5), where=(p[:, UP] + p[:, DOWN]) > 0)
-    return float(roc_auc_score(labels[touched] == UP, score))
+    return float(roc_auc_score(labels[touched] == UP, up_share(probabilities[touched])))
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
