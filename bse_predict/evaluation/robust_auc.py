@@ -10,8 +10,8 @@
   touched or not, so no label enters the shift). Folds weigh by their rows,
   and the between-fold part of the pooled AUC is gone.
 
-The score is the up share p_up / (p_up + p_down)
-(:func:`bse_predict.scoring.probabilities.up_share`). The intervals come from
+The score is the up share p_up / (p_up + p_down), as the plain AUC ranks it
+(:func:`bse_predict.evaluation.scoring.auc_score`). The intervals come from
 one set of block-bootstrap replicates shared by every statistic of a model:
 blocks of whole days (:func:`bse_predict.evaluation.bootstrap.day_blocks`, at
 least the label horizon) drawn with replacement, each row weighted by its
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bse_predict.evaluation.schema import AucIntervals, Interval
+from bse_predict.evaluation.scoring import auc_score
 from bse_predict.labels.first_touch import NONE, UP
-from bse_predict.scoring.probabilities import up_share
 
 __all__ = ["auc_intervals", "fold_demeaned", "weighted_auc"]
 
@@ -117,7 +117,7 @@ def auc_intervals(probabilities: np.ndarray, labels: np.ndarray, fold_of_row: np
     replicate_weights = np.random.default_rng(seed).multinomial(
         n_blocks, np.full(n_blocks, 1.0 / n_blocks), size=samples).astype(np.float64)
     touched = labels != NONE
-    score = up_share(probabilities)
+    score = auc_score(probabilities)
     positive = labels == UP
     unit = np.ones((1, n_blocks))
 

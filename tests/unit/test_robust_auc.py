@@ -10,7 +10,10 @@ from sklearn.metrics import roc_auc_score
 from bse_predict.evaluation.bootstrap import day_blocks
 from bse_predict.evaluation.effective_sample import non_overlapping_windows
 from bse_predict.evaluation.robust_auc import auc_intervals, fold_demeaned, weighted_auc
+from bse_predict.evaluation.schema import Interval
+from bse_predict.evaluation.scoring import auc_up_vs_down
 from bse_predict.labels.first_touch import DOWN, NONE, UP
+from bse_predict.scoring.probabilities import up_share
 
 HOUR_MS = 3_600_000
 HORIZON_MS = 72 * HOUR_MS
@@ -118,3 +121,15 @@ def test_a_fold_without_both_outcomes_has_no_interval_and_is_left_out_of_the_mea
     result = auc_intervals(_probabilities(share), labels, folds, 2, np.arange(8) // 2, 1, 50, 0.9, seed=0)
     assert result.by_fold[1] is None and result.by_fold[0].estimate == 1.0
     assert result.within_fold_mean.estimate == 1.0
+
+
+def test_a_constant_side_ties_across_folds_whatever_its_share_of_none() -> None:
+    """always-up's rows: p_up / (p_up + p_down) = 0.65 in every fold, equal but for float rounding."""
+    folds = np.repeat([0, 1, 2], 200)
+    q = np.array([0.02, 0.03, 0.04])[folds]
+    p = np.column_stack([(1 - q) * 0.65, (1 - q) * 0.35, q])
+    assert up_share(p)[folds == 1].max() < 0.65 == up_share(p)[folds != 1].min()  # what rounding removes
+    labels = np.where(folds == 1, DOWN, UP)  # the fold whose share rounds low is all down
+    labels[::7] = DOWN
+    result = auc_intervals(p, labels, folds, 3, np.arange(600) // 24, 3, 50, 0.95, seed=0)
+    assert result.pooled == Interval(estimate=0.5, lower=0.5, upper=0.5) and auc_up_vs_down(p, labels) == 0.5
