@@ -16,8 +16,14 @@ from bse_predict.candles.files import CandleSeries
 from bse_predict.cli import app
 from bse_predict.evaluation.evaluate import evaluate
 from bse_predict.evaluation.leakage import check_leakage
-from bse_predict.evaluation.schema import (AucIntervals, EvaluationOptions, EvaluationReport, Interval,
-                                           ModelEvaluation, TargetEvaluation)
+from bse_predict.evaluation.schema import (
+    AucIntervals,
+    EvaluationOptions,
+    EvaluationReport,
+    Interval,
+    ModelEvaluation,
+    TargetEvaluation,
+)
 from bse_predict.families import base as family_registry
 from bse_predict.families.random_forest import RandomForestPredictor
 from bse_predict.labels.first_touch import UNKNOWN
