@@ -4,12 +4,15 @@ training and evaluation modules (scikit-learn, pandas) are imported inside each 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bse_predict.cli.shared import (ConfigOption, DataOption, HorizonOption, TargetsOption, check_version_name,
                                     comma_separated, command_settings, console, errors, one_line_errors)
+
+if TYPE_CHECKING:
+    from bse_predict.evaluation.schema import EvaluationReport
 
 __all__ = ["backtest", "evaluate", "train"]
 
@@ -52,9 +55,13 @@ def evaluate(
 ) -> None:
     """Purged walk-forward evaluation of the families against baselines: metrics.json, report.md and plots in OUT.
 
-    Exits non-zero when a pooled AUC is implausible for hourly data (a leak until proven otherwise)."""
+    The report is written in every case, with the leakage verdict at its top.
+
+    Exits 2 with a one-line reason on bad input, and when leakage is suspected (the report is written first).
+
+    Leakage: an up-vs-down AUC whose block-bootstrap interval lies beyond what hourly data allows."""
     from bse_predict.evaluation.calibration import CALIBRATORS
-    from bse_predict.evaluation.evaluate import evaluate as run_evaluation
+    from bse_predict.evaluation.evaluate import LeakageSuspected, evaluate as run_evaluation
     from bse_predict.evaluation.schema import EvaluationOptions
     from bse_predict.candles.files import read_candle_files
 
@@ -65,10 +72,22 @@ def evaluate(
     options = EvaluationOptions(families=chosen, folds=folds, max_rows_per_symbol=max_rows, seed=seed,
                                 **({"calibrator": calibrator} if calibrator else {}))
     series = read_candle_files(data, settings.market.timeframe)
-    report = run_evaluation(series, settings, out, options)
+    try:
+        report = run_evaluation(series, settings, out, options)
+    except LeakageSuspected as suspected:
+        _print_evaluation(suspected.report, out)
+        raise
+    _print_evaluation(report, out)
+
+
+def _print_evaluation(report: EvaluationReport, out: Path) -> None:
+    """The verdicts of every target, the leakage verdict and where the outputs are."""
+    from bse_predict.evaluation.leakage import leakage_verdict
+
     for result in report.targets.values():
         for verdict in result.verdicts:
             console.print(f"{result.target}: {verdict}", markup=False, highlight=False)
+    console.print(leakage_verdict(report.leakage, report.options.confidence_level), markup=False, highlight=False)
     console.print(f"evaluation written to {out}: metrics.json, report.md and {len(report.plots)} plots")
 
 

@@ -6,12 +6,10 @@ with out-of-fold calibration (:mod:`bse_predict.evaluation.fold_predictions`), s
 paired bootstrap (:mod:`bse_predict.evaluation.target_scores`) -> ``metrics.json``
 (:class:`EvaluationReport`), ``report.md`` and PNG plots in the output folder.
 
-The leakage guard runs last, after the outputs are written (so the numbers
-that tripped it can be read): a pooled up-vs-down AUC outside
-``[1 - limit, limit]`` (0.65 by default) on any model raises
-:class:`LeakageSuspected`. Honest hourly crypto AUC is 0.50 to 0.56; 0.65 is
-a leak until proven otherwise (a label read into the inputs, a purge that
-does not hold).
+The leakage guard (:mod:`bse_predict.evaluation.leakage`) runs last, after
+every output is written, so the report exists whatever it concludes: its
+verdict heads ``report.md``, and a suspected leak then raises
+:class:`LeakageSuspected`, which carries the report.
 """
 
 from __future__ import annotations
@@ -29,8 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from configs.settings import Settings
-from bse_predict.evaluation.schema import DataSpan, EvaluationOptions, EvaluationReport, LeakageCheck, TargetEvaluation
+from bse_predict.evaluation.schema import DataSpan, EvaluationOptions, EvaluationReport, TargetEvaluation
 from bse_predict.evaluation.fold_predictions import EvaluationError, FamilySplit, ModelFactory, fold_masks, predict_out_of_fold
+from bse_predict.evaluation.leakage import LeakageSuspected, check_leakage
 from bse_predict.evaluation.plots import write_plots
 from bse_predict.training.pooling import pool_rows
 from bse_predict.evaluation.report import write_report
@@ -46,10 +45,6 @@ __all__ = ["evaluate", "EvaluationError", "LeakageSuspected", "METRICS_FILE", "R
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 _LIBRARIES = ("numpy", "scipy", "scikit-learn", "matplotlib", "pydantic")
-
-
-class LeakageSuspected(EvaluationError):
-    """A pooled AUC no honest hourly model reaches: a leak until proven otherwise."""
 
 
 def default_factory(settings: Settings) -> ModelFactory:
@@ -83,29 +78,6 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-_CONSTANT_SCORE = ("climatology", "always_up")
-"""Baselines whose score is constant within a fold: their pooled AUC only reflects how base
-rates differ between folds, so the guard skips them."""
-
-
-def _leakage(targets: dict[str, TargetEvaluation], limit: float | None) -> LeakageCheck:
-    if limit is None:
-        return LeakageCheck(auc_limit=None, passed=True)
-    failures = [
-        f"{name} on target {target}: pooled AUC {m.pooled.auc_up_vs_down:.3f} outside "
-        f"[{1 - limit:.2f}, {limit:.2f}] "
-        f"(per fold: {', '.join(_f3(g.auc_up_vs_down if g else None) for g in m.by_fold)})"
-        for target, result in targets.items() for name, m in result.models.items()
-        if name not in _CONSTANT_SCORE and m.pooled.auc_up_vs_down is not None
-        and not 1 - limit <= m.pooled.auc_up_vs_down <= limit
-    ]
-    return LeakageCheck(auc_limit=limit, passed=not failures, failures=tuple(failures))
-
-
-def _f3(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=repr))
 
@@ -117,7 +89,7 @@ def evaluate(series: Sequence[CandleSeries], settings: Settings, out_dir: Path,
 
     ``model_factory`` builds a new, unfitted predictor from (family, target); by default the
     registry with ``settings.models.params_for``. Raises :class:`LeakageSuspected` (after
-    writing the outputs) when a pooled AUC fails the guard.
+    writing the outputs) when an AUC interval fails the guard.
     """
     options = options or EvaluationOptions()
     started = time.perf_counter()
@@ -150,7 +122,7 @@ def evaluate(series: Sequence[CandleSeries], settings: Settings, out_dir: Path,
             for family in families:
                 params[family][target] = _json_safe(oof.hyperparameters[family])
                 fitted[(target, family)] = oof.last_models[family]
-    leakage = _leakage(results, options.leakage_auc_limit)
+    leakage = check_leakage(results, options.leakage_auc_limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     draft = EvaluationReport(
         created_at=datetime.now(UTC), options=options, market=market.model_dump(mode="json"),
@@ -159,7 +131,7 @@ def evaluate(series: Sequence[CandleSeries], settings: Settings, out_dir: Path,
     report = _write_outputs(draft, out_dir, datasets, fitted, started)
     if not leakage.passed:
         raise LeakageSuspected(f"leakage suspected: {'; '.join(leakage.failures)} (honest hourly AUC is 0.50-0.56; "
-                               f"outputs in {out_dir})")
+                               f"report written to {out_dir})", report)
     return report
 
 

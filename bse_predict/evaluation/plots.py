@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bse_predict.evaluation.schema import EvaluationReport, ModelEvaluation
+from bse_predict.evaluation.schema import EvaluationReport, Interval, ModelEvaluation
 from bse_predict.labels.first_touch import CLASS_NAMES
 
 __all__ = ["write_plots", "regime_plots", "target_slug"]
@@ -60,6 +60,16 @@ def _reliability(report: EvaluationReport, target: str, path: Path) -> None:
     fig.savefig(path, dpi=_DPI)
 
 
+def _fold_points(ax: Any, name: str, model: ModelEvaluation, intervals: Sequence[Interval | None]) -> None:
+    """One model's per-fold AUC, with its interval as an error bar where there is one (a percentile bound
+    on the wrong side of the estimate is drawn at it)."""
+    nan = float("nan")
+    aucs = [g.auc_up_vs_down if g is not None and g.auc_up_vs_down is not None else nan for g in model.by_fold]
+    below = [max(0.0, a - i.lower) if i is not None else nan for a, i in zip(aucs, intervals, strict=True)]
+    above = [max(0.0, i.upper - a) if i is not None else nan for a, i in zip(aucs, intervals, strict=True)]
+    ax.errorbar(range(len(aucs)), aucs, yerr=[below, above], label=name, capsize=2, **_style(model))
+
+
 def _fold_auc(report: EvaluationReport, path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -71,10 +81,9 @@ def _fold_auc(report: EvaluationReport, path: Path) -> None:
         for name, model in report.targets[target].models.items():
             if name in ("climatology", "always_up"):
                 continue  # constant scores: AUC 0.5 by construction
-            aucs = [g.auc_up_vs_down if g is not None and g.auc_up_vs_down is not None else float("nan")
-                    for g in model.by_fold]
-            ax.plot(range(len(aucs)), aucs, label=name, **_style(model))
-        ax.set_title(f"{target}: AUC up vs down per fold")
+            intervals = model.auc.by_fold if model.auc is not None else (None,) * len(model.by_fold)
+            _fold_points(ax, name, model, intervals)
+        ax.set_title(f"{target}: AUC up vs down per fold, block-bootstrap interval")
         ax.set_xlabel("fold (time order)")
         ax.set_ylabel("ROC AUC")
         ax.set_xticks(range(len(report.targets[target].folds)))

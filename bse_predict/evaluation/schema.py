@@ -24,6 +24,8 @@ __all__ = [
     "Timings",
     "ModelEvaluation",
     "Interval",
+    "AucIntervals",
+    "LeakageFinding",
     "PairedComparison",
     "FoldBoundary",
     "TargetEvaluation",
@@ -63,7 +65,8 @@ class EvaluationOptions(_Frozen):
     """Every model is compared with this one in the paired bootstrap."""
     max_rows_per_symbol: int | None = Field(None, gt=0)
     leakage_auc_limit: float | None = Field(0.65, gt=0.5, le=1.0)
-    """Fail when a pooled AUC leaves [1 - limit, limit]; ``None`` turns the guard off."""
+    """Fail when the block-bootstrap interval of a fold-demeaned AUC lies wholly outside
+    [1 - limit, limit]; ``None`` turns the guard off."""
     round_trip_cost_pct: float = Field(0.2, ge=0.0)
     always_up_confidence: float = Field(0.65, gt=0.5, lt=1.0)
     """The always-up baseline's fixed p_up / (p_up + p_down)."""
@@ -100,6 +103,11 @@ class GroupMetrics(_Frozen):
 
     rows: int
     touched_rows: int
+    effective_outcomes: int | None = None
+    """Label windows among the rows that share no candle
+    (:func:`bse_predict.evaluation.effective_sample.non_overlapping_windows`)."""
+    effective_touched: int | None = None
+    """The same among the touched rows: the effective sample of the up-vs-down AUC."""
     log_loss: float
     log_loss_climatology: float
     brier: float
@@ -131,6 +139,25 @@ class Timings(_Frozen):
         return self.prepare_seconds + self.fit_seconds + self.calibrate_seconds + self.predict_seconds
 
 
+class Interval(_Frozen):
+    estimate: float
+    lower: float
+    upper: float
+
+
+class AucIntervals(_Frozen):
+    """Up-vs-down AUC of one model three ways, and per fold, each with its block-bootstrap interval
+    (:mod:`bse_predict.evaluation.robust_auc`); ``None`` where a group lacks up or down outcomes."""
+
+    pooled: Interval | None
+    within_fold_mean: Interval | None
+    fold_demeaned: Interval | None
+    """Pooled over folds after each fold's mean score is subtracted: what the leakage guard reads."""
+    by_fold: tuple[Interval | None, ...]
+    blocks: int
+    block_days: int
+
+
 class ModelEvaluation(_Frozen):
     name: str
     kind: Literal["family", "baseline"]
@@ -141,6 +168,7 @@ class ModelEvaluation(_Frozen):
     auc_within_fold_mean: float | None = None
     """Mean of the per-fold AUCs: free of the between-fold part of the pooled AUC (a model
     whose level shifts with each fold's base rates gains pooled AUC without ranking rows)."""
+    auc: AucIntervals | None = None
     by_fold: tuple[GroupMetrics | None, ...]
     by_symbol: dict[str, GroupMetrics]
     by_symbol_fold: dict[str, tuple[GroupMetrics | None, ...]]
@@ -152,12 +180,6 @@ class ModelEvaluation(_Frozen):
     fold_fit_seconds: tuple[float, ...] = ()
 
 
-class Interval(_Frozen):
-    estimate: float
-    lower: float
-    upper: float
-
-
 class PairedComparison(_Frozen):
     """``model`` against ``reference`` on the same rows; a negative difference means the model is better."""
 
@@ -165,6 +187,8 @@ class PairedComparison(_Frozen):
     reference: str
     metric: Literal["log_loss", "brier"]
     rows: int
+    effective_outcomes: int | None = None
+    """Non-overlapping label windows among the rows (see :class:`GroupMetrics`)."""
     blocks: int
     block_days: int
     mean_difference: Interval
@@ -208,10 +232,25 @@ class DataSpan(_Frozen):
     rows: int
 
 
+class LeakageFinding(_Frozen):
+    """One model whose fold-demeaned AUC interval lies beyond the limit on one target."""
+
+    model: str
+    target: str
+    auc: Interval
+    """The fold-demeaned AUC and its interval."""
+    folds: tuple[int, ...]
+    """The folds whose own AUC interval lies beyond the limit; else the fold farthest from 0.5."""
+
+
 class LeakageCheck(_Frozen):
     auc_limit: float | None
     passed: bool
     failures: tuple[str, ...] = ()
+    """One line per finding, naming the model, the target and the folds."""
+    statistic: str | None = None
+    """What the guard reads: the interval of the fold-demeaned AUC."""
+    findings: tuple[LeakageFinding, ...] = ()
 
 
 class EvaluationReport(_Frozen):

@@ -22,10 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from bse_predict.evaluation.schema import GroupMetrics, ReliabilityBin, ThresholdMetrics
-from bse_predict.labels.first_touch import DOWN, NONE, UP
-from bse_predict.scoring.probabilities import called_side, calibration_bins, confidence, row_brier, row_log_loss
+from bse_predict.labels.first_touch import NONE, UP
+from bse_predict.scoring.probabilities import (called_side, calibration_bins, confidence, row_brier, row_log_loss,
+                                              up_share)
 
 __all__ = [
+    "AUC_SCORE_DECIMALS",
+    "auc_score",
     "auc_up_vs_down",
     "expected_calibration_error",
     "reliability_bins",
@@ -34,18 +37,23 @@ __all__ = [
 ]
 
 _CLASSES = 3
+AUC_SCORE_DECIMALS = 12
+
+
+def auc_score(probabilities: np.ndarray) -> np.ndarray:
+    """The score the up-vs-down AUC ranks: the up share, rounded to :data:`AUC_SCORE_DECIMALS` decimals so that
+    shares equal but for float rounding (a constant side with a different p_none per fold) tie."""
+    return np.round(up_share(probabilities), AUC_SCORE_DECIMALS)
 
 
 def auc_up_vs_down(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
-    """ROC AUC of p_up / (p_up + p_down), UP against DOWN, on rows where a barrier was touched."""
+    """ROC AUC of p_up / (p_up + p_down) (:func:`auc_score`), UP against DOWN, on rows where a barrier was touched."""
     from sklearn.metrics import roc_auc_score
 
     touched = labels != NONE
     if len(np.unique(labels[touched])) < 2:
         return None
-    p = probabilities[touched]
-    score = np.divide(p[:, UP], p[:, UP] + p[:, DOWN], out=np.full(len(p), 0.5), where=(p[:, UP] + p[:, DOWN]) > 0)
-    return float(roc_auc_score(labels[touched] == UP, score))
+    return float(roc_auc_score(labels[touched] == UP, auc_score(probabilities[touched])))
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:

@@ -1,15 +1,21 @@
 """Out-of-fold predictions of one target -> its :class:`TargetEvaluation`.
 
 Every model is scored per fold, per symbol, per symbol and fold, and pooled,
-each group beside the climatology on the same rows; then every model is
-compared with the reference family (and every family with climatology) by
-the paired block bootstrap, and the verdicts are written out in words.
+each group beside the climatology on the same rows and with its effective
+sample (:mod:`bse_predict.evaluation.effective_sample`); its up-vs-down AUC
+pooled, per fold, as the mean of folds and on fold-demeaned scores, each with
+a block-bootstrap interval (:mod:`bse_predict.evaluation.robust_auc`); then
+every model is compared with the reference family and with climatology (and
+each ensemble with its best member) by the paired block bootstrap, and the
+verdicts are written out in words. Bootstrap blocks are whole days, at least
+the label horizon.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,10 +29,12 @@ from bse_predict.evaluation.schema import (
     TargetEvaluation,
     Timings,
 )
+from bse_predict.evaluation.effective_sample import non_overlapping_windows
 from bse_predict.evaluation.fold_predictions import FoldMasks, OutOfFold
+from bse_predict.evaluation.robust_auc import auc_intervals
 from bse_predict.training.pooling import PooledRows
 from bse_predict.evaluation.scoring import group_metrics, reliability_bins
-from bse_predict.labels.first_touch import CLASS_NAMES
+from bse_predict.labels.first_touch import CLASS_NAMES, NONE
 from bse_predict.scoring.probabilities import row_brier, row_log_loss
 
 __all__ = ["score_target", "reference_model", "CLAIM_FAMILY"]
@@ -34,6 +42,7 @@ __all__ = ["score_target", "reference_model", "CLAIM_FAMILY"]
 CLAIM_FAMILY = "xgboost"
 """The plan claims this family beats random_forest by 5–10%."""
 _LOSSES = {"log_loss": row_log_loss, "brier": row_brier}
+_HOUR_MS = 3_600_000
 
 
 def reference_model(families: Sequence[str], preferred: str) -> str:
@@ -61,61 +70,107 @@ def _fold_boundaries(rows: PooledRows, masks: Sequence[FoldMasks]) -> tuple[Fold
     return tuple(out)
 
 
-def _model_evaluation(name: str, p: np.ndarray, uncalibrated: np.ndarray | None, labels: np.ndarray,
-                      climatology: np.ndarray, symbols: np.ndarray, folds: np.ndarray, symbol_names: Sequence[str],
-                      n_folds: int, oof: OutOfFold, options: EvaluationOptions) -> ModelEvaluation:
-    def metrics(mask: np.ndarray, probabilities: np.ndarray = p) -> GroupMetrics | None:
+@dataclass(frozen=True)
+class _TestRows:
+    """The out-of-fold test rows of one target, the same for every model."""
+
+    labels: np.ndarray
+    symbols: np.ndarray
+    folds: np.ndarray
+    climatology: np.ndarray
+    symbol_names: Sequence[str]
+    n_folds: int
+    blocks: np.ndarray
+    block_days: int
+    effective: dict[tuple[int | None, int | None], dict[str, int]]
+    """(symbol, fold), ``None`` for all -> the effective sample fields of that group."""
+
+
+def _group_mask(symbols: np.ndarray, folds: np.ndarray, symbol: int | None, fold: int | None) -> np.ndarray:
+    """The rows of one symbol and fold; ``None`` for every symbol or every fold."""
+    mask = np.ones(len(symbols), dtype=bool)
+    if symbol is not None:
+        mask &= symbols == symbol
+    if fold is not None:
+        mask &= folds == fold
+    return mask
+
+
+def _test_rows(rows: PooledRows, oof: OutOfFold, n_folds: int, horizon_hours: int, block_days: int) -> _TestRows:
+    labels = rows.labels[oof.test_index]
+    symbols = rows.symbol_index[oof.test_index]
+    times = rows.open_time_ms[oof.test_index]
+    horizon_ms = horizon_hours * _HOUR_MS
+
+    def effective(mask: np.ndarray) -> dict[str, int]:
+        touched = mask & (labels != NONE)
+        return {"effective_outcomes": non_overlapping_windows(times[mask], symbols[mask], horizon_ms),
+                "effective_touched": non_overlapping_windows(times[touched], symbols[touched], horizon_ms)}
+
+    keys = [(s, k) for s in [None, *range(len(rows.symbols))] for k in [None, *range(n_folds)]]
+    return _TestRows(labels, symbols, oof.fold_of_row, oof.probabilities["climatology"], rows.symbols, n_folds,
+                     day_blocks(times, block_days), block_days,
+                     {(s, k): effective(_group_mask(symbols, oof.fold_of_row, s, k)) for s, k in keys})
+
+
+def _model_evaluation(name: str, p: np.ndarray, uncalibrated: np.ndarray | None, test: _TestRows, oof: OutOfFold,
+                      options: EvaluationOptions) -> ModelEvaluation:
+    def metrics(symbol: int | None, fold: int | None, probabilities: np.ndarray = p) -> GroupMetrics | None:
+        mask = _group_mask(test.symbols, test.folds, symbol, fold)
         if not mask.any():
             return None
-        return group_metrics(probabilities[mask], labels[mask], climatology[mask], options.thresholds,
-                             options.reliability_bins)
+        g = group_metrics(probabilities[mask], test.labels[mask], test.climatology[mask], options.thresholds,
+                          options.reliability_bins)
+        return g.model_copy(update=test.effective[(symbol, fold)])
 
-    everything = np.ones(len(labels), dtype=bool)
-    by_symbol = {s: metrics(symbols == i) for i, s in enumerate(symbol_names)}
-    by_fold = tuple(metrics(folds == k) for k in range(n_folds))
+    by_fold = tuple(metrics(None, k) for k in range(test.n_folds))
+    by_symbol = {s: metrics(i, None) for i, s in enumerate(test.symbol_names)}
     fold_aucs = [g.auc_up_vs_down for g in by_fold if g is not None and g.auc_up_vs_down is not None]
-    timing = oof.timings.get(name, {})
     return ModelEvaluation(
         name=name, kind=oof.kinds[name], description=oof.descriptions[name],  # type: ignore[arg-type]
-        pooled=metrics(everything),  # type: ignore[arg-type]
-        pooled_uncalibrated=metrics(everything, uncalibrated) if uncalibrated is not None else None,
+        pooled=metrics(None, None),  # type: ignore[arg-type]
+        pooled_uncalibrated=metrics(None, None, uncalibrated) if uncalibrated is not None else None,
         auc_within_fold_mean=float(np.mean(fold_aucs)) if fold_aucs else None,
+        auc=auc_intervals(p, test.labels, test.folds, test.n_folds, test.blocks, test.block_days,
+                          options.bootstrap_samples, options.confidence_level, options.seed),
         by_fold=by_fold,
         by_symbol={s: g for s, g in by_symbol.items() if g is not None},
-        by_symbol_fold={s: tuple(metrics((symbols == i) & (folds == k)) for k in range(n_folds))
-                        for i, s in enumerate(symbol_names)},
-        reliability={CLASS_NAMES[k]: reliability_bins(p, labels, k, options.reliability_bins) for k in range(3)},
+        by_symbol_fold={s: tuple(metrics(i, k) for k in range(test.n_folds)) for i, s in enumerate(test.symbol_names)},
+        reliability={CLASS_NAMES[k]: reliability_bins(p, test.labels, k, options.reliability_bins) for k in range(3)},
         feature_importance=oof.feature_importance.get(name, {}),
-        timings=Timings(**timing),
+        timings=Timings(**oof.timings.get(name, {})),
         fold_fit_seconds=tuple(oof.fold_fit_seconds.get(name, ())),
     )
 
 
-def _comparisons(names: Sequence[str], reference: str, families: Sequence[str], labels: np.ndarray,
-                 open_time_ms: np.ndarray, oof: OutOfFold, block_days: int,
+def _paired(model: str, against: str, metric: str, test: _TestRows, oof: OutOfFold,
+            options: EvaluationOptions) -> PairedComparison:
+    loss = _LOSSES[metric]
+    difference, improvement = paired_bootstrap(
+        loss(oof.probabilities[model], test.labels), loss(oof.probabilities[against], test.labels), test.blocks,
+        options.bootstrap_samples, options.confidence_level, options.seed)
+    everything = test.effective[(None, None)]
+    return PairedComparison(model=model, reference=against, metric=metric,  # type: ignore[arg-type]
+                            rows=len(test.labels), effective_outcomes=everything["effective_outcomes"],
+                            blocks=int(test.blocks.max()) + 1, block_days=test.block_days,
+                            mean_difference=difference, relative_improvement=improvement)
+
+
+def _comparisons(names: Sequence[str], reference: str, test: _TestRows, oof: OutOfFold,
                  options: EvaluationOptions) -> tuple[PairedComparison, ...]:
-    blocks = day_blocks(open_time_ms, block_days)
+    """Every model against the reference, and every model against climatology."""
     pairs = [(name, reference) for name in names if name != reference]
-    pairs += [(family, "climatology") for family in families if family != reference]
-    pairs += [(reference, "climatology")] if reference != "climatology" else []
-    out = []
-    for model, against in pairs:
-        for metric, loss in _LOSSES.items():
-            difference, improvement = paired_bootstrap(
-                loss(oof.probabilities[model], labels), loss(oof.probabilities[against], labels), blocks,
-                options.bootstrap_samples, options.confidence_level, options.seed)
-            out.append(PairedComparison(model=model, reference=against, metric=metric,  # type: ignore[arg-type]
-                                        rows=len(labels), blocks=int(blocks.max()) + 1, block_days=block_days,
-                                        mean_difference=difference, relative_improvement=improvement))
-    return tuple(out)
+    pairs += [(name, "climatology") for name in names
+              if name != "climatology" and (name, "climatology") not in pairs]
+    return tuple(_paired(model, against, metric, test, oof, options)
+                 for model, against in pairs for metric in _LOSSES)
 
 
-def _against_best_member(families: Sequence[str], labels: np.ndarray, open_time_ms: np.ndarray, oof: OutOfFold,
-                         block_days: int, options: EvaluationOptions) -> tuple[PairedComparison, ...]:
+def _against_best_member(families: Sequence[str], test: _TestRows, oof: OutOfFold,
+                         options: EvaluationOptions) -> tuple[PairedComparison, ...]:
     """Each ensemble strategy against its best member (lowest pooled log loss): the members alone
     (``<ensemble>_member_*``, trained on the same rows) when scored, else the other families."""
     out: list[PairedComparison] = []
-    blocks = day_blocks(open_time_ms, block_days)
     for ensemble, variants in oof.variants.items():
         if not variants:  # a plain family has no strategies and no members to beat
             continue
@@ -123,14 +178,9 @@ def _against_best_member(families: Sequence[str], labels: np.ndarray, open_time_
         members = members or [f for f in families if f != ensemble and f not in variants]
         if not members:
             continue
-        best = min(members, key=lambda n: float(np.mean(row_log_loss(oof.probabilities[n], labels))))
-        for model in [ensemble, *(v for v in variants if v not in members)]:
-            difference, improvement = paired_bootstrap(
-                row_log_loss(oof.probabilities[model], labels), row_log_loss(oof.probabilities[best], labels),
-                blocks, options.bootstrap_samples, options.confidence_level, options.seed)
-            out.append(PairedComparison(model=model, reference=best, metric="log_loss", rows=len(labels),
-                                        blocks=int(blocks.max()) + 1, block_days=block_days,
-                                        mean_difference=difference, relative_improvement=improvement))
+        best = min(members, key=lambda n: float(np.mean(row_log_loss(oof.probabilities[n], test.labels))))
+        out += [_paired(model, best, "log_loss", test, oof, options)
+                for model in [ensemble, *(v for v in variants if v not in members)]]
     return tuple(out)
 
 
@@ -166,25 +216,18 @@ def _verdicts(comparisons: Sequence[PairedComparison], reference: str, families:
 
 def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, families: Sequence[str],
                  target_pct: float, horizon_hours: int, options: EvaluationOptions) -> TargetEvaluation:
-    labels = rows.labels[oof.test_index]
-    symbols = rows.symbol_index[oof.test_index]
-    times = rows.open_time_ms[oof.test_index]
-    climatology = oof.probabilities["climatology"]
+    block_days = options.bootstrap_block_days or max(1, math.ceil(horizon_hours / 24))
+    test = _test_rows(rows, oof, len(masks), horizon_hours, block_days)
     families = list(families) + [v for f in families for v in oof.variants.get(f, [])]
     names = list(families) + [n for n in oof.probabilities if oof.kinds[n] == "baseline"]
-    models = {
-        name: _model_evaluation(name, oof.probabilities[name], oof.uncalibrated.get(name), labels, climatology,
-                                symbols, oof.fold_of_row, rows.symbols, len(masks), oof, options)
-        for name in names
-    }
+    models = {name: _model_evaluation(name, oof.probabilities[name], oof.uncalibrated.get(name), test, oof, options)
+              for name in names}
     reference = reference_model(families, options.reference_family)
-    block_days = options.bootstrap_block_days or max(1, math.ceil(horizon_hours / 24))
-    comparisons = _comparisons(names, reference, families, labels, times, oof, block_days, options)
-    against_best = _against_best_member(families, labels, times, oof, block_days, options)
-    comparisons += against_best
+    against_best = _against_best_member(families, test, oof, options)
+    comparisons = _comparisons(names, reference, test, oof, options) + against_best
     return TargetEvaluation(
         target=rows.target,
-        label_shares=tuple(float(x) for x in np.bincount(labels, minlength=3) / len(labels)),  # type: ignore[arg-type]
+        label_shares=tuple(np.bincount(test.labels, minlength=3) / len(test.labels)),  # type: ignore[arg-type]
         break_even_hit_rate=0.5 + options.round_trip_cost_pct / (2 * target_pct),
         folds=_fold_boundaries(rows, masks),
         models=models,

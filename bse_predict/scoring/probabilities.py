@@ -1,6 +1,7 @@
 """The formulas on rows of class probabilities ``(p_up, p_down, p_none)``: the one home of each.
 
 - ``confidence = max(p_up, p_down) / (p_up + p_down)``, 0.5 where both are 0;
+- the up share ``p_up / (p_up + p_down)``, 0.5 where both are 0: the score of the up-vs-down AUC;
 - the called side: up when ``p_up >= p_down`` (a tie calls up), else down;
 - log loss ``-log max(p_y, PROBABILITY_FLOOR)`` of the outcome ``y``;
 - Brier ``sum_k (p_k - [y = k])^2``, the three-class score (0 best, 2 worst);
@@ -24,6 +25,7 @@ __all__ = [
     "PROBABILITY_FLOOR",
     "CalibrationBins",
     "confidence",
+    "up_share",
     "called_side",
     "outcome_log_loss",
     "row_log_loss",
@@ -45,6 +47,13 @@ def confidence(probabilities: np.ndarray) -> np.ndarray:
     up, down = p[..., UP], p[..., DOWN]
     touched = up + down
     return np.where(touched > 0, np.maximum(up, down) / np.where(touched > 0, touched, 1.0), 0.5)
+
+
+def up_share(probabilities: np.ndarray) -> np.ndarray:
+    """p_up / (p_up + p_down) over the last axis (up, down, none); 0.5 where p_up + p_down is 0."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    up, touched = p[..., UP], p[..., UP] + p[..., DOWN]
+    return np.where(touched > 0, up / np.where(touched > 0, touched, 1.0), 0.5)
 
 
 def called_side(probabilities: np.ndarray) -> np.ndarray:

@@ -191,7 +191,7 @@ def test_help_names_the_options() -> None:
 def test_a_label_in_the_inputs_trips_the_leakage_guard(futures_series: dict[str, CandleSeries], settings: Settings,
                                                       tmp_path: Path) -> None:
     options = EvaluationOptions(families=("leaky_forest",), folds=2, max_rows_per_symbol=1000, bootstrap_samples=50)
-    with pytest.raises(LeakageSuspected, match="leaky_forest on target 2%: pooled AUC"):
+    with pytest.raises(LeakageSuspected, match="leaky_forest on target 2%, fold .*: fold-demeaned AUC"):
         evaluate([futures_series["BTCUSDT"]], settings, tmp_path, options, show_progress=False,
                  model_factory=lambda family, target: LabelReadingForest(**LabelReadingForest.fast_params))
     written = EvaluationReport.model_validate_json((tmp_path / "metrics.json").read_text(encoding="utf-8"))

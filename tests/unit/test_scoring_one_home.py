@@ -25,6 +25,7 @@ from bse_predict.scoring.probabilities import (
     outcome_log_loss,
     row_brier,
     row_log_loss,
+    up_share,
 )
 from bse_predict.serving.signals import target_predictions
 
@@ -53,6 +54,12 @@ def test_confidence_is_the_published_formula_bit_for_bit() -> None:
     assert [part.confidence for part in published] == reference.tolist()
     assert [part.direction for part in published] == [CLASS_NAMES[s] for s in called_side(p)]
     assert [part.direction for part in published[40:80]] == ["up"] * 40
+
+
+def test_up_share_by_hand_and_its_zero_guard() -> None:
+    p = np.array([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.0, 0.0, 1.0], [0.0, 0.2, 0.8]])
+    np.testing.assert_array_equal(up_share(p), [0.5 / 0.8, 0.1 / 0.4, 0.5, 0.0])
+    assert up_share(np.zeros((2, 4, 3))).shape == (2, 4)
 
 
 def test_tie_rule_calls_up() -> None:
