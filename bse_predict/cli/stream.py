@@ -4,6 +4,7 @@ stream."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -128,6 +129,10 @@ def demo(
     """The all-in-one first run behind `make demo`: services, a small model, a worker, a replay, predictions."""
     from bse_predict.cli.demo import run_demo, run_live_demo
 
+    # The demo shows its own progress and the predictions; the Kafka client's retries while fresh topics
+    # elect their leaders ("NotLeaderForPartitionError ... retrying") are not for this screen. A real
+    # failure still ends the demo with its own message, and the worker's log keeps every line.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     settings = command_settings(config, families=True)
 
     def progress(message: str) -> None:

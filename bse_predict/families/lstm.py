@@ -26,9 +26,12 @@ Keras model as the bytes of its own ``.keras`` file.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -56,20 +59,38 @@ _MIN_LR_FRACTION = 1 / 32
 LRSchedule = Literal["plateau", "cosine", "constant"]
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """The process's file descriptor 2 pointed at /dev/null: TensorFlow's C++ start-up lines (absl's
+    "before InitializeLog", oneDNN, CPU features) are written there before any log level applies. Python
+    errors are raised, not written, so none is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _tensorflow() -> tuple[Any, Any]:
     """Import TensorFlow and Keras, quiet, single-threaded and deterministic (once per process)."""
     # Only effective before the first import. 3, not 2: TF 2.21 logs a harmless "NodeDef mentions attribute
     # use_unbounded_threadpool" at ERROR level on every fit; its real errors raise in Python.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-    import tensorflow as tf
+    with _native_stderr_silenced():
+        import keras
+        import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
-        tf.config.threading.set_inter_op_parallelism_threads(TF_THREADS)
-    except RuntimeError:  # the runtime is already initialised: its pools stay as they are
-        pass
-    tf.config.experimental.enable_op_determinism()
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
+            tf.config.threading.set_inter_op_parallelism_threads(TF_THREADS)
+        except RuntimeError:  # the runtime is already initialised: its pools stay as they are
+            pass
+        tf.config.experimental.enable_op_determinism()
     return tf, keras
 
 
@@ -276,10 +297,10 @@ class LSTMPredictor(BasePredictor):
     def export_onnx(self, path: Path) -> None:
         """ONNX graph: input ``sequence`` float32[batch, 168, 4], output ``probabilities`` [batch, 3],
         the recurrence as one ``LSTM`` node (sequence-major, which onnxruntime's CPU kernel needs)."""
+        tf, keras = _tensorflow()  # before tf2onnx, which imports TensorFlow too
         import onnx
         import tf2onnx
 
-        tf, keras = _tensorflow()
         twin = self._build(keras, dropout=0.0)  # no dropout seed state in the traced graph
         twin.set_weights(self.model_.get_weights())
         signature = [tf.TensorSpec([None, SEQUENCE_LENGTH, N_FIELDS], tf.float32, name=self.input_kind)]

@@ -92,15 +92,15 @@ class _Steps:
         self._settings = settings
         self._report = report
         self._telegram = telegram
-        self._clock = clock
-        self._progress = progress
+        self.clock = clock
+        self.progress = progress
         self.run_id = run_id
         self.version = version
         self.events: list[dict[str, Any]] = report.sent
 
     async def say(self, status: str, reason: str, **fields: Any) -> None:
-        event = retrain_event(status, reason, self._clock(), self.run_id, self.version, **fields)
-        self._progress(f"{status}: {reason}")
+        event = retrain_event(status, reason, self.clock(), self.run_id, self.version, **fields)
+        self.progress(f"{status}: {reason}")
         await self._report.report(event)
         if self._telegram is not None and self._settings.retrain.ops_chat:
             try:
@@ -193,6 +193,15 @@ def _prune(settings: Settings, state: ControlState | None, default_live: str, ve
     return doomed
 
 
+@dataclass
+class _Reached:
+    """How far a run got: the step it is in, and whether its version was trained and shadowed."""
+
+    step: str = "read"
+    trained: bool = False
+    shadowed: bool = False
+
+
 async def retrain_once(settings: Settings, *, trigger: str = "by hand", clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                        progress: Callable[[str], None] = lambda _: None, show_progress: bool = False) -> RetrainResult:
     """One retrain; see the module docstring. Raises RetrainError (already reported) when it fails."""
@@ -213,59 +222,69 @@ async def retrain_once(settings: Settings, *, trigger: str = "by hand", clock: C
         ledger_client = connect_redis(settings)
         stack.push_async_callback(ledger_client.aclose)
         await RetrainLedger(ledger_client, settings.topic_prefix, config.min_interval_hours).mark(started)
-        trained = shadowed = False
-        step = "read"
+        reached = _Reached()
         try:
             await steps.say("retrain_started", f"{trigger}: the newest {config.months} months of "
                                                f"{', '.join(config.archive)}", trigger=trigger)
-            training, holdout, window = await asyncio.to_thread(_read_archive, settings)
-            state = await store.read()
-            live = _live_version(settings, state)
-            progress(f"read {sum(len(s.open_time_ms) for s in training)} training candles of "
-                     f"{len(training)} series; {window.describe()}; live version {live}")
-            step = "train"
-            folder = await asyncio.to_thread(train_version, training, settings, version, show_progress=show_progress)
-            trained = True
-            seconds = (clock() - started).total_seconds()
-            await steps.say("retrain_trained", f"{version} trained in {seconds:.1f} s on "
-                                               f"{sum(len(s.open_time_ms) for s in training)} candles of "
-                                               f"{len(training)} series ({window.describe()})",
-                            folder=str(folder), live=live, train_end_ms=window.train_end_ms,
-                            holdout_start_ms=window.holdout_start_ms, newest_ms=window.newest_ms)
-            step = "gate"
-            decision, scored = await asyncio.to_thread(_gate, settings, live, version, holdout, window)
-            later = ("" if scored.holdout_start_ms == window.holdout_start_ms else
-                     f" (holdout from {scored.describe().split('holdout ')[1]}: after the live version's training data)")
-            await steps.say("retrain_gated", f"{version} against live {live}: {decision.reason}{later}", live=live,
-                            holdout_start_ms=scored.holdout_start_ms, **decision.fields())
-            if not decision.passed:
-                raise GateRefused(decision.reason)
-            step = "shadow"
-            applied = await _shadow(settings, version, clock())
-            shadowed = True
-            await steps.say("retrain_shadowed", f"{version} is the shadow beside live {live}; the challenger test "
-                                                "promotes or drops it"
-                            + ("" if settings.challenger.auto_promote else
-                               " (challenger.auto_promote is off: its verdict is only recommended)"),
-                            state=applied)
-            step = "prune"
-            pruned = await asyncio.to_thread(_prune, settings, await store.read(), live, version)
-            await steps.say("retrain_pruned", f"deleted {', '.join(pruned)}" if pruned else
-                            f"nothing to delete (retrain.keep_versions {config.keep_versions})", pruned=pruned)
-            return RetrainResult(version, steps.events, pruned)
+            return await _run_steps(settings, steps, store, started, reached, show_progress)
         except _EXPECTED as error:
             failure = error if isinstance(error, RetrainError) else RetrainError(
-                step, str(error).splitlines()[0] if str(error) else type(error).__name__)
-            if shadowed:
-                left = f"{version} stays in shadow"
-            else:
-                left = "the fleet is unchanged" + (f", {version} deleted" if trained else "")
-            try:
-                await steps.say("retrain_failed", f"{failure.reason} ({left})", step=failure.step,
-                                refused=isinstance(failure, GateRefused))
-            except (KafkaError, OSError) as report_error:
-                log.error("retrain: the failure could not be reported on control.events: %s", report_error)
+                reached.step, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            await _report_failure(steps, failure, reached)
             raise failure from error
         finally:  # an interrupt too: a version trained but not shadowed must not stay where workers look
-            if not shadowed:
-                _delete(settings, version, trained)
+            if not reached.shadowed:
+                _delete(settings, version, reached.trained)
+
+
+async def _run_steps(settings: Settings, steps: _Steps, store: RedisControlStore, started: datetime,
+                     reached: _Reached, show_progress: bool) -> RetrainResult:
+    """Read, train, gate, shadow and prune, each step reported; ``reached`` follows the run."""
+    version, clock = steps.version, steps.clock
+    training, holdout, window = await asyncio.to_thread(_read_archive, settings)
+    live = _live_version(settings, await store.read())
+    candles = sum(len(s.open_time_ms) for s in training)
+    steps.progress(f"read {candles} training candles of {len(training)} series; {window.describe()}; "
+                   f"live version {live}")
+    reached.step = "train"
+    folder = await asyncio.to_thread(train_version, training, settings, version, show_progress=show_progress)
+    reached.trained = True
+    seconds = (clock() - started).total_seconds()
+    await steps.say("retrain_trained", f"{version} trained in {seconds:.1f} s on {candles} candles of "
+                                       f"{len(training)} series ({window.describe()})",
+                    folder=str(folder), live=live, train_end_ms=window.train_end_ms,
+                    holdout_start_ms=window.holdout_start_ms, newest_ms=window.newest_ms)
+    reached.step = "gate"
+    decision, scored = await asyncio.to_thread(_gate, settings, live, version, holdout, window)
+    later = ("" if scored.holdout_start_ms == window.holdout_start_ms else
+             f" (holdout from {scored.describe().split('holdout ')[1]}: after the live version's training data)")
+    await steps.say("retrain_gated", f"{version} against live {live}: {decision.reason}{later}", live=live,
+                    holdout_start_ms=scored.holdout_start_ms, **decision.fields())
+    if not decision.passed:
+        raise GateRefused(decision.reason)
+    reached.step = "shadow"
+    applied = await _shadow(settings, version, clock())
+    reached.shadowed = True
+    await steps.say("retrain_shadowed", f"{version} is the shadow beside live {live}; the challenger test "
+                                        "promotes or drops it"
+                    + ("" if settings.challenger.auto_promote else
+                       " (challenger.auto_promote is off: its verdict is only recommended)"),
+                    state=applied)
+    reached.step = "prune"
+    pruned = await asyncio.to_thread(_prune, settings, await store.read(), live, version)
+    await steps.say("retrain_pruned", f"deleted {', '.join(pruned)}" if pruned else
+                    f"nothing to delete (retrain.keep_versions {settings.retrain.keep_versions})", pruned=pruned)
+    return RetrainResult(version, steps.events, pruned)
+
+
+async def _report_failure(steps: _Steps, failure: RetrainError, reached: _Reached) -> None:
+    """The ``retrain_failed`` event, saying what the failure left; a broker that cannot take it is logged."""
+    if reached.shadowed:
+        left = f"{steps.version} stays in shadow"
+    else:
+        left = "the fleet is unchanged" + (f", {steps.version} deleted" if reached.trained else "")
+    try:
+        await steps.say("retrain_failed", f"{failure.reason} ({left})", step=failure.step,
+                        refused=isinstance(failure, GateRefused))
+    except (KafkaError, OSError) as report_error:
+        log.error("retrain: the failure could not be reported on control.events: %s", report_error)
