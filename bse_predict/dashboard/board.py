@@ -8,6 +8,9 @@ dead-letter counts by kind (a small fixed set of kinds), and the track record's 
 (version, target, stream), a fixed number of fields each. Outcomes are counted once per
 (id, target, version, stream), the key a re-published outcome repeats, among the last ``outcome_keys``
 keys (a crash re-publishes within seconds, so a recent window catches it).
+
+``revision`` grows with every change a page shows (a call, a counted outcome, a control event, a dead
+letter); the live pages send what changed after the revision they were loaded at.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class SymbolState:
     candles: deque[Candle]
     newest: Prediction | None = None
     changed_at: int = 0  # the board's revision of this symbol's last change
+
+    def call_at(self, open_time: int) -> Call | None:
+        """The kept call of the candle that opened at ``open_time``."""
+        return next((call for call in self.calls if call.prediction.open_time == open_time), None)
 
 
 class Board:
@@ -91,9 +98,8 @@ class Board:
         while len(self._counted) > self._config.outcome_keys:
             self._counted.popitem(last=False)
         self.track_record.add(SeriesKey(outcome.model.version, outcome.target, outcome.stream), outcome)
-        if outcome.stream != "live":
-            return
-        state = self.symbols.get(outcome.symbol)
+        self.revision += 1
+        state = self.symbols.get(outcome.symbol) if outcome.stream == "live" else None
         if state is None:
             return
         for call in state.calls:

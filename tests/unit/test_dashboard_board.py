@@ -80,6 +80,23 @@ def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
     assert list(board.symbols) == ["C", "A", "D"]
 
 
+def test_the_chart_keeps_closed_candles_only() -> None:
+    board = Board(DashboardConfig())
+
+    def candle(symbol: str, hour: int, close: float, closed: bool) -> Candle:
+        return Candle(symbol=symbol, timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=9.0, low=0.5,
+                      close=close, volume=1.0, closed=closed)
+
+    board.add_candle(candle("BTCUSDT", 0, 1.5, True))
+    board.add_candle(candle("BTCUSDT", 0, 7.0, False))  # an update of a closed candle: ignored
+    board.add_candle(candle("BTCUSDT", 1, 2.0, False))  # the forming candle: not on the chart until it closes
+    board.add_candle(candle("ETHUSDT", 0, 3.0, False))
+    assert [(c.open_time, c.close) for c in board.symbols["BTCUSDT"].candles] == [(T0, 1.5)]
+    assert "ETHUSDT" not in board.symbols
+    board.add_candle(candle("BTCUSDT", 1, 2.5, True))
+    assert [(c.open_time, c.close) for c in board.symbols["BTCUSDT"].candles] == [(T0, 1.5), (T0 + HOUR_MS, 2.5)]
+
+
 def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
     board = Board(DashboardConfig())
     first, second = prediction("SOLUSDT", 0), prediction("SOLUSDT", 1)
@@ -87,12 +104,15 @@ def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
     board.add_prediction(second)
     revision = board.revision
     board.add_outcome(outcome(first, "1%", "down"))
+    assert board.revision > revision
+    revision = board.revision
     board.add_outcome(outcome(first, "1%", "down"))
+    assert board.revision == revision  # a repeat changes nothing
     board.add_outcome(outcome(first, "1%", "down", stream="shadow"))
+    assert board.revision > revision  # the track record changed: its live page is sent again
     calls = board.symbols["SOLUSDT"].calls
     assert calls[0].outcomes["1%"].outcome == "down" and calls[0].outcomes.keys() == {"1%"}
     assert calls[1].outcomes == {}
-    assert board.revision > revision
     records = board.track_record.records()
     assert records[SeriesKey("v1", "1%", "live")].count == 1 and records[SeriesKey("v1", "1%", "shadow")].count == 1
 
