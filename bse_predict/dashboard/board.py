@@ -2,7 +2,8 @@
 
 Per symbol: the newest live call per target (a call of an older candle never replaces a newer one),
 a deque of the last ``history_hours`` calls with each target's outcome joined to its call when it
-resolves, and a deque of closed candles for the chart. At most ``max_symbols`` symbols: past that the
+resolves (an outcome read before its call waits for it, among at most ``history_hours`` such calls),
+and a deque of closed candles for the chart. At most ``max_symbols`` symbols: past that the
 one updated longest ago is dropped. Beside them a deque of recent control events and dead letters,
 dead-letter counts by kind (a small fixed set of kinds), and the track record's score sums per
 (version, target, stream), a fixed number of fields each. Outcomes are counted once per
@@ -38,6 +39,7 @@ class Call:
 class SymbolState:
     calls: deque[Call]
     candles: deque[Candle]
+    early: OrderedDict[tuple[str, str], dict[str, Outcome]]  # outcomes read before their call, by (id, version)
     newest: Prediction | None = None
     changed_at: int = 0  # the board's revision of this symbol's last change
 
@@ -61,7 +63,8 @@ class Board:
         state = self.symbols.get(symbol)
         if state is None:
             state = SymbolState(calls=deque(maxlen=self._config.history_hours),
-                                candles=deque(maxlen=self._config.history_hours + self._config.chart_extra_hours))
+                                candles=deque(maxlen=self._config.history_hours + self._config.chart_extra_hours),
+                                early=OrderedDict())
             self.symbols[symbol] = state
             while len(self.symbols) > self._config.max_symbols:
                 self.symbols.popitem(last=False)
@@ -85,7 +88,7 @@ class Board:
                 return  # older than every call kept
             calls.popleft()
             position -= 1
-        calls.insert(position, Call(prediction))
+        calls.insert(position, Call(prediction, state.early.pop((prediction.id, prediction.model.version), {})))
         if state.newest is None or prediction.open_time > state.newest.open_time:
             state.newest = prediction
         self._touch(prediction.symbol, state)
@@ -99,14 +102,18 @@ class Board:
             self._counted.popitem(last=False)
         self.track_record.add(SeriesKey(outcome.model.version, outcome.target, outcome.stream), outcome)
         self.revision += 1
-        state = self.symbols.get(outcome.symbol) if outcome.stream == "live" else None
-        if state is None:
+        if outcome.stream != "live":
             return
+        state = self._symbol(outcome.symbol)
         for call in state.calls:
             if call.prediction.id == outcome.id and call.prediction.model.version == outcome.model.version:
                 call.outcomes[outcome.target] = outcome
                 self._touch(outcome.symbol, state)
                 return
+        # Its call not read yet (the topics are read side by side, and at start-up a week at once): kept for it.
+        state.early.setdefault((outcome.id, outcome.model.version), {})[outcome.target] = outcome
+        while len(state.early) > self._config.history_hours:
+            state.early.popitem(last=False)
 
     def add_candle(self, candle: Candle) -> None:
         if not candle.closed:

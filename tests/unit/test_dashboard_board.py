@@ -80,6 +80,26 @@ def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
     assert list(board.symbols) == ["C", "A", "D"]
 
 
+def test_an_outcome_read_before_its_call_is_joined_when_the_call_comes() -> None:
+    config = DashboardConfig(history_hours=3)
+    board = Board(config)
+    calls = [prediction("BTCUSDT", hour) for hour in range(6)]
+    board.add_outcome(outcome(calls[0], "2%", "up"))
+    board.add_outcome(outcome(calls[0], "5%", "none"))
+    board.add_outcome(outcome(calls[0], "1%", "down", stream="shadow"))  # not a live call's: not joined
+    for call in calls[1:5]:  # four more calls waiting: past history_hours (3), the oldest waiting is dropped
+        board.add_outcome(outcome(call, "2%", "down"))
+    board.add_prediction(calls[0])
+    board.add_prediction(calls[4])
+    state = board.symbols["BTCUSDT"]
+    assert {t: o.outcome for t, o in state.calls[0].outcomes.items()} == {}
+    assert {t: o.outcome for t, o in state.calls[1].outcomes.items()} == {"2%": "down"}
+    assert len(state.early) == 2
+    board.add_prediction(calls[2])
+    assert [c.prediction.open_time for c in state.calls] == [calls[h].open_time for h in (0, 2, 4)]
+    assert state.calls[1].outcomes["2%"].outcome == "down" and len(state.early) == 1
+
+
 def test_the_chart_keeps_closed_candles_only() -> None:
     board = Board(DashboardConfig())
 
