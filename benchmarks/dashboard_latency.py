@@ -161,7 +161,7 @@ def main() -> None:
     board_mib = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
 
-    client_redis, reads = redis_reads(settings)
+    _, reads = redis_reads(settings)  # its client ends with this process
     with tempfile.TemporaryDirectory() as empty_models:
         explanations = OnDemandExplanations(reads.candles, Explainer(Path(empty_models)), 10.0)
         app = build_app(board, asyncio.Condition(), reads.control, reads.scores, explanations.explain,
