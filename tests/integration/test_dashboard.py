@@ -1,9 +1,10 @@
 """``bse-predict dashboard`` as a subprocess against the real Kafka and Redis, driven in real headless
 Chromium (Debian's, installed with apt-get when missing; Playwright drives it).
 
-- With messages written by the test: the markets page shows a call produced after it loaded without a
-  reload, the symbol page draws its chart with one marker per call and the outcome joined, operations
-  shows a control event that arrived after it loaded, the track record what the topics carried, and a
+- With messages written by the test and Redis down: the markets page shows a call produced after it
+  loaded without a reload, the symbol page draws its chart with one marker per call and the outcome
+  joined, operations shows a control event that arrived after it loaded and says the control state cannot
+  be read, the track record shows what the topics carried and says the live scores cannot be read, and a
   request without the token is refused.
 - During a real worker's replay of real candles: see the test's docstring.
 
@@ -89,14 +90,19 @@ def candle(symbol: str, hour: int) -> dict:
 
 
 @pytest.fixture
-def dashboard(isolated: Settings, tmp_path: Path) -> Iterator[DashboardProcess]:
+def dashboard_without_redis(isolated: Settings, tmp_path: Path) -> Iterator[DashboardProcess]:
+    """The dashboard with Redis down (its URL a port nothing listens on): Kafka is all it has."""
     asyncio.run(ensure_topics(isolated))
-    with DashboardProcess(service_env(isolated), tmp_path / "dashboard.log", free_port()).start() as process:
+    env = {**service_env(isolated), "BSE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with DashboardProcess(env, tmp_path / "dashboard.log", free_port()).start() as process:
         yield process
 
 
-def test_the_pages_in_a_real_browser(isolated: Settings, dashboard: DashboardProcess) -> None:
+def test_the_pages_in_a_real_browser_with_redis_down(isolated: Settings,
+                                                     dashboard_without_redis: DashboardProcess) -> None:
     from playwright.sync_api import sync_playwright
+
+    dashboard = dashboard_without_redis
 
     names = TopicNames.of(isolated)
     calls = [prediction("BTCUSDT", hour) for hour in range(6)] + [prediction("ETHUSDT", 5, p_up=0.2, p_down=0.7)]
@@ -139,6 +145,7 @@ def test_the_pages_in_a_real_browser(isolated: Settings, dashboard: DashboardPro
         assert page.locator("#calls tbody tr").count() == 7
 
         page.goto(f"{dashboard.url}/operations")
+        assert "did not answer for the control state" in page.locator("#control-state-unavailable").inner_text()
         assert "unknown version v9" in page.locator("#control-events").inner_text()
         assert "json" in page.locator("#dead-letters").inner_text()
         page.evaluate("window.kept = true")
@@ -150,6 +157,7 @@ def test_the_pages_in_a_real_browser(isolated: Settings, dashboard: DashboardPro
         page.goto(f"{dashboard.url}/track-record")
         record = page.locator("#track-record tbody tr").inner_text()
         assert "v1" in record and "2%" in record and "live" in record
+        assert "did not answer for the live scores" in page.locator("#live-scores-unavailable").inner_text()
         browser.close()
     assert dashboard.returncode is None, dashboard.log_tail()
     assert TOKEN not in dashboard.log_path.read_text()
