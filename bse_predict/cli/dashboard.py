@@ -19,9 +19,11 @@ def dashboard(
     config: ConfigOption = None,
     loglevel: Annotated[str, typer.Option("--loglevel", help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
-    """Serve the web dashboard: markets (live), each symbol's chart with its calls and outcomes, operations
-    (control state, control events, dead letters) and the track record. Read-only; reads the topics from
-    dashboard.lookback_hours back, the control state and the live scores."""
+    """Serve the web dashboard: markets, each symbol's chart with its calls and outcomes, each call's
+    explanation (computed when opened), operations (control state, control events, dead letters) and the
+    track record; markets, operations and track record update live. Read-only; reads the topics from
+    dashboard.lookback_hours back, and from Redis the control state, the live scores and the worker's
+    candle windows."""
     if loglevel.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise ValueError(f"--loglevel must be critical, error, warning, info or debug, got {loglevel!r}")
     if port is not None and not 1 <= port <= 65535:

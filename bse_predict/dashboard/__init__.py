@@ -2,5 +2,7 @@
 
 :mod:`~bse_predict.dashboard.board` is the bounded in-memory model (core), :mod:`~bse_predict.dashboard.track_record`
 its scores (core), :mod:`~bse_predict.dashboard.feed` fills it from the topics, :mod:`~bse_predict.dashboard.web`
-serves the pages, :mod:`~bse_predict.dashboard.access` checks the token, :mod:`~bse_predict.dashboard.run` wires them.
+serves the pages, :mod:`~bse_predict.dashboard.explanations` explains a call when it is opened,
+:mod:`~bse_predict.dashboard.access` checks the token, :mod:`~bse_predict.dashboard.errors` says what a page
+could not read, :mod:`~bse_predict.dashboard.run` wires them (and the Redis reads).
 """

@@ -2,12 +2,16 @@
 
 Per symbol: the newest live call per target (a call of an older candle never replaces a newer one),
 a deque of the last ``history_hours`` calls with each target's outcome joined to its call when it
-resolves, and a deque of closed candles for the chart. At most ``max_symbols`` symbols: past that the
+resolves (an outcome read before its call waits for it, among at most ``history_hours`` such calls),
+and a deque of closed candles for the chart. At most ``max_symbols`` symbols: past that the
 one updated longest ago is dropped. Beside them a deque of recent control events and dead letters,
 dead-letter counts by kind (a small fixed set of kinds), and the track record's score sums per
 (version, target, stream), a fixed number of fields each. Outcomes are counted once per
 (id, target, version, stream), the key a re-published outcome repeats, among the last ``outcome_keys``
 keys (a crash re-publishes within seconds, so a recent window catches it).
+
+``revision`` grows with every change a page shows (a call, a counted outcome, a control event, a dead
+letter); the live pages send what changed after the revision they were loaded at.
 """
 
 from __future__ import annotations
@@ -35,8 +39,13 @@ class Call:
 class SymbolState:
     calls: deque[Call]
     candles: deque[Candle]
+    early: OrderedDict[tuple[str, str], dict[str, Outcome]]  # outcomes read before their call, by (id, version)
     newest: Prediction | None = None
     changed_at: int = 0  # the board's revision of this symbol's last change
+
+    def call_at(self, open_time: int) -> Call | None:
+        """The kept call of the candle that opened at ``open_time``."""
+        return next((call for call in self.calls if call.prediction.open_time == open_time), None)
 
 
 class Board:
@@ -54,7 +63,8 @@ class Board:
         state = self.symbols.get(symbol)
         if state is None:
             state = SymbolState(calls=deque(maxlen=self._config.history_hours),
-                                candles=deque(maxlen=self._config.history_hours + self._config.chart_extra_hours))
+                                candles=deque(maxlen=self._config.history_hours + self._config.chart_extra_hours),
+                                early=OrderedDict())
             self.symbols[symbol] = state
             while len(self.symbols) > self._config.max_symbols:
                 self.symbols.popitem(last=False)
@@ -78,7 +88,7 @@ class Board:
                 return  # older than every call kept
             calls.popleft()
             position -= 1
-        calls.insert(position, Call(prediction))
+        calls.insert(position, Call(prediction, state.early.pop((prediction.id, prediction.model.version), {})))
         if state.newest is None or prediction.open_time > state.newest.open_time:
             state.newest = prediction
         self._touch(prediction.symbol, state)
@@ -91,16 +101,19 @@ class Board:
         while len(self._counted) > self._config.outcome_keys:
             self._counted.popitem(last=False)
         self.track_record.add(SeriesKey(outcome.model.version, outcome.target, outcome.stream), outcome)
+        self.revision += 1
         if outcome.stream != "live":
             return
-        state = self.symbols.get(outcome.symbol)
-        if state is None:
-            return
+        state = self._symbol(outcome.symbol)
         for call in state.calls:
             if call.prediction.id == outcome.id and call.prediction.model.version == outcome.model.version:
                 call.outcomes[outcome.target] = outcome
                 self._touch(outcome.symbol, state)
                 return
+        # Its call not read yet (the topics are read side by side, and at start-up a week at once): kept for it.
+        state.early.setdefault((outcome.id, outcome.model.version), {})[outcome.target] = outcome
+        while len(state.early) > self._config.history_hours:
+            state.early.popitem(last=False)
 
     def add_candle(self, candle: Candle) -> None:
         if not candle.closed:

@@ -1,28 +1,44 @@
 """``bse-predict dashboard``: the board, the feed that fills it, the pages, one uvicorn server.
 
-The composition root of the dashboard: it wires the control state's Redis store and the live scores'
-Redis reader (read-only: ``read`` is all it calls) to the pages. Binding to an address other hosts can
-reach needs ``BSE_DASHBOARD_TOKEN``. uvicorn's access log is off: a ``?token=`` would be written to it."""
+The composition root of the dashboard: it wires the Redis reads (the control state, the live scores,
+the worker's candle windows; read-only, on one client whose calls fail within ``control.io_timeout_s``)
+and the on-demand explanations (the versions' native models in ``BSE_MODELS_DIR``) to the pages. Binding to an address other hosts can reach needs
+``BSE_DASHBOARD_TOKEN``. uvicorn's access log is off: a ``?token=`` would be written to it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple, ParamSpec, TypeVar
 
+import redis.asyncio as aioredis
 import uvicorn
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from configs.dashboard import is_loopback
 from configs.settings import Settings
-from bse_predict.connections.clients import connect_redis
+from bse_predict.connections.clients import connect_redis, redacted_url
 from bse_predict.control.state_store import RedisControlStore
 from bse_predict.dashboard.board import Board
+from bse_predict.dashboard.errors import SourceUnavailable
+from bse_predict.dashboard.explanations import OnDemandExplanations, ReadCandles
 from bse_predict.dashboard.feed import Feed
-from bse_predict.dashboard.web import build_app
+from bse_predict.dashboard.web import ReadControl, ReadScores, build_app
+from bse_predict.explain.explainer import Explainer
 from bse_predict.monitoring.metrics import RedisLiveScores
+from bse_predict.stream.window_store import RedisWindowStore
 
-__all__ = ["check_binding", "serve", "run_dashboard"]
+__all__ = ["RedisReads", "check_binding", "redis_reads", "serve", "run_dashboard"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+EXPLAIN_TIMEOUT_S = 10.0  # a first explanation of a version loads its native models: seconds, not minutes
 
 
 def check_binding(settings: Settings, host: str) -> None:
@@ -31,15 +47,52 @@ def check_binding(settings: Settings, host: str) -> None:
                          "(or bind to 127.0.0.1)")
 
 
+class RedisReads(NamedTuple):
+    """What the pages read from Redis, each read guarded by :func:`_guard_redis`."""
+
+    control: ReadControl
+    scores: ReadScores
+    candles: ReadCandles
+
+
+def _guard_redis(read: Callable[P, Awaitable[T]], what: str, settings: Settings) -> Callable[P, Awaitable[T]]:
+    """``read``, whose Redis failure (an error, or no answer within the client's timeout) becomes
+    :class:`~bse_predict.dashboard.errors.SourceUnavailable`, which a page shows in place of the section."""
+    where = redacted_url(settings.redis_url)
+
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await read(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise SourceUnavailable(f"Redis at {where} did not answer for the {what} "
+                                    f"({type(exc).__name__}: {exc})") from exc
+
+    return guarded
+
+
+def redis_reads(settings: Settings) -> tuple[aioredis.Redis, RedisReads]:
+    """One client whose calls fail within ``control.io_timeout_s``, not retried inside it (a page must not
+    wait on a Redis that is down), and the reads on it: the control state, the live scores, the worker's
+    candle windows."""
+    timeout_s = settings.control.io_timeout_s
+    client = connect_redis(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                           retry=Retry(NoBackoff(), 0))
+    windows = RedisWindowStore(client, settings.window.retain_candles, key_prefix=settings.topic_prefix)
+    return client, RedisReads(
+        _guard_redis(RedisControlStore(client, key_prefix=settings.topic_prefix).read, "control state", settings),
+        _guard_redis(RedisLiveScores(client, settings).read, "live scores", settings),
+        _guard_redis(windows.closed_candles, "candle window", settings))
+
+
 async def serve(settings: Settings, host: str, port: int, loglevel: str) -> None:
     check_binding(settings, host)
     board = Board(settings.dashboard)
     changed = asyncio.Condition()
     feed = Feed(settings, board, changed)
-    control = RedisControlStore.connect(settings)
-    scores_client = connect_redis(settings)
-    scores = RedisLiveScores(scores_client, settings)
-    app = build_app(board, changed, control.read, scores.read, settings.dashboard.token)
+    client, reads = redis_reads(settings)
+    explanations = OnDemandExplanations(reads.candles, Explainer(settings.models_dir, settings.model_signing_secret),
+                                        EXPLAIN_TIMEOUT_S)
+    app = build_app(board, changed, reads.control, reads.scores, explanations.explain, settings.dashboard.token)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=loglevel.lower(), access_log=False,
                                            lifespan="off"))
     feeding = asyncio.create_task(feed.run())
@@ -52,8 +105,8 @@ async def serve(settings: Settings, host: str, port: int, loglevel: str) -> None
         if not feeding.done():
             feeding.cancel()
         await asyncio.gather(feeding, return_exceptions=True)
-        await control.close()
-        await scores_client.aclose()
+        explanations.close()
+        await client.aclose()
     if feeding.done() and not feeding.cancelled() and feeding.exception() is not None:
         raise feeding.exception()  # type: ignore[misc]
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bse_predict.candles.schema import Prediction
-from bse_predict.dashboard.board import Board, SymbolState
+from bse_predict.dashboard.board import Board, Call, SymbolState
 
-__all__ = ["TARGETS_SHOWN", "utc_text", "market_rows", "chart_data", "call_rows", "dead_letter_counts"]
+__all__ = ["TARGETS_SHOWN", "utc_text", "market_rows", "chart_data", "call_rows", "call_targets", "dead_letter_counts"]
 
 TARGETS_SHOWN = ("1%", "2%", "5%")
 
@@ -42,20 +42,26 @@ def _outcome_mark(call_direction: str, outcome: str | None) -> str:
     return "hit" if outcome == call_direction else "miss"
 
 
+def _target_row(call: Call, target: str) -> dict[str, Any] | None:
+    p = call.prediction.targets.get(target)
+    if p is None:
+        return None
+    outcome = call.outcomes.get(target)
+    return {"target": target, "time": utc_text(call.prediction.open_time), "open_time": call.prediction.open_time,
+            "close": call.prediction.close, "p": p, "version": call.prediction.model.version,
+            "degraded": call.prediction.degraded, "outcome": None if outcome is None else outcome.outcome,
+            "resolved": None if outcome is None else utc_text(outcome.resolved_at),
+            "mark": _outcome_mark(p.direction, None if outcome is None else outcome.outcome)}
+
+
 def call_rows(state: SymbolState, target: str) -> list[dict[str, Any]]:
     """The symbol's calls, newest first, each with its outcome for ``target``."""
-    rows = []
-    for call in reversed(state.calls):
-        p = call.prediction.targets.get(target)
-        if p is None:
-            continue
-        outcome = call.outcomes.get(target)
-        rows.append({"time": utc_text(call.prediction.open_time), "close": call.prediction.close, "p": p,
-                     "version": call.prediction.model.version, "degraded": call.prediction.degraded,
-                     "outcome": None if outcome is None else outcome.outcome,
-                     "resolved": None if outcome is None else utc_text(outcome.resolved_at),
-                     "mark": _outcome_mark(p.direction, None if outcome is None else outcome.outcome)})
-    return rows
+    return [row for call in reversed(state.calls) if (row := _target_row(call, target)) is not None]
+
+
+def call_targets(call: Call) -> list[dict[str, Any]]:
+    """One call's answer for each target shown, with its outcome once known."""
+    return [row for target in TARGETS_SHOWN if (row := _target_row(call, target)) is not None]
 
 
 def chart_data(state: SymbolState, target: str) -> dict[str, Any]:

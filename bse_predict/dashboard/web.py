@@ -1,13 +1,15 @@
-"""The dashboard's pages (Starlette, rendered server-side with Jinja2) and its live updates
-(server-sent events). Read-only: every route is a GET. The control state and the live scores are
-read on each request through the callables it is given, so this module wires no Redis itself."""
+"""The dashboard's pages (Starlette, rendered server-side with Jinja2) and their live updates
+(server-sent events). Read-only: every route is a GET. The control state, the live scores and a call's
+explanation come through the callables it is given, so this module wires no Redis itself; when one of
+them raises :class:`~bse_predict.dashboard.errors.SourceUnavailable` its section says so and the rest of
+the page is shown."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import SecretStr
@@ -20,28 +22,89 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from bse_predict.candles.schema import Prediction
 from bse_predict.control.state_machine import ControlState
 from bse_predict.dashboard import views
 from bse_predict.dashboard.access import TokenGate
 from bse_predict.dashboard.board import Board
+from bse_predict.dashboard.errors import SourceUnavailable
+from bse_predict.explain.errors import ExplainError
+from bse_predict.explain.explanation import Explanation
 from bse_predict.monitoring.live_scores import LiveScores
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "board_changes"]
 
 HERE = Path(__file__).parent
 KEEP_ALIVE_S = 15.0
+SECTION_INTERVAL_S = 1.0  # a live section is sent at most once a second: a burst of outcomes is one render
 
+T = TypeVar("T")
 ReadControl = Callable[[], Awaitable[ControlState | None]]
 ReadScores = Callable[[], Awaitable[dict[tuple[tuple[str, str, str, str], int], LiveScores]]]
+Explain = Callable[[Prediction, str], Awaitable[Explanation]]
+
+
+async def board_changes(board: Board, changed: asyncio.Condition, since: int) -> AsyncIterator[int | None]:
+    """Each time the board's revision moves on from the last one seen (``since`` first): the revision seen
+    before it, so the caller sends what changed after that; None after ``KEEP_ALIVE_S`` without a change."""
+    seen = since
+    while True:
+        async with changed:  # the feed notifies under this lock, so no change slips between the two
+            if board.revision == seen:
+                try:
+                    await asyncio.wait_for(changed.wait(), KEEP_ALIVE_S)
+                except TimeoutError:
+                    pass
+            previous, seen = seen, board.revision
+        yield None if previous == seen else previous  # never yield holding the lock: a slow client would stall the feed
+
+
+async def _or_unavailable(read: Callable[[], Awaitable[T]]) -> tuple[T | None, str | None]:
+    try:
+        return await read(), None
+    except SourceUnavailable as exc:
+        return None, str(exc)
+
+
+def _events(stream: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _since(request: Request, board: Board) -> int:
+    try:
+        return int(request.query_params.get("since", board.revision))
+    except ValueError:
+        raise HTTPException(400, "since must be an integer") from None
+
+
+def _target(request: Request) -> str:
+    target = request.query_params.get("target", "2%")
+    if target not in views.TARGETS_SHOWN:
+        raise HTTPException(400, f"target must be one of {', '.join(views.TARGETS_SHOWN)}")
+    return target
 
 
 def build_app(board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-              token: SecretStr | None) -> Starlette:
+              explain: Explain, token: SecretStr | None) -> Starlette:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["utc"] = views.utc_text
 
     def page(request: Request, name: str, **context: Any) -> Response:
         return templates.TemplateResponse(request, name, {"targets": views.TARGETS_SHOWN, **context})
+
+    async def operations_section() -> dict[str, Any]:
+        state, state_error = await _or_unavailable(read_control)
+        return {"state": state, "state_error": state_error, "events": list(board.control_events),
+                "dead_letter_counts": views.dead_letter_counts(board), "dead_letters": list(board.dead_letters)[:20]}
+
+    async def track_record_section() -> dict[str, Any]:
+        scores, scores_error = await _or_unavailable(read_scores)
+        return {"records": board.track_record.records(), "live_scores": sorted((scores or {}).items()),
+                "scores_error": scores_error}
+
+    sections = {"operations": ("_operations.html", operations_section),
+                "track-record": ("_track_record.html", track_record_section)}
 
     async def markets(request: Request) -> Response:
         return page(request, "markets.html", rows=views.market_rows(board), revision=board.revision)
@@ -49,54 +112,80 @@ def build_app(board: Board, changed: asyncio.Condition, read_control: ReadContro
     async def market_updates(request: Request) -> Response:
         """Rows of the symbols whose newest call changed after ``?since=`` (the page's revision), as
         rendered row HTML, one event per change of the board."""
-        try:
-            since = int(request.query_params.get("since", board.revision))
-        except ValueError:
-            raise HTTPException(400, "since must be an integer") from None
+        since = _since(request, board)
         row_template = templates.get_template("_market_row.html")
 
         async def stream() -> AsyncIterator[bytes]:
-            seen = since
-            while True:
-                async with changed:  # the feed notifies under this lock, so no change slips between the two
-                    rows = views.market_rows(board, seen)
-                    seen = board.revision
-                    if not rows:
-                        try:
-                            await asyncio.wait_for(changed.wait(), KEEP_ALIVE_S)
-                            continue
-                        except TimeoutError:
-                            pass
-                if not rows:  # never yield holding the lock: a slow client would stall the feed
+            async for previous in board_changes(board, changed, since):
+                if previous is None:
                     yield b": keep-alive\n\n"
                     continue
-                yield b"data: " + orjson.dumps([{"symbol": r["symbol"], "html": row_template.render(
-                    row=r, targets=views.TARGETS_SHOWN)} for r in rows]) + b"\n\n"
+                rows = views.market_rows(board, previous)
+                if rows:
+                    yield b"data: " + orjson.dumps([{"symbol": r["symbol"], "html": row_template.render(
+                        row=r, targets=views.TARGETS_SHOWN)} for r in rows]) + b"\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _events(stream())
+
+    async def section_updates(request: Request) -> Response:
+        """The live section of ``/operations`` or ``/track-record``, rendered again after the board changed
+        past ``?since=``, at most once every ``SECTION_INTERVAL_S``."""
+        name = request.path_params["page"]
+        if name not in sections:
+            raise HTTPException(404, f"no live section {name!r}")
+        since = _since(request, board)
+        template_name, context = sections[name]
+        template = templates.get_template(template_name)
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for previous in board_changes(board, changed, since):
+                if previous is None:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield b"data: " + orjson.dumps({"html": template.render(**await context())}) + b"\n\n"
+                await asyncio.sleep(SECTION_INTERVAL_S)
+
+        return _events(stream())
 
     async def symbol(request: Request) -> Response:
         name = request.path_params["symbol"]
         state = board.symbols.get(name)
         if state is None:
             raise HTTPException(404, f"nothing of {name} is kept (no call or candle in the lookback)")
-        target = request.query_params.get("target", "2%")
-        if target not in views.TARGETS_SHOWN:
-            raise HTTPException(400, f"target must be one of {', '.join(views.TARGETS_SHOWN)}")
+        target = _target(request)
         return page(request, "symbol.html", symbol=name, target=target, calls=views.call_rows(state, target),
                     chart=orjson.dumps(views.chart_data(state, target)).decode())
 
+    async def call(request: Request) -> Response:
+        """One call: its answer per target with the outcomes, and the explanation of ``?target=``, computed
+        now (every feature's share of the probabilities) or the reason there is none."""
+        name, open_time = request.path_params["symbol"], request.path_params["open_time"]
+        state = board.symbols.get(name)
+        kept = None if state is None else state.call_at(open_time)
+        if kept is None:
+            raise HTTPException(404, f"no call of {name} at {open_time} is kept (calls of the last history_hours)")
+        target = _target(request)
+        explanation, reason = None, None
+        if target not in kept.prediction.targets:
+            reason = f"the call has no target {target}"
+        else:
+            try:
+                explanation = await explain(kept.prediction, target)
+            except (ExplainError, SourceUnavailable) as exc:
+                reason = str(exc)
+        return page(request, "call.html", symbol=name, target=target, prediction=kept.prediction,
+                    time=views.utc_text(open_time), answers=views.call_targets(kept), explanation=explanation,
+                    reason=reason)
+
     async def operations(request: Request) -> Response:
-        return page(request, "operations.html", state=await read_control(), events=list(board.control_events),
-                    dead_letter_counts=views.dead_letter_counts(board), dead_letters=list(board.dead_letters)[:20])
+        return page(request, "operations.html", revision=board.revision, **await operations_section())
 
     async def track_record(request: Request) -> Response:
-        scores = sorted((await read_scores()).items())
-        return page(request, "track_record.html", records=board.track_record.records(), live_scores=scores)
+        return page(request, "track_record.html", revision=board.revision, **await track_record_section())
 
     routes = [
-        Route("/", markets), Route("/updates", market_updates), Route("/symbol/{symbol}", symbol),
+        Route("/", markets), Route("/updates", market_updates), Route("/updates/{page}", section_updates),
+        Route("/symbol/{symbol}", symbol), Route("/symbol/{symbol}/call/{open_time:int}", call),
         Route("/operations", operations), Route("/track-record", track_record),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -1,34 +1,52 @@
 """``bse-predict dashboard`` as a subprocess against the real Kafka and Redis, driven in real headless
-Chromium (Debian's, installed with apt-get when missing; Playwright drives it): the markets page shows a
-call produced after it loaded without a reload, the symbol page draws its chart with one marker per call
-and the outcome joined, operations and track record show what the topics carried, and a request
-without the token is refused.
+Chromium (Debian's, installed with apt-get when missing; Playwright drives it).
 
-Set ``BSE_DASHBOARD_SCREENSHOTS=DIR`` to keep a PNG of each page (docs/dashboard/ holds the ones shown
-in docs/dashboard.md)."""
+- With messages written by the test and Redis down: the markets page shows a call produced after it
+  loaded without a reload, the symbol page draws its chart with one marker per call and the outcome
+  joined, operations shows a control event that arrived after it loaded and says the control state cannot
+  be read, the track record shows what the topics carried and says the live scores cannot be read, and a
+  request without the token is refused.
+- During a real worker's replay of real candles: see the test's docstring.
+
+Set ``BSE_DASHBOARD_SCREENSHOTS=DIR`` to keep a PNG of each page of the replay (docs/dashboard/ holds the
+ones shown in docs/dashboard.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 import pytest
 
 from configs.settings import Settings
+from bse_predict.candles.files import CandleSeries
+from bse_predict.candles.schema import Prediction
 from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.control.messages import build_message, encode_message
+from bse_predict.dashboard.views import utc_text
+from bse_predict.explain.explainer import Explainer
+from bse_predict.serving.manifest import load_manifest
 from bse_predict.services.debian_packages import debian_program
-from tests.support.kafka_io import send_raw
-from tests.support.worker_process import CommandProcess, free_port, service_env
+from bse_predict.stream.replay import candle_records, replay
+from tests.support.kafka_io import read_topic, read_until, send_raw
+from tests.support.worker_process import CommandProcess, WorkerProcess, free_port, service_env
 from tests.unit.test_dashboard_board import outcome, prediction
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
 TOKEN = "a-dashboard-token-for-the-test"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -54,11 +72,15 @@ def status(url: str, headers: dict[str, str] | None = None) -> int:
         return 0
 
 
-def produce(settings: Settings, topic: str, messages: list[tuple[str, dict | bytes]]) -> None:
-    """Sent from a thread of its own: Playwright's sync API runs an event loop in the test's thread."""
-    records = [(key.encode(), m if isinstance(m, bytes) else orjson.dumps(m)) for key, m in messages]
+def in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run on a thread of its own: Playwright's sync API runs an event loop in the test's thread."""
     with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, send_raw(settings, topic, records)).result()
+        return thread.submit(asyncio.run, coroutine).result()
+
+
+def produce(settings: Settings, topic: str, messages: list[tuple[str, dict | bytes]]) -> None:
+    in_thread(send_raw(settings, topic, [(key.encode(), m if isinstance(m, bytes) else orjson.dumps(m))
+                                         for key, m in messages]))
 
 
 def candle(symbol: str, hour: int) -> dict:
@@ -68,14 +90,19 @@ def candle(symbol: str, hour: int) -> dict:
 
 
 @pytest.fixture
-def dashboard(isolated: Settings, tmp_path: Path) -> Iterator[DashboardProcess]:
+def dashboard_without_redis(isolated: Settings, tmp_path: Path) -> Iterator[DashboardProcess]:
+    """The dashboard with Redis down (its URL a port nothing listens on): Kafka is all it has."""
     asyncio.run(ensure_topics(isolated))
-    with DashboardProcess(service_env(isolated), tmp_path / "dashboard.log", free_port()).start() as process:
+    env = {**service_env(isolated), "BSE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with DashboardProcess(env, tmp_path / "dashboard.log", free_port()).start() as process:
         yield process
 
 
-def test_the_pages_in_a_real_browser(isolated: Settings, dashboard: DashboardProcess) -> None:
+def test_the_pages_in_a_real_browser_with_redis_down(isolated: Settings,
+                                                     dashboard_without_redis: DashboardProcess) -> None:
     from playwright.sync_api import sync_playwright
+
+    dashboard = dashboard_without_redis
 
     names = TopicNames.of(isolated)
     calls = [prediction("BTCUSDT", hour) for hour in range(6)] + [prediction("ETHUSDT", 5, p_up=0.2, p_down=0.7)]
@@ -91,10 +118,9 @@ def test_the_pages_in_a_real_browser(isolated: Settings, dashboard: DashboardPro
     assert status(dashboard.url + "/symbol/BTCUSDT?token=wrong") == 401
     assert status(dashboard.url + "/static/symbol.js", {"Authorization": "Bearer wrong"}) == 401
 
-    shots = os.environ.get("BSE_DASHBOARD_SCREENSHOTS")
-    chromium = debian_program("chromium", "chromium", print)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=debian_program("chromium", "chromium", print),
+                                             args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.goto(f"{dashboard.url}/?token={TOKEN}")  # sets the cookie, redirects to /
         assert page.url == dashboard.url + "/"
@@ -109,30 +135,173 @@ def test_the_pages_in_a_real_browser(isolated: Settings, dashboard: DashboardPro
         page.wait_for_selector("#row-SOLUSDT .LONG", timeout=30_000)  # no reload: the row came over SSE
         page.wait_for_selector("#row-BTCUSDT .SHORT", timeout=30_000)  # the newer call replaced the row
         assert page.locator("#markets tbody tr").count() == 3
-        if shots:
-            page.screenshot(path=f"{shots}/markets.png")
 
         page.goto(f"{dashboard.url}/symbol/BTCUSDT?target=2%25")
         page.wait_for_selector("#chart canvas", timeout=30_000)
         chart = page.evaluate("window.dashboardChart")
-        assert chart["candles"] == 8
+        assert len(chart["candles"]) == 8
         assert len(chart["markers"]) == 7  # hours 0 to 6
         assert [m["outcome"] for m in chart["markers"][:3]] == ["up", "down", None]
         assert page.locator("#calls tbody tr").count() == 7
-        if shots:
-            page.screenshot(path=f"{shots}/symbol.png")
 
         page.goto(f"{dashboard.url}/operations")
+        assert "did not answer for the control state" in page.locator("#control-state-unavailable").inner_text()
         assert "unknown version v9" in page.locator("#control-events").inner_text()
         assert "json" in page.locator("#dead-letters").inner_text()
-        if shots:
-            page.screenshot(path=f"{shots}/operations.png")
+        page.evaluate("window.kept = true")
+        produce(isolated, names.control_events, [("rollback", {"status": "applied", "at": "2026-01-01T01:00:00Z",
+                                                               "command": "rollback", "issued_by": "ops"})])
+        page.wait_for_selector("#control-events tr.applied", timeout=30_000)  # over SSE, no reload
+        assert page.evaluate("window.kept") is True
 
         page.goto(f"{dashboard.url}/track-record")
         record = page.locator("#track-record tbody tr").inner_text()
         assert "v1" in record and "2%" in record and "live" in record
-        if shots:
-            page.screenshot(path=f"{shots}/track-record.png")
+        assert "did not answer for the live scores" in page.locator("#live-scores-unavailable").inner_text()
         browser.close()
     assert dashboard.returncode is None, dashboard.log_tail()
     assert TOKEN not in dashboard.log_path.read_text()
+
+
+# --- a real worker's replay of real candles --------------------------------------------------------
+
+REPLAY_HOURS = 300
+REPLAY_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+CONTROL_SECRET = "dashboard-test-control-secret-32-characters"
+CLASSES = ("up", "down", "none")
+SHOWN_SCORES = """() => Object.fromEntries(Array.from(document.querySelectorAll('#track-record tbody tr')).map(
+    r => [[r.dataset.version, r.dataset.target, r.dataset.stream].join(' '),
+          Array.from(r.querySelectorAll('td[data-value]')).map(td => Number(td.dataset.value))]))"""
+
+
+@pytest.fixture
+def replay_settings(isolated: Settings, trained_version: Settings) -> Settings:
+    settings = isolated.model_copy(update={"models_dir": trained_version.models_dir})
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+def scores_of(outcomes: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per "version target stream", from the outcome messages (each (id, target, version, stream) once), with
+    plain numpy: count, hit rate (the arg-max class happened, first on ties), base rate, log loss (p floored
+    at 1e-12), its climatology, Brier, its climatology (the constant forecast of the outcome shares)."""
+    series: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for o in outcomes:
+        series[f"{o['model']['version']} {o['target']} {o.get('stream', 'live')}"].setdefault(o["id"], o)
+    scores = {}
+    for key, by_id in series.items():
+        p = np.array([[o["p_up"], o["p_down"], o["p_none"]] for o in by_id.values()])
+        y = np.array([CLASSES.index(o["outcome"]) for o in by_id.values()])
+        n = len(y)
+        shares = np.bincount(y, minlength=3) / n
+        scores[key] = [n, float(np.mean(p.argmax(axis=1) == y)), float(shares.max()),
+                       float(np.mean(-np.log(np.maximum(p[np.arange(n), y], 1e-12)))),
+                       float(-sum(s * np.log(s) for s in shares if s > 0)),
+                       float(np.mean(((p - np.eye(3)[y]) ** 2).sum(axis=1))), float(1 - (shares ** 2).sum())]
+    return scores
+
+
+def control_message(command: str, args: dict[str, Any], secret: str) -> tuple[str, bytes]:
+    return command, encode_message(build_message(command, args, secret, datetime.now(UTC), "dashboard-test"))
+
+
+def test_a_real_worker_replay_in_a_real_browser(replay_settings: Settings, futures_series: dict[str, CandleSeries],
+                                                tmp_path: Path) -> None:
+    """The real stack: a worker serving the tests' small RandomForest, 300 h of three real futures series
+    replayed with an in-progress update before each closed candle. Markets fill live; the chart holds
+    exactly the closed candles and one marker per call with the outcomes of the topic; a call's explanation
+    is the explainer's on the candle files; the track record (loaded before any outcome, updated live)
+    equals the scores computed here from the outcomes topic; operations shows the control commands."""
+    from playwright.sync_api import sync_playwright
+
+    settings = replay_settings
+    names = TopicNames.of(settings)
+    slices = {s: futures_series[s].tail(REPLAY_HOURS) for s in REPLAY_SYMBOLS}
+    records = list(candle_records(list(slices.values()), updates=1))
+    min_history = load_manifest(settings.models_dir / "v-test").min_history
+    expected_ids = {f"{s}|1h|{int(t)}" for s, one in slices.items() for t in one.open_time_ms[min_history - 1:]}
+    env = {**service_env(settings), "BSE_CONTROL_SECRET": CONTROL_SECRET}
+    shots = os.environ.get("BSE_DASHBOARD_SCREENSHOTS")
+    with (DashboardProcess(env, tmp_path / "dashboard.log", free_port()) as dashboard,
+          WorkerProcess(env, tmp_path / "worker.log") as worker, sync_playwright() as playwright):
+        browser = playwright.chromium.launch(executable_path=debian_program("chromium", "chromium", print),
+                                             args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        markets = context.new_page()
+        markets.goto(f"{dashboard.url}/?token={TOKEN}")
+        assert markets.locator("#empty").count() == 1
+        tracker, operations = context.new_page(), context.new_page()
+        tracker.goto(f"{dashboard.url}/track-record")
+        operations.goto(f"{dashboard.url}/operations")
+        assert tracker.locator("#track-record tbody tr").count() == 0
+        for page in (markets, tracker, operations):
+            page.evaluate("window.kept = true")  # gone if the page reloads
+
+        replaying = threading.Thread(target=asyncio.run, args=(replay(settings, records, rate_per_s=150),))
+        replaying.start()
+        markets.wait_for_selector("#row-BTCUSDT", timeout=60_000)
+        produce(settings, names.control, [control_message("promote", {"version": "v-test"}, CONTROL_SECRET),
+                                          control_message("rollback", {}, "a-forged-secret-of-32-characters!!")])
+        replaying.join()
+        predictions = {p.id: p for p in (Prediction.model_validate_json(r.value) for r in in_thread(read_until(
+            settings, names.predictions, len(expected_ids), 120, identity=lambda r: orjson.loads(r.value)["id"])))}
+        assert set(predictions) == expected_ids, worker.log_tail()
+        newest = max(p.open_time for p in predictions.values())
+        markets.wait_for_function("([symbols, time]) => symbols.every(s => document.querySelector("
+                                  "'#row-' + s + ' .time')?.textContent === time)",
+                                  arg=[list(REPLAY_SYMBOLS), utc_text(newest)], timeout=30_000)
+        deadline = time.monotonic() + 90
+        while True:  # the worker may still be settling: until the page and the topic hold the same outcomes
+            outcomes = [orjson.loads(r.value) for r in in_thread(read_topic(settings, names.outcomes, idle_ms=1500))]
+            expected = scores_of(outcomes)
+            shown = tracker.evaluate(SHOWN_SCORES)
+            if {k: v[0] for k, v in shown.items()} == {k: v[0] for k, v in expected.items()}:
+                break
+            assert time.monotonic() < deadline, (shown, expected)
+        assert {o["outcome"] for o in outcomes} == set(CLASSES)
+        assert shown.keys() == expected.keys() == {f"v-test {t} live" for t in ("1%", "2%", "5%")}
+        for key, values in expected.items():
+            assert shown[key] == pytest.approx(values, rel=1e-9, abs=1e-12), key
+
+        operations.wait_for_selector("#control-events tr.applied", timeout=30_000)
+        operations.wait_for_selector("#control-events tr.refused", timeout=30_000)
+        operations.wait_for_selector("#control-state >> text=v-test", timeout=30_000)
+        assert all(page.evaluate("window.kept") is True for page in (markets, tracker, operations))
+        if shots:
+            markets.screenshot(path=f"{shots}/markets.png")
+            tracker.screenshot(path=f"{shots}/track-record.png")
+            operations.screenshot(path=f"{shots}/operations.png")
+
+        btc = slices["BTCUSDT"]
+        markets.click("#row-BTCUSDT a")
+        markets.wait_for_selector("#chart canvas", timeout=30_000)
+        chart = markets.evaluate("window.dashboardChart")
+        kept = len(chart["candles"])
+        assert kept == min(REPLAY_HOURS, 240)  # history_hours + chart_extra_hours, the closed candles only
+        assert [[c["time"] * 1000, c["open"], c["high"], c["low"], c["close"]] for c in chart["candles"]] == \
+            np.column_stack([btc.open_time_ms[-kept:], btc.ohlcv[-kept:, :4]]).tolist()
+        btc_calls = sorted(p.open_time for p in predictions.values() if p.symbol == "BTCUSDT")
+        assert [m["time"] * 1000 for m in chart["markers"]] == btc_calls
+        resolved = {o["open_time"] // 1000: o["outcome"] for o in outcomes
+                    if o["symbol"] == "BTCUSDT" and o["target"] == "2%"}
+        assert resolved and {m["time"]: m["outcome"] for m in chart["markers"] if m["outcome"]} == resolved
+        if shots:
+            markets.screenshot(path=f"{shots}/symbol.png")
+
+        markets.click("#calls tbody tr:first-child a")  # the newest call
+        markets.wait_for_selector("#explanation", timeout=30_000)
+        assert markets.url.endswith(f"/symbol/BTCUSDT/call/{btc_calls[-1]}?target=2%25")
+        explanation = Explainer(settings.models_dir).explain(predictions[f"BTCUSDT|1h|{btc_calls[-1]}"], "2%",
+                                                              futures_series["BTCUSDT"].open_time_ms,
+                                                              futures_series["BTCUSDT"].ohlcv)
+        rows = markets.locator("#explanation tbody tr")
+        assert rows.evaluate_all("rows => rows.map(r => r.dataset.name)") == [c.name for c in explanation.contributions]
+        assert rows.evaluate_all("rows => rows.map(r => r.querySelector('.push').textContent)") == \
+            [f"{c.push:+.4f}" for c in explanation.contributions]
+        if shots:
+            markets.screenshot(path=f"{shots}/call.png")
+        browser.close()
+
+        for path in ("/", "/track-record", "/updates/track-record", f"/symbol/BTCUSDT/call/{btc_calls[-1]}"):
+            assert status(dashboard.url + path) == 401, path
+        assert dashboard.returncode is None, dashboard.log_tail()

@@ -80,6 +80,43 @@ def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
     assert list(board.symbols) == ["C", "A", "D"]
 
 
+def test_an_outcome_read_before_its_call_is_joined_when_the_call_comes() -> None:
+    config = DashboardConfig(history_hours=3)
+    board = Board(config)
+    calls = [prediction("BTCUSDT", hour) for hour in range(6)]
+    board.add_outcome(outcome(calls[0], "2%", "up"))
+    board.add_outcome(outcome(calls[0], "5%", "none"))
+    board.add_outcome(outcome(calls[0], "1%", "down", stream="shadow"))  # not a live call's: not joined
+    for call in calls[1:5]:  # four more calls waiting: past history_hours (3), the oldest waiting is dropped
+        board.add_outcome(outcome(call, "2%", "down"))
+    board.add_prediction(calls[0])
+    board.add_prediction(calls[4])
+    state = board.symbols["BTCUSDT"]
+    assert {t: o.outcome for t, o in state.calls[0].outcomes.items()} == {}
+    assert {t: o.outcome for t, o in state.calls[1].outcomes.items()} == {"2%": "down"}
+    assert len(state.early) == 2
+    board.add_prediction(calls[2])
+    assert [c.prediction.open_time for c in state.calls] == [calls[h].open_time for h in (0, 2, 4)]
+    assert state.calls[1].outcomes["2%"].outcome == "down" and len(state.early) == 1
+
+
+def test_the_chart_keeps_closed_candles_only() -> None:
+    board = Board(DashboardConfig())
+
+    def candle(symbol: str, hour: int, close: float, closed: bool) -> Candle:
+        return Candle(symbol=symbol, timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=9.0, low=0.5,
+                      close=close, volume=1.0, closed=closed)
+
+    board.add_candle(candle("BTCUSDT", 0, 1.5, True))
+    board.add_candle(candle("BTCUSDT", 0, 7.0, False))  # an update of a closed candle: ignored
+    board.add_candle(candle("BTCUSDT", 1, 2.0, False))  # the forming candle: not on the chart until it closes
+    board.add_candle(candle("ETHUSDT", 0, 3.0, False))
+    assert [(c.open_time, c.close) for c in board.symbols["BTCUSDT"].candles] == [(T0, 1.5)]
+    assert "ETHUSDT" not in board.symbols
+    board.add_candle(candle("BTCUSDT", 1, 2.5, True))
+    assert [(c.open_time, c.close) for c in board.symbols["BTCUSDT"].candles] == [(T0, 1.5), (T0 + HOUR_MS, 2.5)]
+
+
 def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
     board = Board(DashboardConfig())
     first, second = prediction("SOLUSDT", 0), prediction("SOLUSDT", 1)
@@ -87,12 +124,15 @@ def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
     board.add_prediction(second)
     revision = board.revision
     board.add_outcome(outcome(first, "1%", "down"))
+    assert board.revision > revision
+    revision = board.revision
     board.add_outcome(outcome(first, "1%", "down"))
+    assert board.revision == revision  # a repeat changes nothing
     board.add_outcome(outcome(first, "1%", "down", stream="shadow"))
+    assert board.revision > revision  # the track record changed: its live page is sent again
     calls = board.symbols["SOLUSDT"].calls
     assert calls[0].outcomes["1%"].outcome == "down" and calls[0].outcomes.keys() == {"1%"}
     assert calls[1].outcomes == {}
-    assert board.revision > revision
     records = board.track_record.records()
     assert records[SeriesKey("v1", "1%", "live")].count == 1 and records[SeriesKey("v1", "1%", "shadow")].count == 1
 

@@ -13,5 +13,5 @@
   series.setData(data.candles.length ? data.candles : data.calls.map((c) => ({ time: c.time, value: c.close })));
   LightweightCharts.createSeriesMarkers(series, data.markers);
   chart.timeScale().fitContent();
-  window.dashboardChart = { markers: data.markers, candles: data.candles.length };
+  window.dashboardChart = { markers: data.markers, candles: data.candles };
 })();
