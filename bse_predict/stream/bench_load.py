@@ -73,9 +73,11 @@ def summary(values: Sequence[float]) -> LatencySummary | None:
 
 
 def bench_symbols(data: Sequence[Path], count: int, rows: int) -> list[CandleSeries]:
-    """``count`` distinct symbols of ``rows`` candles each. Beyond the real series, extra symbols
-    reuse a real series' earlier stretch under a new name (BTC1USDT, ...), so no two symbols replay
-    the same candles."""
+    """``count`` distinct symbols of ``rows`` candles each, ticking in step as a live fleet does: every
+    series is moved in time (by whole candles) to end at the same open time as the newest one, so the
+    candles of one tick share their hour (their live-score buckets and drift days, as in production).
+    Beyond the real series, extra symbols reuse a real series' earlier stretch under a new name
+    (BTC1USDT, ...), so no two symbols replay the same prices."""
     sources = [s for s in read_candle_files(data) if len(s.open_time_ms) >= rows]
     if not sources:
         raise ValueError(f"no candle series with {rows} rows in {list(map(str, data))}")
@@ -95,7 +97,9 @@ def bench_symbols(data: Sequence[Path], count: int, rows: int) -> list[CandleSer
         taken.add(name)
         chosen.append(CandleSeries(name, base.timeframe, base.open_time_ms[end - rows:end], base.ohlcv[end - rows:end],
                                    base.source))
-    return chosen
+    newest = max(int(s.open_time_ms[-1]) for s in chosen)
+    return [CandleSeries(s.symbol, s.timeframe, s.open_time_ms + (newest - int(s.open_time_ms[-1])), s.ohlcv, s.source)
+            for s in chosen]
 
 
 def _payloads(series: Sequence[CandleSeries], index: int) -> list[tuple[str, str, bytes]]:
