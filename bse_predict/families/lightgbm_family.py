@@ -6,10 +6,20 @@ the multi-class log loss of a validation slice; the fitted booster is cut to the
 rounds up to the best one, so prediction, contributions and the ONNX export all
 read the same trees. Exported with onnxmltools' ``convert_lightgbm`` (opset <= 15,
 see ``LIGHTGBM_OPSET``). LightGBM prints nothing: ``verbosity=-1``.
+
+LightGBM widens a float32 input to double and compares it with double thresholds; the
+ONNX tree ensemble compares in float32, with each threshold rounded to the nearest
+float32. A row whose value lies between the two goes the other way in ONNX (on the
+SOLUSDT futures history, up to 4e-4 in probability for a 2% model). The fitted booster therefore
+holds every threshold lowered to the largest float32 not above it
+(:func:`float32_thresholds`): for a float32 ``x``, ``x <= t`` exactly when
+``x <= float32_floor(t)``, so no float32 prediction changes and the graph holds the
+same numbers as the booster.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,12 +33,15 @@ from bse_predict.families.onnx_limits import TARGET_OPSET
 from bse_predict.families.tree_onnx import probabilities_only
 from bse_predict.labels.first_touch import CLASS_NAMES
 
-__all__ = ["LightGBMPredictor", "LIGHTGBM_OPSET"]
+__all__ = ["LightGBMPredictor", "LIGHTGBM_OPSET", "float32_thresholds"]
 
 LIGHTGBM_OPSET = min(TARGET_OPSET, 15)
 """onnxmltools' LightGBM converter refuses target opsets above 15 (1.16)."""
 
 N_CLASSES = len(CLASS_NAMES)
+_TREE_LINE = re.compile(r"^Tree=\d+$", re.MULTILINE)
+_THRESHOLD_LINE = re.compile(r"^threshold=(.*)$", re.MULTILINE)
+_TREE_SIZES_LINE = re.compile(r"^tree_sizes=.*$", re.MULTILINE)
 
 
 @register
@@ -81,7 +94,7 @@ class LightGBMPredictor(BasePredictor):
                             callbacks=callbacks, keep_training_booster=True)  # every round built, cut below
         self.rounds_built_ = booster.current_iteration()
         kept = booster.best_iteration if valid_sets else self.rounds_built_
-        self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=kept))
+        self.booster_ = lgb.Booster(model_str=float32_thresholds(booster.model_to_string(num_iteration=kept)))
         self.best_iteration_ = kept - 1
         evaluated = validation or (X_fit, y_fit)
         return self.validate(*evaluated, reference_labels=y_fit)
@@ -139,3 +152,22 @@ class LightGBMPredictor(BasePredictor):
             target_opset=LIGHTGBM_OPSET, zipmap=False,
         )
         path.write_bytes(probabilities_only(proto, LIGHTGBM_OPSET, N_CLASSES).SerializeToString())
+
+
+def float32_thresholds(model_text: str) -> str:
+    """A LightGBM model text with every split threshold lowered to the largest float32 not above it,
+    and ``tree_sizes`` (each tree's length in bytes, which the loader reads) recounted."""
+    starts = [match.start() for match in _TREE_LINE.finditer(model_text)]
+    end = model_text.index("\nend of trees\n") + 1
+    bounds = zip(starts, [*starts[1:], end], strict=True)
+    trees = [_THRESHOLD_LINE.sub(_lowered, model_text[a:b], count=1) for a, b in bounds]
+    sizes = "tree_sizes=" + " ".join(str(len(tree.encode())) for tree in trees)
+    head = _TREE_SIZES_LINE.sub(sizes, model_text[:starts[0]], count=1)
+    return head + "".join(trees) + model_text[end:]
+
+
+def _lowered(line: re.Match[str]) -> str:
+    thresholds = np.array(line.group(1).split(), dtype=np.float64)
+    nearest = thresholds.astype(np.float32)
+    below = np.where(nearest.astype(np.float64) > thresholds, np.nextafter(nearest, np.float32(-np.inf)), nearest)
+    return "threshold=" + " ".join(repr(float(t)) for t in below)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -13,7 +14,8 @@ import pytest
 from bse_predict.candles.files import CandleSeries
 from bse_predict.families import get_model
 from bse_predict.families.base import ONNX_OUTPUT
-from bse_predict.families.lightgbm_family import LightGBMPredictor
+from bse_predict.families.tree_onnx import probabilities_only
+from bse_predict.families.lightgbm_family import LIGHTGBM_OPSET, LightGBMPredictor, float32_thresholds
 from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.serving.onnx_runner import make_session
 from bse_predict.training.dataset import build_dataset
@@ -100,6 +102,53 @@ def test_training_and_export_print_nothing(capfd: pytest.CaptureFixture[str], tm
     printed = capfd.readouterr()
     assert (printed.out, printed.err) == ("", "")
     assert not [str(w.message) for w in caught if "lightgbm" in w.filename]
+
+
+def _split_thresholds(booster: Any) -> list[tuple[int, float]]:
+    """(feature, threshold) of every tree's root split."""
+    return [(tree["tree_structure"]["split_feature"], tree["tree_structure"]["threshold"])
+            for tree in booster.dump_model()["tree_info"] if "split_feature" in tree["tree_structure"]]
+
+
+def _converted(booster: Any, X: np.ndarray, path: Path) -> np.ndarray:
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    proto = convert_lightgbm(booster, initial_types=[("features", FloatTensorType([None, X.shape[1]]))],
+                             target_opset=LIGHTGBM_OPSET, zipmap=False)
+    path.write_bytes(probabilities_only(proto, LIGHTGBM_OPSET, 3).SerializeToString())
+    (p,) = make_session(path, ["CPUExecutionProvider"]).run([ONNX_OUTPUT], {"features": X})
+    return p
+
+
+def test_thresholds_lowered_to_float32_keep_every_float32_decision_and_the_onnx_graph_exact(tmp_path: Path) -> None:
+    """A row whose value is a root threshold rounded up to float32 lies above the double threshold: LightGBM
+    sends it right, a float32 comparison with the rounded threshold left. Lowered thresholds change no
+    float32 prediction and remove that difference from the graph."""
+    import lightgbm as lgb
+
+    X, y = _noise(3000, seed=7)
+    X = X.astype(np.float32)
+    params = {"objective": "multiclass", "num_class": 3, "num_leaves": 4, "learning_rate": 0.3, "verbosity": -1,
+              "num_threads": 1}
+    trained = lgb.train(params, lgb.Dataset(X, label=y), num_boost_round=20)
+    planted = []
+    for feature, threshold in _split_thresholds(trained):
+        if float(np.float32(threshold)) > threshold:
+            row = X[0].copy()
+            row[feature] = np.float32(threshold)
+            planted.append(row)
+    rows = np.vstack([X, *planted])
+    assert len(planted) > 5, len(planted)
+
+    lowered = lgb.Booster(model_str=float32_thresholds(trained.model_to_string()))
+    np.testing.assert_array_equal(lowered.predict(rows), trained.predict(rows))
+    thresholds = np.array([t for _, t in _split_thresholds(lowered)])
+    np.testing.assert_array_equal(thresholds.astype(np.float32).astype(np.float64), thresholds)
+
+    native = trained.predict(planted_rows := np.vstack(planted))
+    assert float(np.max(np.abs(_converted(trained, planted_rows, tmp_path / "raw.onnx") - native))) > 1e-3
+    assert float(np.max(np.abs(_converted(lowered, planted_rows, tmp_path / "lowered.onnx") - native))) <= 1e-5
 
 
 @pytest.fixture(scope="module")
