@@ -11,6 +11,8 @@
   the path-dependent tree model, per class, on the margin (the softmax's input);
   they add up to the margin with the last column as the bias.
   :func:`bse_predict.explain.link.softmax_path` carries them into probability.
+- LightGBM boosters: the same TreeSHAP values from LightGBM's own ``pred_contrib=True``, per
+  class on the margin, the last column of each class the bias.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["forest_contributions", "booster_contributions"]
+__all__ = ["forest_contributions", "booster_contributions", "lightgbm_contributions"]
 
 
 def forest_contributions(forest: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,4 +54,12 @@ def booster_contributions(booster: Any, X: np.ndarray, iteration_range: tuple[in
 
     raw = booster.predict(xgb.DMatrix(X), pred_contribs=True, iteration_range=iteration_range)
     raw = np.asarray(raw, dtype=np.float64).reshape(len(X), -1, X.shape[1] + 1)  # [n, C, F + 1]
+    return raw[:, :, :-1].transpose(0, 2, 1), raw[:, :, -1]
+
+
+def lightgbm_contributions(booster: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A multi-class LightGBM booster over float32 rows ``X`` [n, F] -> (values float64[n, F, C],
+    bias float64[n, C]) on the margin: ``bias + values.sum(axis=1)`` is its ``raw_score``."""
+    raw = np.asarray(booster.predict(X, pred_contrib=True), dtype=np.float64)
+    raw = raw.reshape(len(X), -1, X.shape[1] + 1)  # [n, C, F + 1]
     return raw[:, :, :-1].transpose(0, 2, 1), raw[:, :, -1]

@@ -195,8 +195,10 @@ def register(cls: P) -> P:
     return cls
 
 
-_LIBRARY_CLASSES = FOREST_CLASSES | {("xgboost.core", "Booster"), ("builtins", "bytearray")}
-"""What the families' fitted state holds: forests, XGBoost boosters (their state is a bytearray), numpy."""
+_LIBRARY_CLASSES = FOREST_CLASSES | {("xgboost.core", "Booster"), ("builtins", "bytearray"),
+                                     ("lightgbm.basic", "Booster")}
+"""What the families' fitted state holds: forests, XGBoost boosters (their state is a bytearray), LightGBM
+boosters (their state is the model text and a dict of plain values), numpy."""
 _STATE_CLASSES = frozenset({("bse_predict.ensembles.combiners", "StackingCombiner"),
                             ("bse_predict.families.regime_model", "RegimeModel")})
 """Our own state objects a family keeps (the ensemble's stacking, the regime models)."""

@@ -21,8 +21,9 @@ import numpy as np
 from bse_predict.explain.contributions import Contributions
 from bse_predict.explain.link import softmax_path
 from bse_predict.explain.trees import booster_contributions
-from bse_predict.families.base import ONNX_OUTPUT, BasePredictor, register, tabular_column_names, validation_split
-from bse_predict.families.onnx_limits import ML_OPSET, TARGET_OPSET, cap_ir_version
+from bse_predict.families.base import BasePredictor, register, tabular_column_names, validation_split
+from bse_predict.families.onnx_limits import TARGET_OPSET
+from bse_predict.families.tree_onnx import probabilities_only
 from bse_predict.labels.first_touch import CLASS_NAMES
 
 __all__ = ["XGBoostPredictor", "XGBOOST_OPSET", "cuda_usable"]
@@ -174,7 +175,6 @@ class XGBoostPredictor(BasePredictor):
 
     # ------------------------------------------------------------ export
     def export_onnx(self, path: Path) -> None:
-        import onnx
         from onnxmltools import convert_xgboost
         from onnxmltools.convert.common.data_types import FloatTensorType
 
@@ -183,36 +183,6 @@ class XGBoostPredictor(BasePredictor):
             booster, initial_types=[(self.input_kind, FloatTensorType([None, booster.num_features()]))],
             target_opset=XGBOOST_OPSET,
         )
-        proto = _probabilities_output(proto)
-        _set_opsets(proto)
-        cap_ir_version(proto)
-        onnx.checker.check_model(proto)
+        proto = probabilities_only(proto, XGBOOST_OPSET, N_CLASSES)
         path.write_bytes(proto.SerializeToString())
 
-
-def _probabilities_output(proto: Any) -> Any:
-    """Keep only the class probabilities of the TreeEnsembleClassifier, as ``probabilities`` [batch, 3]."""
-    from onnx import TensorProto, helper
-
-    graph = proto.graph
-    produced = [o.name for o in graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT]
-    if len(produced) != 1:
-        raise ValueError(f"expected one float output from the XGBoost converter, got {produced}")
-    for output in list(graph.output):
-        graph.output.remove(output)
-    if produced[0] == ONNX_OUTPUT:
-        for node in graph.node:
-            node.output[:] = ["probabilities_raw" if name == ONNX_OUTPUT else name for name in node.output]
-        produced[0] = "probabilities_raw"
-    graph.node.append(helper.make_node("Identity", [produced[0]], [ONNX_OUTPUT]))
-    graph.output.append(helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, [None, N_CLASSES]))
-    return proto
-
-
-def _set_opsets(proto: Any) -> None:
-    """The default domain (for the Identity) at ``XGBOOST_OPSET``; ai.onnx.ml no newer than ``ML_OPSET``."""
-    versions = {opset.domain: opset for opset in proto.opset_import}
-    if "" not in versions:
-        versions[""] = proto.opset_import.add(domain="", version=XGBOOST_OPSET)
-    if "ai.onnx.ml" in versions:
-        versions["ai.onnx.ml"].version = min(versions["ai.onnx.ml"].version, ML_OPSET)

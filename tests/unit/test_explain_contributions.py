@@ -21,6 +21,7 @@ from bse_predict.training.dataset import SymbolDataset, build_dataset
 ADDS_UP = 1e-6  # XGBoost's contributions and probabilities are float32; a forest's add up to ~1e-16
 RF = {"n_estimators": 12, "max_depth": 5, "min_samples_leaf": 40}
 XGB = {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.1, "early_stopping_rounds": 10, "n_jobs": 1}
+LGB = {"n_estimators": 30, "num_leaves": 7, "learning_rate": 0.1, "early_stopping_rounds": 10, "n_jobs": 1}
 HMM = {"n_states": 3, "n_iter": 10}
 
 
@@ -94,7 +95,7 @@ def _fitted(family: str, dataset: SymbolDataset, **params: Any) -> tuple[BasePre
 
 
 @pytest.mark.parametrize(("family", "params"), [
-    ("random_forest", RF), ("xgboost", XGB),
+    ("random_forest", RF), ("xgboost", XGB), ("lightgbm", LGB),
     ("random_forest_regimes", {"base_params": RF, **HMM}), ("xgboost_regimes", {"base_params": XGB, **HMM}),
 ])
 def test_a_tree_familys_contributions_add_up_to_its_probabilities(family: str, params: dict[str, Any],

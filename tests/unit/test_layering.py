@@ -139,11 +139,11 @@ def test_settings_import_nothing_of_the_project() -> None:
 
 
 def test_the_worker_imports_no_training_library() -> None:
-    """A serving install has no scikit-learn, pandas, xgboost or TensorFlow: the worker's
+    """A serving install has no scikit-learn, pandas, xgboost, LightGBM or TensorFlow: the worker's
     import path must not need them."""
     probe = ("import sys, bse_predict.cli, bse_predict.stream.run, bse_predict.stream.app, bse_predict.stream.bench, "
              "bse_predict.serving.onnx_runner; "
-             "print(sorted(m for m in ('sklearn', 'pandas', 'xgboost', 'tensorflow', 'keras', 'hmmlearn', "
-             "'matplotlib', 'skl2onnx') if m in sys.modules))")
+             "print(sorted(m for m in ('sklearn', 'pandas', 'xgboost', 'lightgbm', 'tensorflow', 'keras', "
+             "'hmmlearn', 'matplotlib', 'skl2onnx') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "[]", result.stdout

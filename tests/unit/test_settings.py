@@ -15,7 +15,7 @@ from bse_predict.families.base import InvalidFamilyParams, check_family_params
 from bse_predict.features.inputs import INPUT_LOOKBACK
 from configs.settings import MAX_INPUT_LOOKBACK, Settings, load_settings
 
-PURGING = ("xgboost", "lstm", "ensemble")  # the families of default.yaml that hold out a purged validation slice
+PURGING = ("xgboost", "lightgbm", "lstm", "ensemble")  # default.yaml's families holding out a purged slice
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def _refusal(**overrides: object) -> str:
 
 def test_settings_without_a_file_are_the_shipped_defaults() -> None:
     assert Settings() == load_settings()
-    assert Settings().models.served == "ensemble" and len(Settings().models.families) == 9
+    assert Settings().models.served == "ensemble" and len(Settings().models.families) == 10
 
 
 def test_every_block_built_alone_equals_the_shipped_one() -> None:
