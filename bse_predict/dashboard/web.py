@@ -85,38 +85,46 @@ def _target(request: Request) -> str:
     return target
 
 
-def build_app(board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-              explain: Explain, token: SecretStr | None) -> Starlette:
-    templates = Jinja2Templates(directory=HERE / "templates")
-    templates.env.filters["utc"] = views.utc_text
+class _Pages:
+    """The route handlers over one board, its change signal, the Redis reads and the explainer."""
 
-    def page(request: Request, name: str, **context: Any) -> Response:
-        return templates.TemplateResponse(request, name, {"targets": views.TARGETS_SHOWN, **context})
+    def __init__(self, board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
+                 explain: Explain) -> None:
+        self._board = board
+        self._changed = changed
+        self._read_control = read_control
+        self._read_scores = read_scores
+        self._explain = explain
+        self._templates = Jinja2Templates(directory=HERE / "templates")
+        self._templates.env.filters["utc"] = views.utc_text
+        self._sections = {"operations": ("_operations.html", self._operations_section),
+                          "track-record": ("_track_record.html", self._track_record_section)}
 
-    async def operations_section() -> dict[str, Any]:
-        state, state_error = await _or_unavailable(read_control)
+    def _page(self, request: Request, name: str, **context: Any) -> Response:
+        return self._templates.TemplateResponse(request, name, {"targets": views.TARGETS_SHOWN, **context})
+
+    async def _operations_section(self) -> dict[str, Any]:
+        board = self._board
+        state, state_error = await _or_unavailable(self._read_control)
         return {"state": state, "state_error": state_error, "events": list(board.control_events),
                 "dead_letter_counts": views.dead_letter_counts(board), "dead_letters": list(board.dead_letters)[:20]}
 
-    async def track_record_section() -> dict[str, Any]:
-        scores, scores_error = await _or_unavailable(read_scores)
-        return {"records": board.track_record.records(), "live_scores": sorted((scores or {}).items()),
+    async def _track_record_section(self) -> dict[str, Any]:
+        scores, scores_error = await _or_unavailable(self._read_scores)
+        return {"records": self._board.track_record.records(), "live_scores": sorted((scores or {}).items()),
                 "scores_error": scores_error}
 
-    sections = {"operations": ("_operations.html", operations_section),
-                "track-record": ("_track_record.html", track_record_section)}
+    async def markets(self, request: Request) -> Response:
+        return self._page(request, "markets.html", rows=views.market_rows(self._board), revision=self._board.revision)
 
-    async def markets(request: Request) -> Response:
-        return page(request, "markets.html", rows=views.market_rows(board), revision=board.revision)
-
-    async def market_updates(request: Request) -> Response:
+    async def market_updates(self, request: Request) -> Response:
         """Rows of the symbols whose newest call changed after ``?since=`` (the page's revision), as
         rendered row HTML, one event per change of the board."""
-        since = _since(request, board)
-        row_template = templates.get_template("_market_row.html")
+        board, since = self._board, _since(request, self._board)
+        row_template = self._templates.get_template("_market_row.html")
 
         async def stream() -> AsyncIterator[bytes]:
-            async for previous in board_changes(board, changed, since):
+            async for previous in board_changes(board, self._changed, since):
                 if previous is None:
                     yield b": keep-alive\n\n"
                     continue
@@ -127,18 +135,18 @@ def build_app(board: Board, changed: asyncio.Condition, read_control: ReadContro
 
         return _events(stream())
 
-    async def section_updates(request: Request) -> Response:
+    async def section_updates(self, request: Request) -> Response:
         """The live section of ``/operations`` or ``/track-record``, rendered again after the board changed
         past ``?since=``, at most once every ``SECTION_INTERVAL_S``."""
         name = request.path_params["page"]
-        if name not in sections:
+        if name not in self._sections:
             raise HTTPException(404, f"no live section {name!r}")
-        since = _since(request, board)
-        template_name, context = sections[name]
-        template = templates.get_template(template_name)
+        since = _since(request, self._board)
+        template_name, context = self._sections[name]
+        template = self._templates.get_template(template_name)
 
         async def stream() -> AsyncIterator[bytes]:
-            async for previous in board_changes(board, changed, since):
+            async for previous in board_changes(self._board, self._changed, since):
                 if previous is None:
                     yield b": keep-alive\n\n"
                     continue
@@ -147,20 +155,20 @@ def build_app(board: Board, changed: asyncio.Condition, read_control: ReadContro
 
         return _events(stream())
 
-    async def symbol(request: Request) -> Response:
+    async def symbol(self, request: Request) -> Response:
         name = request.path_params["symbol"]
-        state = board.symbols.get(name)
+        state = self._board.symbols.get(name)
         if state is None:
             raise HTTPException(404, f"nothing of {name} is kept (no call or candle in the lookback)")
         target = _target(request)
-        return page(request, "symbol.html", symbol=name, target=target, calls=views.call_rows(state, target),
-                    chart=orjson.dumps(views.chart_data(state, target)).decode())
+        return self._page(request, "symbol.html", symbol=name, target=target, calls=views.call_rows(state, target),
+                          chart=orjson.dumps(views.chart_data(state, target)).decode())
 
-    async def call(request: Request) -> Response:
+    async def call(self, request: Request) -> Response:
         """One call: its answer per target with the outcomes, and the explanation of ``?target=``, computed
         now (every feature's share of the probabilities) or the reason there is none."""
         name, open_time = request.path_params["symbol"], request.path_params["open_time"]
-        state = board.symbols.get(name)
+        state = self._board.symbols.get(name)
         kept = None if state is None else state.call_at(open_time)
         if kept is None:
             raise HTTPException(404, f"no call of {name} at {open_time} is kept (calls of the last history_hours)")
@@ -170,23 +178,28 @@ def build_app(board: Board, changed: asyncio.Condition, read_control: ReadContro
             reason = f"the call has no target {target}"
         else:
             try:
-                explanation = await explain(kept.prediction, target)
+                explanation = await self._explain(kept.prediction, target)
             except (ExplainError, SourceUnavailable) as exc:
                 reason = str(exc)
-        return page(request, "call.html", symbol=name, target=target, prediction=kept.prediction,
-                    time=views.utc_text(open_time), answers=views.call_targets(kept), explanation=explanation,
-                    reason=reason)
+        return self._page(request, "call.html", symbol=name, target=target, prediction=kept.prediction,
+                          time=views.utc_text(open_time), answers=views.call_targets(kept), explanation=explanation,
+                          reason=reason)
 
-    async def operations(request: Request) -> Response:
-        return page(request, "operations.html", revision=board.revision, **await operations_section())
+    async def operations(self, request: Request) -> Response:
+        return self._page(request, "operations.html", revision=self._board.revision, **await self._operations_section())
 
-    async def track_record(request: Request) -> Response:
-        return page(request, "track_record.html", revision=board.revision, **await track_record_section())
+    async def track_record(self, request: Request) -> Response:
+        return self._page(request, "track_record.html", revision=self._board.revision,
+                          **await self._track_record_section())
 
+
+def build_app(board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
+              explain: Explain, token: SecretStr | None) -> Starlette:
+    pages = _Pages(board, changed, read_control, read_scores, explain)
     routes = [
-        Route("/", markets), Route("/updates", market_updates), Route("/updates/{page}", section_updates),
-        Route("/symbol/{symbol}", symbol), Route("/symbol/{symbol}/call/{open_time:int}", call),
-        Route("/operations", operations), Route("/track-record", track_record),
+        Route("/", pages.markets), Route("/updates", pages.market_updates), Route("/updates/{page}", pages.section_updates),
+        Route("/symbol/{symbol}", pages.symbol), Route("/symbol/{symbol}/call/{open_time:int}", pages.call),
+        Route("/operations", pages.operations), Route("/track-record", pages.track_record),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(TokenGate, token=token)] if token is not None else []
