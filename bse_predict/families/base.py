@@ -39,7 +39,8 @@ from bse_predict.candles.schema import TargetPrediction
 from bse_predict.serving.signals import target_predictions
 
 __all__ = ["BasePredictor", "InputKind", "register", "get_model", "list_models", "native_classes", "UnknownFamily",
-           "ONNX_OUTPUT", "check_family_params", "InvalidFamilyParams", "validation_split", "tabular_column_names"]
+           "ONNX_OUTPUT", "check_family_params", "InvalidFamilyParams", "validation_split", "early_stopping_split",
+           "tabular_column_names"]
 
 InputKind = Literal["features", "sequence"]
 ONNX_OUTPUT = "probabilities"
@@ -177,6 +178,19 @@ def validation_split(n_rows: int, validation_fraction: float, purge_rows: int) -
                          f"{purge_rows}; pass validation_data or lower validation_fraction")
     return slice(0, n_fit), slice(n_rows - n_validation, n_rows)
 
+
+
+def early_stopping_split(X: np.ndarray, y: np.ndarray, validation_data: tuple[np.ndarray, np.ndarray] | None,
+                         early_stopping_rounds: int | None, validation_fraction: float, purge_rows: int,
+                         ) -> tuple[int, tuple[np.ndarray, np.ndarray] | None]:
+    """A boosted family's rows: how many leading rows of ``X`` train, and the validation slice that early
+    stopping watches (``validation_data`` when given; None: no early stopping)."""
+    if validation_data is not None:
+        return len(X), validation_data
+    if not early_stopping_rounds:
+        return len(X), None
+    fit, held = validation_split(len(X), validation_fraction, purge_rows)
+    return fit.stop, None if held is None else (X[held], y[held])
 
 P = TypeVar("P", bound=type[BasePredictor])
 _REGISTRY: dict[str, type[BasePredictor]] = {}

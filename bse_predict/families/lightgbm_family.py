@@ -28,7 +28,7 @@ import numpy as np
 from bse_predict.explain.contributions import Contributions
 from bse_predict.explain.link import softmax_path
 from bse_predict.explain.trees import lightgbm_contributions
-from bse_predict.families.base import BasePredictor, register, tabular_column_names, validation_split
+from bse_predict.families.base import BasePredictor, early_stopping_split, register, tabular_column_names
 from bse_predict.families.onnx_limits import TARGET_OPSET
 from bse_predict.families.tree_onnx import probabilities_only
 from bse_predict.labels.first_touch import CLASS_NAMES
@@ -81,7 +81,8 @@ class LightGBMPredictor(BasePredictor):
         """
         import lightgbm as lgb
 
-        fit_rows, validation = self._split(X, y, validation_data)
+        fit_rows, validation = early_stopping_split(X, y, validation_data, self.early_stopping_rounds,
+                                                         self.validation_fraction, self.purge_rows)
         X_fit, y_fit = X[:fit_rows], y[:fit_rows]
         self.fit_rows_ = fit_rows
         params = self._params()
@@ -98,17 +99,6 @@ class LightGBMPredictor(BasePredictor):
         self.best_iteration_ = kept - 1
         evaluated = validation or (X_fit, y_fit)
         return self.validate(*evaluated, reference_labels=y_fit)
-
-    def _split(self, X: np.ndarray, y: np.ndarray, validation_data: tuple[np.ndarray, np.ndarray] | None,
-               ) -> tuple[int, tuple[np.ndarray, np.ndarray] | None]:
-        """How many leading rows train, and the validation slice (None: no early stopping)."""
-        n = len(X)
-        if validation_data is not None:
-            return n, validation_data
-        if not self.early_stopping_rounds:
-            return n, None
-        fit, held = validation_split(n, self.validation_fraction, self.purge_rows)
-        return fit.stop, None if held is None else (X[held], y[held])
 
     def _params(self) -> dict[str, Any]:
         return {
