@@ -58,6 +58,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -68,7 +70,8 @@ from configs.settings import Settings
 from bse_predict.control.messages import ControlRefused
 from bse_predict.control.reporting import ControlReporter
 from bse_predict.control.state_log import ControlStateLog
-from bse_predict.control.state_machine import CommandReceived, ControlEvent, ControlState, Event, ModelFailed, Tick, step
+from bse_predict.control.state_machine import (CommandReceived, ControlEvent, ControlState, Event, ModelFailed, Tick,
+                                               breaker_event, step)
 from bse_predict.control.state_store import RedisControlStore, Transacted
 from bse_predict.control.verification import control_keys, refusal_event, verify
 from bse_predict.control.version_check import VersionCheck
@@ -112,11 +115,18 @@ class ControlPlane:
         self._reporter = ControlReporter(settings, self._retrying)
         self._versions = VersionCheck(settings, router)
         self._tripped: list[tuple[str, str]] = []  # breakers opened since the last tick; event loop only
+        self._breaker_events: list[ControlEvent] = []  # breaker changes since the last tick; event loop only
+        self._worker = f"{socket.gethostname()}-{os.getpid()}"
 
     def note_routed(self, routed: RoutedBatch, inputs: BatchInputs) -> None:
         """After each batch (on the event loop): the breakers it opened become ``ModelFailed`` events at
-        the next tick, and its newest windows are what a version about to be served is warmed up on."""
+        the next tick, every change of a breaker is reported on ``control.events`` then, and the batch's
+        newest windows are what a version about to be served is warmed up on."""
         self._tripped.extend(routed.tripped)
+        if routed.breaker_changes:
+            now = datetime.now(UTC)
+            self._breaker_events += [breaker_event(version, status, reason, now, self._worker)
+                                     for version, status, reason in routed.breaker_changes]
         self._versions.note_windows(inputs.windows[-64:], inputs.open_time_ms[-64:])
 
     async def start(self) -> None:
@@ -261,7 +271,7 @@ class ControlPlane:
         tripped, self._tripped = self._tripped, []
         events: list[Event] = [ModelFailed(v, reason) for v, reason in tripped]
         events.append(Tick())
-        reported: list[ControlEvent] = []
+        reported, self._breaker_events = self._breaker_events, []
         for event in events:
             def change(state: ControlState, event: Event = event) -> tuple[ControlState, list[ControlEvent]]:
                 return step(state, event, now, remember_s)

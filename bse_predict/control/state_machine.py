@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from bse_predict.control.messages import ControlMessage
+from bse_predict.serving.breaker import BreakerStatus
 from bse_predict.serving.routing import Arm, normalised
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Event",
     "step",
     "served_versions",
+    "breaker_event",
     "DEFAULT_REMEMBER_IDS_S",
 ]
 
@@ -85,11 +87,12 @@ class ControlState(_Frozen):
         }
 
 
-EventStatus = Literal["applied", "refused", "ramp_advanced", "ramp_stopped", "ramp_done"]
+EventStatus = Literal["applied", "refused", "ramp_advanced", "ramp_stopped", "ramp_done", "breaker"]
 
 
 class ControlEvent(_Frozen):
-    """One record of ``control.events``."""
+    """One record of ``control.events``. A ``breaker`` record (not a step's: the worker reports it as its
+    router changes a breaker) names the ``version``, its new ``breaker`` status and the ``worker``."""
 
     status: EventStatus
     reason: str
@@ -99,6 +102,17 @@ class ControlEvent(_Frozen):
     issued_by: str | None = None
     key_id: str | None = None  # the message's key_id (None: sent without one, verified with the signing key)
     state: dict[str, Any] | None = None
+    version: str | None = None
+    breaker: BreakerStatus | None = None
+    worker: str | None = None
+
+
+def breaker_event(version: str, status: BreakerStatus, reason: str | None, at: datetime, worker: str) -> ControlEvent:
+    """The record of ``worker``'s breaker of ``version`` turning ``status`` at ``at`` (``reason``: why it opened)."""
+    why = {"open": f"opened: {reason or 'failed'}", "half_open": "half-open: the next call is a probe",
+           "closed": "closed: the probes answered"}[status]
+    return ControlEvent(status="breaker", reason=f"{version} in {worker} {why}", at=at, command="breaker",
+                        version=version, breaker=status, worker=worker)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
-from bse_predict.serving.breaker import BreakerConfig, BreakerState, allows, bad_rows, record
+from bse_predict.serving.breaker import BreakerConfig, BreakerState, BreakerStatus, allows, bad_rows, record
 from bse_predict.control.state_machine import ControlState
 from configs.settings import Settings
 from bse_predict.errors import BsePredictError, ManifestError
@@ -113,6 +113,8 @@ class RoutedBatch:
     counts: Counter[str] = field(default_factory=Counter)
     tripped: list[tuple[str, str]] = field(default_factory=list)
     """(version, reason) of each breaker this batch opened."""
+    breaker_changes: list[tuple[str, BreakerStatus, str | None]] = field(default_factory=list)
+    """(version, new status, why it opened or None) of each change of a breaker in this batch, in order."""
 
 
 class ModelRouter:
@@ -265,4 +267,6 @@ class ModelRouter:
                         f" ({reason})" if after.status == "open" else "")
             if after.status == "open" and before.status == "closed":
                 batch.tripped.append((version, reason))
+        if after.status != before.status or after.opened_at_s != before.opened_at_s:  # also open -> failed probe -> open
+            batch.breaker_changes.append((version, after.status, reason if after.status == "open" else None))
         self._breakers = MappingProxyType({**self._breakers, version: after})

@@ -113,20 +113,23 @@ def test_nan_outputs_go_to_the_fallback_degraded_and_the_breaker_opens_then_prob
     broken, fallback = Constant("v2", mode="nan"), Constant("v1")
     router, clock = _router(broken, fallback)
     router.table = router.table_for(ControlState(revision=1, live="v2", fallback="v1"))
-    tripped = []
+    tripped, changes = [], []
     for _ in range(2):
         batch = _serve(router)
         assert {(a.version, a.variant, a.degraded) for a in batch.answers if a} == {("v1", "control", True)}
         tripped += batch.tripped
+        changes += batch.breaker_changes
     assert router.breaker("v2").status == "open" and tripped == [("v2", router.breaker("v2").reason)]
+    assert changes == [("v2", "open", router.breaker("v2").reason)]  # reported on control.events by the plane
     calls = broken.calls
     _serve(router)
     assert broken.calls == calls, "an open breaker with a fallback at hand does not call the model"
     broken.mode = "ok"  # the model recovers
     clock.now = 6.0
-    assert all(a and not a.degraded and a.version == "v2" for a in _serve(router).answers)
-    assert router.breaker("v2").status == "half_open"
-    _serve(router)
+    probed = _serve(router)
+    assert all(a and not a.degraded and a.version == "v2" for a in probed.answers)
+    assert router.breaker("v2").status == "half_open" and probed.breaker_changes == [("v2", "half_open", None)]
+    assert _serve(router).breaker_changes == [("v2", "closed", None)]
     assert router.breaker("v2").status == "closed"
 
 
