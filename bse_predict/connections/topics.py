@@ -22,7 +22,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from configs.settings import Settings
 from bse_predict.connections.clients import kafka_options
 
-__all__ = ["TopicNames", "ensure_topics"]
+__all__ = ["TopicNames", "ensure_topics", "worker_group_id"]
 
 _WEEK_MS = 7 * 24 * 3_600_000
 
@@ -50,6 +50,11 @@ class TopicNames:
             control_events=settings.topic("control.events"),
             control_state=settings.topic("control.state"),
         )
+
+
+def worker_group_id(settings: Settings, app_id: str | None = None) -> str:
+    """The worker's Faust app id, which is its consumer group on ``candles`` (``worker.app_id``, prefixed)."""
+    return f"{settings.topic_prefix}{app_id if app_id is not None else settings.worker.app_id}"
 
 
 def _topic_configs(settings: Settings) -> dict[str, dict[str, str]]:

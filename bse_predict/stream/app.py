@@ -23,7 +23,7 @@ from pathlib import Path
 import faust
 
 from bse_predict.connections.clients import faust_broker_options
-from bse_predict.connections.topics import TopicNames
+from bse_predict.connections.topics import TopicNames, worker_group_id
 from bse_predict.stream.processor import RawMessage
 from bse_predict.stream.worker_parts import WorkerParts
 from configs.settings import Settings
@@ -38,10 +38,11 @@ STALL_CHECK_S = 5.0
 
 def faust_settings(settings: Settings, app_id: str) -> dict[str, object]:
     """Faust settings tuned for latency on a small machine (see docs/performance.md)."""
-    datadir = Path("var") / "faust" / f"{settings.topic_prefix}{app_id}"
+    group_id = worker_group_id(settings, app_id)
+    datadir = Path("var") / "faust" / group_id
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return {
-        "id": f"{settings.topic_prefix}{app_id}",
+        "id": group_id,
         # unique per process: the stall watch finds this consumer's partitions in the group by it
         "broker_client_id": f"{app_id}-{socket.gethostname()}-{os.getpid()}",
         **faust_broker_options(settings),

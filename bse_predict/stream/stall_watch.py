@@ -24,6 +24,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from bse_predict.connections.consumer_lag import lag_of
 from bse_predict.stream.batch_guard import FAULT_EXIT_CODE, leave_now
 
 __all__ = ["StallWatch"]
@@ -113,9 +114,9 @@ class StallWatch:
         end = await offsets.end_offsets(partitions)
         waiting = {}
         for tp in partitions:
-            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else begin[tp]
-            if end[tp] > max(done, begin[tp]):
-                waiting[tp] = end[tp] - max(done, begin[tp])
+            count = lag_of(committed[tp].offset if tp in committed else None, begin[tp], end[tp])
+            if count > 0:
+                waiting[tp] = count
         return waiting
 
     async def close(self) -> None:
