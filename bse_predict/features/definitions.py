@@ -39,6 +39,7 @@ __all__ = [
     "FEATURE_VERSION",
     "FEATURE_FAMILIES",
     "FEATURE_NAMES",
+    "FEATURE_FAMILY_OF",
     "LOOKBACK_CANDLES",
     "FEATURE_SPEC_HASH",
     "compute_features",
@@ -92,6 +93,9 @@ FEATURE_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 """(family, suffixes): the column order of the feature matrix; a column is named ``{family}_{suffix}``."""
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f"{family}_{sfx}" for family, sfxs in FEATURE_FAMILIES for sfx in sfxs)
+
+FEATURE_FAMILY_OF: dict[str, str] = {f"{family}_{sfx}": family for family, sfxs in FEATURE_FAMILIES for sfx in sfxs}
+"""Column name -> its family (``range_position_168`` -> ``range_position``)."""
 
 LOOKBACK_CANDLES: int = max(
     max(PERIODS) + 1,  # momentum and volatility over n returns need n + 1 closes

@@ -15,11 +15,12 @@ training range fall into the first or last bin; NaN values are not counted.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SHARE_FLOOR", "FeatureBins", "training_bins", "bin_counts", "BinLayout", "psi", "feature_psi"]
+__all__ = ["SHARE_FLOOR", "FeatureBins", "training_bins", "bin_counts", "BinLayout", "psi", "feature_psi", "WindowPsi"]
 
 SHARE_FLOOR = 1e-4
 
@@ -102,3 +103,10 @@ def feature_psi(bins: Mapping[str, FeatureBins], live_counts: Mapping[str, Seque
     """{feature: PSI} of the binned features with at least ``min_rows`` live values."""
     return {name: psi(bins[name].expected, counts) for name, counts in live_counts.items()
             if name in bins and sum(counts) >= min_rows}
+
+
+class WindowPsi(NamedTuple):
+    """A version's drift over a window of days: every judged feature's PSI, and each binned feature's live rows."""
+
+    psi: dict[str, float]
+    rows: dict[str, int]

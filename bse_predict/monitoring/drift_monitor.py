@@ -4,7 +4,9 @@ A batch listener of the outcome resolver. It takes the feature rows of every
 live prediction from the batch's inputs (computed once by the stream for the
 models and shared here: the trainer's own code on the same gap-filled window),
 and adds the bin counts to Redis per served version and day (by candle time), so
-every worker's symbols count. Every ``drift.check_every_rows`` rows it reads
+every worker's symbols count (the keys, the window's sums and the PSI:
+:class:`~bse_predict.monitoring.drift_counts.DriftCounts`, which the dashboard reads through too).
+Every ``drift.check_every_rows`` rows it reads
 the last ``drift.window_days`` days, computes each feature's PSI against the
 manifest's training shares (:mod:`bse_predict.monitoring.drift`) and publishes a ``drift``
 event on ``control.events`` for each feature above ``drift.psi_threshold``,
@@ -31,10 +33,9 @@ import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from bse_predict.control.messages import format_issued_at
-from bse_predict.monitoring.drift import BinLayout, FeatureBins, feature_psi
-from bse_predict.errors import ManifestError
+from bse_predict.monitoring.drift import BinLayout
+from bse_predict.monitoring.drift_counts import DriftCounts
 from bse_predict.features.definitions import FEATURE_NAMES
-from bse_predict.serving.manifest import load_manifest
 from bse_predict.candles.schema import Prediction
 from bse_predict.monitoring.event_report import EventReport, Sender
 from bse_predict.monitoring.hash_sums import HashSums
@@ -56,12 +57,11 @@ class DriftMonitor:
         self._client = client
         self._on_psi = on_psi
         self._config = settings.drift
-        self._models_dir = settings.models_dir
-        self._prefix = f"{settings.topic_prefix}bse:drift"
+        self._counts = DriftCounts(client, settings)
+        self._prefix = self._counts.prefix
         self._events = EventReport(sender, events_topic, b"drift", log, logging.WARNING, "drift")
         self._clock = clock
         self._sums = HashSums(client, floats=False, token_prefix=self._prefix)
-        self._bins: dict[str, dict[str, FeatureBins] | None] = {}
         self._rows_since_check: dict[str, int] = defaultdict(int)
         self._newest_day: dict[str, int] = {}
         # Bin counts not yet added to Redis (hash key -> field -> count): they go in one call just before
@@ -70,18 +70,9 @@ class DriftMonitor:
         self._layouts: dict[str, BinLayout | None] = {}
         self.events: list[dict[str, object]] = self._events.sent
 
-    def _bins_of(self, version: str) -> dict[str, FeatureBins] | None:
-        if version not in self._bins:
-            try:
-                self._bins[version] = load_manifest(self._models_dir / version).feature_bins
-            except ManifestError as exc:
-                log.warning("drift: no bins for %s: %s", version, exc)
-                self._bins[version] = None
-        return self._bins[version]
-
     def _layout_of(self, version: str) -> BinLayout | None:
         if version not in self._layouts:
-            bins = self._bins_of(version)
+            bins = self._counts.bins_of(version)
             self._layouts[version] = BinLayout(bins, FEATURE_NAMES) if bins else None
         return self._layouts[version]
 
@@ -91,7 +82,7 @@ class DriftMonitor:
         for (version, day), counted in self._unsent.items():
             layout = self._layouts[version]
             assert layout is not None
-            sums[f"{self._prefix}:{{{version}}}:{day}"] = {layout.fields[i]: int(counted[i]) for i in np.flatnonzero(counted)}
+            sums[self._counts.key(version, day)] = {layout.fields[i]: int(counted[i]) for i in np.flatnonzero(counted)}
         self._unsent = {}
         await self._sums.add(sums, (self._config.window_days + 1) * _DAY_MS // 1000)
 
@@ -124,25 +115,14 @@ class DriftMonitor:
             await self._check(version, self._newest_day[version])
 
     async def _check(self, version: str, newest_day: int) -> None:
-        bins = self._bins_of(version)
-        assert bins is not None
-        days = range(newest_day - self._config.window_days + 1, newest_day + 1)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.hgetall(f"{self._prefix}:{{{version}}}:{day}")
-            replies = await pipe.execute()
-        live: dict[str, np.ndarray] = {name: np.zeros(len(b.expected)) for name, b in bins.items()}
-        for reply in replies:
-            for field, value in reply.items():
-                name, index = field.decode().rsplit("|", 1)
-                if name in live and int(index) < len(live[name]):
-                    live[name][int(index)] += int(value)
-        judged = feature_psi(bins, live, self._config.min_rows)
+        window = await self._counts.psi(version, newest_day)
+        assert window is not None  # only versions with bins are counted
+        judged = window.psi
         self._on_psi(version, judged)
         found = {name: value for name, value in judged.items() if value > self._config.psi_threshold}
         for name, value in sorted(found.items(), key=lambda item: -item[1]):
             if await self._client.set(f"{self._prefix}:{{{version}}}:reported:{name}", 1, nx=True, ex=_REPORT_EVERY_S):
-                await self._report(version, name, value, int(live[name].sum()))
+                await self._report(version, name, value, window.rows[name])
 
     async def _report(self, version: str, feature: str, value: float, rows: int) -> None:
         event = {
