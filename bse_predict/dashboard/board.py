@@ -3,15 +3,19 @@
 Per symbol: the newest live call per target (a call of an older candle never replaces a newer one),
 a deque of the last ``history_hours`` calls with each target's outcome joined to its call when it
 resolves (an outcome read before its call waits for it, among at most ``history_hours`` such calls),
-and a deque of closed candles for the chart. At most ``max_symbols`` symbols: past that the
-one updated longest ago is dropped. Beside them a deque of recent control events and dead letters,
-dead-letter counts by kind (a small fixed set of kinds), and the track record's score sums per
-(version, target, stream), a fixed number of fields each. Outcomes are counted once per
-(id, target, version, stream), the key a re-published outcome repeats, among the last ``outcome_keys``
-keys (a crash re-publishes within seconds, so a recent window catches it).
+the same for the shadow version's calls (``predictions.shadow``, their outcomes those of stream
+``shadow``: a second deque and waiting room of the same bounds), and a deque of closed candles for the
+chart. At most ``max_symbols`` symbols: past that the one updated longest ago is dropped. Beside them
+a deque of recent control events and dead letters, dead-letter counts by kind (a small fixed set of
+kinds), the newest breaker change per (version, worker) (at most ``recent_events`` of them), and the
+track record's score sums per (version, target, stream), a fixed number of fields each. Outcomes are
+counted once per (id, target, version, stream), the key a re-published outcome repeats, among the last
+``outcome_keys`` keys (a crash re-publishes within seconds, so a recent window catches it).
 
-``revision`` grows with every change a page shows (a call, a counted outcome, a control event, a dead
-letter); the live pages send what changed after the revision they were loaded at.
+``revision`` grows with every change a page shows (a call, a shadow call, a closed candle, a counted
+outcome, a control event, a dead letter); the live pages send what changed after the revision they were
+loaded at. Per symbol, ``changed_at`` is the revision of its last live call or outcome (the markets row)
+and ``chart_at`` that of its last change of any kind (the symbol page).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from configs.dashboard import DashboardConfig
 from bse_predict.candles.schema import Candle, Outcome, Prediction
+from bse_predict.dashboard.breakers import BreakerBook
 from bse_predict.dashboard.track_record import SeriesKey, TrackRecord
 
 __all__ = ["Call", "SymbolState", "Board"]
@@ -35,17 +40,59 @@ class Call:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
 
+Early = OrderedDict[tuple[str, str], dict[str, Outcome]]
+"""Outcomes read before their call, by (id, version)."""
+
+
 @dataclass
 class SymbolState:
     calls: deque[Call]
     candles: deque[Candle]
-    early: OrderedDict[tuple[str, str], dict[str, Outcome]]  # outcomes read before their call, by (id, version)
+    early: Early
+    shadow_calls: deque[Call]  # the shadow version's calls, as ``calls``
+    shadow_early: Early
     newest: Prediction | None = None
-    changed_at: int = 0  # the board's revision of this symbol's last change
+    changed_at: int = 0  # the board's revision of this symbol's last live call or outcome
+    chart_at: int = 0  # the board's revision of this symbol's last change of any kind
 
     def call_at(self, open_time: int) -> Call | None:
         """The kept call of the candle that opened at ``open_time``."""
         return next((call for call in self.calls if call.prediction.open_time == open_time), None)
+
+    def shadow_at(self, open_time: int) -> Call | None:
+        """The kept shadow call of the candle that opened at ``open_time``."""
+        return next((call for call in self.shadow_calls if call.prediction.open_time == open_time), None)
+
+
+def _insert(calls: deque[Call], early: Early, prediction: Prediction) -> bool:
+    """``prediction`` slotted into ``calls`` (kept in candle order) with the outcomes waiting for it;
+    False when it changes nothing (a replay of a kept call, or older than every call of a full deque)."""
+    position = len(calls)
+    while position > 0 and calls[position - 1].prediction.open_time >= prediction.open_time:
+        if calls[position - 1].prediction.open_time == prediction.open_time:
+            return False  # a replayed prediction: the first one stands, with the outcomes joined to it
+        position -= 1
+    if len(calls) == calls.maxlen:
+        if position == 0:
+            return False  # older than every call kept
+        calls.popleft()
+        position -= 1
+    calls.insert(position, Call(prediction, early.pop((prediction.id, prediction.model.version), {})))
+    return True
+
+
+def _join(calls: deque[Call], early: Early, outcome: Outcome, bound: int) -> bool:
+    """``outcome`` joined to its call; False when the call is not read yet and the outcome waits in
+    ``early`` for it (at most ``bound`` calls' outcomes wait)."""
+    for call in calls:
+        if call.prediction.id == outcome.id and call.prediction.model.version == outcome.model.version:
+            call.outcomes[outcome.target] = outcome
+            return True
+    # Its call not read yet (the topics are read side by side, and at start-up a week at once): kept for it.
+    early.setdefault((outcome.id, outcome.model.version), {})[outcome.target] = outcome
+    while len(early) > bound:
+        early.popitem(last=False)
+    return False
 
 
 class Board:
@@ -55,6 +102,7 @@ class Board:
         self.control_events: deque[dict[str, Any]] = deque(maxlen=config.recent_events)
         self.dead_letters: deque[dict[str, Any]] = deque(maxlen=config.recent_events)
         self.dead_letter_counts: Counter[str] = Counter()
+        self.breakers = BreakerBook(config.recent_events)
         self.track_record = TrackRecord()
         self.revision = 0
         self._counted: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
@@ -62,36 +110,35 @@ class Board:
     def _symbol(self, symbol: str) -> SymbolState:
         state = self.symbols.get(symbol)
         if state is None:
-            state = SymbolState(calls=deque(maxlen=self._config.history_hours),
-                                candles=deque(maxlen=self._config.history_hours + self._config.chart_extra_hours),
-                                early=OrderedDict())
+            hours = self._config.history_hours
+            state = SymbolState(calls=deque(maxlen=hours), candles=deque(maxlen=hours + self._config.chart_extra_hours),
+                                early=OrderedDict(), shadow_calls=deque(maxlen=hours), shadow_early=OrderedDict())
             self.symbols[symbol] = state
             while len(self.symbols) > self._config.max_symbols:
                 self.symbols.popitem(last=False)
         return state
 
-    def _touch(self, symbol: str, state: SymbolState) -> None:
+    def _touch(self, symbol: str, state: SymbolState, markets: bool = True) -> None:
+        """A change of ``symbol`` that its page shows; ``markets``: its markets row too."""
         self.revision += 1
-        state.changed_at = self.revision
+        state.chart_at = self.revision
+        if markets:
+            state.changed_at = self.revision
         self.symbols.move_to_end(symbol)
 
     def add_prediction(self, prediction: Prediction) -> None:
         state = self._symbol(prediction.symbol)
-        calls = state.calls
-        position = len(calls)  # calls stay in candle order; a late one is slotted in
-        while position > 0 and calls[position - 1].prediction.open_time >= prediction.open_time:
-            if calls[position - 1].prediction.open_time == prediction.open_time:
-                return  # a replayed prediction: the first one stands, with the outcomes joined to it
-            position -= 1
-        if len(calls) == calls.maxlen:
-            if position == 0:
-                return  # older than every call kept
-            calls.popleft()
-            position -= 1
-        calls.insert(position, Call(prediction, state.early.pop((prediction.id, prediction.model.version), {})))
+        if not _insert(state.calls, state.early, prediction):
+            return
         if state.newest is None or prediction.open_time > state.newest.open_time:
             state.newest = prediction
         self._touch(prediction.symbol, state)
+
+    def add_shadow_prediction(self, prediction: Prediction) -> None:
+        """A call of the shadow version (``predictions.shadow``): shown beside the live call, never as it."""
+        state = self._symbol(prediction.symbol)
+        if _insert(state.shadow_calls, state.shadow_early, prediction):
+            self._touch(prediction.symbol, state, markets=False)
 
     def add_outcome(self, outcome: Outcome) -> None:
         key = (outcome.id, outcome.target, outcome.model.version, outcome.stream)
@@ -102,18 +149,11 @@ class Board:
             self._counted.popitem(last=False)
         self.track_record.add(SeriesKey(outcome.model.version, outcome.target, outcome.stream), outcome)
         self.revision += 1
-        if outcome.stream != "live":
-            return
         state = self._symbol(outcome.symbol)
-        for call in state.calls:
-            if call.prediction.id == outcome.id and call.prediction.model.version == outcome.model.version:
-                call.outcomes[outcome.target] = outcome
-                self._touch(outcome.symbol, state)
-                return
-        # Its call not read yet (the topics are read side by side, and at start-up a week at once): kept for it.
-        state.early.setdefault((outcome.id, outcome.model.version), {})[outcome.target] = outcome
-        while len(state.early) > self._config.history_hours:
-            state.early.popitem(last=False)
+        live = outcome.stream == "live"
+        calls, early = (state.calls, state.early) if live else (state.shadow_calls, state.shadow_early)
+        if _join(calls, early, outcome, self._config.history_hours):
+            self._touch(outcome.symbol, state, markets=live)
 
     def add_candle(self, candle: Candle) -> None:
         if not candle.closed:
@@ -123,13 +163,17 @@ class Board:
         if candles and candle.open_time <= candles[-1].open_time:
             for i, kept in enumerate(candles):
                 if kept.open_time == candle.open_time:
-                    candles[i] = candle
+                    if kept != candle:
+                        candles[i] = candle
+                        self._touch(candle.symbol, state, markets=False)
                     return
             return  # a late candle older than the newest: the chart keeps its order, it is left out
         candles.append(candle)
+        self._touch(candle.symbol, state, markets=False)
 
     def add_control_event(self, event: dict[str, Any]) -> None:
         self.control_events.appendleft(event)
+        self.breakers.add(event)
         self.revision += 1
 
     def add_dead_letter(self, letter: dict[str, Any]) -> None:

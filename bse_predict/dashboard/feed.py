@@ -1,7 +1,10 @@
 """Fills the :class:`~bse_predict.dashboard.board.Board` from the topics, as any reader can: a consumer
 with no group (nothing committed, no other reader disturbed), every partition of the topics, each one
 started ``lookback_hours`` back. Messages are validated with the contract's models; one that fails is
-counted and skipped, because a dashboard shows what the topics hold and must not stop on it."""
+counted and skipped, because a dashboard shows what the topics hold and must not stop on it.
+
+:attr:`Feed.caught_up` is set once the partitions of the first assignment were read up to the end offsets
+they had when they were started: the start-up fold of the lookback is done."""
 
 from __future__ import annotations
 
@@ -37,12 +40,15 @@ class Feed:
         self._clock_ms = clock_ms
         self._handlers: dict[str, Callable[[bytes], None]] = {
             names.predictions: lambda raw: board.add_prediction(Prediction.model_validate_json(raw)),
+            names.predictions_shadow: lambda raw: board.add_shadow_prediction(Prediction.model_validate_json(raw)),
             names.outcomes: lambda raw: board.add_outcome(Outcome.model_validate_json(raw)),
             names.candles: lambda raw: board.add_candle(Candle.model_validate_json(raw)),
             names.control_events: lambda raw: board.add_control_event(_json_object(raw)),
             names.candles_dlq: lambda raw: board.add_dead_letter(_json_object(raw)),
         }
         self.skipped: Counter[str] = Counter()  # messages that failed validation, by topic
+        self.caught_up = asyncio.Event()
+        self._catching_up: dict[TopicPartition, int] | None = None  # the first assignment's start-up end offsets
 
     async def run(self) -> None:
         config = self._settings.dashboard
@@ -66,12 +72,27 @@ class Feed:
                     for tp in fresh:
                         found = offsets.get(tp)
                         consumer.seek(tp, ends[tp] if found is None else found.offset)
+                    if self._catching_up is None:
+                        self._catching_up = dict(ends)
                     started |= fresh
+                if self._catching_up is not None and not self.caught_up.is_set():
+                    await self._check_caught_up(consumer)
                 if any(changed):
                     async with self._changed:
                         self._changed.notify_all()
         finally:
             await consumer.stop()
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Set :attr:`caught_up` once every partition of the first assignment is read to its start-up end."""
+        assert self._catching_up is not None
+        for tp, end in list(self._catching_up.items()):
+            if await consumer.position(tp) >= end:
+                del self._catching_up[tp]
+        if not self._catching_up:
+            self.caught_up.set()
+            log.info("the lookback is read (%d messages skipped by topic: %s)", sum(self.skipped.values()),
+                     dict(self.skipped))
 
     def _apply(self, record: ConsumerRecord) -> bool:
         if record.value is None:

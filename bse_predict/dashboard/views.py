@@ -55,12 +55,22 @@ def _target_row(call: Call, target: str) -> dict[str, Any] | None:
 
 
 def call_rows(state: SymbolState, target: str) -> list[dict[str, Any]]:
-    """The symbol's calls, newest first, each with its outcome for ``target``."""
-    return [row for call in reversed(state.calls) if (row := _target_row(call, target)) is not None]
+    """The symbol's calls, newest first, each with its outcome for ``target`` and, under ``shadow``, the
+    shadow version's answer for the same candle (None when it gave none)."""
+    shadows = {call.prediction.open_time: call for call in state.shadow_calls}
+    rows = []
+    for call in reversed(state.calls):
+        row = _target_row(call, target)
+        if row is not None:
+            shadow = shadows.get(call.prediction.open_time)
+            rows.append({**row, "shadow": None if shadow is None else _target_row(shadow, target)})
+    return rows
 
 
-def call_targets(call: Call) -> list[dict[str, Any]]:
-    """One call's answer for each target shown, with its outcome once known."""
+def call_targets(call: Call | None) -> list[dict[str, Any]]:
+    """One call's answer for each target shown, with its outcome once known; none without a call."""
+    if call is None:
+        return []
     return [row for target in TARGETS_SHOWN if (row := _target_row(call, target)) is not None]
 
 

@@ -7,6 +7,7 @@ the page is shown."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,11 +29,12 @@ from bse_predict.dashboard import views
 from bse_predict.dashboard.access import TokenGate
 from bse_predict.dashboard.board import Board
 from bse_predict.dashboard.errors import SourceUnavailable
+from bse_predict.dashboard.operations import OperationsSection
 from bse_predict.explain.errors import ExplainError
 from bse_predict.explain.explanation import Explanation
 from bse_predict.monitoring.live_scores import LiveScores
 
-__all__ = ["build_app", "board_changes"]
+__all__ = ["build_app", "board_changes", "symbol_events"]
 
 HERE = Path(__file__).parent
 KEEP_ALIVE_S = 15.0
@@ -57,6 +59,23 @@ async def board_changes(board: Board, changed: asyncio.Condition, since: int) ->
                     pass
             previous, seen = seen, board.revision
         yield None if previous == seen else previous  # never yield holding the lock: a slow client would stall the feed
+
+
+async def symbol_events(board: Board, changed: asyncio.Condition, symbol: str, target: str, since: int,
+                        render_calls: Callable[[list[dict[str, Any]]], str]) -> AsyncIterator[bytes]:
+    """Server-sent events of the symbol page: after each change of ``symbol`` past ``since`` (a closed
+    candle, a call, an outcome, a shadow call), its chart data for ``target`` and its calls rows rendered
+    by ``render_calls``, at most once a ``SECTION_INTERVAL_S``; a keep-alive comment when nothing changes."""
+    async for previous in board_changes(board, changed, since):
+        if previous is None:
+            yield b": keep-alive\n\n"
+            continue
+        state = board.symbols.get(symbol)
+        if state is None or state.chart_at <= previous:
+            continue  # another symbol changed
+        calls = render_calls(views.call_rows(state, target))
+        yield b"data: " + orjson.dumps({"chart": views.chart_data(state, target), "calls": calls}) + b"\n\n"
+        await asyncio.sleep(SECTION_INTERVAL_S)
 
 
 async def _or_unavailable(read: Callable[[], Awaitable[T]]) -> tuple[T | None, str | None]:
@@ -89,8 +108,9 @@ class _Pages:
     """The route handlers over one board, its change signal, the Redis reads and the explainer."""
 
     def __init__(self, board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-                 explain: Explain) -> None:
+                 explain: Explain, operations: OperationsSection | None = None) -> None:
         self._board = board
+        self._operations = operations
         self._changed = changed
         self._read_control = read_control
         self._read_scores = read_scores
@@ -106,8 +126,10 @@ class _Pages:
     async def _operations_section(self) -> dict[str, Any]:
         board = self._board
         state, state_error = await _or_unavailable(self._read_control)
+        more = {} if self._operations is None else await self._operations.parts(board, state, time.time_ns() // 1_000_000)
         return {"state": state, "state_error": state_error, "events": list(board.control_events),
-                "dead_letter_counts": views.dead_letter_counts(board), "dead_letters": list(board.dead_letters)[:20]}
+                "dead_letter_counts": views.dead_letter_counts(board), "dead_letters": list(board.dead_letters)[:20],
+                **more}
 
     async def _track_record_section(self) -> dict[str, Any]:
         scores, scores_error = await _or_unavailable(self._read_scores)
@@ -162,7 +184,15 @@ class _Pages:
             raise HTTPException(404, f"nothing of {name} is kept (no call or candle in the lookback)")
         target = _target(request)
         return self._page(request, "symbol.html", symbol=name, target=target, calls=views.call_rows(state, target),
-                          chart=orjson.dumps(views.chart_data(state, target)).decode())
+                          chart=orjson.dumps(views.chart_data(state, target)).decode(), revision=self._board.revision)
+
+    async def symbol_updates(self, request: Request) -> Response:
+        """The symbol page's chart data and calls rows, sent again after each change of the symbol past
+        ``?since=`` (:func:`symbol_events`)."""
+        name, target, since = request.path_params["symbol"], _target(request), _since(request, self._board)
+        rows = self._templates.get_template("_symbol_calls.html")
+        return _events(symbol_events(self._board, self._changed, name, target, since,
+                                     lambda calls: rows.render(symbol=name, target=target, calls=calls)))
 
     async def call(self, request: Request) -> Response:
         """One call: its answer per target with the outcomes, and the explanation of ``?target=``, computed
@@ -181,9 +211,11 @@ class _Pages:
                 explanation = await self._explain(kept.prediction, target)
             except (ExplainError, SourceUnavailable) as exc:
                 reason = str(exc)
+        shadow = None if state is None else state.shadow_at(open_time)
         return self._page(request, "call.html", symbol=name, target=target, prediction=kept.prediction,
                           time=views.utc_text(open_time), answers=views.call_targets(kept), explanation=explanation,
-                          reason=reason)
+                          reason=reason, shadow=None if shadow is None else shadow.prediction,
+                          shadow_answers=views.call_targets(shadow))
 
     async def operations(self, request: Request) -> Response:
         return self._page(request, "operations.html", revision=self._board.revision, **await self._operations_section())
@@ -194,11 +226,13 @@ class _Pages:
 
 
 def build_app(board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-              explain: Explain, token: SecretStr | None) -> Starlette:
-    pages = _Pages(board, changed, read_control, read_scores, explain)
+              explain: Explain, token: SecretStr | None, operations: OperationsSection | None = None) -> Starlette:
+    """The app; without ``operations`` the operations page leaves out the breakers, the lag and the drift."""
+    pages = _Pages(board, changed, read_control, read_scores, explain, operations)
     routes = [
         Route("/", pages.markets), Route("/updates", pages.market_updates), Route("/updates/{page}", pages.section_updates),
         Route("/symbol/{symbol}", pages.symbol), Route("/symbol/{symbol}/call/{open_time:int}", pages.call),
+        Route("/updates/symbol/{symbol}", pages.symbol_updates),
         Route("/operations", pages.operations), Route("/track-record", pages.track_record),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -169,3 +169,65 @@ def test_the_track_record_equals_the_formulas_on_the_same_messages() -> None:
         assert record.climatology_log_loss == pytest.approx(-sum(s * math.log(s) for s in shares if s > 0))
         assert record.climatology_brier == pytest.approx(sum(shares[y] * sum((shares[k] - (k == y)) ** 2
                                                                              for k in range(3)) for y in range(3)))
+
+
+def test_shadow_calls_sit_beside_the_live_ones_with_their_outcomes_and_bounds() -> None:
+    board = Board(DashboardConfig(history_hours=3))
+    live = [prediction("BTCUSDT", hour) for hour in range(5)]
+    shadow = [prediction("BTCUSDT", hour, p_up=0.2, p_down=0.6, version="v2") for hour in range(5)]
+    board.add_outcome(outcome(shadow[4], "2%", "down", stream="shadow"))  # before its shadow call: waits for it
+    for call, shadow_call in zip(live, shadow):
+        board.add_prediction(call)
+        board.add_shadow_prediction(shadow_call)
+    board.add_outcome(outcome(shadow[3], "2%", "up", stream="shadow"))
+    board.add_outcome(outcome(live[3], "2%", "down"))
+    state = board.symbols["BTCUSDT"]
+    assert [c.prediction.open_time for c in state.shadow_calls] == [shadow[h].open_time for h in (2, 3, 4)]
+    assert state.newest == live[4]  # a shadow call is never the symbol's call
+    assert state.shadow_at(live[4].open_time).outcomes["2%"].outcome == "down"
+    assert state.shadow_at(live[3].open_time).outcomes["2%"].outcome == "up"
+    assert state.call_at(live[3].open_time).outcomes["2%"].outcome == "down"  # each stream joins its own calls
+    assert state.shadow_at(live[0].open_time) is None and not state.shadow_early
+    revision, changed = board.revision, state.changed_at
+    board.add_shadow_prediction(shadow[4])  # a replay: nothing changes
+    assert board.revision == revision
+    board.add_shadow_prediction(prediction("BTCUSDT", 5, version="v2"))
+    assert state.chart_at == board.revision and state.changed_at == changed  # the markets row did not change
+
+
+def test_closed_candles_move_the_symbol_page_but_not_its_markets_row() -> None:
+    board = Board(DashboardConfig())
+    board.add_prediction(prediction("BTCUSDT", 0))
+    state = board.symbols["BTCUSDT"]
+    changed = state.changed_at
+
+    def candle(hour: int, close: float, closed: bool = True) -> Candle:
+        return Candle(symbol="BTCUSDT", timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=9.0, low=0.5,
+                      close=close, volume=1.0, closed=closed)
+
+    board.add_candle(candle(0, 1.5))
+    assert state.chart_at == board.revision > changed == state.changed_at
+    revision = board.revision
+    board.add_candle(candle(1, 2.0, closed=False))
+    board.add_candle(candle(0, 1.5))  # the same candle again
+    assert board.revision == revision
+    board.add_candle(candle(0, 1.6))  # corrected
+    assert board.revision == revision + 1 and state.candles[0].close == 1.6
+
+
+def test_breaker_changes_on_control_events_keep_the_newest_per_version_and_worker() -> None:
+    board = Board(DashboardConfig(recent_events=2))
+
+    def change(version: str, status: str, worker: str, at: str, reason: str | None = None) -> dict:
+        return {"status": "breaker", "command": "breaker", "version": version, "breaker": status, "worker": worker,
+                "at": at, "reason": reason or f"{version} {status}"}
+
+    board.add_control_event(change("v1", "open", "w1", "2026-01-01T00:00:00Z", "NaN output"))
+    board.add_control_event(change("v1", "half_open", "w1", "2026-01-01T00:01:00Z"))
+    board.add_control_event({"status": "applied", "command": "promote", "reason": "v1"})  # not a breaker's
+    board.add_control_event(change("v1", "open", "w2", "2026-01-01T00:02:00Z", "slow"))
+    assert [(r.version, r.worker, r.status, r.reason) for r in board.breakers.reports()] == [
+        ("v1", "w1", "half_open", None), ("v1", "w2", "open", "slow")]
+    board.add_control_event(change("v2", "open", "w1", "2026-01-01T00:03:00Z", "error"))
+    assert [(r.version, r.worker) for r in board.breakers.reports()] == [("v1", "w2"), ("v2", "w1")]  # bounded
+    assert len(board.control_events) == 2

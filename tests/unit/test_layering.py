@@ -30,12 +30,12 @@ ADAPTERS = {
     "alerts": {"explanations", "lease", "run", "service", "store", "telegram"},
     "archive": {"run", "store"},
     "backtest": {"command", "predictions"},
-    "connections": {"clients", "key_expiry", "log_repeats", "partition_range", "reliable_producer", "topics",
+    "connections": {"clients", "consumer_lag", "key_expiry", "log_repeats", "partition_range", "reliable_producer", "topics",
                     "transient"},
     "control": {"plane", "reporting", "sender", "state_log", "state_store"},
     "ensembles": {"adaptive_weights"},
     "ingest": {"candle_sink", "metrics", "rest_client", "service", "stream_connection", "topic_tail"},
-    "monitoring": {"challenger", "drift_monitor", "hash_sums", "live_outcomes", "metrics", "outcome_store", "prediction_history",
+    "monitoring": {"challenger", "drift_counts", "drift_monitor", "hash_sums", "live_outcomes", "metrics", "outcome_store", "prediction_history",
                    "resolver"},
     "stream": {"app", "batch_guard", "bench", "bench_inference", "bench_load", "worker_parts", "processor", "publisher", "rebuild", "relay", "replay", "run",
                "stage_times", "stall_watch", "symbol_registry", "window_store"},
@@ -44,7 +44,7 @@ ADAPTERS = {
     "retrain": {"ledger", "publisher", "run", "scheduler"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "archive", "models", "control", "demo",
             "ingest", "retrain", "dashboard", "__main__", "__init__"},
-    "dashboard": {"access", "feed", "run", "web"},
+    "dashboard": {"access", "consumer_lag", "feed", "operations", "run", "web"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
