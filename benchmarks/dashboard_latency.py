@@ -13,6 +13,10 @@ keep-alive HTTP connection after ``--warmup`` requests; p50 and p99 of the wall 
 once (no native model in an empty models folder): what its explanation adds depends on the version's
 model (loading it the first time, then the decomposition) and is not measured here.
 
+With ``--freeze``, after filling the board: ``gc.collect(); gc.freeze()``, as ``bse-predict dashboard``
+does once its feed has read the lookback; ``full_gc`` counts the generation-2 collections during the
+requests and their longest pause either way.
+
 Also the board's memory (``tracemalloc``: what filling it allocated and kept). Needs Redis (the control
 state and the live scores are read on each operations and track-record request; under a fresh key prefix,
 so they are empty). Prints one JSON object. Run from the repository root:
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import tempfile
@@ -111,6 +116,23 @@ def fill(board: Board, settings: Settings, symbols: dict[str, tuple[np.ndarray, 
     return outcomes
 
 
+def _full_gc_pauses() -> list[float]:
+    """The wall time (ms) of every generation-2 collection from now on, appended as they end."""
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses.append((time.perf_counter() - started.pop()) * 1000)
+
+    gc.callbacks.append(watch)
+    return pauses
+
+
 def _serve(app: object) -> tuple[uvicorn.Server, int]:
     """uvicorn on a port the system picks, on a thread of its own; the server and its port."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
@@ -146,6 +168,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--freeze", action="store_true", help="gc.collect(); gc.freeze() after filling the board")
     args = parser.parse_args()
 
     settings = load_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
@@ -160,6 +183,10 @@ def main() -> None:
     fill_s = time.perf_counter() - filled_at
     board_mib = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
+    if args.freeze:
+        gc.collect()
+        gc.freeze()
+    pauses = _full_gc_pauses()
 
     _, reads = redis_reads(settings)  # its client ends with this process
     with tempfile.TemporaryDirectory() as empty_models:
@@ -181,6 +208,8 @@ def main() -> None:
         "symbols": len(board.symbols), "calls": sum(len(s.calls) for s in board.symbols.values()),
         "candles": sum(len(s.candles) for s in board.symbols.values()), "outcomes": outcomes,
         "fill_s": round(fill_s, 2), "board_mib": round(board_mib, 1), "requests": args.requests,
+        "frozen_objects": gc.get_freeze_count(), "tracked_objects": len(gc.get_objects()),
+        "full_gc": {"count": len(pauses), "max_ms": round(max(pauses, default=0.0), 1)},
         "pages": timings}, indent=2))
 
 

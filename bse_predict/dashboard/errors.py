@@ -12,4 +12,4 @@ class DashboardError(BsePredictError):
 
 
 class SourceUnavailable(DashboardError):
-    """A store the page reads (Redis) did not answer in time; says which and why."""
+    """A store the page reads (Redis, or Kafka for the consumer lag) did not answer in time; says which and why."""

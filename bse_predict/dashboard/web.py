@@ -1,8 +1,9 @@
 """The dashboard's pages (Starlette, rendered server-side with Jinja2) and their live updates
-(server-sent events). Read-only: every route is a GET. The control state, the live scores and a call's
-explanation come through the callables it is given, so this module wires no Redis itself; when one of
-them raises :class:`~bse_predict.dashboard.errors.SourceUnavailable` its section says so and the rest of
-the page is shown."""
+(server-sent events). Read-only: every route is a GET. The control state, the live scores, a call's
+explanation and the operations page's breakers, lag and drift
+(:class:`~bse_predict.dashboard.operations.OperationsSection`) come through what it is given, so this module
+wires no Redis or Kafka client itself; when one of them raises
+:class:`~bse_predict.dashboard.errors.SourceUnavailable` its section says so and the rest of the page is shown."""
 
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ class _Pages:
     async def _operations_section(self) -> dict[str, Any]:
         board = self._board
         state, state_error = await _or_unavailable(self._read_control)
-        more = {} if self._operations is None else await self._operations.parts(board, state, time.time_ns() // 1_000_000)
+        now_ms = time.time_ns() // 1_000_000
+        more = {} if self._operations is None else await self._operations.parts(board, state, now_ms)
         return {"state": state, "state_error": state_error, "events": list(board.control_events),
                 "dead_letter_counts": views.dead_letter_counts(board), "dead_letters": list(board.dead_letters)[:20],
                 **more}

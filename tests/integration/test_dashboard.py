@@ -3,9 +3,11 @@ Chromium (Debian's, installed with apt-get when missing; Playwright drives it).
 
 - With messages written by the test and Redis down: the markets page shows a call produced after it
   loaded without a reload, the symbol page draws its chart with one marker per call and the outcome
-  joined, operations shows a control event that arrived after it loaded and says the control state cannot
-  be read, the track record shows what the topics carried and says the live scores cannot be read, and a
-  request without the token is refused.
+  joined, the shadow version's answer beside each call, and takes a new candle, a new call and an outcome
+  without a reload; operations shows a control event that arrived after it loaded, says the control state
+  cannot be read, shows a breaker reported on control.events and the worker group's lag per partition read
+  from Kafka; the track record shows what the topics carried and says the live scores cannot be read, and
+  a request without the token is refused.
 - During a real worker's replay of real candles: see the test's docstring.
 
 Set ``BSE_DASHBOARD_SCREENSHOTS=DIR`` to keep a PNG of each page of the replay (docs/dashboard/ holds the
@@ -108,10 +110,15 @@ def test_the_pages_in_a_real_browser_with_redis_down(isolated: Settings,
     calls = [prediction("BTCUSDT", hour) for hour in range(6)] + [prediction("ETHUSDT", 5, p_up=0.2, p_down=0.7)]
     produce(isolated, names.candles, [("BTCUSDT", candle("BTCUSDT", hour)) for hour in range(8)])
     produce(isolated, names.predictions, [(c.symbol, c.model_dump(mode="json")) for c in calls])
+    shadow = prediction("BTCUSDT", 1, p_up=0.1, p_down=0.7, version="v2")
+    produce(isolated, names.predictions_shadow, [("BTCUSDT", shadow.model_dump(mode="json"))])
     produce(isolated, names.outcomes, [("BTCUSDT", outcome(calls[0], "2%", "up").model_dump(mode="json")),
                                        ("BTCUSDT", outcome(calls[1], "2%", "down").model_dump(mode="json"))])
     produce(isolated, names.control_events, [("promote", {"status": "refused", "reason": "unknown version v9",
-                                                          "at": "2026-01-01T00:00:00Z", "command": "promote"})])
+                                                          "at": "2026-01-01T00:00:00Z", "command": "promote"}),
+                                             ("breaker", {"status": "breaker", "command": "breaker", "version": "v1",
+                                                          "breaker": "open", "worker": "host-1",
+                                                          "at": "2026-01-01T00:00:00Z", "reason": "v1 opened: NaN"})])
     produce(isolated, names.candles_dlq, [("BTCUSDT", {"reason": "not JSON", "kind": "json", "key": "BTCUSDT"})])
 
     assert status(dashboard.url + "/") == 401
@@ -143,11 +150,24 @@ def test_the_pages_in_a_real_browser_with_redis_down(isolated: Settings,
         assert len(chart["markers"]) == 7  # hours 0 to 6
         assert [m["outcome"] for m in chart["markers"][:3]] == ["up", "down", None]
         assert page.locator("#calls tbody tr").count() == 7
+        assert "shadow v2" in page.locator("#calls tbody tr:nth-child(6) td.shadow").inner_text()  # hour 1
+        page.evaluate("window.kept = true")
+        produce(isolated, names.candles, [("BTCUSDT", candle("BTCUSDT", 8))])
+        produce(isolated, names.predictions, [("BTCUSDT", prediction("BTCUSDT", 7).model_dump(mode="json"))])
+        produce(isolated, names.outcomes, [("BTCUSDT", outcome(calls[2], "2%", "none").model_dump(mode="json"))])
+        page.wait_for_function("() => window.dashboardChart.candles.length === 9 && "
+                               "window.dashboardChart.markers.length === 8 && "
+                               "window.dashboardChart.markers[2].outcome === 'none'", timeout=30_000)  # over SSE
+        assert page.locator("#calls tbody tr").count() == 8 and page.evaluate("window.kept") is True
 
         page.goto(f"{dashboard.url}/operations")
         assert "did not answer for the control state" in page.locator("#control-state-unavailable").inner_text()
         assert "unknown version v9" in page.locator("#control-events").inner_text()
         assert "json" in page.locator("#dead-letters").inner_text()
+        assert page.locator('#breakers tr[data-version="v1"][data-status="open"]').count() == 1
+        assert "host-1" in page.locator("#breakers").inner_text()
+        assert page.locator("#lag tbody tr").count() == isolated.topics.partitions
+        assert page.locator("#lag-total").inner_text() == "9"  # no worker has committed: every candle waits
         page.evaluate("window.kept = true")
         produce(isolated, names.control_events, [("rollback", {"status": "applied", "at": "2026-01-01T01:00:00Z",
                                                                "command": "rollback", "issued_by": "ops"})])
@@ -220,7 +240,9 @@ def test_a_real_worker_replay_in_a_real_browser(replay_settings: Settings, futur
     records = list(candle_records(list(slices.values()), updates=1))
     min_history = load_manifest(settings.models_dir / "v-test").min_history
     expected_ids = {f"{s}|1h|{int(t)}" for s, one in slices.items() for t in one.open_time_ms[min_history - 1:]}
-    env = {**service_env(settings), "BSE_CONTROL_SECRET": CONTROL_SECRET}
+    # drift counted into Redis every 100 rows (not 500): this replay's few hundred rows reach the operations page
+    env = {**service_env(settings), "BSE_CONTROL_SECRET": CONTROL_SECRET, "BSE_DRIFT__CHECK_EVERY_ROWS": "100",
+           "BSE_DRIFT__MIN_ROWS": "100"}
     shots = os.environ.get("BSE_DASHBOARD_SCREENSHOTS")
     with (DashboardProcess(env, tmp_path / "dashboard.log", free_port()) as dashboard,
           WorkerProcess(env, tmp_path / "worker.log") as worker, sync_playwright() as playwright):
@@ -266,7 +288,15 @@ def test_a_real_worker_replay_in_a_real_browser(replay_settings: Settings, futur
         operations.wait_for_selector("#control-events tr.applied", timeout=30_000)
         operations.wait_for_selector("#control-events tr.refused", timeout=30_000)
         operations.wait_for_selector("#control-state >> text=v-test", timeout=30_000)
+        operations.wait_for_selector('#breakers tr[data-version="v-test"][data-status="closed"]', timeout=30_000)
+        operations.wait_for_selector('table.drift[data-version="v-test"] tbody tr', timeout=30_000)
         assert all(page.evaluate("window.kept") is True for page in (markets, tracker, operations))
+        deadline = time.monotonic() + 60
+        while operations.locator("#lag-total").inner_text() != "0":  # read on each render: a reload reads it again
+            assert time.monotonic() < deadline, operations.locator("#lag").inner_text()
+            time.sleep(1)
+            operations.reload()
+        assert operations.locator("#lag tbody tr").count() == settings.topics.partitions  # every candle committed
         if shots:
             markets.screenshot(path=f"{shots}/markets.png")
             tracker.screenshot(path=f"{shots}/track-record.png")
