@@ -32,7 +32,7 @@ from bse_predict.serving.parity_check import SAMPLE_DIR
 from bse_predict.serving.routing import Arm, arm_for, normalised
 from bse_predict.candles.schema import Prediction
 from tests.support.bad_graphs import calibrated_slow_graph, nan_graph
-from tests.support.kafka_io import read_topic, read_until, send_raw
+from tests.support.kafka_io import read_topic, send_raw
 from tests.support.worker_process import WorkerProcess, service_env
 from bse_predict.stream.replay import CandleRecord, candle_records
 from bse_predict.connections.topics import TopicNames
@@ -104,9 +104,28 @@ def _send_control(settings: Settings, command: str, args: dict, issued_at: datet
     return fields["id"]
 
 
-def _events(settings: Settings, count: int, timeout_s: float = 60) -> list[dict]:
-    records = asyncio.run(read_until(settings.kafka_bootstrap, settings.topic("control.events"), count, timeout_s))
+def _all_events(settings: Settings) -> list[dict]:
+    records = asyncio.run(read_topic(settings.kafka_bootstrap, settings.topic("control.events"), idle_ms=700))
     return [json.loads(r.value) for r in records]
+
+
+def _events(settings: Settings, count: int, timeout_s: float = 60) -> list[dict]:
+    """The control.events records but the breaker changes (:func:`_breaker_changes`), once ``count`` exist
+    (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events = [e for e in _all_events(settings) if e.get("status") != "breaker"]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+
+
+def _breaker_changes(settings: Settings, version: str, timeout_s: float = 30) -> list[str]:
+    """The statuses the worker reported on control.events for the breaker of ``version``, once it reported one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        changes = [e["breaker"] for e in _all_events(settings) if e.get("status") == "breaker" and e["version"] == version]
+        if changes or time.monotonic() > deadline:
+            return changes
 
 
 def _event_for(settings: Settings, message_id: str, count: int, timeout_s: float = 60) -> dict:
@@ -279,6 +298,7 @@ def test_broken_versions_are_refused_at_promote_and_tripped_breakers_fall_back_d
         assert set(answered) == nan_ids
         assert {(p.model.version, p.variant, p.degraded) for p in answered.values()} == {(SOURCE, "v-nan", True)}
         _wait_for_breaker_open(worker, "v-nan")
+        assert _breaker_changes(settings, "v-nan") == ["open"]  # reported on control.events for any reader
 
         # Slow outputs: valid answers until the breaker opens on latency, then the fallback, degraded.
         _send_control(settings, "ab", {"variants": {"v-slow": 1.0}})

@@ -6,7 +6,6 @@ by hand with numpy from the same counts and the version's training bins."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import numpy as np
 import pytest
