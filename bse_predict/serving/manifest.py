@@ -90,6 +90,9 @@ class CombinerRecord(_Frozen):
     regime_member: str | None = Field(None, description="the member entry whose regime_probabilities pick weights")
     weight_floor: float = Field(0.0, description="live adaptive re-weighting keeps every weight at least this")
     adaptive_rate: float = Field(0.0, description="live adaptive re-weighting's learning rate")
+    climatology: tuple[float, float, float] | None = Field(
+        None, description="the climatology member's class shares (up, down, none), mixed in after the members "
+                          "with the last weight; None in older manifests: no such member")
 
     @classmethod
     def from_spec(cls, spec: CombinerSpec, members: tuple[str, ...], regime_member: str | None,
@@ -101,7 +104,8 @@ class CombinerRecord(_Frozen):
                    stacking_intercept=None if stacking is None else tuple(stacking.intercept.tolist()),
                    stacking_mean_log_probs=None if stacking is None else tuple(map(tuple,
                                                                                    stacking.mean_log_probs.tolist())),
-                   regime_member=regime_member, weight_floor=weight_floor, adaptive_rate=adaptive_rate)
+                   regime_member=regime_member, weight_floor=weight_floor, adaptive_rate=adaptive_rate,
+                   climatology=None if spec.climatology is None else tuple(spec.climatology.tolist()))
 
     def spec(self) -> CombinerSpec:
         stacking = None
@@ -109,7 +113,8 @@ class CombinerRecord(_Frozen):
             stacking = StackingCombiner(np.array(self.stacking_coef), np.array(self.stacking_intercept),
                                         np.array(self.stacking_mean_log_probs))
         return CombinerSpec(strategy=self.strategy, weights=np.array(self.weights), power=self.power,
-                            by_regime=None if self.by_regime is None else np.array(self.by_regime), stacking=stacking)
+                            by_regime=None if self.by_regime is None else np.array(self.by_regime), stacking=stacking,
+                            climatology=None if self.climatology is None else np.array(self.climatology))
 
 
 class ModelEntry(_Frozen):

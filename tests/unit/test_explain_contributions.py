@@ -128,8 +128,8 @@ def test_the_ensembles_contributions_add_up_to_each_strategys_probabilities(
     assert c.names == FEATURE_NAMES
     if strategy == "member_xgboost":
         assert not c.unexplained.any()
-    else:  # the HMM member is no tree: its weighted answer is what no feature explains
-        assert c.unexplained.min() > 0 and "hmm_regime: no per-feature contributions" in c.method
+    else:  # the HMM and climatology members are no trees: their weighted answer is what no feature explains
+        assert c.unexplained.min() > 0 and "hmm_regime, climatology: no per-feature contributions" in c.method
     if strategy == "regime":
         np.testing.assert_allclose(model.contributions(rows).output(), c.output(), atol=0)
 
