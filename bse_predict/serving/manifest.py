@@ -44,6 +44,7 @@ __all__ = [
     "MANIFEST_NAME",
     "DataSpan",
     "CombinerRecord",
+    "ServableRecord",
     "ModelEntry",
     "ParityReport",
     "LegacyOrigin",
@@ -117,6 +118,22 @@ class CombinerRecord(_Frozen):
                             climatology=None if self.climatology is None else np.array(self.climatology))
 
 
+class ServableRecord(_Frozen):
+    """Training's verdict on whether an entry may be served: its holdout log loss against climatology's
+    (:mod:`bse_predict.training.servable_gate`)."""
+
+    servable: bool
+    reason: str = Field(description="the verdict in words, with the numbers behind it")
+    log_loss: float | None = None
+    log_loss_climatology: float | None = None
+    difference: tuple[float, float, float] | None = Field(
+        None, description="mean per-row log loss minus climatology's: (estimate, lower, upper)")
+    confidence_level: float | None = None
+    rows: int = 0
+    blocks: int = 0
+    block_days: int | None = None
+
+
 class ModelEntry(_Frozen):
     """One ONNX file: a family's model for one target."""
 
@@ -129,6 +146,7 @@ class ModelEntry(_Frozen):
     classes: tuple[str, ...] = CLASS_ORDER
     native_file: str | None = Field(None, description="the native model, kept only to re-export and compare")
     combiner: CombinerRecord | None = Field(None, description="an ensemble's combination of member entries")
+    servable: ServableRecord | None = Field(None, description="training's servable verdict; None in older manifests")
 
 
 class ParityReport(_Frozen):
