@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def inner_folds(n_rows: int, folds: int, purge_rows: int) -> list[tuple[np.ndarr
     edges = np.linspace(0, n_rows, folds + 1).astype(int)
     rows = np.arange(n_rows)
     out = []
-    for start, end in zip(edges[:-1], edges[1:], strict=True):
+    for start, end in pairwise(edges):
         train = (rows < start - purge_rows) | (rows >= end + purge_rows)
         out.append((rows[train], rows[start:end]))
     return out

@@ -89,7 +89,7 @@ class EnsemblePredictor(BasePredictor):
                  member_params: dict[str, dict[str, Any]] | None = None, weight_floor: float = 0.02,
                  stacking_c: float | None = None, regime_min_rows: int = 300, validation_fraction: float = 0.25,
                  purge_rows: int = 72, adaptive_rate: float = 0.02, climatology_member: bool = True,
-                 weight_penalty: float = 0.01, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
+                 weight_penalty: float = 1.0, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
                  seed: int = 7) -> None:
         self.members = members
         self.strategy = strategy
