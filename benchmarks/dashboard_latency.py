@@ -165,7 +165,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as empty_models:
         explanations = OnDemandExplanations(reads.candles, Explainer(Path(empty_models)), 10.0)
         app = build_app(board, asyncio.Condition(), reads.control, reads.scores, explanations.explain,
-                        SecretStr(TOKEN))
+                        SecretStr(TOKEN), read_challenger=reads.challenger,
+                        round_trip_cost_pct=settings.signals.round_trip_cost_pct)
         server, port = _serve(app)
         symbol = next(iter(symbols))
         call_ms = board.symbols[symbol].calls[-1].prediction.open_time

@@ -6,7 +6,8 @@ resolves (an outcome read before its call waits for it, among at most ``history_
 and a deque of closed candles for the chart. At most ``max_symbols`` symbols: past that the
 one updated longest ago is dropped. Beside them a deque of recent control events and dead letters,
 dead-letter counts by kind (a small fixed set of kinds), and the track record's score sums per
-(version, target, stream), a fixed number of fields each. Outcomes are counted once per
+(version, arm, target, stream), a fixed number of fields each: one total, and one per candle hour for the
+``lookback_hours`` hours up to the newest (:mod:`bse_predict.dashboard.track_record`). Outcomes are counted once per
 (id, target, version, stream), the key a re-published outcome repeats, among the last ``outcome_keys``
 keys (a crash re-publishes within seconds, so a recent window catches it).
 
@@ -55,9 +56,13 @@ class Board:
         self.control_events: deque[dict[str, Any]] = deque(maxlen=config.recent_events)
         self.dead_letters: deque[dict[str, Any]] = deque(maxlen=config.recent_events)
         self.dead_letter_counts: Counter[str] = Counter()
-        self.track_record = TrackRecord()
+        self.track_record = TrackRecord(config.lookback_hours)
         self.revision = 0
         self._counted: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+
+    @property
+    def config(self) -> DashboardConfig:
+        return self._config
 
     def _symbol(self, symbol: str) -> SymbolState:
         state = self.symbols.get(symbol)
@@ -100,7 +105,8 @@ class Board:
         self._counted[key] = None
         while len(self._counted) > self._config.outcome_keys:
             self._counted.popitem(last=False)
-        self.track_record.add(SeriesKey(outcome.model.version, outcome.target, outcome.stream), outcome)
+        self.track_record.add(SeriesKey(outcome.model.version, outcome.variant, outcome.target, outcome.stream),
+                              outcome)
         self.revision += 1
         if outcome.stream != "live":
             return

@@ -134,7 +134,7 @@ def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
     assert calls[0].outcomes["1%"].outcome == "down" and calls[0].outcomes.keys() == {"1%"}
     assert calls[1].outcomes == {}
     records = board.track_record.records()
-    assert records[SeriesKey("v1", "1%", "live")].count == 1 and records[SeriesKey("v1", "1%", "shadow")].count == 1
+    assert records[SeriesKey("v1", "control", "1%", "live")].count == 1 and records[SeriesKey("v1", "control", "1%", "shadow")].count == 1
 
 
 def test_the_track_record_equals_the_formulas_on_the_same_messages() -> None:
