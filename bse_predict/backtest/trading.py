@@ -30,7 +30,8 @@ from bse_predict.candles.schema import Prediction
 from bse_predict.serving.signals import target_pct
 
 __all__ = ["Trade", "TradeStats", "simulate_brackets", "trade_stats", "daily_pnl", "equity_curve",
-           "side_of", "exit_reason", "touch_exit_price", "trade_return_pct", "trades_from_predictions", "DAY_MS"]
+           "side_of", "exit_reason", "touch_exit_price", "trade_return_pct", "break_even_hit_rate", "max_drawdown",
+           "trades_from_predictions", "DAY_MS"]
 
 DAY_MS = 86_400_000
 _LONG = {"STRONG_BUY", "LONG"}
@@ -154,7 +155,14 @@ def equity_curve(trades: Sequence[Trade]) -> tuple[np.ndarray, np.ndarray]:
             np.cumsum([t.net_pct for t in ordered]) if ordered else np.zeros(0))
 
 
-def _max_drawdown(cumulative: np.ndarray) -> float:
+def break_even_hit_rate(cost_pct: float, bracket_pct: float) -> float:
+    """The hit rate (take profits over take profits and stops) at which a ±``bracket_pct`` bracket paying
+    ``cost_pct`` a round trip breaks even: 0.5 + cost / 2X."""
+    return 0.5 + cost_pct / (2.0 * bracket_pct)
+
+
+def max_drawdown(cumulative: np.ndarray) -> float:
+    """The largest fall of a cumulative net return (percent) from its running peak, starting from 0."""
     if not len(cumulative):
         return 0.0
     peak = np.maximum.accumulate(np.r_[0.0, cumulative])
@@ -177,13 +185,13 @@ def trade_stats(trades: Sequence[Trade], bracket_pct: float, cost_pct: float, st
         trades=len(trades), long=sum(t.side == 1 for t in trades), short=sum(t.side == -1 for t in trades),
         take_profits=tp, stops=sl, horizon_exits=sum(t.exit_reason in ("horizon", "end_of_data") for t in trades),
         hit_rate=tp / (tp + sl) if tp + sl else None,
-        break_even_hit_rate=0.5 + cost_pct / (2.0 * bracket_pct),
+        break_even_hit_rate=break_even_hit_rate(cost_pct, bracket_pct),
         win_rate=float((net > 0).mean()) if len(net) else None,
         mean_net_pct=float(net.mean()) if len(net) else None,
         total_net_pct=float(net.sum()),
         exposure=float(sum(t.hours for t in trades) / symbol_hours) if symbol_hours > 0 else 0.0,
         sharpe_annual=sharpe, sharpe_se=se,
-        max_drawdown_pct=_max_drawdown(equity_curve(trades)[1]),
+        max_drawdown_pct=max_drawdown(equity_curve(trades)[1]),
     )
 
 

@@ -55,9 +55,11 @@ class EquityChart(NamedTuple):
 
 def equity_chart(curve: Sequence[tuple[int, float]], width: float, height: float) -> EquityChart | None:
     """The curve (exit time ms, cumulative %), starting from 0 at the first exit, scaled into ``width`` × ``height``
-    (inside ``PAD``); at most ``_MAX_POINTS`` points, evenly picked, the last always; None with no trade."""
+    (inside ``PAD``): one point per exit time (the cumulative after all its trades), at most ``_MAX_POINTS``,
+    evenly picked, the last always; None with no trade."""
     if not curve:
         return None
+    curve = list({time_ms: value for time_ms, value in curve}.items())  # the last value of each exit time
     step = max(1, math.ceil(len(curve) / _MAX_POINTS))
     picked = list(curve[::step]) + ([curve[-1]] if (len(curve) - 1) % step else [])
     start, end = picked[0][0], picked[-1][0]

@@ -1,126 +1,155 @@
-"""The equity of trading the live signals, per series, from what the board keeps: no state of its own.
+"""The equity of trading the live signals, per series (version, arm, target), in sums per candle hour.
 
-Each kept live call with a signal (LONG or STRONG_BUY: long; SHORT or STRONG_SELL: short) and an outcome
-for a target is one ±X% bracket trade, priced by the backtest's own functions
-(:mod:`bse_predict.backtest.trading`: the exit price, the return, the round trip cost of
-``signals.taker_fee_pct`` and ``slippage_pct``, the equity curve and the statistics):
+Each live call with a signal (LONG or STRONG_BUY: long; SHORT or STRONG_SELL: short) and an outcome for a
+target is one ±X% bracket trade, priced by the backtest's own functions (:mod:`bse_predict.backtest.trading`:
+the exit price, the exit reason, the return less the round trip cost ``signals.round_trip_cost_pct``):
 
 - entry at the call's candle close (the prediction's ``close``);
 - ``up`` or ``down``: exit at the touched barrier, or at the open of the candle that touched it (the one
-  closing at the outcome's ``resolved_at``) when that candle opened beyond the barrier (a touching candle
-  the board does not hold is taken to have opened inside: the barrier);
-- ``none``: exit at the close of the horizon's last candle (the newest kept candle at or before it, as
-  the backtest's gap-filled grid has it). The outcome does not carry that price, so it comes from the
-  board's candles (``history_hours + chart_extra_hours`` of them, which reach the horizon of every kept
-  call); until that candle is on the board the trade is counted as waiting, not booked.
+  closing at the outcome's ``resolved_at``) when that candle opened beyond the barrier;
+- ``none``: exit at the close of the horizon's last candle, or of the newest candle before it when it is
+  missing (the backtest's gap-filled grid holds the previous close there).
+
+The outcome does not carry those prices: they come from the board's candles. A trade is priced once the
+board holds a candle opening at or after the one it needs (``resolved_at`` − one candle); until then it
+waits (:meth:`Board.add_candle <bse_predict.dashboard.board.Board.add_candle>` prices it). A needed
+candle the board left out (it came after a newer one) counts as opened inside the barrier.
 
 Every signalled call trades (no limit on open positions: the backtest's ``max_open_per_symbol_target``
-would skip calls that come while one is open; the live signals are all shown). Calls are those the board
-keeps (the last ``history_hours`` per symbol), so the equity covers at most that span.
+would skip calls that come while one is open). A trade adds to the sums of its call's candle hour: counts,
+the net return, and the net return by exit time. :class:`EquityRecord` keeps ``keep_hours`` such hours
+per series (a fixed set of fields and at most horizon + 1 exit times each); a period is a sum of hours,
+its curve the cumulative net return by exit time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from configs.settings import TIMEFRAME_MS
-from bse_predict.backtest.trading import (Trade, TradeStats, equity_curve, exit_reason, side_of, touch_exit_price,
-                                          trade_return_pct, trade_stats)
-from bse_predict.candles.schema import Outcome, Prediction
-from bse_predict.dashboard.board import SymbolState
+from bse_predict.backtest.trading import (Trade, break_even_hit_rate, exit_reason, max_drawdown, side_of,
+                                          touch_exit_price, trade_return_pct)
+from bse_predict.candles.schema import Candle, Outcome, Prediction
 from bse_predict.dashboard.periods import HOUR_MS
-from bse_predict.dashboard.track_record import SeriesKey
 from bse_predict.labels.first_touch import CLASS_NAMES, NONE
+from bse_predict.monitoring.live_scores import add_fields
 from bse_predict.serving.signals import target_pct
 
-__all__ = ["SeriesEquity", "CandlePrices", "call_trade", "series_trades", "series_equity"]
+__all__ = ["SeriesEquity", "EquityKey", "needed_candle_ms", "call_trade", "EquityRecord"]
+
+
+class EquityKey(NamedTuple):
+    version: str
+    variant: str  # the A/B arm
+    target: str
 
 
 class SeriesEquity(NamedTuple):
-    stats: TradeStats  # the backtest's statistics of the trades
-    curve: tuple[tuple[int, float], ...]  # (exit time ms, cumulative net %) per trade, in exit order
-    waiting: int  # signalled calls answered "none" whose horizon close is not on the board yet
+    trades: int
+    long: int
+    short: int
+    take_profits: int
+    stops: int
+    hit_rate: float | None  # take profits / (take profits + stops), as the backtest's
+    break_even_hit_rate: float
+    total_net_pct: float
+    mean_net_pct: float | None
+    max_drawdown_pct: float
+    curve: tuple[tuple[int, float], ...]  # (exit time ms, cumulative net %), one point per exit time
 
 
-class CandlePrices:
-    """One symbol's kept closed candles, looked up by open time."""
-
-    def __init__(self, state: SymbolState) -> None:
-        self._open_times = np.array([c.open_time for c in state.candles], dtype=np.int64)
-        self._closes = [c.close for c in state.candles]
-        self._opens = {c.open_time: c.open for c in state.candles}
-
-    def open_at(self, open_time: int) -> float:
-        """The open of the candle opening at ``open_time``; NaN when it is not kept."""
-        return self._opens.get(open_time, float("nan"))
-
-    def close_by(self, open_time: int) -> float | None:
-        """The close of the newest candle opening at or before ``open_time`` (a gap holds the previous
-        close); None while no kept candle opens at or after it (the answer could still change)."""
-        if not len(self._open_times) or self._open_times[-1] < open_time or self._open_times[0] > open_time:
-            return None
-        return self._closes[int(np.searchsorted(self._open_times, open_time, side="right")) - 1]
+def needed_candle_ms(call: Prediction, outcome: Outcome) -> int:
+    """The open time of the candle a trade's price needs: the one that touched, or the horizon's last."""
+    return outcome.resolved_at - TIMEFRAME_MS[call.timeframe]
 
 
-def call_trade(call: Prediction, outcome: Outcome, prices: CandlePrices, cost_pct: float) -> Trade | None:
-    """The trade of one call's signal for ``outcome.target``; None when the signal is NEUTRAL or when
-    ``none``'s horizon close is not on the board (yet)."""
+def _newest_at_or_before(candles: Sequence[Candle], open_time_ms: int) -> Candle | None:
+    at = bisect.bisect_right(candles, open_time_ms, key=lambda c: c.open_time)
+    return candles[at - 1] if at else None
+
+
+def call_trade(call: Prediction, outcome: Outcome, candles: Sequence[Candle], cost_pct: float) -> Trade | None:
+    """The trade of ``call``'s signal for ``outcome.target`` on ``candles`` (closed, in open-time order,
+    reaching :func:`needed_candle_ms`); None for a NEUTRAL signal, or when no candle at or before the
+    needed one is kept (a ``none`` cannot be priced)."""
     part = call.targets.get(outcome.target)
     side = 0 if part is None else side_of(part.signal)
     if side == 0:
         return None
-    step_ms = TIMEFRAME_MS[call.timeframe]
+    needed_ms = needed_candle_ms(call, outcome)
+    found = _newest_at_or_before(candles, needed_ms)
     label = CLASS_NAMES.index(outcome.outcome)
-    entry, frac = call.close, target_pct(outcome.target) / 100.0
+    entry = call.close
     if label == NONE:
-        price = prices.close_by(call.open_time + call.horizon_hours * HOUR_MS)  # the horizon's last candle
-        if price is None:
+        if found is None:
             return None
+        price = found.close
     else:
-        price = touch_exit_price(label, entry, frac, prices.open_at(outcome.resolved_at - step_ms))
+        touch_open = found.open if found is not None and found.open_time == needed_ms else float("nan")
+        price = touch_exit_price(label, entry, target_pct(outcome.target) / 100.0, touch_open)
     gross, net = trade_return_pct(side, entry, price, cost_pct)
-    entry_ms = call.open_time + step_ms
+    entry_ms = call.open_time + TIMEFRAME_MS[call.timeframe]
     return Trade(call.symbol, outcome.target, side, entry_ms, outcome.resolved_at, entry, price,
                  exit_reason(label, side), gross, net, (outcome.resolved_at - entry_ms) / HOUR_MS)
 
 
-def series_trades(symbols: Iterable[SymbolState], start_ms: int | None, end_ms: int | None,
-                  cost_pct: float) -> tuple[dict[SeriesKey, list[Trade]], dict[SeriesKey, int]]:
-    """The trades of the kept live calls whose candle opened in [``start_ms``, ``end_ms``) (None: open),
-    by series; beside them, per series, the signalled calls still waiting for their horizon close."""
-    trades: dict[SeriesKey, list[Trade]] = {}
-    waiting: dict[SeriesKey, int] = {}
-    for state in symbols:
-        prices = None
-        for kept in state.calls:
-            call = kept.prediction
-            if (start_ms is not None and call.open_time < start_ms) or (end_ms is not None and call.open_time >= end_ms):
-                continue
-            for target, outcome in kept.outcomes.items():
-                prices = prices or CandlePrices(state)
-                key = SeriesKey(call.model.version, call.variant, target, "live")
-                trade = call_trade(call, outcome, prices, cost_pct)
-                if trade is not None:
-                    trades.setdefault(key, []).append(trade)
-                elif side_of(call.targets[target].signal) != 0:
-                    waiting[key] = waiting.get(key, 0) + 1
-    return trades, waiting
+class _Hour(NamedTuple):
+    counts: dict[str, float]  # trades, long, short, take_profit, stop, horizon, net
+    exits: dict[int, float]  # exit time ms -> net %
 
 
-def series_equity(symbols: Iterable[SymbolState], start_ms: int | None, end_ms: int | None,
-                  cost_pct: float) -> Mapping[SeriesKey, SeriesEquity]:
-    """Per live series with a trade or a waiting call: the backtest's statistics and equity curve."""
-    trades, waiting = series_trades(symbols, start_ms, end_ms, cost_pct)
-    result = {}
-    for key in sorted(trades.keys() | waiting.keys()):
-        mine = trades.get(key, [])
-        times, cumulative = equity_curve(mine)
-        first = min((t.entry_time_ms for t in mine), default=0)
-        last = max((t.exit_time_ms for t in mine), default=0)
-        stats = trade_stats(mine, target_pct(key.target), cost_pct, first, last, 0.0)
-        result[key] = SeriesEquity(stats, tuple(zip(times.tolist(), cumulative.tolist(), strict=True)),
-                                   waiting.get(key, 0))
-    return result
+class EquityRecord:
+    """Trade sums per series and candle hour, the last ``keep_hours`` hours up to the newest (see above)."""
+
+    def __init__(self, keep_hours: int, cost_pct: float) -> None:
+        self.keep_hours = keep_hours
+        self.cost_pct = cost_pct
+        self._newest_hour: int | None = None
+        self._hours: dict[EquityKey, dict[int, _Hour]] = {}
+
+    def add(self, key: EquityKey, call_open_time_ms: int, trade: Trade) -> None:
+        hour = call_open_time_ms // HOUR_MS
+        if self._newest_hour is None or hour > self._newest_hour:
+            self._newest_hour = hour
+            for hours in self._hours.values():
+                for old in [h for h in hours if h <= hour - self.keep_hours]:
+                    del hours[old]
+        if hour <= self._newest_hour - self.keep_hours:
+            return  # older than every hour kept
+        kept = self._hours.setdefault(key, {}).setdefault(hour, _Hour({}, {}))
+        kept.counts.update(add_fields([kept.counts, {
+            "trades": 1.0, "long": float(trade.side == 1), "short": float(trade.side == -1),
+            trade.exit_reason: 1.0, "net": trade.net_pct}]))
+        kept.exits[trade.exit_time_ms] = kept.exits.get(trade.exit_time_ms, 0.0) + trade.net_pct
+
+    def hour_count(self) -> int:
+        return sum(len(hours) for hours in self._hours.values())
+
+    def series(self, start_ms: int | None, end_ms: int | None) -> Mapping[EquityKey, SeriesEquity]:
+        """Per series with a trade of a call whose candle opened in [``start_ms``, ``end_ms``) (None: open)."""
+        result = {}
+        for key in sorted(self._hours):
+            picked = [kept for hour, kept in sorted(self._hours[key].items())
+                      if (start_ms is None or hour * HOUR_MS >= start_ms) and (end_ms is None or hour * HOUR_MS < end_ms)]
+            if picked:
+                result[key] = _summary(key, picked, self.cost_pct)
+        return result
+
+
+def _summary(key: EquityKey, hours: Iterable[_Hour], cost_pct: float) -> SeriesEquity:
+    hours = list(hours)
+    counts = add_fields(h.counts for h in hours)
+    exits = add_fields({str(t): v for t, v in h.exits.items()} for h in hours)
+    times = sorted(int(t) for t in exits)
+    cumulative = np.cumsum([exits[str(t)] for t in times])
+    n, tp, sl = round(counts["trades"]), round(counts.get("take_profit", 0.0)), round(counts.get("stop", 0.0))
+    return SeriesEquity(trades=n, long=round(counts.get("long", 0.0)), short=round(counts.get("short", 0.0)),
+                        take_profits=tp, stops=sl, hit_rate=tp / (tp + sl) if tp + sl else None,
+                        break_even_hit_rate=break_even_hit_rate(cost_pct, target_pct(key.target)),
+                        total_net_pct=counts["net"], mean_net_pct=counts["net"] / n if n else None,
+                        max_drawdown_pct=max_drawdown(cumulative),
+                        curve=tuple(zip(times, cumulative.tolist(), strict=True)))

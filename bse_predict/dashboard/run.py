@@ -89,14 +89,14 @@ def redis_reads(settings: Settings) -> tuple[aioredis.Redis, RedisReads]:
 
 async def serve(settings: Settings, host: str, port: int, loglevel: str) -> None:
     check_binding(settings, host)
-    board = Board(settings.dashboard)
+    board = Board(settings.dashboard, settings.signals.round_trip_cost_pct)
     changed = asyncio.Condition()
     feed = Feed(settings, board, changed)
     client, reads = redis_reads(settings)
     explanations = OnDemandExplanations(reads.candles, Explainer(settings.models_dir, settings.model_signing_secret),
                                         EXPLAIN_TIMEOUT_S)
     app = build_app(board, changed, reads.control, reads.scores, explanations.explain, settings.dashboard.token,
-                    read_challenger=reads.challenger, round_trip_cost_pct=settings.signals.round_trip_cost_pct)
+                    reads.challenger)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=loglevel.lower(), access_log=False,
                                            lifespan="off"))
     feeding = asyncio.create_task(feed.run())

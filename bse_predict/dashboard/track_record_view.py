@@ -11,7 +11,6 @@ from typing import Any
 
 from bse_predict.dashboard.board import Board
 from bse_predict.dashboard.charts import equity_chart, reliability_dots
-from bse_predict.dashboard.equity import series_equity
 from bse_predict.dashboard.periods import Period, shown_periods
 from bse_predict.dashboard.track_record import BINS
 from bse_predict.dashboard.views import utc_text
@@ -22,20 +21,20 @@ RELIABILITY_SIZE = 220
 EQUITY_WIDTH, EQUITY_HEIGHT = 440, 160
 
 
-def section(board: Board, period: Period, cost_pct: float) -> dict[str, Any]:
-    """The track record section's values for ``period``, trades charged ``cost_pct`` per round trip."""
+def section(board: Board, period: Period) -> dict[str, Any]:
+    """The track record section's values for ``period``."""
     track = board.track_record
     start_ms, end_ms = track.span_ms(period.hours)
     records = track.records(period.hours)
-    equity = series_equity(board.symbols.values(), start_ms, end_ms, cost_pct)
+    equity = board.equity.series(start_ms, end_ms)
     return {
         "period": period.name, "periods": shown_periods(track.keep_hours),
         "span": None if start_ms is None or end_ms is None else (utc_text(start_ms), utc_text(end_ms)),
-        "lookback_hours": board.config.lookback_hours, "history_hours": board.config.history_hours,
-        "cost_pct": cost_pct, "bins": BINS, "reliability_size": RELIABILITY_SIZE,
+        "lookback_hours": board.config.lookback_hours,
+        "cost_pct": board.equity.cost_pct, "bins": BINS, "reliability_size": RELIABILITY_SIZE,
         "equity_size": (EQUITY_WIDTH, EQUITY_HEIGHT),
         "records": records,
         "reliability": {key: reliability_dots(r.calibration, BINS, RELIABILITY_SIZE) for key, r in records.items()},
-        "equity": equity,
+        "equity": equity, "waiting": board.waiting_trades(start_ms, end_ms),
         "equity_charts": {key: equity_chart(e.curve, EQUITY_WIDTH, EQUITY_HEIGHT) for key, e in equity.items()},
     }

@@ -93,14 +93,13 @@ class _Pages:
     """The route handlers over one board, its change signal, the Redis reads and the explainer."""
 
     def __init__(self, board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-                 explain: Explain, read_challenger: ReadChallenger, round_trip_cost_pct: float) -> None:
+                 explain: Explain, read_challenger: ReadChallenger) -> None:
         self._board = board
         self._changed = changed
         self._read_control = read_control
         self._read_scores = read_scores
         self._explain = explain
         self._read_challenger = read_challenger
-        self._cost_pct = round_trip_cost_pct
         self._templates = Jinja2Templates(directory=HERE / "templates")
         self._templates.env.filters["utc"] = views.utc_text
         self._sections: dict[str, tuple[str, Callable[[Request], Context]]] = {
@@ -135,7 +134,7 @@ class _Pages:
 
     async def _track_record_section(self, period: Period) -> dict[str, Any]:
         scores, scores_error = await _or_unavailable(self._read_scores)
-        return {**track_record_view.section(self._board, period, self._cost_pct),
+        return {**track_record_view.section(self._board, period),
                 "live_scores": sorted((scores or {}).items()), "scores_error": scores_error,
                 "challenger": await self._challenger()}
 
@@ -220,11 +219,8 @@ class _Pages:
 
 
 def build_app(board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-              explain: Explain, token: SecretStr | None, *, read_challenger: ReadChallenger,
-              round_trip_cost_pct: float) -> Starlette:
-    """The routes over the board; ``round_trip_cost_pct`` (``signals.round_trip_cost_pct``, the backtest's
-    cost) is charged on each trade of the track record's equity."""
-    pages = _Pages(board, changed, read_control, read_scores, explain, read_challenger, round_trip_cost_pct)
+              explain: Explain, token: SecretStr | None, read_challenger: ReadChallenger) -> Starlette:
+    pages = _Pages(board, changed, read_control, read_scores, explain, read_challenger)
     routes = [
         Route("/", pages.markets), Route("/updates", pages.market_updates), Route("/updates/{page}", pages.section_updates),
         Route("/symbol/{symbol}", pages.symbol), Route("/symbol/{symbol}/call/{open_time:int}", pages.call),

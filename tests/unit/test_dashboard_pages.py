@@ -17,7 +17,6 @@ from configs.settings import load_settings
 from bse_predict.candles.schema import Candle, ModelRef, Prediction
 from bse_predict.control.state_machine import ControlState
 from bse_predict.dashboard.board import Board
-from bse_predict.dashboard.equity import series_equity
 from bse_predict.dashboard.errors import SourceUnavailable
 from bse_predict.dashboard.explanations import OnDemandExplanations
 from bse_predict.dashboard.run import redis_reads
@@ -36,7 +35,7 @@ COST_PCT = 0.14
 
 
 def filled_board() -> Board:
-    board = Board(load_settings().dashboard)
+    board = Board(load_settings().dashboard, COST_PCT)
     board.add_prediction(CALL)
     board.add_outcome(outcome(CALL, "2%", "up"))
     board.add_control_event({"status": "refused", "command": "promote", "reason": "unknown version v9"})
@@ -63,7 +62,7 @@ async def hand_made_explanation(call: Prediction, target: str) -> Explanation:
 
 def test_a_call_lists_every_feature_or_says_why_there_is_none() -> None:
     web = TestClient(build_app(filled_board(), asyncio.Condition(), no_control, no_scores, hand_made_explanation,
-                               None, read_challenger=no_challenger, round_trip_cost_pct=COST_PCT))
+                               None, read_challenger=no_challenger))
     page = web.get(f"/symbol/BTCUSDT/call/{CALL.open_time}?target=2%25")
     assert page.status_code == 200
     assert re.findall(r'data-name="([^"]+)"', page.text) == [
@@ -84,7 +83,7 @@ def test_with_redis_down_the_pages_show_the_rest_and_say_what_is_missing(tmp_pat
     client, reads = redis_reads(settings)
     explanations = OnDemandExplanations(reads.candles, Explainer(tmp_path), 5.0)
     app = build_app(filled_board(), asyncio.Condition(), reads.control, reads.scores, explanations.explain, None,
-                    read_challenger=reads.challenger, round_trip_cost_pct=COST_PCT)
+                    read_challenger=reads.challenger)
     with TestClient(app) as web:
         operations = web.get("/operations")
         assert operations.status_code == 200 and 'id="control-state-unavailable"' in operations.text
@@ -108,7 +107,7 @@ def test_with_redis_down_the_pages_show_the_rest_and_say_what_is_missing(tmp_pat
 
 def _record_board() -> Board:
     """48 hours of BTCUSDT: candles, calls (LONG on every target) and each 2% call's outcome."""
-    board = Board(load_settings().dashboard)
+    board = Board(load_settings().dashboard, COST_PCT)
     for hour in range(48):
         call = prediction("BTCUSDT", hour)
         board.add_candle(Candle(symbol="BTCUSDT", timeframe="1h", open_time=call.open_time, open=call.close,
@@ -130,7 +129,7 @@ def test_the_track_record_shows_the_period_reliability_equity_and_the_challenger
         return (standing("v1", "v2", False, evidence, "challenger_better", 0.05, 5.0, 20_000),)
 
     web = TestClient(build_app(board, asyncio.Condition(), control, no_scores, hand_made_explanation, None,
-                               read_challenger=challenger, round_trip_cost_pct=COST_PCT))
+                               read_challenger=challenger))
     page = web.get("/track-record?period=24h")
     assert page.status_code == 200
     assert 'data-updates="/updates/track-record?period=24h"' in page.text  # the live section keeps the period
@@ -143,17 +142,17 @@ def test_the_track_record_shows_the_period_reliability_equity_and_the_challenger
     figure = page.text.split('id="reliability"')[1].split("</div>")[0]
     (calibration,) = [r.calibration for r in board.track_record.records(24).values()]
     assert figure.count("<circle") == len(calibration) > 0
-    equity = series_equity(board.symbols.values(), *board.track_record.span_ms(24), COST_PCT)
-    (key,) = equity
+    (equity,) = board.equity.series(*board.track_record.span_ms(24)).values()
     row = re.search(r'<tr data-version="v1" data-variant="control" data-target="2%" data-trades="(\d+)" '
                     r'data-total="([^"]+)">', page.text)
-    assert row is not None and int(row[1]) == equity[key].stats.trades == 24
+    # The calls of hours 44 to 47 wait for the candle 4 h later that priced their outcome (not on the board).
+    assert row is not None and int(row[1]) == equity.trades == 20
+    assert board.waiting_trades(*board.track_record.span_ms(24)) == {("v1", "control", "2%"): 4}
+    assert re.search(r'%</td><td class="num">4</td>\s*<td><svg class="equity"', page.text)  # the waiting column
     # LONG on every call; "up" touched in the candle 4 h later, which opened at 104 + h, past the barrier
-    # 1.02 (100 + h): filled at that open, or at the barrier (+2 %) when that candle (hour 48 on) is not on the
-    # board; "down" at the barrier, -2 %
-    by_hand = sum(-2.0 if h % 3 == 1 else 2.0 if h >= 44 else (104 + h) / (100 + h) * 100 - 100
-                  for h in range(24, 48)) - 24 * COST_PCT
-    assert float(row[2]) == equity[key].stats.total_net_pct == pytest.approx(by_hand, rel=1e-12)
+    # 1.02 (100 + h): filled at that open; "down" at the barrier, -2 %
+    by_hand = sum(-2.0 if h % 3 == 1 else (104 + h) / (100 + h) * 100 - 100 for h in range(24, 44)) - 20 * COST_PCT
+    assert float(row[2]) == equity.total_net_pct == pytest.approx(by_hand, rel=1e-12)
     assert "<polyline" in page.text
     test = page.text.split('id="challenger-test"')[1]
     better, worse = e_values(evidence)
@@ -172,6 +171,6 @@ def test_without_a_shadow_there_is_no_challenger_to_show() -> None:
         raise AssertionError("not read without a shadow")
 
     web = TestClient(build_app(filled_board(), asyncio.Condition(), control, no_scores, hand_made_explanation, None,
-                               read_challenger=challenger, round_trip_cost_pct=COST_PCT))
+                               read_challenger=challenger))
     page = web.get("/track-record")
     assert 'id="no-challenger"' in page.text and "v1 is live and no version is the shadow" in page.text

@@ -127,4 +127,6 @@ def test_the_equity_chart_starts_at_zero_and_spans_its_range() -> None:
     points = [tuple(map(float, p.split(","))) for p in chart.points.split()]
     assert points[0] == (PAD, chart.zero_y) and points[-1] == (100 - PAD, PAD)
     assert equity_chart([], 100, 60) is None
+    same_exit = equity_chart([(10, 1.0), (20, 5.0), (20, -2.0), (30, 3.0)], 100, 60)  # trades closing together
+    assert same_exit is not None and len(same_exit.points.split()) == 4 and same_exit.high == 3.0
     assert len(equity_chart([(t, float(t)) for t in range(1000)], 100, 60).points.split()) <= 402
