@@ -26,8 +26,9 @@ from bse_predict.dashboard.board import Board
 from bse_predict.dashboard.errors import SourceUnavailable
 from bse_predict.dashboard.explanations import OnDemandExplanations, ReadCandles
 from bse_predict.dashboard.feed import Feed
-from bse_predict.dashboard.web import ReadControl, ReadScores, build_app
+from bse_predict.dashboard.web import ReadChallenger, ReadControl, ReadScores, build_app
 from bse_predict.explain.explainer import Explainer
+from bse_predict.monitoring.challenger_store import RedisChallengerEvidence
 from bse_predict.monitoring.metrics import RedisLiveScores
 from bse_predict.stream.window_store import RedisWindowStore
 
@@ -53,6 +54,7 @@ class RedisReads(NamedTuple):
     control: ReadControl
     scores: ReadScores
     candles: ReadCandles
+    challenger: ReadChallenger
 
 
 def _guard_redis(read: Callable[P, Awaitable[T]], what: str, settings: Settings) -> Callable[P, Awaitable[T]]:
@@ -73,7 +75,7 @@ def _guard_redis(read: Callable[P, Awaitable[T]], what: str, settings: Settings)
 def redis_reads(settings: Settings) -> tuple[aioredis.Redis, RedisReads]:
     """One client whose calls fail within ``control.io_timeout_s``, not retried inside it (a page must not
     wait on a Redis that is down), and the reads on it: the control state, the live scores, the worker's
-    candle windows."""
+    candle windows, the challenger test's evidence."""
     timeout_s = settings.control.io_timeout_s
     client = connect_redis(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                            retry=Retry(NoBackoff(), 0))
@@ -81,18 +83,20 @@ def redis_reads(settings: Settings) -> tuple[aioredis.Redis, RedisReads]:
     return client, RedisReads(
         _guard_redis(RedisControlStore(client, key_prefix=settings.topic_prefix).read, "control state", settings),
         _guard_redis(RedisLiveScores(client, settings).read, "live scores", settings),
-        _guard_redis(windows.closed_candles, "candle window", settings))
+        _guard_redis(windows.closed_candles, "candle window", settings),
+        _guard_redis(RedisChallengerEvidence(client, settings).read, "challenger evidence", settings))
 
 
 async def serve(settings: Settings, host: str, port: int, loglevel: str) -> None:
     check_binding(settings, host)
-    board = Board(settings.dashboard)
+    board = Board(settings.dashboard, settings.signals.round_trip_cost_pct)
     changed = asyncio.Condition()
     feed = Feed(settings, board, changed)
     client, reads = redis_reads(settings)
     explanations = OnDemandExplanations(reads.candles, Explainer(settings.models_dir, settings.model_signing_secret),
                                         EXPLAIN_TIMEOUT_S)
-    app = build_app(board, changed, reads.control, reads.scores, explanations.explain, settings.dashboard.token)
+    app = build_app(board, changed, reads.control, reads.scores, explanations.explain, settings.dashboard.token,
+                    reads.challenger)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=loglevel.lower(), access_log=False,
                                            lifespan="off"))
     feeding = asyncio.create_task(feed.run())

@@ -15,6 +15,7 @@ from bse_predict.dashboard.track_record import SeriesKey
 
 HOUR_MS = 3_600_000
 T0 = 1_735_689_600_000
+COST_PCT = 0.14
 
 
 def prediction(symbol: str, hour: int, p_up: float = 0.5, p_down: float = 0.3, version: str = "v1") -> Prediction:
@@ -36,7 +37,7 @@ def outcome(call: Prediction, target: str, result: str, stream: str = "live") ->
 
 
 def test_the_newest_call_wins_also_when_an_older_one_arrives_late() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     board.add_prediction(prediction("BTCUSDT", 2, p_up=0.6))
     board.add_prediction(prediction("BTCUSDT", 1, p_up=0.2))
     state = board.symbols["BTCUSDT"]
@@ -47,7 +48,7 @@ def test_the_newest_call_wins_also_when_an_older_one_arrives_late() -> None:
 
 
 def test_a_replayed_prediction_keeps_the_first_and_its_outcome() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     call = prediction("ETHUSDT", 0)
     board.add_prediction(call)
     board.add_outcome(outcome(call, "2%", "up"))
@@ -58,7 +59,7 @@ def test_a_replayed_prediction_keeps_the_first_and_its_outcome() -> None:
 
 def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
     config = DashboardConfig(history_hours=5, chart_extra_hours=2, max_symbols=3, recent_events=4)
-    board = Board(config)
+    board = Board(config, COST_PCT)
     for hour in range(20):
         board.add_prediction(prediction("BTCUSDT", hour))
         board.add_candle(Candle(symbol="BTCUSDT", timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=2.0,
@@ -82,7 +83,7 @@ def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
 
 def test_an_outcome_read_before_its_call_is_joined_when_the_call_comes() -> None:
     config = DashboardConfig(history_hours=3)
-    board = Board(config)
+    board = Board(config, COST_PCT)
     calls = [prediction("BTCUSDT", hour) for hour in range(6)]
     board.add_outcome(outcome(calls[0], "2%", "up"))
     board.add_outcome(outcome(calls[0], "5%", "none"))
@@ -101,7 +102,7 @@ def test_an_outcome_read_before_its_call_is_joined_when_the_call_comes() -> None
 
 
 def test_the_chart_keeps_closed_candles_only() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
 
     def candle(symbol: str, hour: int, close: float, closed: bool) -> Candle:
         return Candle(symbol=symbol, timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=9.0, low=0.5,
@@ -118,7 +119,7 @@ def test_the_chart_keeps_closed_candles_only() -> None:
 
 
 def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     first, second = prediction("SOLUSDT", 0), prediction("SOLUSDT", 1)
     board.add_prediction(first)
     board.add_prediction(second)
@@ -134,12 +135,12 @@ def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
     assert calls[0].outcomes["1%"].outcome == "down" and calls[0].outcomes.keys() == {"1%"}
     assert calls[1].outcomes == {}
     records = board.track_record.records()
-    assert records[SeriesKey("v1", "1%", "live")].count == 1 and records[SeriesKey("v1", "1%", "shadow")].count == 1
+    assert records[SeriesKey("v1", "control", "1%", "live")].count == 1 and records[SeriesKey("v1", "control", "1%", "shadow")].count == 1
 
 
 def test_the_track_record_equals_the_formulas_on_the_same_messages() -> None:
     rng = random.Random(7)
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     messages = []
     for hour in range(300):
         p_up = rng.uniform(0.05, 0.9)
