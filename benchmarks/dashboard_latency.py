@@ -177,7 +177,7 @@ def main() -> None:
     symbols = _symbols(series, args.symbols, config.history_hours + config.chart_extra_hours)
 
     tracemalloc.start()
-    board = Board(config)
+    board = Board(config, settings.signals.round_trip_cost_pct)
     filled_at = time.perf_counter()
     outcomes = fill(board, settings, symbols, args.seed)
     fill_s = time.perf_counter() - filled_at
@@ -192,13 +192,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as empty_models:
         explanations = OnDemandExplanations(reads.candles, Explainer(Path(empty_models)), 10.0)
         app = build_app(board, asyncio.Condition(), reads.control, reads.scores, explanations.explain,
-                        SecretStr(TOKEN))
+                        SecretStr(TOKEN), reads.challenger)
         server, port = _serve(app)
         symbol = next(iter(symbols))
         call_ms = board.symbols[symbol].calls[-1].prediction.open_time
         pages = {"markets": "/", "symbol": f"/symbol/{symbol}?target=2%25",
                  "call": f"/symbol/{symbol}/call/{call_ms}?target=2%25", "operations": "/operations",
-                 "track_record": "/track-record"}
+                 "track_record": "/track-record", "track_record_24h": "/track-record?period=24h"}
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
             timings = {name: _time(client, path, args.requests, args.warmup) for name, path in pages.items()}

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from configs.base import FrozenBlock
 
 __all__ = ["PURGE_THE_HORIZON", "TargetThresholds", "SignalThresholds", "BacktestConfig", "FamilyConfig",
-           "ModelConfig", "TrainingConfig", "fill_the_horizon", "find_purge_rows"]
+           "ModelConfig", "ServableGateConfig", "TrainingConfig", "fill_the_horizon", "find_purge_rows"]
 
 PURGE_THE_HORIZON = "horizon"
 """``purge_rows: horizon`` in a family's params: replaced at load by ``market.horizon_candles``."""
@@ -76,10 +76,23 @@ class ModelConfig(FrozenBlock):
         return params
 
 
+class ServableGateConfig(FrozenBlock):
+    """When training refuses to mark a model servable: its holdout log loss minus climatology's, per row,
+    has a paired block-bootstrap interval wholly above 0 (significantly worse than knowing nothing)."""
+
+    enabled: bool = True
+    block_days: int | None = Field(None, ge=1)
+    """Days per bootstrap block; ``None``: the label horizon rounded up to whole days."""
+    confidence_level: float = Field(0.95, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(1000, ge=100)
+    seed: int = 0
+
+
 class TrainingConfig(FrozenBlock):
     max_rows_per_symbol: int | None = None
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     validation_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    servable_gate: ServableGateConfig = ServableGateConfig()
 
 
 def fill_the_horizon(node: Any, horizon_candles: int) -> Any:

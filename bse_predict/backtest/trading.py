@@ -30,7 +30,8 @@ from bse_predict.candles.schema import Prediction
 from bse_predict.serving.signals import target_pct
 
 __all__ = ["Trade", "TradeStats", "simulate_brackets", "trade_stats", "daily_pnl", "equity_curve",
-           "side_of", "trades_from_predictions", "DAY_MS"]
+           "side_of", "exit_reason", "touch_exit_price", "trade_return_pct", "break_even_hit_rate", "max_drawdown",
+           "trades_from_predictions", "DAY_MS"]
 
 DAY_MS = 86_400_000
 _LONG = {"STRONG_BUY", "LONG"}
@@ -40,6 +41,29 @@ _SHORT = {"STRONG_SELL", "SHORT"}
 def side_of(signal: str) -> int:
     """+1 long, −1 short, 0 no trade."""
     return 1 if signal in _LONG else -1 if signal in _SHORT else 0
+
+
+def touch_exit_price(label: int, entry: float, frac: float, touch_open: float) -> float:
+    """Where a ±``frac`` bracket on ``entry`` exits when the first-touch ``label`` (UP or DOWN) says a
+    barrier was touched: at that barrier, or at the open of the candle that touched it (``touch_open``)
+    when that candle opened beyond it (a gap is not a fill at the barrier)."""
+    barrier = entry * (1 + frac) if label == UP else entry * (1 - frac)
+    beyond = touch_open >= barrier if label == UP else touch_open <= barrier
+    return touch_open if beyond else barrier
+
+
+def exit_reason(label: int, side: int) -> str:
+    """take_profit (the touched barrier is the side's), stop (the other one), horizon (none), end_of_data."""
+    if label in (UP, DOWN):
+        return "take_profit" if (label == UP) == (side == 1) else "stop"
+    return "horizon" if label != UNKNOWN else "end_of_data"
+
+
+def trade_return_pct(side: int, entry: float, exit_price: float, cost_pct: float) -> tuple[float, float]:
+    """(gross, net) return in percent of the entry of a ``side`` (+1 long, −1 short) position from
+    ``entry`` to ``exit_price``; net is gross less the round trip cost ``cost_pct``."""
+    gross = side * (exit_price / entry - 1.0) * 100.0
+    return gross, gross - cost_pct
 
 
 @dataclass(frozen=True)
@@ -81,20 +105,14 @@ def simulate_brackets(symbol: str, target: str, bracket_pct: float, open_time_ms
         label = int(first_touch(np.array([entry]), future, valid, frac)[0])
         if label in (UP, DOWN):
             exit_row = row + int(time_to_touch(np.array([entry]), future, valid, frac)[0])
-            barrier = entry * (1 + frac) if label == UP else entry * (1 - frac)
-            gap_open = float(ohlcv[exit_row, 0])
-            beyond = gap_open >= barrier if label == UP else gap_open <= barrier
-            price = gap_open if beyond else barrier
-            won = (label == UP) == (side == 1)
-            reason = "take_profit" if won else "stop"
+            price = touch_exit_price(label, entry, frac, float(ohlcv[exit_row, 0]))
         else:
             exit_row = min(row + horizon_candles, n - 1)
             price = float(ohlcv[exit_row, 3])
-            reason = "horizon" if label != UNKNOWN else "end_of_data"
-        gross = side * (price / entry - 1.0) * 100.0
+        gross, net = trade_return_pct(int(side), entry, price, cost_pct)
         trades.append(Trade(symbol, target, int(side), int(open_time_ms[row]) + step_ms,
-                            int(open_time_ms[exit_row]) + step_ms, entry, price, reason, gross, gross - cost_pct,
-                            (exit_row - row) * step_ms / 3_600_000))
+                            int(open_time_ms[exit_row]) + step_ms, entry, price, exit_reason(label, int(side)), gross,
+                            net, (exit_row - row) * step_ms / 3_600_000))
         open_until.append(exit_row)
     return trades
 
@@ -137,7 +155,14 @@ def equity_curve(trades: Sequence[Trade]) -> tuple[np.ndarray, np.ndarray]:
             np.cumsum([t.net_pct for t in ordered]) if ordered else np.zeros(0))
 
 
-def _max_drawdown(cumulative: np.ndarray) -> float:
+def break_even_hit_rate(cost_pct: float, bracket_pct: float) -> float:
+    """The hit rate (take profits over take profits and stops) at which a ±``bracket_pct`` bracket paying
+    ``cost_pct`` a round trip breaks even: 0.5 + cost / 2X."""
+    return 0.5 + cost_pct / (2.0 * bracket_pct)
+
+
+def max_drawdown(cumulative: np.ndarray) -> float:
+    """The largest fall of a cumulative net return (percent) from its running peak, starting from 0."""
     if not len(cumulative):
         return 0.0
     peak = np.maximum.accumulate(np.r_[0.0, cumulative])
@@ -160,13 +185,13 @@ def trade_stats(trades: Sequence[Trade], bracket_pct: float, cost_pct: float, st
         trades=len(trades), long=sum(t.side == 1 for t in trades), short=sum(t.side == -1 for t in trades),
         take_profits=tp, stops=sl, horizon_exits=sum(t.exit_reason in ("horizon", "end_of_data") for t in trades),
         hit_rate=tp / (tp + sl) if tp + sl else None,
-        break_even_hit_rate=0.5 + cost_pct / (2.0 * bracket_pct),
+        break_even_hit_rate=break_even_hit_rate(cost_pct, bracket_pct),
         win_rate=float((net > 0).mean()) if len(net) else None,
         mean_net_pct=float(net.mean()) if len(net) else None,
         total_net_pct=float(net.sum()),
         exposure=float(sum(t.hours for t in trades) / symbol_hours) if symbol_hours > 0 else 0.0,
         sharpe_annual=sharpe, sharpe_se=se,
-        max_drawdown_pct=_max_drawdown(equity_curve(trades)[1]),
+        max_drawdown_pct=max_drawdown(equity_curve(trades)[1]),
     )
 
 

@@ -12,6 +12,7 @@ from bse_predict.cli.shared import (ConfigOption, DataOption, HorizonOption, Tar
                                     comma_separated, command_settings, console, errors, one_line_errors)
 
 if TYPE_CHECKING:
+    from configs.settings import Settings
     from bse_predict.evaluation.schema import EvaluationReport
 
 __all__ = ["backtest", "evaluate", "train"]
@@ -38,6 +39,26 @@ def train(
     series = read_candle_files(data, settings.market.timeframe)
     folder = train_version(series, settings, version)
     console.print(f"version {version} written to {folder}")
+    _print_servable(folder, settings)
+
+
+def _print_servable(folder: Path, settings: Settings) -> None:
+    """The served model's servable verdict per target, then every entry training refused to mark servable."""
+    from bse_predict.serving.manifest import load_manifest
+    from bse_predict.training.servable_gate import describe, refused
+
+    manifest = load_manifest(folder, settings.model_signing_secret)
+    for entry in manifest.models:
+        if entry.name == manifest.served_model:
+            console.print(describe(entry), markup=False, highlight=False)
+    bad = refused(manifest.models)
+    if not bad:
+        console.print("every model is servable: none is significantly worse than climatology on the holdout")
+        return
+    console.print(f"[bold red]{len(bad)} of {len(manifest.models)} models are NOT SERVABLE[/] (significantly "
+                  f"worse than climatology on the holdout; marked in {folder.name}/manifest.json):")
+    for entry in bad:
+        console.print(f"  {describe(entry)}", markup=False, highlight=False)
 
 
 @one_line_errors

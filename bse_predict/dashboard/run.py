@@ -1,10 +1,11 @@
 """``bse-predict dashboard``: the board, the feed that fills it, the pages, one uvicorn server.
 
 The composition root of the dashboard: it wires the Redis reads (the control state, the live scores,
-the worker's candle windows, the drift counts; read-only, on one client whose calls fail within
-``control.io_timeout_s``), the worker group's lag (Kafka, within the same timeout) and the on-demand
-explanations (the versions' native models in ``BSE_MODELS_DIR``) to the pages. Once the feed has read the
-lookback, the objects it left are frozen out of the garbage collector's way (:func:`freeze_after_lookback`).
+the worker's candle windows, the drift counts, the challenger test's evidence; read-only, on one client
+whose calls fail within ``control.io_timeout_s``), the worker group's lag (Kafka, within the same timeout)
+and the on-demand explanations (the versions' native models in ``BSE_MODELS_DIR``) to the pages. Once the
+feed has read the lookback, the objects it left are frozen out of the garbage collector's way
+(:func:`freeze_after_lookback`).
 Binding to an address other hosts can reach needs ``BSE_DASHBOARD_TOKEN``. uvicorn's access log is off: a
 ``?token=`` would be written to it."""
 
@@ -34,8 +35,9 @@ from bse_predict.dashboard.explanations import OnDemandExplanations, ReadCandles
 from bse_predict.dashboard.feed import Feed
 from bse_predict.dashboard.operations import OperationsSection
 from bse_predict.errors import ManifestError
-from bse_predict.dashboard.web import ReadControl, ReadScores, build_app
+from bse_predict.dashboard.web import ReadChallenger, ReadControl, ReadScores, build_app
 from bse_predict.explain.explainer import Explainer
+from bse_predict.monitoring.challenger_store import RedisChallengerEvidence
 from bse_predict.monitoring.drift_counts import DriftCounts
 from bse_predict.monitoring.metrics import RedisLiveScores
 from bse_predict.serving.manifest import newest_version
@@ -64,6 +66,7 @@ class RedisReads(NamedTuple):
     control: ReadControl
     scores: ReadScores
     candles: ReadCandles
+    challenger: ReadChallenger
 
 
 def _guard_redis(read: Callable[P, Awaitable[T]], what: str, settings: Settings) -> Callable[P, Awaitable[T]]:
@@ -84,7 +87,7 @@ def _guard_redis(read: Callable[P, Awaitable[T]], what: str, settings: Settings)
 def redis_reads(settings: Settings) -> tuple[aioredis.Redis, RedisReads]:
     """One client whose calls fail within ``control.io_timeout_s``, not retried inside it (a page must not
     wait on a Redis that is down), and the reads on it: the control state, the live scores, the worker's
-    candle windows."""
+    candle windows, the challenger test's evidence."""
     timeout_s = settings.control.io_timeout_s
     client = connect_redis(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                            retry=Retry(NoBackoff(), 0))
@@ -92,7 +95,8 @@ def redis_reads(settings: Settings) -> tuple[aioredis.Redis, RedisReads]:
     return client, RedisReads(
         _guard_redis(RedisControlStore(client, key_prefix=settings.topic_prefix).read, "control state", settings),
         _guard_redis(RedisLiveScores(client, settings).read, "live scores", settings),
-        _guard_redis(windows.closed_candles, "candle window", settings))
+        _guard_redis(windows.closed_candles, "candle window", settings),
+        _guard_redis(RedisChallengerEvidence(client, settings).read, "challenger evidence", settings))
 
 
 def _newest_version(models_dir: Path) -> str | None:
@@ -129,7 +133,7 @@ async def freeze_after_lookback(caught_up: asyncio.Event) -> None:
 
 async def serve(settings: Settings, host: str, port: int, loglevel: str) -> None:
     check_binding(settings, host)
-    board = Board(settings.dashboard)
+    board = Board(settings.dashboard, settings.signals.round_trip_cost_pct)
     changed = asyncio.Condition()
     feed = Feed(settings, board, changed)
     client, reads = redis_reads(settings)
@@ -137,7 +141,7 @@ async def serve(settings: Settings, host: str, port: int, loglevel: str) -> None
                                         EXPLAIN_TIMEOUT_S)
     operations, lag = operations_section(settings, client)
     app = build_app(board, changed, reads.control, reads.scores, explanations.explain, settings.dashboard.token,
-                    operations=operations)
+                    reads.challenger, operations=operations)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=loglevel.lower(), access_log=False,
                                            lifespan="off"))
     feeding = asyncio.create_task(feed.run())

@@ -1,6 +1,6 @@
 """The dashboard's pages (Starlette, rendered server-side with Jinja2) and their live updates
-(server-sent events). Read-only: every route is a GET. The control state, the live scores, a call's
-explanation and the operations page's breakers, lag and drift
+(server-sent events). Read-only: every route is a GET. The control state, the live scores, the
+challenger test's evidence, a call's explanation and the operations page's breakers, lag and drift
 (:class:`~bse_predict.dashboard.operations.OperationsSection`) come through what it is given, so this module
 wires no Redis or Kafka client itself; when one of them raises
 :class:`~bse_predict.dashboard.errors.SourceUnavailable` its section says so and the rest of the page is shown."""
@@ -26,16 +26,18 @@ from starlette.templating import Jinja2Templates
 
 from bse_predict.candles.schema import Prediction
 from bse_predict.control.state_machine import ControlState
-from bse_predict.dashboard import views
+from bse_predict.dashboard import track_record_view, views
 from bse_predict.dashboard.access import TokenGate
 from bse_predict.dashboard.board import Board
 from bse_predict.dashboard.errors import SourceUnavailable
 from bse_predict.dashboard.operations import OperationsSection
+from bse_predict.dashboard.periods import Period, parse_period
 from bse_predict.explain.errors import ExplainError
 from bse_predict.explain.explanation import Explanation
+from bse_predict.monitoring.challenger_evidence import ChallengerStanding
 from bse_predict.monitoring.live_scores import LiveScores
 
-__all__ = ["build_app", "board_changes", "symbol_events"]
+__all__ = ["build_app", "board_changes", "symbol_events", "ReadChallenger"]
 
 HERE = Path(__file__).parent
 KEEP_ALIVE_S = 15.0
@@ -45,6 +47,8 @@ T = TypeVar("T")
 ReadControl = Callable[[], Awaitable[ControlState | None]]
 ReadScores = Callable[[], Awaitable[dict[tuple[tuple[str, str, str, str], int], LiveScores]]]
 Explain = Callable[[Prediction, str], Awaitable[Explanation]]
+ReadChallenger = Callable[[str, str], Awaitable[tuple[ChallengerStanding, ...]]]
+Context = Callable[[], Awaitable[dict[str, Any]]]
 
 
 async def board_changes(board: Board, changed: asyncio.Condition, since: int) -> AsyncIterator[int | None]:
@@ -109,17 +113,20 @@ class _Pages:
     """The route handlers over one board, its change signal, the Redis reads and the explainer."""
 
     def __init__(self, board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-                 explain: Explain, operations: OperationsSection | None = None) -> None:
+                 explain: Explain, read_challenger: ReadChallenger,
+                 operations: OperationsSection | None = None) -> None:
         self._board = board
         self._operations = operations
         self._changed = changed
         self._read_control = read_control
         self._read_scores = read_scores
         self._explain = explain
+        self._read_challenger = read_challenger
         self._templates = Jinja2Templates(directory=HERE / "templates")
         self._templates.env.filters["utc"] = views.utc_text
-        self._sections = {"operations": ("_operations.html", self._operations_section),
-                          "track-record": ("_track_record.html", self._track_record_section)}
+        self._sections: dict[str, tuple[str, Callable[[Request], Context]]] = {
+            "operations": ("_operations.html", lambda request: self._operations_section),
+            "track-record": ("_track_record.html", self._track_record_context)}
 
     def _page(self, request: Request, name: str, **context: Any) -> Response:
         return self._templates.TemplateResponse(request, name, {"targets": views.TARGETS_SHOWN, **context})
@@ -133,10 +140,28 @@ class _Pages:
                 "dead_letter_counts": views.dead_letter_counts(board), "dead_letters": list(board.dead_letters)[:20],
                 **more}
 
-    async def _track_record_section(self) -> dict[str, Any]:
+    def _track_record_context(self, request: Request) -> Context:
+        """The section of the request's ``?period=`` (checked now: 400 before a stream starts)."""
+        try:
+            period = parse_period(request.query_params.get("period", "all"), self._board.track_record.keep_hours)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return lambda: self._track_record_section(period)
+
+    async def _challenger(self) -> dict[str, Any]:
+        """The test of the live version against the shadow, or why it cannot be shown."""
+        state, error = await _or_unavailable(self._read_control)
+        live, shadow = (None, None) if state is None else (state.live, state.shadow)
+        if live is None or shadow is None:
+            return {"error": error, "live": live, "standings": None}
+        standings, error = await _or_unavailable(lambda: self._read_challenger(live, shadow))
+        return {"error": error, "live": live, "shadow": shadow, "standings": standings}
+
+    async def _track_record_section(self, period: Period) -> dict[str, Any]:
         scores, scores_error = await _or_unavailable(self._read_scores)
-        return {"records": self._board.track_record.records(), "live_scores": sorted((scores or {}).items()),
-                "scores_error": scores_error}
+        return {**track_record_view.section(self._board, period),
+                "live_scores": sorted((scores or {}).items()), "scores_error": scores_error,
+                "challenger": await self._challenger()}
 
     async def markets(self, request: Request) -> Response:
         return self._page(request, "markets.html", rows=views.market_rows(self._board), revision=self._board.revision)
@@ -166,7 +191,8 @@ class _Pages:
         if name not in self._sections:
             raise HTTPException(404, f"no live section {name!r}")
         since = _since(request, self._board)
-        template_name, context = self._sections[name]
+        template_name, bind = self._sections[name]
+        context = bind(request)
         template = self._templates.get_template(template_name)
 
         async def stream() -> AsyncIterator[bytes]:
@@ -224,13 +250,14 @@ class _Pages:
 
     async def track_record(self, request: Request) -> Response:
         return self._page(request, "track_record.html", revision=self._board.revision,
-                          **await self._track_record_section())
+                          **await self._track_record_context(request)())
 
 
 def build_app(board: Board, changed: asyncio.Condition, read_control: ReadControl, read_scores: ReadScores,
-              explain: Explain, token: SecretStr | None, operations: OperationsSection | None = None) -> Starlette:
+              explain: Explain, token: SecretStr | None, read_challenger: ReadChallenger,
+              operations: OperationsSection | None = None) -> Starlette:
     """The app; without ``operations`` the operations page leaves out the breakers, the lag and the drift."""
-    pages = _Pages(board, changed, read_control, read_scores, explain, operations)
+    pages = _Pages(board, changed, read_control, read_scores, explain, read_challenger, operations)
     routes = [
         Route("/", pages.markets), Route("/updates", pages.market_updates), Route("/updates/{page}", pages.section_updates),
         Route("/symbol/{symbol}", pages.symbol), Route("/symbol/{symbol}/call/{open_time:int}", pages.call),

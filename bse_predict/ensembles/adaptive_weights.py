@@ -4,7 +4,8 @@ Every live prediction of such an ensemble leaves its members' probabilities in
 Redis (one hash per version, field ``prediction id|target``, float64 bytes)
 until its outcome settles. Each settled outcome then moves that version's
 weight vector for the target by :func:`bse_predict.ensembles.combiners.hedge_update`, the
-arithmetic ``evaluate`` scores as ``ensemble_adaptive``: every member's weight
+arithmetic ``evaluate`` scores as ``ensemble_adaptive``: every member's weight (the climatology
+member's too, when the combination has one: its shares stand in for its answer)
 times exp(−rate · its log loss on the outcome), floored so that no member
 vanishes for good. Outcomes are applied in the predictions' open-time order.
 
@@ -36,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from configs.settings import Settings
-from bse_predict.ensembles.combiners import hedge_update
+from bse_predict.ensembles.combiners import hedge_update, with_climatology
 from bse_predict.ensembles.member_runner import ServedEnsemble, load_model_set
 from bse_predict.errors import ManifestError
 from bse_predict.serving.manifest import MANIFEST_NAME, CombinerRecord
@@ -167,7 +168,8 @@ class AdaptiveWeights:
                             continue
                         target = settlement.pending.target
                         combiner = self._combiners[version][target]
-                        probs = np.frombuffer(raw, dtype=np.float64).reshape(len(combiner.members), 3)
+                        probs = with_climatology(np.frombuffer(raw, dtype=np.float64).reshape(
+                            len(combiner.members), 1, 3), combiner.climatology)[:, 0]
                         start = weights.get(target, np.asarray(combiner.weights, np.float64))
                         weights[target] = hedge_update(start, probs, settlement.label, combiner.adaptive_rate,
                                                        combiner.weight_floor)

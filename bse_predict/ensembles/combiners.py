@@ -7,11 +7,18 @@ failed member, or a member that raised, filled with NaN by the caller) is
 renormalised, and the row is marked ``degraded``. The ONNX graph of
 :mod:`bse_predict.ensembles.graph` computes the same numbers in float32.
 
+The climatology member: a spec with ``climatology`` (the class shares of the
+ensemble's training rows) mixes in one more member that answers those shares
+for every row (:func:`with_climatology`, appended last). Its weight is fitted
+like any member's, so the mixture shrinks toward knowing nothing as far as the
+members earn no better; it never fails. Stacking does not use it (its intercept
+is the prior).
+
 Strategies:
 
-- ``weighted``: one weight per member, ``w = floor + (1 - M·floor) · softmax(θ)``
-  with θ minimising the log loss of Σ w_i P_i on out-of-fold rows: the floor
-  keeps every member in.
+- ``weighted``: one weight per member (and the climatology), on the simplex,
+  minimising the out-of-fold log loss of Σ w_i P_i with a penalty toward equal
+  weights (:mod:`bse_predict.ensembles.weight_fit`): a member may get 0.
 - ``dynamic``: per row, w_i · c_i^power with c_i the member's confidence
   max(p_up, p_down) / (p_up + p_down) (:func:`bse_predict.scoring.probabilities.confidence`);
   the power is chosen on out-of-fold log loss (0 is the weighted ensemble).
@@ -20,15 +27,18 @@ Strategies:
   few rows take the global weights.
 - ``stacking``: multinomial logistic regression on the members' log
   probabilities (a failed member's are replaced by its mean out-of-fold
-  log probabilities).
+  log probabilities); its L2 strength is chosen on inner folds and it is
+  dropped for the weighted mixture when it loses there
+  (:mod:`bse_predict.ensembles.stacking_choice`).
 - adaptive re-weighting (:func:`hedge_update`, :func:`adaptive_predictions`):
-  multiplicative weights on each member's log loss as outcomes arrive, with
-  the same floor, for a live or replayed sequence.
+  multiplicative weights on each member's log loss as outcomes arrive,
+  floored so that no member vanishes for good, for a live or replayed sequence.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +53,7 @@ __all__ = [
     "combine",
     "row_weights",
     "failed_rows",
-    "floor_weights",
-    "fit_weights",
+    "with_climatology",
     "weighted_average",
     "dynamic_weights",
     "regime_weights",
@@ -63,35 +72,18 @@ def failed_rows(probs: np.ndarray) -> np.ndarray:
     return ~np.isfinite(probs).all(axis=2)
 
 
-def floor_weights(raw: np.ndarray, floor: float) -> np.ndarray:
-    """Weights summing to 1 (``raw`` does) with every one at least ``floor``."""
-    m = raw.shape[-1]
-    if not 0.0 <= floor * m < 1.0:
-        raise ValueError(f"weight floor {floor} leaves nothing to fit for {m} members")
-    return floor + (1.0 - m * floor) * raw
+def with_climatology(probs: np.ndarray, climatology: np.ndarray | Sequence[float] | None) -> np.ndarray:
+    """``probs`` [M, n, 3] with the climatology member appended as member M (its shares on every
+    row); ``probs`` itself when there is none."""
+    if climatology is None:
+        return probs
+    constant = np.broadcast_to(np.asarray(climatology, dtype=np.float64), (1, probs.shape[1], 3))
+    return np.concatenate([probs, constant], axis=0)
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
     """Mean :func:`~bse_predict.scoring.probabilities.row_log_loss` of rows ``p`` [n, 3] against ``y``."""
     return float(np.mean(row_log_loss(p, y)))
-
-
-def fit_weights(probs: np.ndarray, y: np.ndarray, floor: float) -> np.ndarray:
-    """Static weights minimising the log loss of the weighted average on ``probs`` [M, n, 3]."""
-    from scipy.optimize import minimize
-    from scipy.special import softmax
-
-    m = probs.shape[0]
-    if m == 1 or len(y) == 0:
-        return np.full(m, 1.0 / m)
-    picked = np.nan_to_num(probs[:, np.arange(len(y)), y], nan=0.0)  # [M, n]: each member's p of the outcome
-
-    def loss(theta: np.ndarray) -> float:
-        w = floor_weights(softmax(theta), floor)
-        return float(np.mean(outcome_log_loss(w @ picked)))
-
-    result = minimize(loss, np.zeros(m), method="L-BFGS-B")
-    return floor_weights(softmax(result.x), floor)
 
 
 def weighted_average(probs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,25 +157,29 @@ class CombinerSpec:
     fitted numbers. The ONNX graph (:mod:`bse_predict.ensembles.graph`) and :func:`combine` read it."""
 
     strategy: str
-    weights: np.ndarray  # [M]
+    weights: np.ndarray  # [M], or [M + 1] with the climatology member last
     power: float = 0.0
-    by_regime: np.ndarray | None = None  # [K, M]
+    by_regime: np.ndarray | None = None  # [K, M] (or [K, M + 1])
     stacking: StackingCombiner | None = None
+    climatology: np.ndarray | None = None  # [3]: the climatology member's shares
 
 
 def combine(spec: CombinerSpec, probs: np.ndarray, regime_probabilities: np.ndarray | None = None,
             weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n]) by ``spec``;
-    ``weights`` replaces the fitted weight vector (live adaptive weights, weighted strategy)."""
+    """Member probabilities [M, n, 3] -> (probabilities [n, 3], degraded [n]) by ``spec`` (its
+    climatology member added here); ``weights`` replaces the fitted weight vector (live adaptive
+    weights, weighted strategy)."""
     if spec.strategy == "stacking" and spec.stacking is not None:
         return stacking_predict(probs, spec.stacking)
-    return weighted_average(probs, row_weights(spec, probs, regime_probabilities, weights))
+    rows = with_climatology(probs, spec.climatology)
+    return weighted_average(rows, row_weights(spec, rows, regime_probabilities, weights))
 
 
 def row_weights(spec: CombinerSpec, probs: np.ndarray, regime_probabilities: np.ndarray | None = None,
                 weights: np.ndarray | None = None) -> np.ndarray:
     """The member weights of each row [n, M] (before failed members are dropped) of a strategy that
-    averages its members (all but stacking), as :func:`combine` takes them."""
+    averages its members (all but stacking), as :func:`combine` takes them; ``probs`` with the
+    climatology member already added (:func:`with_climatology`)."""
     base = spec.weights if weights is None else weights
     if spec.strategy == "weighted":
         return np.broadcast_to(base, (probs.shape[1], probs.shape[0]))

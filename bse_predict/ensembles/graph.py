@@ -4,7 +4,9 @@ Each member graph is copied in under a prefix (``m0/``, ``m1/`` …) and reads t
 shared inputs (``features``, ``sequence``) through an Identity. The combiner
 is built from plain ONNX operators and computes what :mod:`bse_predict.ensembles.combiners`
 computes: a member row with a NaN is dropped (``IsNaN`` → ``Where``), the others
-are renormalised, and the extra output ``degraded`` bool[B] says so. With a
+are renormalised, and the extra output ``degraded`` bool[B] says so. A spec
+with a climatology member adds it as one more member, last: a constant [1, 3]
+expanded to the batch (never NaN). With a
 regime member, its ``regime_probabilities`` pass through as an output and the
 metadata property ``regime_states`` names the states. One
 ``InferenceSession.run`` answers the whole ensemble for a batch.
@@ -73,6 +75,8 @@ def _combine(g: _Graph, members: list[str], spec: CombinerSpec, regime: str | No
     """Member probabilities [B, 3] each -> (probabilities [B, 3], degraded bool [B])."""
     axis1 = g.const([1], np.int64)
     zero = g.const(0.0)
+    if spec.climatology is not None and spec.strategy != "stacking":
+        members = [*members, g.node("Expand", [g.const(spec.climatology[None, :]), g.node("Shape", [members[0]])])]
     bads, cleans = [], []
     for p in members:
         nan = g.node("IsNaN", [p])

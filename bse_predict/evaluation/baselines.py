@@ -1,7 +1,8 @@
 """The baselines every family is measured against, fit on the same training rows.
 
 - ``climatology``: the training rows' class shares (Jeffreys-smoothed, +0.5
-  per class, so a class absent from training still has a finite log loss).
+  per class, so a class absent from training still has a finite log loss:
+  :func:`bse_predict.scoring.probabilities.climatology_shares`).
 - ``always_up``: always calls up with a fixed confidence ``c``
   (``p_up / (p_up + p_down) = c``, 0.65 by default: a permanent STRONG_BUY),
   and the climatology's share of "none": ``p = ((1 - q) c, (1 - q)(1 - c), q)``.
@@ -27,16 +28,9 @@ import numpy as np
 from bse_predict.training.blas import single_threaded_blas
 from bse_predict.evaluation.calibration import PROBABILITY_FLOOR
 from bse_predict.labels.first_touch import expand_classes
+from bse_predict.scoring.probabilities import climatology_shares
 
 __all__ = ["Baseline", "Climatology", "AlwaysUp", "Momentum24h", "LogisticBaseline", "make_baselines", "BASELINE_NAMES"]
-
-_CLASSES = 3
-_PSEUDO_COUNT = 0.5
-
-
-def _shares(labels: np.ndarray) -> np.ndarray:
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=_CLASSES).astype(float) + _PSEUDO_COUNT
-    return counts / counts.sum()
 
 
 class Baseline(Protocol):
@@ -68,7 +62,7 @@ class Climatology(_SameForEveryRow):
     description: ClassVar[str] = "training class shares"
 
     def _probabilities(self, labels: np.ndarray) -> np.ndarray:
-        return _shares(labels)
+        return climatology_shares(labels)
 
 
 class AlwaysUp(_SameForEveryRow):
@@ -79,7 +73,7 @@ class AlwaysUp(_SameForEveryRow):
         self.confidence = confidence
 
     def _probabilities(self, labels: np.ndarray) -> np.ndarray:
-        q = _shares(labels)[2]
+        q = climatology_shares(labels)[2]
         return np.array([(1 - q) * self.confidence, (1 - q) * (1 - self.confidence), q])
 
 
@@ -89,8 +83,8 @@ class Momentum24h:
 
     def fit(self, features: np.ndarray, return_24h: np.ndarray, labels: np.ndarray) -> Momentum24h:
         rising = return_24h > 0
-        self.rising_ = _shares(labels[rising])
-        self.falling_ = _shares(labels[~rising])
+        self.rising_ = climatology_shares(labels[rising])
+        self.falling_ = climatology_shares(labels[~rising])
         return self
 
     def predict_proba(self, features: np.ndarray, return_24h: np.ndarray) -> np.ndarray:

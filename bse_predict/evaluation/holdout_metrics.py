@@ -10,7 +10,7 @@ import numpy as np
 
 from bse_predict.evaluation.scoring import auc_up_vs_down
 from bse_predict.labels.first_touch import NONE, UP
-from bse_predict.scoring.probabilities import row_brier, row_log_loss
+from bse_predict.scoring.probabilities import climatology_shares, row_brier, row_log_loss
 
 __all__ = ["holdout_metrics"]
 
@@ -18,8 +18,7 @@ __all__ = ["holdout_metrics"]
 def holdout_metrics(probabilities: np.ndarray, labels: np.ndarray, train_labels: np.ndarray) -> dict[str, float]:
     """Log loss, Brier and its skill against climatology, accuracy beside the base rate,
     and ROC AUC of up against down on the rows where a barrier was touched."""
-    climatology = np.bincount(train_labels, minlength=3) / len(train_labels)
-    clim_probabilities = np.tile(climatology, (len(labels), 1))
+    clim_probabilities = np.tile(climatology_shares(train_labels), (len(labels), 1))
     brier = float(np.mean(row_brier(probabilities, labels)))
     brier_clim = float(np.mean(row_brier(clim_probabilities, labels)))
     metrics = {

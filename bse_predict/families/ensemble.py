@@ -8,6 +8,17 @@ purge of ``purge_rows``. The stacking meta-learner therefore only ever sees
 out-of-fold predictions. Members are not refitted on the validation rows
 (training time stays that of the members once).
 
+With ``climatology_member`` (the default) the training rows' class shares
+join the averaging strategies as one more member, last, served as a constant
+of the graph: its weight is fitted like the others', ``weight_penalty`` pulling
+the weights toward climatology alone (toward equal weights without it), and a
+useless member may get 0: the mixture shrinks toward climatology as far as the
+members earn no better (:mod:`bse_predict.ensembles.weight_fit`). ``stacking_c``
+``None`` chooses the stacking L2 strength from ``stacking_cs`` on
+``inner_folds`` purged folds of the out-of-fold rows; stacking that loses to
+the weighted mixture there is dropped, and ``stacking`` then serves the
+weighted mixture (:mod:`bse_predict.ensembles.stacking_choice`).
+
 ``strategy`` picks what :meth:`predict_proba` and :meth:`export_onnx` answer;
 every other fitted strategy is available by name (:meth:`predict_strategy`,
 :meth:`export_strategy`, :meth:`variants`) so that one training serves the
@@ -38,12 +49,14 @@ from bse_predict.ensembles.combiners import (
     combine,
     dynamic_weights,
     failed_rows,
-    fit_weights,
     log_loss,
     row_weights,
     weighted_average,
+    with_climatology,
 )
 from bse_predict.ensembles.graph import ensemble_graph
+from bse_predict.ensembles.stacking_choice import choose_stacking
+from bse_predict.ensembles.weight_fit import fit_weights
 from bse_predict.explain.contributions import Contributions, weighted_sum
 from bse_predict.explain.errors import NotExplainable
 from bse_predict.families.base import BasePredictor, get_model, register
@@ -51,6 +64,7 @@ from bse_predict.families.random_forest import RandomForestPredictor
 from bse_predict.families.xgboost_family import XGBoostPredictor
 from bse_predict.features.inputs import InputRows
 from bse_predict.labels.first_touch import UNKNOWN
+from bse_predict.scoring.probabilities import climatology_shares
 from bse_predict.serving.manifest import CombinerRecord
 
 __all__ = ["EnsemblePredictor"]
@@ -58,6 +72,7 @@ __all__ = ["EnsemblePredictor"]
 log = logging.getLogger(__name__)
 
 _POWERS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+_STACKING_CS = (0.001, 0.01, 0.1, 1.0)
 
 
 @register
@@ -72,13 +87,19 @@ class EnsemblePredictor(BasePredictor):
 
     def __init__(self, members: Sequence[str] = ("random_forest", "xgboost"), strategy: str = "weighted",
                  member_params: dict[str, dict[str, Any]] | None = None, weight_floor: float = 0.02,
-                 stacking_c: float = 1.0, regime_min_rows: int = 300, validation_fraction: float = 0.25,
-                 purge_rows: int = 72, adaptive_rate: float = 0.02, seed: int = 7) -> None:
+                 stacking_c: float | None = None, regime_min_rows: int = 300, validation_fraction: float = 0.25,
+                 purge_rows: int = 72, adaptive_rate: float = 0.02, climatology_member: bool = True,
+                 weight_penalty: float = 1.0, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
+                 seed: int = 7) -> None:
         self.members = members
         self.strategy = strategy
         self.member_params = member_params
         self.weight_floor = weight_floor
         self.stacking_c = stacking_c
+        self.climatology_member = climatology_member
+        self.weight_penalty = weight_penalty
+        self.stacking_cs = stacking_cs
+        self.inner_folds = inner_folds
         self.regime_min_rows = regime_min_rows
         self.validation_fraction = validation_fraction
         self.purge_rows = purge_rows
@@ -142,22 +163,47 @@ class EnsemblePredictor(BasePredictor):
         for model in models:
             model.train(self._rows_for(model, X), y)
         self.members_ = models
+        self.climatology_ = climatology_shares(y) if self.climatology_member else None
         # Rounded so that members' float sums in another thread order fit the same combiners.
         oof = np.round(self._member_probabilities(x_oof), 10)
-        self.weights_ = fit_weights(oof, y_oof, self.weight_floor)
+        mixture = with_climatology(oof, self.climatology_)
+        self.weights_ = fit_weights(mixture, y_oof, self.weight_penalty, self._shrink_toward())
         self.power_ = min(_POWERS, key=lambda power: log_loss(
-            weighted_average(oof, dynamic_weights(oof, self.weights_, power))[0], y_oof))
-        self.stacking_ = StackingCombiner.fit(oof, y_oof, self.stacking_c, self.seed)
+            weighted_average(mixture, dynamic_weights(mixture, self.weights_, power))[0], y_oof))
+        self.stacking_ = self._fit_stacking(oof, mixture, y_oof)
         self.regime_member_ = self.members.index("hmm_regime") if "hmm_regime" in self.members else None
-        self.by_regime_ = self._fit_regime_weights(x_oof, y_oof, oof)
+        self.by_regime_ = self._fit_regime_weights(x_oof, y_oof, mixture)
         scores = {f"oof_log_loss_{name}": log_loss(self.predict_strategy(x_oof, name), y_oof)
                   for name in self.variants(include_own=True, members=False)}
         scores.update({f"oof_log_loss_{m}": log_loss(oof[i], y_oof) for i, m in enumerate(self.members)})
-        scores.update({f"weight_{m}": float(w) for m, w in zip(self.members, self.weights_, strict=True)})
+        scores.update({f"weight_{m}": float(w) for m, w in zip(self._weight_names(), self.weights_, strict=True)})
+        scores.update({f"stacking_{k}": float(v) for k, v in self.stacking_choice_.items()})
         return scores
 
+    def _shrink_toward(self) -> int | None:
+        """The member the weight penalty pulls toward: the climatology member (last), if any."""
+        return len(self.members) if self.climatology_ is not None else None
+
+    def _weight_names(self) -> list[str]:
+        """The names of the weights' members, the climatology member last when there is one."""
+        return [*self.members, "climatology"] if self.climatology_ is not None else list(self.members)
+
+    def _fit_stacking(self, oof: np.ndarray, mixture: np.ndarray, y_oof: np.ndarray) -> StackingCombiner | None:
+        """The stacking meta-learner at ``stacking_c``, or at the C chosen on inner folds; ``None`` when
+        it loses there to the weighted mixture (``stacking_choice_`` records the numbers)."""
+        cs = (self.stacking_c,) if self.stacking_c is not None else tuple(self.stacking_cs)
+        if len(y_oof) < 2 * self.inner_folds * (self.purge_rows + 1):
+            self.stacking_choice_ = {"c": min(cs), "kept": 1.0}  # too few rows to choose: the strongest L2
+            return StackingCombiner.fit(oof, y_oof, min(cs), self.seed)
+        choice = choose_stacking(oof, mixture, y_oof, cs, self.inner_folds, self.purge_rows, self.weight_penalty,
+                                 self.seed, self._shrink_toward())
+        self.stacking_choice_ = {"c": choice.c, "kept": float(choice.kept), "inner_log_loss": choice.stacking_log_loss,
+                                 "inner_log_loss_mixture": choice.mixture_log_loss}
+        return StackingCombiner.fit(oof, y_oof, choice.c, self.seed) if choice.kept else None
+
     def _fit_regime_weights(self, x_oof: np.ndarray | InputRows, y_oof: np.ndarray,
-                            oof: np.ndarray) -> np.ndarray | None:
+                            mixture: np.ndarray) -> np.ndarray | None:
+        """[K, M] weights per regime, fitted on ``mixture`` (the members and the climatology member)."""
         if self.regime_member_ is None:
             return None
         states = np.argmax(self._regime_probabilities(x_oof), axis=1)
@@ -166,7 +212,8 @@ class EnsemblePredictor(BasePredictor):
         for state in range(len(by_regime)):
             rows = states == state
             if rows.sum() >= self.regime_min_rows:
-                by_regime[state] = fit_weights(oof[:, rows], y_oof[rows], self.weight_floor)
+                by_regime[state] = fit_weights(mixture[:, rows], y_oof[rows], self.weight_penalty,
+                                               self._shrink_toward())
         return by_regime
 
     def _regime_probabilities(self, X: np.ndarray | InputRows) -> np.ndarray:
@@ -223,10 +270,14 @@ class EnsemblePredictor(BasePredictor):
                                         self.adaptive_rate)
 
     def combiner_spec(self, strategy: str) -> CombinerSpec:
-        """The fitted numbers ``strategy`` combines with."""
+        """The fitted numbers ``strategy`` combines with; ``stacking`` dropped on its inner folds
+        combines as ``weighted``."""
+        if strategy == "stacking" and self.stacking_ is None:
+            strategy = "weighted"
         return CombinerSpec(strategy=strategy, weights=self.weights_, power=self.power_,
                             by_regime=self.by_regime_ if strategy == "regime" else None,
-                            stacking=self.stacking_ if strategy == "stacking" else None)
+                            stacking=self.stacking_ if strategy == "stacking" else None,
+                            climatology=self.climatology_)
 
     def predict_with_status(self, X: np.ndarray | InputRows, strategy: str | None = None,
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -244,8 +295,8 @@ class EnsemblePredictor(BasePredictor):
         """Rows replayed in time order from the fitted weights, re-weighted (hedge, floored) by each
         row's outcome ``horizon_ms`` after its candle: what live re-weighting on the outcomes
         stream would have answered. Not a served graph (its weights change with every outcome)."""
-        return adaptive_predictions(self._member_probabilities(X), y, open_time_ms, horizon_ms, self.weights_,
-                                    self.adaptive_rate, self.weight_floor)
+        return adaptive_predictions(with_climatology(self._member_probabilities(X), self.climatology_), y,
+                                    open_time_ms, horizon_ms, self.weights_, self.adaptive_rate, self.weight_floor)
 
     def predict_strategy(self, X: np.ndarray | InputRows, strategy: str) -> np.ndarray:
         return self.predict_with_status(X, strategy)[0]
@@ -265,25 +316,27 @@ class EnsemblePredictor(BasePredictor):
             member = self._alone(strategy)
             return member.contributions(self._rows_for(member, X))
         self._check_fitted(strategy)
-        if strategy == "stacking":
+        spec = self.combiner_spec(strategy)
+        if spec.strategy == "stacking":
             raise NotExplainable("the stacking combiner is not a weighted sum of its members' probabilities")
         probs = self._member_probabilities(X)
         if failed_rows(probs).any():
             raise NotExplainable("a member failed on some rows: the weights that answered are not the fitted ones")
-        regime = self._regime_probabilities(X) if strategy == "regime" else None
-        weights = row_weights(self.combiner_spec(strategy), probs, regime)
+        rows = with_climatology(probs, self.climatology_)
+        weights = row_weights(spec, rows, self._regime_probabilities(X) if spec.strategy == "regime" else None)
         members: list[tuple[str, Contributions | np.ndarray]] = []
         for name, member, p in zip(self.members, self.members_, probs, strict=True):
             try:
                 members.append((name, member.contributions(self._rows_for(member, X))))
             except NotExplainable:
                 members.append((name, p))
+        members += [("climatology", row) for row in rows[len(self.members):]]  # a constant: all unexplained
         return weighted_sum(members, weights / weights.sum(axis=1, keepdims=True))
 
     def get_feature_importance(self) -> dict[str, float]:
         """The members' importances averaged with the ensemble's weights (members without any add nothing)."""
         total: dict[str, float] = {}
-        for weight, member in zip(self.weights_, self.members_, strict=True):
+        for weight, member in zip(self.weights_[:len(self.members_)], self.members_, strict=True):
             for name, value in member.get_feature_importance().items():
                 total[name] = total.get(name, 0.0) + float(weight) * value
         return total

@@ -47,9 +47,11 @@ import redis.asyncio as aioredis
 
 from configs.settings import Settings
 from bse_predict.control.messages import build_message, encode_message, format_issued_at
+from bse_predict.monitoring.challenger_evidence import evidence_from_fields, evidence_key, evidence_prefix
 from bse_predict.monitoring.event_report import EventReport, Sender
 from bse_predict.monitoring.outcomes import Settlement
-from bse_predict.monitoring.sequential import BETS, Evidence, add_differences, decision_command, e_values, normalised_differences, verdict
+from bse_predict.monitoring.sequential import (Evidence, add_differences, decision_command, e_values, normalised_differences,
+                                               threshold, verdict)
 
 __all__ = ["Sender", "ChallengerWatch"]
 
@@ -128,7 +130,7 @@ class ChallengerWatch:
         self._config = settings.challenger
         self._secret = settings.control_secret
         self._key_id = settings.control_key_id
-        self._prefix = f"{settings.topic_prefix}bse:challenger"
+        self._prefix = evidence_prefix(settings.topic_prefix)
         self._sender = sender
         self._is_newer = is_newer
         self._control_topic = control_topic
@@ -192,8 +194,9 @@ class ChallengerWatch:
 
     def _key(self, champion: str, challenger: str, challenger_is_live: bool) -> str:
         """The evidence of one version pair in one phase: the challenger in shadow, or live after its
-        promotion with the champion watched beside it (a fresh test: the first one's evidence is spent)."""
-        return f"{self._prefix}:{{{champion}|{challenger}}}" + (":live" if challenger_is_live else "")
+        promotion with the champion watched beside it (a fresh test: the first one's evidence is spent);
+        the layout is :mod:`bse_predict.monitoring.challenger_evidence`'s."""
+        return evidence_key(self._prefix, champion, challenger, challenger_is_live)
 
     async def _add(self, key: str, batch: Evidence) -> Evidence:
         """Add this batch's sums to ``key`` in Redis (once, however often redis-py sends the call); the
@@ -204,10 +207,7 @@ class ChallengerWatch:
         reply = await self._add_sums(keys=[key, f"{key}:token:{uuid.uuid4().hex}"],
                                      args=[self._retain_s, _TOKEN_TTL_S, *(repr(v) if isinstance(v, float) else v
                                                                           for v in increments)])
-        totals = {reply[i].decode(): float(reply[i + 1]) for i in range(0, len(reply), 2)}
-        return Evidence(pairs=round(totals["pairs"]), sum_x=totals["sum_x"],
-                        log_wealth_better=tuple(totals[f"better:{i}"] for i in range(len(BETS))),
-                        log_wealth_worse=tuple(totals[f"worse:{i}"] for i in range(len(BETS))))
+        return evidence_from_fields({reply[i].decode(): float(reply[i + 1]) for i in range(0, len(reply), 2)})
 
     async def _decide(self, champion: str, challenger: str, challenger_is_live: bool, evidence: Evidence,
                       found: str) -> None:
@@ -234,7 +234,7 @@ class ChallengerWatch:
             "at": format_issued_at(now), "verdict": found, "champion": champion,
             "challenger": challenger, "challenger_stream": "live" if challenger_is_live else "shadow",
             "pairs": evidence.pairs, "mean_loss_difference_nats": evidence.mean_difference * self._config.loss_clip_nats,
-            "e_value_better": better, "e_value_worse": worse, "threshold": 2.0 / self._config.alpha,
+            "e_value_better": better, "e_value_worse": worse, "threshold": threshold(self._config.alpha),
             "alpha": self._config.alpha, "command": command[0], "args": command[1], "control_id": control_id,
             "auto_promote": self._config.auto_promote, "issued_by": self._config.issued_by,
         }

@@ -107,12 +107,9 @@ class Settlement:
 def pending_from_prediction(
     prediction: Prediction, target_fracs: dict[str, float], horizon_candles: int, step_ms: int, stream: Stream
 ) -> list[PendingOutcome]:
-    """One pending outcome per target of ``prediction`` that ``target_fracs`` knows ("2%": 0.02).
-
-    Built without validation: every value comes from a checked :class:`Prediction` or the settings
-    (validating a thousand of these per batch cost the worker more than inference)."""
+    """One pending outcome per target of ``prediction`` that ``target_fracs`` knows ("2%": 0.02)."""
     return [
-        PendingOutcome.model_construct(
+        PendingOutcome(
             prediction_id=prediction.id, symbol=prediction.symbol, timeframe=prediction.timeframe,
             open_time=prediction.open_time, entry_close=prediction.close, target=target,
             target_frac=target_fracs[target], horizon_candles=horizon_candles, step_ms=step_ms,
@@ -249,9 +246,9 @@ def _labels_on(open_time: np.ndarray, bars: np.ndarray, waiting: np.ndarray, ope
 
 
 def to_outcome(settlement: Settlement) -> Outcome:
-    """The contract's ``outcomes`` message for one settlement (built from checked values, unvalidated)."""
+    """The contract's ``outcomes`` message for one settlement."""
     item = settlement.pending
-    return Outcome.model_construct(
+    return Outcome(
         id=item.prediction_id, symbol=item.symbol, open_time=item.open_time, target=item.target,
         outcome=CLASS_NAMES[settlement.label], resolved_at=settlement.resolved_at, model=item.model,
         variant=item.variant, p_up=item.p_up, p_down=item.p_down, p_none=item.p_none, stream=item.stream,

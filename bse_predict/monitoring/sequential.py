@@ -48,6 +48,7 @@ __all__ = [
     "normalised_differences",
     "add_differences",
     "e_values",
+    "threshold",
     "verdict",
     "decision_command",
 ]
@@ -114,15 +115,20 @@ def e_values(evidence: Evidence) -> tuple[float, float]:
     return _mean_exp(evidence.log_wealth_better), _mean_exp(evidence.log_wealth_worse)
 
 
+def threshold(alpha: float) -> float:
+    """The e-value at which a side wins: ``2 / alpha`` (each side runs at ``alpha / 2``)."""
+    return 2.0 / alpha
+
+
 def verdict(evidence: Evidence, alpha: float, max_pairs: int | None = None) -> Verdict | None:
     """A verdict once one side's wealth reaches ``2 / alpha``; "inconclusive" when neither did within
     ``max_pairs`` pairs (stopping for futility takes no side, so it costs the test nothing); else None
     (keep watching)."""
     better, worse = e_values(evidence)
-    threshold = 2.0 / alpha
-    if better >= threshold:
+    bar = threshold(alpha)
+    if better >= bar:
         return "challenger_better"
-    if worse >= threshold:
+    if worse >= bar:
         return "challenger_worse"
     if max_pairs is not None and evidence.pairs >= max_pairs:
         return "inconclusive"

@@ -5,6 +5,8 @@
 - the called side: up when ``p_up >= p_down`` (a tie calls up), else down;
 - log loss ``-log max(p_y, PROBABILITY_FLOOR)`` of the outcome ``y``;
 - Brier ``sum_k (p_k - [y = k])^2``, the three-class score (0 best, 2 worst);
+- climatology: the class shares of a set of labels, Jeffreys-smoothed (+0.5 per
+  class), so that a class never seen still has a finite log loss;
 - calibration bins: rows counted by bin of a probability, with the sums of
   that probability and of the hits in each bin.
 
@@ -30,6 +32,7 @@ __all__ = [
     "outcome_log_loss",
     "row_log_loss",
     "row_brier",
+    "climatology_shares",
     "bin_index",
     "calibration_bins",
 ]
@@ -37,6 +40,8 @@ __all__ = [
 PROBABILITY_FLOOR = 1e-12
 """The probability of an outcome is raised to this before its log is taken: one row costs at most ~27.6 nats."""
 
+_PSEUDO_COUNT = 0.5
+"""Jeffreys' prior: half an observation of every class before the labels are counted."""
 _ONE_HOT = np.eye(3)
 _ONE_HOT.flags.writeable = False
 
@@ -77,6 +82,12 @@ def row_brier(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """float[n]: sum over the three classes of (p - onehot(label))^2 per row (0 to 2)."""
     onehot = _ONE_HOT[np.asarray(labels, dtype=np.int64)]
     return np.sum((np.asarray(probabilities, dtype=np.float64) - onehot) ** 2, axis=1)
+
+
+def climatology_shares(labels: np.ndarray) -> np.ndarray:
+    """float64[3]: the (up, down, none) shares of ``labels``, each class counted +0.5 first."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=3).astype(np.float64) + _PSEUDO_COUNT
+    return counts / counts.sum()
 
 
 def bin_index(p: np.ndarray, bins: int | Sequence[float]) -> np.ndarray:

@@ -44,6 +44,7 @@ __all__ = [
     "MANIFEST_NAME",
     "DataSpan",
     "CombinerRecord",
+    "ServableRecord",
     "ModelEntry",
     "ParityReport",
     "LegacyOrigin",
@@ -90,6 +91,9 @@ class CombinerRecord(_Frozen):
     regime_member: str | None = Field(None, description="the member entry whose regime_probabilities pick weights")
     weight_floor: float = Field(0.0, description="live adaptive re-weighting keeps every weight at least this")
     adaptive_rate: float = Field(0.0, description="live adaptive re-weighting's learning rate")
+    climatology: tuple[float, float, float] | None = Field(
+        None, description="the climatology member's class shares (up, down, none), mixed in after the members "
+                          "with the last weight; None in older manifests: no such member")
 
     @classmethod
     def from_spec(cls, spec: CombinerSpec, members: tuple[str, ...], regime_member: str | None,
@@ -101,7 +105,8 @@ class CombinerRecord(_Frozen):
                    stacking_intercept=None if stacking is None else tuple(stacking.intercept.tolist()),
                    stacking_mean_log_probs=None if stacking is None else tuple(map(tuple,
                                                                                    stacking.mean_log_probs.tolist())),
-                   regime_member=regime_member, weight_floor=weight_floor, adaptive_rate=adaptive_rate)
+                   regime_member=regime_member, weight_floor=weight_floor, adaptive_rate=adaptive_rate,
+                   climatology=None if spec.climatology is None else tuple(spec.climatology.tolist()))
 
     def spec(self) -> CombinerSpec:
         stacking = None
@@ -109,7 +114,24 @@ class CombinerRecord(_Frozen):
             stacking = StackingCombiner(np.array(self.stacking_coef), np.array(self.stacking_intercept),
                                         np.array(self.stacking_mean_log_probs))
         return CombinerSpec(strategy=self.strategy, weights=np.array(self.weights), power=self.power,
-                            by_regime=None if self.by_regime is None else np.array(self.by_regime), stacking=stacking)
+                            by_regime=None if self.by_regime is None else np.array(self.by_regime), stacking=stacking,
+                            climatology=None if self.climatology is None else np.array(self.climatology))
+
+
+class ServableRecord(_Frozen):
+    """Training's verdict on whether an entry may be served: its holdout log loss against climatology's
+    (:mod:`bse_predict.training.servable_gate`)."""
+
+    servable: bool
+    reason: str = Field(description="the verdict in words, with the numbers behind it")
+    log_loss: float | None = None
+    log_loss_climatology: float | None = None
+    difference: tuple[float, float, float] | None = Field(
+        None, description="mean per-row log loss minus climatology's: (estimate, lower, upper)")
+    confidence_level: float | None = None
+    rows: int = 0
+    blocks: int = 0
+    block_days: int | None = None
 
 
 class ModelEntry(_Frozen):
@@ -124,6 +146,7 @@ class ModelEntry(_Frozen):
     classes: tuple[str, ...] = CLASS_ORDER
     native_file: str | None = Field(None, description="the native model, kept only to re-export and compare")
     combiner: CombinerRecord | None = Field(None, description="an ensemble's combination of member entries")
+    servable: ServableRecord | None = Field(None, description="training's servable verdict; None in older manifests")
 
 
 class ParityReport(_Frozen):

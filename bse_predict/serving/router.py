@@ -101,7 +101,7 @@ def _regime(outputs: ModelOutputs, index: int) -> RegimeInfo | None:
         return None
     p = outputs.regime_probabilities[index]
     state = int(np.argmax(p))
-    return RegimeInfo.model_construct(state=outputs.regime_states[state], p=round(float(p[state]), 6))
+    return RegimeInfo(state=outputs.regime_states[state], p=round(float(p[state]), 6))
 
 
 @dataclass

@@ -65,8 +65,8 @@ def target_predictions(probabilities: np.ndarray, thresholds: SignalThresholds,
                        target: str | None = None) -> list[TargetPrediction]:
     """Rows of class probabilities (up, down, none) to the message part of one target, batched.
 
-    Rows are clipped at 0 and renormalised, so what is built is valid by
-    construction and skips pydantic's per-object validation on the hot path.
+    Rows are clipped at 0 and renormalised first, so every row passes the message's own checks
+    (what reaches here passed the breaker's finite-probability check).
     ``target`` ("2%") picks its thresholds and, with the EV rule on, its bracket.
     """
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, None)
@@ -80,7 +80,7 @@ def target_predictions(probabilities: np.ndarray, thresholds: SignalThresholds,
     for (p_up, p_down, p_none), is_up, conf, ev_ok in zip(p.tolist(), up.tolist(), confidence(p).tolist(),
                                                           positive.tolist(), strict=True):
         direction = "up" if is_up else "down"
-        parts.append(TargetPrediction.model_construct(
+        parts.append(TargetPrediction(
             p_up=p_up, p_down=p_down, p_none=p_none, direction=direction, confidence=conf,
             signal=signal_for(direction, conf, thresholds, target, ev_ok)))
     return parts
@@ -90,4 +90,4 @@ def target_prediction(probabilities: np.ndarray, thresholds: SignalThresholds,
                       target: str | None = None) -> TargetPrediction:
     """One row of class probabilities (up, down, none) to the message part of one target."""
     (part,) = target_predictions(np.asarray(probabilities, dtype=np.float64).reshape(1, 3), thresholds, target)
-    return TargetPrediction.model_validate(part.model_dump())
+    return part

@@ -32,10 +32,12 @@ import secrets
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from configs.settings import Settings
@@ -97,6 +99,17 @@ def _spawn(phase: _Phase, settings: Settings, log_path: Path, config_file: Path 
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=phase.checkout)
 
 
+def _cpu_seconds(pid: int) -> Callable[[], float]:
+    """The process's CPU time so far (user + system, every thread), read each call."""
+    process = psutil.Process(pid)
+
+    def read() -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    return read
+
+
 def _phases(settings: Settings, version: str, ensemble_version: str | None = None) -> dict[str, _Phase]:
     predictions = TopicNames.of(settings).predictions
     ensemble = ensemble_version or version
@@ -132,7 +145,8 @@ def _run_phase(phase: _Phase, settings: Settings, options: BenchOptions, series:
             progress(f"[{phase.name}] shadow {options.shadow_version} by a signed control message")
             asyncio.run(_set_shadow(settings, options.shadow_version))
         shadow = bool(options.shadow_version) and phase.is_worker
-        result = asyncio.run(drive(settings, phase.name, phase.output_topic, series, options, warmup, progress, shadow))
+        result = asyncio.run(drive(settings, phase.name, phase.output_topic, series, options, warmup, progress, shadow,
+                                   _cpu_seconds(process.pid)))
     finally:
         process.terminate()
         try:
@@ -221,6 +235,8 @@ def _report(options: BenchOptions, version: str, results: dict[str, PhaseResult]
         ratios[f"max_throughput_{name}_after_over_before"] = _ratio(throughput[name], throughput[before])
         ratios[f"processing_p50_{name}_after_over_before"] = _ratio(
             *(r.processing_ms.p50 if r.processing_ms else None for r in (results[name], results[before])))
+        ratios[f"worker_cpu_per_candle_{name}_after_over_before"] = _ratio(
+            results[name].worker_cpu_ms_per_candle, results[before].worker_cpu_ms_per_candle)
     return {
         "symbols": options.symbols,
         "rate_per_s": options.rate,

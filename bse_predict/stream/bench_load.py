@@ -49,6 +49,9 @@ class PhaseResult(BaseModel):
     max_throughput_per_s: float
     burst_received: int
     processing_ms: LatencySummary | None = None
+    worker_cpu_ms_per_candle: float | None = None
+    """CPU time (user + system) the phase's process spent per candle sent, from the first settle tick
+    until the burst was answered: what a candle costs, much less moved by other load than latency."""
     shadow_outputs: int | None = None
     """Messages on ``predictions.shadow`` during the phase, where a shadow version was served."""
     process_exit_code: int | None = None
@@ -232,9 +235,11 @@ async def _burst(load: _Load, plan: LoadPlan, first: int, progress: Progress) ->
 
 
 async def drive(settings: Settings, name: str, output_topic: str, series: Sequence[CandleSeries], plan: LoadPlan,
-                warmup: int, progress: Progress, shadow: bool = False) -> PhaseResult:
+                warmup: int, progress: Progress, shadow: bool = False,
+                cpu_seconds: Callable[[], float] | None = None) -> PhaseResult:
     """One phase's load against a worker already started on ``settings``' topics; see the module docstring.
-    ``shadow``: also count what the worker's shadow version publishes."""
+    ``shadow``: also count what the worker's shadow version publishes. ``cpu_seconds``: the phase process's
+    CPU time so far, read before the settle ticks and after the burst."""
     load = _Load(settings, name, output_topic, series)
     shadow_watcher = (_OutputWatcher(kafka_options(settings), TopicNames.of(settings).predictions_shadow,
                                      settings.topics.partitions) if shadow else None)
@@ -245,9 +250,13 @@ async def drive(settings: Settings, name: str, output_topic: str, series: Sequen
     try:
         await _fill_windows(load, warmup, plan.phase_timeout_s, progress)
         settle = int(plan.rate * plan.settle_seconds / len(series))
+        cpu_before = cpu_seconds() if cpu_seconds is not None else None
         timed_ids, latencies, send_seconds = await _timed_ticks(load, plan, warmup, progress)
         processing = summary(load.watcher.processing_ms)
         throughput, burst_received = await _burst(load, plan, warmup + settle + len(timed_ids) // len(series), progress)
+        candles = (settle * len(series) + len(timed_ids) + max(1, plan.burst_candles // len(series)) * len(series))
+        cpu_ms = (None if cpu_seconds is None or cpu_before is None
+                  else round((cpu_seconds() - cpu_before) * 1000 / candles, 4))
         return PhaseResult(
             phase=name,
             sent=len(timed_ids),
@@ -258,6 +267,7 @@ async def drive(settings: Settings, name: str, output_topic: str, series: Sequen
             max_throughput_per_s=throughput,
             burst_received=burst_received,
             processing_ms=processing if name != "relay" else None,
+            worker_cpu_ms_per_candle=cpu_ms,
             shadow_outputs=len(shadow_watcher.arrived) if shadow_watcher is not None else None,
         )
     finally:

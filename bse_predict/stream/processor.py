@@ -379,10 +379,10 @@ class CandleProcessor:
             for i, part in zip(having, target_predictions(stacked, self._settings.signals, target), strict=True):
                 targets[i][target] = part
         horizon_hours = self._settings.market.horizon_hours
-        models = {(a.model_name, a.version): ModelRef.model_construct(name=a.model_name, version=a.version)
+        models = {(a.model_name, a.version): ModelRef(name=a.model_name, version=a.version)
                   for _, a in rows}
         return [
-            Prediction.model_construct(
+            Prediction(
                 id=write.candle.id,
                 symbol=write.candle.symbol,
                 timeframe=write.candle.timeframe,

@@ -24,6 +24,7 @@ from configs.settings import Settings
 from bse_predict.training.dataset import SymbolDataset, build_dataset, holdout_split
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
 from bse_predict.training.onnx_parity import check_parity
+from bse_predict.training.servable_gate import gate_block_days, servable_verdict
 from bse_predict.candles.files import CandleSeries
 from bse_predict.monitoring.drift import training_bins
 from bse_predict.errors import BsePredictError
@@ -53,6 +54,8 @@ class _Split:
     y_holdout: np.ndarray
     x_validation: np.ndarray | InputRows
     y_validation: np.ndarray
+    t_holdout: np.ndarray
+    """Open times of the holdout rows (the servable gate's bootstrap blocks)."""
 
 
 def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings) -> _Split:
@@ -61,7 +64,7 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
     what is left as validation; every boundary is purged by the label horizon."""
     horizon_ms = settings.market.horizon_hours * 3_600_000
     validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
-    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv")}
+    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")}
     for data in datasets:
         x, y = model.prepare_data(data, target)
         times = data.open_time_ms[data.labels[target] != UNKNOWN]
@@ -72,7 +75,8 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
         for name, rows in (("t", train), ("h", holdout), ("v", validation)):
             parts[f"x{name}"].append(x[rows])
             parts[f"y{name}"].append(y[rows])
-    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv")))
+        parts["th"].append(times[holdout])
+    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")))
     missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
     if missing:
         raise TrainingError(f"target {target}: training rows lack classes {sorted(missing)}; give more history")
@@ -81,8 +85,9 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
 
 def _train_family(family: str, target: str, datasets: list[SymbolDataset], settings: Settings,
                   work_dir: Path) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
-    """Fit one family on one target, export it, prove the export, measure it on the holdout.
-    A family with ``variants`` (the ensemble's other strategies) adds one entry per variant."""
+    """Fit one family on one target, export it, prove the export, measure it on the holdout and
+    judge whether it is servable. A family with ``variants`` (the ensemble's other strategies)
+    adds one entry per variant."""
     model = get_model(family, **settings.models.params_for(family, target))
     split = _pooled_split(datasets, model, target, settings)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -90,37 +95,50 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     model.train(split.x_train, split.y_train, validation_data=validation)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     stem = f"{family}_{target.rstrip('%')}pct"
-    model.export_onnx(work_dir / f"{stem}.onnx")
-    model.save(work_dir / "native" / f"{stem}.joblib")
     check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
-    native = model.predict_proba(check_rows)
     feed = model.onnx_feed(check_rows)
-    # a few of these rows and the native answers go into the version too: promote re-runs them
-    parity = record_parity_sample(check_parity(native, work_dir / f"{stem}.onnx", feed), work_dir, stem, feed, native)
-    metrics = model.validate(split.x_holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
+    combiner = getattr(model, "combiner_record", None)
+    entry, metrics, parity = _exported_entry(
+        model, None, split, settings, work_dir, check_rows, feed,
+        ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx", inputs=model.input_kinds,
+                   native_file=f"native/{stem}.joblib",
+                   combiner=combiner(model.strategy, family) if combiner else None))
+    model.save(work_dir / "native" / f"{stem}.joblib")
     # CPU seconds beside wall seconds: on a shared machine the wall clock measures the neighbours too
     metrics.update(train_rows=float(len(split.y_train)), train_seconds=round(seconds, 3),
                    train_cpu_seconds=round(cpu_seconds, 3))
-    combiner = getattr(model, "combiner_record", None)
-    entry = ModelEntry(name=family, family=family, target=target, file=f"{stem}.onnx",
-                       inputs=model.input_kinds, native_file=f"native/{stem}.joblib",
-                       combiner=combiner(model.strategy, family) if combiner else None)
     results = [(entry, metrics, parity)]
     for variant in getattr(model, "variants", tuple)():
-        file = f"{family}_{variant}_{target.rstrip('%')}pct.onnx"
-        model.export_strategy(work_dir / file, variant)
-        kinds = model.variant_input_kinds(variant)
-        variant_native = model.predict_strategy(check_rows, variant)
-        variant_feed = {k: v for k, v in feed.items() if k in kinds}
-        variant_parity = record_parity_sample(check_parity(variant_native, work_dir / file, variant_feed), work_dir,
-                                              file.removesuffix(".onnx"), variant_feed, variant_native)
-        variant_metrics = (holdout_metrics(model.predict_strategy(split.x_holdout, variant), split.y_holdout,
-                                           split.y_train) if len(split.y_holdout) else {})
-        results.append((ModelEntry(name=f"{family}_{variant}", family=family, target=target, file=file,
-                                   inputs=kinds, native_file=f"native/{stem}.joblib",
-                                   combiner=combiner(variant, family) if combiner else None),
-                        variant_metrics, variant_parity))
+        results.append(_exported_entry(
+            model, variant, split, settings, work_dir, check_rows, feed,
+            ModelEntry(name=f"{family}_{variant}", family=family, target=target,
+                       file=f"{family}_{variant}_{target.rstrip('%')}pct.onnx", inputs=model.variant_input_kinds(variant),
+                       native_file=f"native/{stem}.joblib", combiner=combiner(variant, family) if combiner else None)))
     return results
+
+
+def _exported_entry(model: BasePredictor, variant: str | None, split: _Split, settings: Settings, work_dir: Path,
+                    check_rows: np.ndarray | InputRows, feed: dict[str, np.ndarray],
+                    entry: ModelEntry) -> tuple[ModelEntry, dict[str, float], ParityReport]:
+    """Export ``entry`` (the model itself, or its ``variant``), check its parity on ``check_rows``
+    (a few rows recorded for promote to re-run), score it on the holdout and add the servable verdict."""
+    def predict(rows: np.ndarray | InputRows) -> np.ndarray:
+        return model.predict_proba(rows) if variant is None else model.predict_strategy(rows, variant)  # type: ignore[attr-defined]
+
+    if variant is None:
+        model.export_onnx(work_dir / entry.file)
+    else:
+        model.export_strategy(work_dir / entry.file, variant)  # type: ignore[attr-defined]
+    entry_feed = {k: v for k, v in feed.items() if k in entry.inputs}
+    native = predict(check_rows)
+    parity = record_parity_sample(check_parity(native, work_dir / entry.file, entry_feed), work_dir,
+                                  entry.file.removesuffix(".onnx"), entry_feed, native)
+    holdout = predict(split.x_holdout) if len(split.y_holdout) else np.empty((0, 3))
+    metrics = holdout_metrics(holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
+    gate = settings.training.servable_gate
+    verdict = servable_verdict(holdout, split.y_holdout, split.y_train, split.t_holdout, gate,
+                               gate_block_days(gate, settings.market.horizon_hours))
+    return entry.model_copy(update={"servable": verdict}), metrics, parity
 
 
 def _library_versions() -> dict[str, str]:

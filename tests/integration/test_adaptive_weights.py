@@ -16,7 +16,7 @@ import pytest
 
 from configs.settings import Settings
 from bse_predict.candles.files import CandleSeries
-from bse_predict.ensembles.combiners import hedge_update
+from bse_predict.ensembles.combiners import hedge_update, with_climatology
 from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest
 from bse_predict.serving.onnx_runner import ServedModelSet
@@ -83,6 +83,7 @@ def test_the_worker_re_weights_the_ensemble_from_every_live_outcome(
         for outcome in settled:
             probs = np.array([[getattr(members[m][outcome.id].targets[target], f"p_{c}") for c in CLASS_NAMES]
                               for m in combiner.members])
+            probs = with_climatology(probs[:, None], combiner.climatology)[:, 0]  # its shares: the last member
             weights = hedge_update(weights, probs, CLASS_NAMES.index(outcome.outcome), combiner.adaptive_rate,
                                    combiner.weight_floor)
         live = np.asarray(orjson.loads(kept[target.encode()]))

@@ -35,6 +35,8 @@ def test_bench_compares_before_and_after_with_a_shadow_version_served(isolated: 
         assert result["sent"] == 30 and result["missing"] == 0 and result["burst_received"] == 30
         # the shadow answered every candle the live version did, the window fill's last tick included
         assert result["shadow_outputs"] >= result["sent"] + result["burst_received"]
+        assert result["worker_cpu_ms_per_candle"] > 0  # the worker's CPU time went up over the phase
     assert phases["relay"]["shadow_outputs"] is None
     assert report["ratios"]["p99_onnx_after_over_before"] is not None
+    assert report["ratios"]["worker_cpu_per_candle_onnx_after_over_before"] is not None
     assert any("shadow v-golden-b by a signed control message" in line for line in said)

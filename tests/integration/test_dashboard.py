@@ -33,13 +33,16 @@ import orjson
 import pytest
 
 from configs.settings import Settings
+from bse_predict.backtest.trading import side_of, simulate_brackets
 from bse_predict.candles.files import CandleSeries
+from bse_predict.candles.grid import fill_gaps
 from bse_predict.candles.schema import Prediction
 from bse_predict.connections.topics import TopicNames, ensure_topics
 from bse_predict.control.messages import build_message, encode_message
 from bse_predict.dashboard.views import utc_text
 from bse_predict.explain.explainer import Explainer
 from bse_predict.serving.manifest import load_manifest
+from bse_predict.serving.signals import target_pct
 from bse_predict.services.debian_packages import debian_program
 from bse_predict.stream.replay import candle_records, replay
 from tests.support.kafka_io import read_topic, read_until, send_raw
@@ -192,6 +195,9 @@ CLASSES = ("up", "down", "none")
 SHOWN_SCORES = """() => Object.fromEntries(Array.from(document.querySelectorAll('#track-record tbody tr')).map(
     r => [[r.dataset.version, r.dataset.target, r.dataset.stream].join(' '),
           Array.from(r.querySelectorAll('td[data-value]')).map(td => Number(td.dataset.value))]))"""
+SHOWN_EQUITY = """() => Object.fromEntries(Array.from(document.querySelectorAll('#equity tbody tr[data-trades]')).map(
+    r => [[r.dataset.version, r.dataset.target].join(' '), [Number(r.dataset.trades), Number(r.dataset.total)]]))"""
+HOUR_MS = 3_600_000
 
 
 @pytest.fixture
@@ -221,6 +227,36 @@ def scores_of(outcomes: list[dict[str, Any]]) -> dict[str, list[float]]:
     return scores
 
 
+def equity_of(predictions: dict[str, Prediction], slices: dict[str, CandleSeries], outcomes: list[dict[str, Any]],
+              settings: Settings) -> dict[str, list[float]]:
+    """Per "version target": the number of trades and their total net % by the backtest's ``simulate_brackets``
+    on the replayed candles, over the live calls that have a signal and an outcome, every one traded (no limit
+    on open positions), of the ``lookback_hours`` candle hours up to the newest such call (what the dashboard
+    keeps)."""
+    answered = {(o["id"], o["target"]) for o in outcomes if o.get("stream", "live") == "live"}
+    newest = max(p.open_time for p in predictions.values() for t in ("1%", "2%", "5%")
+                 if (p.id, t) in answered and side_of(p.targets[t].signal) != 0)
+    oldest = newest - (settings.dashboard.lookback_hours - 1) * HOUR_MS
+    result: dict[str, list[float]] = {}
+    for symbol, one in slices.items():
+        kept = [p for p in predictions.values() if p.symbol == symbol and p.open_time >= oldest]
+        grid = fill_gaps(one.open_time_ms, one.ohlcv, one.step_ms)
+        for version in {p.model.version for p in kept}:
+            for target in ("1%", "2%", "5%"):
+                mine = sorted((p for p in kept if p.model.version == version and (p.id, target) in answered),
+                              key=lambda p: p.open_time)
+                trades = simulate_brackets(
+                    symbol, target, target_pct(target), grid.open_time_ms, grid.ohlcv,
+                    np.searchsorted(grid.open_time_ms, [p.open_time for p in mine]),
+                    np.array([side_of(p.targets[target].signal) for p in mine]), settings.market.horizon_candles,
+                    settings.signals.round_trip_cost_pct, one.step_ms, max_open=len(mine) + 1)
+                if trades:
+                    total = result.setdefault(f"{version} {target}", [0, 0.0])
+                    total[0] += len(trades)
+                    total[1] += sum(t.net_pct for t in trades)
+    return result
+
+
 def control_message(command: str, args: dict[str, Any], secret: str) -> tuple[str, bytes]:
     return command, encode_message(build_message(command, args, secret, datetime.now(UTC), "dashboard-test"))
 
@@ -231,7 +267,9 @@ def test_a_real_worker_replay_in_a_real_browser(replay_settings: Settings, futur
     replayed with an in-progress update before each closed candle. Markets fill live; the chart holds
     exactly the closed candles and one marker per call with the outcomes of the topic; a call's explanation
     is the explainer's on the candle files; the track record (loaded before any outcome, updated live)
-    equals the scores computed here from the outcomes topic; operations shows the control commands."""
+    equals the scores computed here from the outcomes topic, over all and over the newest 24 candle hours,
+    and its equity of the live signals equals the backtest's trades of the same calls on the same candles;
+    operations shows the control commands."""
     from playwright.sync_api import sync_playwright
 
     settings = replay_settings
@@ -299,8 +337,27 @@ def test_a_real_worker_replay_in_a_real_browser(replay_settings: Settings, futur
         assert operations.locator("#lag tbody tr").count() == settings.topics.partitions  # every candle committed
         if shots:
             markets.screenshot(path=f"{shots}/markets.png")
-            tracker.screenshot(path=f"{shots}/track-record.png")
+            tracker.screenshot(path=f"{shots}/track-record.png", full_page=True)
             operations.screenshot(path=f"{shots}/operations.png")
+
+        # The equity of the kept live signals: the backtest's trades over the same calls and candles.
+        expected_equity = equity_of(predictions, slices, outcomes, settings)
+        deadline = time.monotonic() + 30
+        while (shown_equity := tracker.evaluate(SHOWN_EQUITY)).keys() != expected_equity.keys() or any(
+                shown_equity[k][0] != v[0] for k, v in expected_equity.items()):  # a horizon close may still come
+            assert time.monotonic() < deadline, (shown_equity, expected_equity)
+            time.sleep(0.5)
+        for key, (trades, total) in expected_equity.items():
+            assert shown_equity[key] == pytest.approx([trades, total], rel=1e-9, abs=1e-9), key
+        # A period: the outcomes of the newest 24 candle hours, scored as numpy scores them alone.
+        newest_hour = max(o["open_time"] for o in outcomes) // HOUR_MS
+        tracker.goto(f"{dashboard.url}/track-record?period=24h")
+        day = tracker.evaluate(SHOWN_SCORES)
+        recent = scores_of([o for o in outcomes if o["open_time"] // HOUR_MS > newest_hour - 24])
+        assert day.keys() == recent.keys() and day != shown
+        for key, values in recent.items():
+            assert day[key] == pytest.approx(values, rel=1e-9, abs=1e-12), key
+        assert tracker.locator("#reliability figure").count() == 3
 
         btc = slices["BTCUSDT"]
         markets.click("#row-BTCUSDT a")

@@ -97,7 +97,7 @@ def test_drift_per_family_from_the_monitors_counts_in_redis(isolated: Settings, 
     bins = load_manifest(settings.models_dir / "v-test").feature_bins
     assert bins
     rng = np.random.default_rng(5)
-    board = Board(settings.dashboard)
+    board = Board(settings.dashboard, settings.signals.round_trip_cost_pct)
     call = prediction("BTCUSDT", 0, version="v-test")
     board.add_prediction(call)
     newest_day = call.open_time // DAY_MS

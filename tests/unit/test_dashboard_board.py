@@ -15,6 +15,7 @@ from bse_predict.dashboard.track_record import SeriesKey
 
 HOUR_MS = 3_600_000
 T0 = 1_735_689_600_000
+COST_PCT = 0.14
 
 
 def prediction(symbol: str, hour: int, p_up: float = 0.5, p_down: float = 0.3, version: str = "v1") -> Prediction:
@@ -36,7 +37,7 @@ def outcome(call: Prediction, target: str, result: str, stream: str = "live") ->
 
 
 def test_the_newest_call_wins_also_when_an_older_one_arrives_late() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     board.add_prediction(prediction("BTCUSDT", 2, p_up=0.6))
     board.add_prediction(prediction("BTCUSDT", 1, p_up=0.2))
     state = board.symbols["BTCUSDT"]
@@ -47,7 +48,7 @@ def test_the_newest_call_wins_also_when_an_older_one_arrives_late() -> None:
 
 
 def test_a_replayed_prediction_keeps_the_first_and_its_outcome() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     call = prediction("ETHUSDT", 0)
     board.add_prediction(call)
     board.add_outcome(outcome(call, "2%", "up"))
@@ -58,7 +59,7 @@ def test_a_replayed_prediction_keeps_the_first_and_its_outcome() -> None:
 
 def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
     config = DashboardConfig(history_hours=5, chart_extra_hours=2, max_symbols=3, recent_events=4)
-    board = Board(config)
+    board = Board(config, COST_PCT)
     for hour in range(20):
         board.add_prediction(prediction("BTCUSDT", hour))
         board.add_candle(Candle(symbol="BTCUSDT", timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=2.0,
@@ -82,7 +83,7 @@ def test_memory_is_bounded_per_symbol_and_in_symbols() -> None:
 
 def test_an_outcome_read_before_its_call_is_joined_when_the_call_comes() -> None:
     config = DashboardConfig(history_hours=3)
-    board = Board(config)
+    board = Board(config, COST_PCT)
     calls = [prediction("BTCUSDT", hour) for hour in range(6)]
     board.add_outcome(outcome(calls[0], "2%", "up"))
     board.add_outcome(outcome(calls[0], "5%", "none"))
@@ -101,7 +102,7 @@ def test_an_outcome_read_before_its_call_is_joined_when_the_call_comes() -> None
 
 
 def test_the_chart_keeps_closed_candles_only() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
 
     def candle(symbol: str, hour: int, close: float, closed: bool) -> Candle:
         return Candle(symbol=symbol, timeframe="1h", open_time=T0 + hour * HOUR_MS, open=1.0, high=9.0, low=0.5,
@@ -118,7 +119,7 @@ def test_the_chart_keeps_closed_candles_only() -> None:
 
 
 def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     first, second = prediction("SOLUSDT", 0), prediction("SOLUSDT", 1)
     board.add_prediction(first)
     board.add_prediction(second)
@@ -134,12 +135,12 @@ def test_an_outcome_joins_its_call_and_a_repeat_counts_once() -> None:
     assert calls[0].outcomes["1%"].outcome == "down" and calls[0].outcomes.keys() == {"1%"}
     assert calls[1].outcomes == {}
     records = board.track_record.records()
-    assert records[SeriesKey("v1", "1%", "live")].count == 1 and records[SeriesKey("v1", "1%", "shadow")].count == 1
+    assert records[SeriesKey("v1", "control", "1%", "live")].count == 1 and records[SeriesKey("v1", "control", "1%", "shadow")].count == 1
 
 
 def test_the_track_record_equals_the_formulas_on_the_same_messages() -> None:
     rng = random.Random(7)
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     messages = []
     for hour in range(300):
         p_up = rng.uniform(0.05, 0.9)
@@ -172,7 +173,7 @@ def test_the_track_record_equals_the_formulas_on_the_same_messages() -> None:
 
 
 def test_shadow_calls_sit_beside_the_live_ones_with_their_outcomes_and_bounds() -> None:
-    board = Board(DashboardConfig(history_hours=3))
+    board = Board(DashboardConfig(history_hours=3), COST_PCT)
     live = [prediction("BTCUSDT", hour) for hour in range(5)]
     shadow = [prediction("BTCUSDT", hour, p_up=0.2, p_down=0.6, version="v2") for hour in range(5)]
     board.add_outcome(outcome(shadow[4], "2%", "down", stream="shadow"))  # before its shadow call: waits for it
@@ -195,8 +196,25 @@ def test_shadow_calls_sit_beside_the_live_ones_with_their_outcomes_and_bounds() 
     assert state.chart_at == board.revision and state.changed_at == changed  # the markets row did not change
 
 
+def test_only_live_calls_trade_also_when_their_outcome_comes_first() -> None:
+    board = Board(DashboardConfig(), COST_PCT)
+    live, shadow = prediction("BTCUSDT", 0), prediction("BTCUSDT", 0, p_up=0.2, p_down=0.6, version="v2")
+    board.add_outcome(outcome(live, "2%", "up"))  # before its call: priced when the call comes
+    board.add_outcome(outcome(shadow, "2%", "down", stream="shadow"))
+    board.add_prediction(live)
+    board.add_shadow_prediction(shadow)
+    board.add_outcome(outcome(shadow, "1%", "down", stream="shadow"))
+    board.add_outcome(outcome(live, "1%", "up"))
+    assert board.waiting_trades(None, None) == {("v1", "control", "2%"): 1, ("v1", "control", "1%"): 1}
+    for hour in range(6):  # the outcome resolved at hour 5: the candle of hour 4 prices it
+        board.add_candle(Candle(symbol="BTCUSDT", timeframe="1h", open_time=T0 + hour * HOUR_MS, open=100.0,
+                                high=106.0, low=99.5, close=100.0 + hour, volume=1.0))
+    assert board.waiting_trades(None, None) == {}
+    assert set(board.equity.series(None, None)) == {("v1", "control", "1%"), ("v1", "control", "2%")}
+    assert not board.symbols["BTCUSDT"].unpriced
+
 def test_closed_candles_move_the_symbol_page_but_not_its_markets_row() -> None:
-    board = Board(DashboardConfig())
+    board = Board(DashboardConfig(), COST_PCT)
     board.add_prediction(prediction("BTCUSDT", 0))
     state = board.symbols["BTCUSDT"]
     changed = state.changed_at
@@ -216,7 +234,7 @@ def test_closed_candles_move_the_symbol_page_but_not_its_markets_row() -> None:
 
 
 def test_breaker_changes_on_control_events_keep_the_newest_per_version_and_worker() -> None:
-    board = Board(DashboardConfig(recent_events=2))
+    board = Board(DashboardConfig(recent_events=2), COST_PCT)
 
     def change(version: str, status: str, worker: str, at: str, reason: str | None = None) -> dict:
         return {"status": "breaker", "command": "breaker", "version": version, "breaker": status, "worker": worker,

@@ -16,11 +16,11 @@ from bse_predict.ensembles.combiners import (
     CombinerSpec,
     StackingCombiner,
     adaptive_predictions,
-    fit_weights,
     hedge_update,
     stacking_predict,
     weighted_average,
 )
+from bse_predict.ensembles.weight_fit import fit_weights
 from bse_predict.ensembles.graph import ensemble_graph
 from bse_predict.families import get_model
 from bse_predict.families.ensemble import EnsemblePredictor
@@ -41,7 +41,7 @@ def mixed(futures_series: dict[str, CandleSeries]) -> tuple[EnsemblePredictor, I
     X, y = model.prepare_data(dataset, "2%")
     assert isinstance(X, InputRows) and model.input_kinds == ("features", "sequence")
     model.train(X[:2400], y[:2400])
-    return model, X[2500:], y[2500:]  # type: ignore[return-value]
+    return model, X[2500:], y[2500:], y[:2400 - 600 - 72]  # type: ignore[return-value]  # its members' fit rows
 
 
 def test_weighted_average_drops_failed_members_and_renormalises() -> None:
@@ -53,14 +53,14 @@ def test_weighted_average_drops_failed_members_and_renormalises() -> None:
     assert degraded.tolist() == [False, True]
 
 
-def test_fitted_weights_favour_the_better_member_but_keep_the_floor() -> None:
+def test_fitted_weights_favour_the_better_member_and_may_drop_the_other() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 2000)
     good = np.full((2000, 3), 0.1)
     good[np.arange(2000), y] = 0.8
     noise = rng.dirichlet(np.ones(3), 2000)
-    w = fit_weights(np.stack([good, noise]), y, floor=0.05)
-    assert w.sum() == pytest.approx(1.0) and w[0] > 0.9 and w[1] >= 0.05 - 1e-12
+    w = fit_weights(np.stack([good, noise]), y, penalty=0.01)
+    assert w.sum() == pytest.approx(1.0) and w[0] > 0.9 and w[1] >= 0.0
 
 
 def test_stacking_learns_from_out_of_fold_rows_and_imputes_a_failed_member() -> None:
@@ -112,8 +112,10 @@ def _softmax_member(columns: list[int]) -> object:
     return proto
 
 
+@pytest.mark.parametrize("climatology", [None, np.array([0.3, 0.25, 0.45])])
 @pytest.mark.parametrize("strategy", ["weighted", "dynamic", "stacking"])
-def test_the_graph_drops_a_nan_member_in_graph_and_flags_degraded(strategy: str, tmp_path: Path) -> None:
+def test_the_graph_drops_a_nan_member_in_graph_and_flags_degraded(strategy: str, climatology: np.ndarray | None,
+                                                                   tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(40, 6)).astype(np.float32)
     x[5:9, 3] = np.nan  # member 1 reads column 3: it fails on rows 5..8
@@ -123,7 +125,8 @@ def test_the_graph_drops_a_nan_member_in_graph_and_flags_degraded(strategy: str,
                        np.exp(z[:, 3:]) / np.exp(z[:, 3:]).sum(1, keepdims=True)])
     y = rng.integers(0, 3, 40)
     stacking = StackingCombiner.fit(np.nan_to_num(native, nan=1 / 3), y, 1.0, 0)
-    spec = CombinerSpec(strategy, np.array([0.3, 0.7]), power=2.0, stacking=stacking)
+    weights = np.array([0.3, 0.7]) if climatology is None else np.array([0.2, 0.5, 0.3])
+    spec = CombinerSpec(strategy, weights, power=2.0, stacking=stacking, climatology=climatology)
     (tmp_path / "e.onnx").write_bytes(ensemble_graph(members, spec).SerializeToString())
     session = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
     p, degraded = session.run(["probabilities", "degraded"], {"features": x})
@@ -131,13 +134,15 @@ def test_the_graph_drops_a_nan_member_in_graph_and_flags_degraded(strategy: str,
     assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1.0, atol=1e-6)
     model = EnsemblePredictor()
     model.weights_, model.power_, model.stacking_, model.by_regime_ = spec.weights, 2.0, stacking, None
+    model.climatology_ = climatology
     expected, expected_degraded = model.combine(native, strategy)
     np.testing.assert_allclose(p, expected, atol=1e-5)
     assert expected_degraded.tolist() == degraded.tolist()
 
 
 def test_every_strategy_exports_one_graph_equal_to_the_native_ensemble(mixed, tmp_path: Path) -> None:
-    model, X, _ = mixed
+    """The climatology member included: a constant node of the graph, as the native mixture has it."""
+    model, X, _, y_train = mixed
     assert set(model.variants(include_own=True, members=False)) == {"weighted", "dynamic", "regime", "stacking"}
     assert "member_hmm_regime" in model.variants()
     for strategy in model.variants(include_own=True, members=False):
@@ -150,13 +155,15 @@ def test_every_strategy_exports_one_graph_equal_to_the_native_ensemble(mixed, tm
         assert not degraded.any() and not native_degraded.any()
         assert regime.shape == (len(X), 3)
         meta = session.get_modelmeta().custom_metadata_map
-        assert meta["strategy"] == strategy and len(meta["regime_states"].split(",")) == 3
+        served = "weighted" if strategy == "stacking" and model.stacking_ is None else strategy  # dropped stacking
+        assert meta["strategy"] == served and len(meta["regime_states"].split(",")) == 3
+    np.testing.assert_allclose(model.climatology_, (np.bincount(y_train, minlength=3) + 0.5) / (len(y_train) + 1.5))
 
 
 def test_regime_weights_differ_by_regime_and_a_failing_member_degrades_natively(mixed) -> None:
-    model, X, y = mixed
-    assert model.by_regime_.shape == (3, 3)
-    assert np.allclose(model.by_regime_.sum(axis=1), 1.0) and (model.by_regime_ >= model.weight_floor - 1e-12).all()
+    model, X, _, _ = mixed
+    assert model.by_regime_.shape == (3, 4)  # three members and the climatology member
+    assert np.allclose(model.by_regime_.sum(axis=1), 1.0) and (model.by_regime_ >= 0.0).all()
     rows = X[:20]
     knn = model.members_[1]
     original = knn.predict_proba
@@ -166,7 +173,8 @@ def test_regime_weights_differ_by_regime_and_a_failing_member_degrades_natively(
     finally:
         knn.predict_proba = original  # type: ignore[method-assign]
     assert degraded.all() and np.allclose(p.sum(axis=1), 1.0)
-    w = model.weights_[[0, 2]] / model.weights_[[0, 2]].sum()
+    w = model.weights_[[0, 2, 3]] / model.weights_[[0, 2, 3]].sum()  # the k-NN's weight is shared out
     alone = np.stack([model.members_[0].predict_proba(rows.parts["features"]),
-                      model.members_[2].predict_proba(rows.parts["sequence"])])
+                      model.members_[2].predict_proba(rows.parts["sequence"]),
+                      np.tile(model.climatology_, (len(rows), 1))])
     np.testing.assert_allclose(p, np.einsum("m,mnc->nc", w, alone), atol=1e-12)

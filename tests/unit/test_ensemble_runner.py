@@ -75,13 +75,30 @@ def test_members_side_by_side_equal_the_graph_and_the_native_model(
         assert by_members.member_probabilities[target].shape == (2, len(expected), 3)
 
 
+def _without_the_forest(version_dir: Path, inputs: dict[str, np.ndarray], model_name: str = "ensemble",
+                        ) -> dict[str, np.ndarray]:
+    """By hand: the forest member dropped, the HMM member's and the climatology member's weights (the
+    HMM's regime picks the row's vector) renormalised over the two."""
+    hmm = ServedModelSet.load(version_dir, model_name=HMM).predict_outputs(inputs)
+    out = {}
+    for target, entry in load_manifest(version_dir).entries_for(model_name).items():
+        spec = entry.combiner.spec()  # type: ignore[union-attr]
+        assert spec.climatology is not None
+        rows = len(hmm.probabilities[target])
+        w = (spec.by_regime[np.argmax(hmm.target_regimes[target], axis=1)] if spec.by_regime is not None
+             else np.tile(spec.weights, (rows, 1)))[:, 1:]
+        out[target] = (w[:, :1] * hmm.probabilities[target] + w[:, 1:] * spec.climatology) / w.sum(axis=1,
+                                                                                                keepdims=True)
+    return out
+
+
 def test_a_member_past_the_deadline_is_dropped_and_the_rows_are_degraded(
     ensemble_models: Path, futures_series: dict[str, CandleSeries], tmp_path: Path
 ) -> None:
     version_dir = _with_member_file(ensemble_models, tmp_path, RF, calibrated_slow_graph(1.0))
     inputs = _inputs(version_dir, futures_series, rows_per_symbol=4)
     served = ServedEnsemble.load(version_dir, MEMBERS)
-    hmm_alone = ServedModelSet.load(version_dir, model_name=HMM).predict(inputs)
+    without_forest = _without_the_forest(version_dir, inputs)
 
     first = served.predict_outputs(inputs)
     # The call came back with the slow member counted out (timed out), not with its answer: it did not wait.
@@ -91,7 +108,7 @@ def test_a_member_past_the_deadline_is_dropped_and_the_rows_are_degraded(
     for outputs in (first, second):
         assert outputs.degraded.all() and outputs.member_probabilities is None  # no live weights: not kept
         for target, probabilities in outputs.probabilities.items():
-            np.testing.assert_allclose(probabilities, hmm_alone[target], atol=1e-6)  # the rest renormalised
+            np.testing.assert_allclose(probabilities, without_forest[target], atol=1e-6)  # the rest renormalised
     assert served.failures[f"{RF}:timeout"] >= 1
     assert served.failures[f"{RF}:timeout"] + served.failures[f"{RF}:busy"] == 2
     served.close()
@@ -108,20 +125,23 @@ def test_live_weights_replace_the_fitted_ones_and_a_nan_member_is_dropped(
 
     def live(version: str) -> dict[str, np.ndarray]:
         asked.append(version)
-        return {t: np.array([0.9, 0.1]) for t in ("1%", "2%", "5%")}
+        return {t: np.array([0.6, 0.1, 0.3]) for t in ("1%", "2%", "5%")}  # the climatology member last
 
     weighted = ServedEnsemble.load(version_dir, MEMBERS, model_name="ensemble_weighted", live_weights=live)
     answer = weighted.predict_outputs(inputs)
     assert asked == [ENSEMBLE_VERSION]  # one snapshot for the whole batch
     for target, probabilities in answer.probabilities.items():
-        np.testing.assert_allclose(probabilities, 0.9 * rf_alone[target] + 0.1 * hmm_alone[target], atol=1e-6)
+        climatology = np.asarray(weighted.combiners[target].climatology)
+        np.testing.assert_allclose(probabilities, 0.6 * rf_alone[target] + 0.1 * hmm_alone[target]
+                                   + 0.3 * climatology, atol=1e-6)
 
     broken_dir = _with_member_file(ensemble_models, tmp_path, RF, nan_graph())
     broken = ServedEnsemble.load(broken_dir, MEMBERS, live_weights=lambda version: {}).predict_outputs(inputs)
     assert broken.degraded.all()
     assert broken.member_probabilities is not None
+    without_forest = _without_the_forest(broken_dir, inputs)
     for target, probabilities in broken.probabilities.items():
-        np.testing.assert_allclose(probabilities, hmm_alone[target], atol=1e-6)
+        np.testing.assert_allclose(probabilities, without_forest[target], atol=1e-6)
         assert np.isnan(broken.member_probabilities[target][0]).all()
 
 

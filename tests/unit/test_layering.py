@@ -35,7 +35,7 @@ ADAPTERS = {
     "control": {"plane", "reporting", "sender", "state_log", "state_store"},
     "ensembles": {"adaptive_weights"},
     "ingest": {"candle_sink", "metrics", "rest_client", "service", "stream_connection", "topic_tail"},
-    "monitoring": {"challenger", "drift_counts", "drift_monitor", "hash_sums", "live_outcomes", "metrics", "outcome_store", "prediction_history",
+    "monitoring": {"challenger", "challenger_store", "drift_counts", "drift_monitor", "hash_sums", "live_outcomes", "metrics", "outcome_store", "prediction_history",
                    "resolver"},
     "stream": {"app", "batch_guard", "bench", "bench_inference", "bench_load", "worker_parts", "processor", "publisher", "rebuild", "relay", "replay", "run",
                "stage_times", "stall_watch", "symbol_registry", "window_store"},

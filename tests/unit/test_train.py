@@ -49,6 +49,10 @@ def test_metrics_stand_beside_their_baselines(version_dir: Path) -> None:
     for target, metrics in metrics_by_model.items():
         assert {"log_loss", "log_loss_climatology", "brier", "brier_skill", "accuracy", "accuracy_base_rate"} <= set(metrics)
         assert 0.3 < metrics.get("auc_up_vs_down", 0.5) < 0.7, f"{target}: an AUC this far from 0.5 means a leak"
+    for entry in load_manifest(version_dir).models:  # each judged against climatology on the same holdout rows
+        metrics = metrics_by_model[f"{entry.name}/{entry.target}"]
+        assert entry.servable is not None and entry.servable.rows == metrics["rows"] and entry.servable.blocks > 1
+        assert entry.servable.log_loss_climatology == pytest.approx(metrics["log_loss_climatology"])
 
 
 def test_onnx_equals_the_native_model(version_dir: Path, futures_series: dict[str, CandleSeries]) -> None:
