@@ -36,11 +36,17 @@ SERVED = "ensemble_weighted"
 
 
 def _weighted_version(ensemble_models: Path, models_dir: Path) -> Path:
-    """The small ensemble version serving its ``weighted`` strategy (the one live weights re-fit)."""
+    """The small ensemble version serving its ``weighted`` strategy (the one live weights re-fit), with no
+    weight floor: the floor makes the updates' result depend on their order (a member's weight held at the
+    floor forgets the steps it would have taken), and the worker applies them batch by batch in an order this
+    test cannot see; without it every order gives the same weights."""
     version_dir = models_dir / ENSEMBLE_VERSION
     shutil.copytree(ensemble_models / ENSEMBLE_VERSION, version_dir)
     fields = json.loads((version_dir / MANIFEST_NAME).read_text())
     fields["served_model"] = SERVED
+    for entry in fields["models"]:
+        if entry.get("combiner"):
+            entry["combiner"]["weight_floor"] = 0.0
     (version_dir / MANIFEST_NAME).write_text(json.dumps(fields))
     return version_dir
 

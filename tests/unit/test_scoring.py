@@ -17,7 +17,7 @@ from bse_predict.evaluation.scoring import (
 )
 from bse_predict.labels.first_touch import DOWN, NONE, UP
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
-from bse_predict.scoring.probabilities import confidence, row_brier, row_log_loss
+from bse_predict.scoring.probabilities import climatology_shares, confidence, row_brier, row_log_loss
 
 DAY = 86_400_000
 
@@ -38,7 +38,7 @@ def test_row_losses_by_hand() -> None:
 def test_group_metrics_agree_with_the_manifest_metrics() -> None:
     p, y = _random_rows(3000, seed=1)
     train_y = np.random.default_rng(2).choice(3, size=5000, p=[0.4, 0.5, 0.1])
-    climatology = np.tile(np.bincount(train_y, minlength=3) / len(train_y), (len(y), 1))
+    climatology = np.tile(climatology_shares(train_y), (len(y), 1))  # the trainer's (smoothed) shares
     ours = group_metrics(p, y, climatology, (0.55,))
     theirs = holdout_metrics(p, y, train_y)
     for name in ("log_loss", "log_loss_climatology", "brier", "brier_climatology", "brier_skill", "accuracy",
