@@ -1,6 +1,6 @@
 """A degraded ensemble on the real stack: the worker on Kafka and Redis serves a small ensemble
 (RandomForest + HMM regimes) one of whose members misbehaves, and publishes ``degraded: true``
-with the other member's probabilities (the rest renormalised).
+with what the members left answer (the HMM and the climatology member, their weights renormalised).
 
 - one graph per target (``--ensemble-mode graph``), the RandomForest member answering NaN inside
   the graph: the graph is rebuilt from the version's own member files and recorded combination;
@@ -23,6 +23,7 @@ import pytest
 from configs.settings import Settings
 from bse_predict.candles.files import CandleSeries
 from bse_predict.ensembles.graph import ensemble_graph
+from bse_predict.ensembles.member_runner import load_model_set
 from bse_predict.serving.manifest import MANIFEST_NAME, load_manifest, sha256_of
 from bse_predict.serving.onnx_runner import ServedModelSet
 from bse_predict.candles.schema import Prediction
@@ -81,17 +82,29 @@ def _serve(settings: Settings, series: list[CandleSeries], expected: int, tmp_pa
         return live
 
 
-def _assert_the_hmm_answered_alone(settings: Settings, live: dict[str, Prediction],
-                                   series: list[CandleSeries]) -> None:
+def _assert_degraded_as_served_offline(settings: Settings, live: dict[str, Prediction], series: list[CandleSeries],
+                                       mode: str) -> None:
+    """Every live prediction is degraded and equals the same broken version served in this process by the
+    worker's own code (the HMM and the climatology member left, their weights renormalised)."""
+    config = settings.worker.ensemble.model_copy(update={"mode": mode, "member_timeout_ms": 150})
+    offline = {p.id: p for p in replay_predictions(
+        settings, load_model_set(settings.models_dir / ENSEMBLE_VERSION, config), series)}
+    assert set(live) == set(offline)
     hmm = ServedModelSet.load(settings.models_dir / ENSEMBLE_VERSION, model_name=HMM)
     alone = {p.id: p for p in replay_predictions(settings, hmm, series)}
-    assert set(live) <= set(alone)  # the HMM alone needs less history: it answers a few more candles
+    manifest = load_manifest(settings.models_dir / ENSEMBLE_VERSION)
+    combiners = {t: e.combiner for t, e in manifest.entries_for(manifest.served_model).items()}
     for candle_id, prediction in live.items():
         assert prediction.degraded is True and prediction.model.name == "ensemble"
+        assert offline[candle_id].degraded is True
         for target, part in prediction.targets.items():
-            other = alone[candle_id].targets[target]
+            other = offline[candle_id].targets[target]
             assert (part.p_up, part.p_down, part.p_none) == pytest.approx((other.p_up, other.p_down, other.p_none),
                                                                           abs=1e-5)
+            # the HMM's answer moved toward the climatology member's shares: p_none lies between the two
+            assert combiners[target] is not None and combiners[target].climatology is not None
+            low, high = sorted((alone[candle_id].targets[target].p_none, combiners[target].climatology[2]))
+            assert low - 1e-9 <= part.p_none <= high + 1e-9
 
 
 @pytest.mark.parametrize("mode", ["graph", "members"])
@@ -110,4 +123,4 @@ def test_the_worker_publishes_degraded_predictions_from_the_members_left(
     series = [futures_series[s].tail(HOURS) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
     min_history = ServedModelSet.load(settings.models_dir / ENSEMBLE_VERSION).min_history
     live = _serve(settings, series, 3 * (HOURS - min_history + 1), tmp_path, args)
-    _assert_the_hmm_answered_alone(settings, live, series)
+    _assert_degraded_as_served_offline(settings, live, series, mode)
