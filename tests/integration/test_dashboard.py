@@ -338,7 +338,7 @@ def test_a_real_worker_replay_in_a_real_browser(replay_settings: Settings, futur
         if shots:
             markets.screenshot(path=f"{shots}/markets.png")
             tracker.screenshot(path=f"{shots}/track-record.png", full_page=True)
-            operations.screenshot(path=f"{shots}/operations.png")
+            operations.screenshot(path=f"{shots}/operations.png", full_page=True)
 
         # The equity of the kept live signals: the backtest's trades over the same calls and candles.
         expected_equity = equity_of(predictions, slices, outcomes, settings)
