@@ -59,7 +59,9 @@ Row = tuple[int, float, float, float, float, float]
 
 @dataclass(frozen=True)
 class Faults:
-    disconnect_at_h: tuple[float, ...] = ()   # exchange hours after the start: every connection dropped
+    # Scripted faults fire at these exchange hours after the start, or at the first tick after with a
+    # subscribed connection open, one fault per tick.
+    disconnect_at_h: tuple[float, ...] = ()   # every connection dropped
     down_for_h: float = 0.0                   # after a drop, new connections are refused (503) this long
     shutdown_at_h: tuple[float, ...] = ()     # serverShutdown to every open connection ...
     shutdown_grace_h: float = 1.0             # ... which the exchange closes this long after
@@ -349,7 +351,9 @@ class ExchangeSim:
             now = self.now_ms()
             hours = (now - self.start_ms) / HOUR_MS
             open_conns = [c for c in self.log.connections if c.closed_at_ms is None and not c.ws.closed]
-            if disconnects and hours >= disconnects[0]:
+            # A fault waits for a subscribed connection to hit: on loaded cores the client may connect late.
+            subscribed = any(c.streams for c in open_conns)
+            if disconnects and hours >= disconnects[0] and subscribed:
                 disconnects.pop(0)
                 self._refuse_until_ms = now + int(self.faults.down_for_h * HOUR_MS)
                 for conn in open_conns:
@@ -359,7 +363,7 @@ class ExchangeSim:
                         transport.abort()  # no close frame: the client sees the connection drop
                     else:
                         await conn.ws.close(code=1011)
-            if shutdowns and hours >= shutdowns[0]:
+            elif shutdowns and hours >= shutdowns[0] and subscribed:
                 shutdowns.pop(0)
                 for conn in open_conns:
                     conn.got_shutdown = True
