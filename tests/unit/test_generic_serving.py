@@ -1,5 +1,5 @@
 """The worker serves any family from the manifest with the same code: a version whose served
-family reads 168-hour sequences, or both inputs (the regime hybrid), goes through
+family reads 168-hour sequences (the HMM, the TCN), or both inputs (the regime and LSTM hybrids), goes through
 ``predict_windows`` exactly like the forest."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from bse_predict.candles.window import window_ending_at
 STEP_MS = 3_600_000
 
 
-@pytest.mark.parametrize("family", ["hmm_regime", "lorentzian_knn", "random_forest_regimes"])
+@pytest.mark.parametrize("family", ["hmm_regime", "lorentzian_knn", "random_forest_regimes", "tcn", "lstm_hybrid"])
 def test_a_version_served_by_any_family_answers_through_the_worker_path(
     family: str, futures_series: dict[str, CandleSeries], tmp_path
 ) -> None:

@@ -36,7 +36,7 @@ def _refusal(**overrides: object) -> str:
 
 def test_settings_without_a_file_are_the_shipped_defaults() -> None:
     assert Settings() == load_settings()
-    assert Settings().models.served == "ensemble" and len(Settings().models.families) == 10
+    assert Settings().models.served == "ensemble" and len(Settings().models.families) == 12
 
 
 def test_every_block_built_alone_equals_the_shipped_one() -> None:
