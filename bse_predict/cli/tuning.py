@@ -1,0 +1,78 @@
+"""``bse-predict tune``: a hyperparameter search for one family over purged walk-forward folds. The search
+modules (Optuna, scikit-learn) are imported inside the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bse_predict.cli.shared import ConfigOption, DataOption, HorizonOption, TargetsOption, command_settings, console, one_line_errors
+
+if TYPE_CHECKING:
+    from bse_predict.tuning.schema import TuneReport
+
+__all__ = ["tune"]
+
+
+@one_line_errors
+def tune(
+    data: DataOption,
+    family: Annotated[str, typer.Option("--family", help="The family to tune: random_forest, xgboost or lightgbm.")],
+    config: ConfigOption = None,
+    targets: TargetsOption = None,
+    horizon_hours: HorizonOption = None,
+    trials: Annotated[int, typer.Option("--trials", help="Trials to add to the study (a study of the same name resumes).")] = 20,
+    study_dir: Annotated[Path, typer.Option("--study-dir", help="Folder of the study (SQLite), its config block and report.")] = Path("var/tune"),
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Study name (default: the family).")] = None,
+    folds: Annotated[int, typer.Option("--folds", help="Expanding walk-forward test blocks, inner and outer.")] = 4,
+    outer_folds: Annotated[int, typer.Option("--outer-folds", help="The last blocks, never seen by the search, that score it.")] = 1,
+    max_rows: Annotated[int | None, typer.Option("--max-rows", help="Use the newest N rows per symbol.")] = None,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop trials worse than the median early.")] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and the bootstrap.")] = 0,
+) -> None:
+    """Search a family's hyperparameters with Optuna: the objective is the calibrated out-of-fold log loss on
+    the earlier walk-forward folds; the best parameters are then scored against the configured ones and
+    climatology on the later folds, which the search never saw (nested, purged by the label horizon).
+
+    Writes STUDY_DIR/NAME.db (the study: run again to add trials), NAME.yaml (the best parameters as a
+    models.families block, usable as --config) and NAME.json (the report).
+
+    Exits 2 with a one-line reason on bad input: an unknown or untunable family, a study of the same
+    name run with another setup."""
+    from bse_predict.candles.files import read_candle_files
+    from bse_predict.tuning.schema import TuneOptions
+    from bse_predict.tuning.spaces import search_space
+    from bse_predict.tuning.tune import tune as run_tune
+
+    settings = command_settings(config, targets, horizon_hours, families=True)
+    search_space(family)
+    options = TuneOptions(family=family, study_name=study_name or family, trials=trials, folds=folds,
+                          outer_folds=outer_folds, max_rows_per_symbol=max_rows, prune=prune, seed=seed)
+    series = read_candle_files(data, settings.market.timeframe)
+    _print_report(run_tune(series, settings, options, study_dir))
+
+
+def _print_report(report: TuneReport) -> None:
+    level = f"{report.options.confidence_level:.0%}"
+    console.print(f"study {report.study_name}: {report.trials_total} trials ({report.trials_complete} complete, "
+                  f"{report.trials_pruned} pruned); best #{report.best_trial} {report.best_params}",
+                  markup=False, highlight=False)
+    configured = report.default_inner_log_loss
+    console.print(f"inner folds (searched): best log loss {report.best_inner_log_loss:.4f}, configured "
+                  f"{'n/a' if configured is None else f'{configured:.4f}'}, climatology "
+                  f"{report.climatology_inner_log_loss:.4f}", markup=False, highlight=False)
+    console.print(f"outer folds (never searched), log loss per row, differences with {level} block-bootstrap intervals:",
+                  markup=False, highlight=False)
+    for o in report.outer:
+        console.print(f"  {o.target}: tuned {o.log_loss_tuned:.4f}, configured {o.log_loss_default:.4f}, climatology "
+                      f"{o.log_loss_climatology:.4f}; tuned - configured {_interval(o.tuned_minus_default)}, "
+                      f"tuned - climatology {_interval(o.tuned_minus_climatology)} ({o.rows} rows, "
+                      f"{o.effective_rows} independent)", markup=False, highlight=False)
+    console.print(f"config block written to {report.config_file}; study in {report.study_file}",
+                  markup=False, highlight=False)
+
+
+def _interval(value: object) -> str:
+    return f"{value.estimate:+.4f} [{value.lower:+.4f}, {value.upper:+.4f}]"  # type: ignore[attr-defined]
