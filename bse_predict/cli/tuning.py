@@ -36,11 +36,11 @@ def tune(
     the earlier walk-forward folds; the best parameters are then scored against the configured ones and
     climatology on the later folds, which the search never saw (nested, purged by the label horizon).
 
-    Writes STUDY_DIR/NAME.db (the study: run again to add trials), NAME.yaml (the best parameters as a
-    models.families block, usable as --config) and NAME.json (the report).
+    Writes STUDY_DIR/NAME.db (the study; run again to add trials), NAME.yaml and NAME.json (the report).
 
-    Exits 2 with a one-line reason on bad input: an unknown or untunable family, a study of the same
-    name run with another setup."""
+    NAME.yaml holds the best parameters as a models.families block: pass it as --config, or paste it.
+
+    Exits 2 with a one-line reason on bad input, an unknown or untunable family, or a changed setup."""
     from bse_predict.candles.files import read_candle_files
     from bse_predict.tuning.schema import TuneOptions
     from bse_predict.tuning.spaces import search_space

@@ -120,7 +120,8 @@ def _header(report: TuneReport) -> str:
              f"inner folds (the search's): log loss {report.best_inner_log_loss:.4f}, configured "
              f"{report.default_inner_log_loss if report.default_inner_log_loss is None else round(report.default_inner_log_loss, 4)}, "
              f"climatology {report.climatology_inner_log_loss:.4f}",
-             "outer folds (never seen by the search), tuned - configured log loss per row, 95% block bootstrap:"]
+             f"outer folds (never seen by the search), tuned - configured log loss per row, "
+             f"{report.options.confidence_level:.0%} block bootstrap:"]
     for o in report.outer:
         d = o.tuned_minus_default
         lines.append(f"  {o.target}: {o.log_loss_tuned:.4f} vs {o.log_loss_default:.4f} (climatology "
