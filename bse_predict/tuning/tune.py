@@ -10,7 +10,7 @@ search never read (:mod:`bse_predict.tuning.outer`) -> ``<study>.yaml`` (the con
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +87,8 @@ def tune(series: Sequence[CandleSeries], settings: Settings, options: TuneOption
     return report
 
 
-def _run_trials(study: optuna.Study, objective: object, trials: int, progress: Progress) -> None:
+def _run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], trials: int,
+                progress: Progress) -> None:
     done = len(study.trials)
     task = progress.add_task(f"trials (study has {done})", total=trials)
 
@@ -95,7 +96,7 @@ def _run_trials(study: optuna.Study, objective: object, trials: int, progress: P
         best = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         progress.update(task, advance=1, description=f"trials: best inner log loss {min(best):.4f}" if best else None)
 
-    study.optimize(objective, n_trials=trials, callbacks=[advance])  # type: ignore[arg-type]
+    study.optimize(objective, n_trials=trials, callbacks=[advance])
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise TuningError(f"study {study.study_name!r} has no completed trial")
 

@@ -16,7 +16,7 @@ from bse_predict.candles.synthetic import synthetic_series
 from bse_predict.cli import app
 from bse_predict.evaluation.fold_predictions import fold_masks
 from bse_predict.evaluation.walk_forward import make_folds
-from bse_predict.families import get_model
+from bse_predict.families import BasePredictor, get_model
 from bse_predict.families.base import check_family_params
 from bse_predict.families.xgboost_family import XGBoostPredictor
 from bse_predict.training.dataset import build_dataset
@@ -119,6 +119,15 @@ def test_the_outer_folds_lie_after_and_purged_from_every_row_the_search_saw(
     folds = make_folds(times, 4, options.initial_train_fraction)
     uncut = fold_masks(data.rows, folds, HORIZON_MS, 24 * 3_600_000, options.calibration_fraction)[3 - outer_folds]
     assert np.any(times[uncut.test] + HORIZON_MS >= data.outer_start_ms)
+
+
+@pytest.mark.parametrize("family", sorted(SEARCH_SPACES))
+def test_every_space_names_constructor_parameters_of_a_family_with_shared_inputs(family: str) -> None:
+    """The search pools one copy of inputs per target, built before any trial: right only for a family
+    whose inputs do not depend on its hyperparameters (the base ``prepare_data``)."""
+    model = get_model(family)
+    assert type(model).prepare_data is BasePredictor.prepare_data
+    assert set(SEARCH_SPACES[family]) <= set(model.get_hyperparameters())
 
 
 def test_a_family_without_a_space_is_named_clearly() -> None:
