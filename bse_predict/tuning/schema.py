@@ -57,6 +57,8 @@ class OuterScore(_Frozen):
     effective_rows: int
     """Label windows on the outer rows that share no candle."""
     outer_start_ms: int
+    """The first outer test row's open time: every row the search read for this target, its label window
+    included, ends before it."""
     log_loss_tuned: float
     log_loss_default: float
     log_loss_climatology: float
@@ -83,6 +85,4 @@ class TuneReport(_Frozen):
     default_inner_log_loss: float | None
     """The same for the configured parameters (the first trial of the study), when it completed."""
     climatology_inner_log_loss: float
-    search_end_ms: int
-    """Every row the search saw (its labels included) opens before this and ends before the outer folds."""
     outer: tuple[OuterScore, ...]

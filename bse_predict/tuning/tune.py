@@ -81,7 +81,7 @@ def tune(series: Sequence[CandleSeries], settings: Settings, options: TuneOption
         trials_pruned=states.count(optuna.trial.TrialState.PRUNED), best_trial=best.number,
         best_params=dict(best.params), best_inner_log_loss=float(best.value),
         default_inner_log_loss=default_trial_value(study), climatology_inner_log_loss=_inner_climatology(data),
-        search_end_ms=min(d.outer_start_ms for d in data), outer=outer)
+        outer=outer)
     write_config_block(config_file, config_block(settings, options.family, dict(best.params)), _header(report))
     report_file.write_text(report.model_dump_json(indent=2), encoding="utf-8")
     return report
