@@ -21,11 +21,11 @@ __all__ = ["SEARCH_SPACES", "search_space", "defaults_inside", "suggest"]
 
 SEARCH_SPACES: dict[str, dict[str, BaseDistribution]] = {
     "random_forest": {
-        "n_estimators": IntDistribution(100, 400, step=50),
+        "n_estimators": IntDistribution(100, 300, step=50),
         "max_depth": IntDistribution(3, 14),
         "min_samples_leaf": IntDistribution(10, 500, log=True),
         "max_features": CategoricalDistribution(["sqrt", "log2", 0.2, 0.35, 0.5]),
-        "max_samples": FloatDistribution(0.1, 0.6),
+        "max_samples": FloatDistribution(0.1, 0.5),
     },
     "xgboost": {
         "max_depth": IntDistribution(2, 6),
