@@ -55,24 +55,8 @@ def tune(
 
 
 def _print_report(report: TuneReport) -> None:
-    level = f"{report.options.confidence_level:.0%}"
-    console.print(f"study {report.study_name}: {report.trials_total} trials ({report.trials_complete} complete, "
-                  f"{report.trials_pruned} pruned); best #{report.best_trial} {report.best_params}",
-                  markup=False, highlight=False)
-    configured = report.default_inner_log_loss
-    console.print(f"inner folds (searched): best log loss {report.best_inner_log_loss:.4f}, configured "
-                  f"{'n/a' if configured is None else f'{configured:.4f}'}, climatology "
-                  f"{report.climatology_inner_log_loss:.4f}", markup=False, highlight=False)
-    console.print(f"outer folds (never searched), log loss per row, differences with {level} block-bootstrap intervals:",
-                  markup=False, highlight=False)
-    for o in report.outer:
-        console.print(f"  {o.target}: tuned {o.log_loss_tuned:.4f}, configured {o.log_loss_default:.4f}, climatology "
-                      f"{o.log_loss_climatology:.4f}; tuned - configured {_interval(o.tuned_minus_default)}, "
-                      f"tuned - climatology {_interval(o.tuned_minus_climatology)} ({o.rows} rows, "
-                      f"{o.effective_rows} independent)", markup=False, highlight=False)
-    console.print(f"config block written to {report.config_file}; study in {report.study_file}",
-                  markup=False, highlight=False)
+    from bse_predict.tuning.summary import summary_lines
 
-
-def _interval(value: object) -> str:
-    return f"{value.estimate:+.4f} [{value.lower:+.4f}, {value.upper:+.4f}]"  # type: ignore[attr-defined]
+    for line in summary_lines(report):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"config block written to {report.config_file}", markup=False, highlight=False)

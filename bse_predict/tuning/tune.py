@@ -31,6 +31,7 @@ from bse_predict.tuning.outer import score_outer
 from bse_predict.tuning.schema import TuneOptions, TuneReport
 from bse_predict.tuning.spaces import search_space
 from bse_predict.tuning.study import default_trial_value, enqueue_configured, make_objective, open_study
+from bse_predict.tuning.summary import summary_lines
 
 __all__ = ["tune", "study_files"]
 
@@ -82,7 +83,7 @@ def tune(series: Sequence[CandleSeries], settings: Settings, options: TuneOption
         best_params=dict(best.params), best_inner_log_loss=float(best.value),
         default_inner_log_loss=default_trial_value(study), climatology_inner_log_loss=_inner_climatology(data),
         outer=outer)
-    write_config_block(config_file, config_block(settings, options.family, dict(best.params)), _header(report))
+    write_config_block(config_file, config_block(settings, options.family, dict(best.params)), "\n".join(summary_lines(report)))
     report_file.write_text(report.model_dump_json(indent=2), encoding="utf-8")
     return report
 
@@ -113,18 +114,3 @@ def _setup(options: TuneOptions, data: Sequence[TargetFolds], horizon_hours: int
 
 def _inner_climatology(data: Sequence[TargetFolds]) -> float:
     return float(np.mean([np.concatenate([climatology_fold_loss(d.rows, m) for m in d.inner]).mean() for d in data]))
-
-
-def _header(report: TuneReport) -> str:
-    lines = [f"bse-predict tune --family {report.family}: study {report.study_name!r} ({report.study_file}), "
-             f"best of {report.trials_complete} completed trials (#{report.best_trial})",
-             f"inner folds (the search's): log loss {report.best_inner_log_loss:.4f}, configured "
-             f"{report.default_inner_log_loss if report.default_inner_log_loss is None else round(report.default_inner_log_loss, 4)}, "
-             f"climatology {report.climatology_inner_log_loss:.4f}",
-             f"outer folds (never seen by the search), tuned - configured log loss per row, "
-             f"{report.options.confidence_level:.0%} block bootstrap:"]
-    for o in report.outer:
-        d = o.tuned_minus_default
-        lines.append(f"  {o.target}: {o.log_loss_tuned:.4f} vs {o.log_loss_default:.4f} (climatology "
-                     f"{o.log_loss_climatology:.4f}): {d.estimate:+.4f} [{d.lower:+.4f}, {d.upper:+.4f}], {o.rows} rows")
-    return "\n".join(lines)
