@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from bse_predict.cli import alerts, archive, dashboard, ingest, retrain, stream, training
+from bse_predict.cli import alerts, archive, dashboard, ingest, retrain, stream, training, tuning
 from bse_predict.cli.control import control_app
 from bse_predict.cli.models import models_app
 from bse_predict.cli.services import services_app
@@ -16,7 +16,7 @@ __all__ = ["main", "app"]
 
 app = typer.Typer(help="Streaming first-touch barrier predictions for crypto candles.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-for command in (training.train, training.evaluate, training.backtest, stream.worker, alerts.alerts, stream.relay,
+for command in (training.train, training.evaluate, tuning.tune, training.backtest, stream.worker, alerts.alerts, stream.relay,
                 stream.replay, ingest.ingest, stream.bench, stream.demo, archive.archive, retrain.retrain, dashboard.dashboard):
     app.command()(command)
 app.add_typer(services_app, name="services")

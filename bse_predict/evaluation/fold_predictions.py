@@ -30,7 +30,7 @@ from bse_predict.families import BasePredictor
 from bse_predict.labels.first_touch import DOWN, UP
 
 __all__ = ["FoldMasks", "FamilySplit", "OutOfFold", "ModelFactory", "fold_masks", "predict_out_of_fold",
-           "EvaluationError"]
+           "train_on_fold", "fit_calibrator", "EvaluationError"]
 
 ModelFactory = Callable[[str, str], BasePredictor]
 """(family, target) -> a new, unfitted predictor."""
@@ -153,9 +153,9 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
         progress.update(task, description=f"{rows.target} {family}: fold {m.fold.index + 1}/{len(masks)}")
         model = factory(family, rows.target)
         t0 = time.perf_counter()
-        _train_on_fold(model, X, rows, m, family, split)
+        train_on_fold(model, X, rows, m, family, split)
         t1 = time.perf_counter()
-        calibrator = _fit_calibrator(split.calibrator, m, rows.labels,
+        calibrator = fit_calibrator(split.calibrator, m, rows.labels,
                                      lambda rows_of, fitted=model: fitted.predict_proba(X[rows_of]))
         t2 = time.perf_counter()
         p_raw = model.predict_proba(X[m.test])
@@ -181,7 +181,7 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
     _record_variants(oof, family, type(model).__name__, split.calibrator, variant_parts)
 
 
-def _train_on_fold(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: FoldMasks, family: str,
+def train_on_fold(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: FoldMasks, family: str,
                    split: FamilySplit) -> None:
     """Fit ``model`` on the fold's fit rows; one that stops early validates on their newest,
     purged share (:class:`FamilySplit`)."""
@@ -194,7 +194,7 @@ def _train_on_fold(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: Fol
         model.train(X[m.fit], rows.labels[m.fit])
 
 
-def _fit_calibrator(name: CalibratorName, m: FoldMasks, labels: np.ndarray,
+def fit_calibrator(name: CalibratorName, m: FoldMasks, labels: np.ndarray,
                     predict: Callable[[np.ndarray], np.ndarray]) -> Calibrator:
     """A calibrator fitted on ``predict``'s answers for the fold's calibration rows (given as a
     mask); ``none`` when the fold has no calibration rows."""
@@ -215,7 +215,7 @@ def _predict_variants(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: 
         predictors["adaptive"] = lambda rows_of: model.predict_adaptive(
             X[rows_of], rows.labels[rows_of], rows.open_time_ms[rows_of], split.horizon_ms)
     for variant, predict in predictors.items():
-        calibrator = _fit_calibrator(split.calibrator, m, rows.labels, predict)
+        calibrator = fit_calibrator(split.calibrator, m, rows.labels, predict)
         p_raw = predict(m.test)
         parts = variant_parts.setdefault(f"{family}_{variant}", ([], []))
         parts[0].append(calibrator.transform(p_raw))

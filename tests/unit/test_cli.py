@@ -10,7 +10,7 @@ from bse_predict.cli import app
 runner = CliRunner()
 
 COMMANDS = [["services", "up"], ["services", "down"], ["services", "status"], ["train"], ["evaluate"], ["worker"], ["replay"],
-            ["bench"], ["demo"], ["relay"], ["ingest"], ["archive"], ["models", "list"], ["models", "show"]]
+            ["bench"], ["demo"], ["tune"], ["relay"], ["ingest"], ["archive"], ["models", "list"], ["models", "show"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

@@ -43,14 +43,14 @@ ADAPTERS = {
                  "local_tls", "processes", "stack"},
     "retrain": {"ledger", "publisher", "run", "scheduler"},
     "cli": {"commands", "shared", "services", "training", "stream", "alerts", "archive", "models", "control", "demo",
-            "ingest", "retrain", "dashboard", "__main__", "__init__"},
+            "ingest", "retrain", "dashboard", "tuning", "__main__", "__init__"},
     "dashboard": {"access", "consumer_lag", "feed", "operations", "run", "web"},
 }
 """Modules that do IO or read the clock, by package; every other module of ``bse_predict`` is a core module."""
 
 COMPOSITION_ROOTS = {"stream.app", "stream.worker_parts", "stream.run", "stream.bench", "alerts.run", "cli.commands",
                      "cli.shared", "cli.services", "cli.training", "cli.stream", "cli.alerts", "cli.archive", "cli.models",
-                     "cli.control", "cli.demo", "cli.ingest", "cli.retrain", "backtest.predictions", "backtest.command",
+                     "cli.control", "cli.demo", "cli.ingest", "cli.retrain", "cli.tuning", "backtest.predictions", "backtest.command",
                      "retrain.run", "retrain.scheduler", "cli.dashboard", "dashboard.run"}
 """Where adapters of several concepts are wired together."""
 

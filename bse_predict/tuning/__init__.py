@@ -1,0 +1,1 @@
+"""Hyperparameter search over purged walk-forward folds, scored honestly on later folds (``bse-predict tune``)."""
