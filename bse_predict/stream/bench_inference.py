@@ -33,22 +33,25 @@ def median_ms(call: Callable[[], object], repeats: int = 30) -> float:
     return interleaved_median_ms({"call": call}, repeats)["call"]
 
 
-def interleaved_median_ms(calls: dict[str, Callable[[], object]], rounds: int = ROUNDS) -> dict[str, float]:
+def interleaved_median_ms(calls: dict[str, Callable[[], object]], rounds: int = ROUNDS,
+                          clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median milliseconds of each call over ``rounds`` rounds, every call once a round in turn
-    (one untimed round first)."""
+    (one untimed round first), read on ``clock`` (wall time; ``time.process_time`` for the CPU
+    time of every thread of this process, which a loaded machine moves much less)."""
     for call in calls.values():
         call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            started = time.perf_counter()
+            started = clock()
             call()
-            times[name].append((time.perf_counter() - started) * 1000)
+            times[name].append((clock() - started) * 1000)
     return {name: round(float(np.median(spent)), 3) for name, spent in times.items()}
 
 
 def inference_per_tick(settings: Settings, version: str, ensemble_version: str | None,
-                       series: Sequence[CandleSeries], history: int, rounds: int = ROUNDS) -> dict[str, float]:
+                       series: Sequence[CandleSeries], history: int, rounds: int = ROUNDS,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median milliseconds of one tick's inference (every symbol in one batch, windows of the last
     ``history`` candles), all timed in turn: ``onnx``, the served model of ``version`` as one graph
     per target; ``random_forest``, that version's RandomForest alone when it has one beside another
@@ -81,7 +84,7 @@ def inference_per_tick(settings: Settings, version: str, ensemble_version: str |
         feed = {k: inputs[k] for k in model_set.input_kinds}
         calls[name] = lambda m=model_set, f=feed: m.predict_outputs(f)  # type: ignore[misc]
     try:
-        return interleaved_median_ms(calls, rounds)
+        return interleaved_median_ms(calls, rounds, clock)
     finally:
         if members is not None:
             members.close()
