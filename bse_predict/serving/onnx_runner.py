@@ -109,8 +109,8 @@ def _target_sessions(version_dir: Path, manifest: Manifest, model_name: str, pro
     for target, data in files.items():
         check_onnx_model(data, f"version {manifest.version}: {entries[target].file}")
     merged = merge_targets(files) if len(files) > 1 else None
-    shared = merged and make_session(merged.model, providers, intra_op_threads,
-                                     file=f"version {manifest.version}: {model_name}, every target")
+    shared = (make_session(merged.model, providers, intra_op_threads,
+                           file=f"version {manifest.version}: {model_name}, every target") if merged else None)
     sessions: dict[str, _TargetSession] = {}
     for index, (target, entry) in enumerate(entries.items()):
         session = shared or make_session(files[target], providers, intra_op_threads,
