@@ -86,20 +86,20 @@ def bench(
     rate: Annotated[float, typer.Option("--rate", help="Closed candles per second, sent in ticks of one per symbol.")] = 1000.0,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of the timed phase.")] = 30.0,
     burst: Annotated[int, typer.Option("--burst", help="Candles sent at once to measure maximum throughput.")] = 20000,
-    phases: Annotated[str | None, typer.Option("--phases", help="Comma-separated: relay, onnx, native, ensemble, ensemble_members (default: all but the ensembles; with --ensemble-version all).")] = None,
+    phases: Annotated[str | None, typer.Option("--phases", help="Comma-separated: relay, onnx, native, ensemble, ensemble_members (default: relay,onnx, the worker as shipped; with --ensemble-version also ensemble_members).")] = None,
     data: Annotated[list[Path] | None, typer.Option("--data", help="Candle files or directories.")] = None,
     version: Annotated[str | None, typer.Option("--version", help="Model version (default: newest).")] = None,
     ensemble_version: Annotated[str | None, typer.Option("--ensemble-version", help="A version serving an ensemble, for the ensemble phase.")] = None,
     shadow_version: Annotated[str | None, typer.Option("--shadow-version", help="Every worker phase also serves this version in shadow (set by a signed control message).")] = None,
     compare_with: Annotated[Path | None, typer.Option("--compare-with", help="A checkout of another commit with its own .venv: each worker phase runs again with its worker, as PHASE@before.")] = None,
 ) -> None:
-    """End-to-end benchmark on the real stack against a bare relay and native predict; prints one JSON object."""
+    """End-to-end benchmark of the worker as shipped on the real stack against a bare relay; prints one JSON object."""
     import json
     from datetime import UTC, datetime
 
     from bse_predict.stream.bench import BenchOptions, run_bench
 
-    phases = phases or ("relay,onnx,native,ensemble,ensemble_members" if ensemble_version else "relay,onnx,native")
+    phases = phases or ("relay,onnx,ensemble_members" if ensemble_version else "relay,onnx")
     chosen = comma_separated(phases)
     unknown = set(chosen) - {"relay", "onnx", "native", "ensemble", "ensemble_members"}
     if unknown or symbols < 1 or rate <= 0 or seconds <= 0:

@@ -126,6 +126,11 @@ class ServedEnsemble(ManifestModelSet):
     def min_history(self) -> int:
         return max(m.model_set.min_history for m in self._members)
 
+    @property
+    def member_sets(self) -> tuple[ServedModelSet, ...]:
+        """Each member's own model set, in the combination's order."""
+        return tuple(m.model_set for m in self._members)
+
     def providers(self) -> dict[str, str]:
         return {f"{m.name} {t}": p for m in self._members for t, p in m.model_set.providers().items()}
 

@@ -66,10 +66,17 @@ def _log_densities(g: _Builder, model: RegimeModel, source: str = "sequence") ->
     # y_ke = Σ_d (z_d - μ_kd) P_kde; log p_k = c_k - |y_k|² / 2
     diff = g.node("Sub", [g.node("Unsqueeze", [z, g.ints("ax0", [0])], "obs_k"),
                           g.const("means", model.means_[:, :, None, None])], "diff")  # [K, d, N, T]
-    terms = g.node("Mul", [g.node("Unsqueeze", [diff, g.ints("ax2", [2])], "diff_e"),
-                           g.const("chol_precision", model.chol_precision_[:, :, :, None, None])],
-                   "whitened_terms")  # [K, d, d, N, T]
-    y = g.node("ReduceSum", [terms, g.ints("ax1", [1])], "whitened", keepdims=0)  # [K, d, N, T]
+    precision = model.chol_precision_
+    if np.array_equal(precision, precision * np.eye(precision.shape[1])):
+        # diagonal covariances (the default): y_kd = (z_d - μ_kd) P_kdd, the same numbers as the sum
+        # below (its other terms are exact zeros) at a d-th of the work
+        y = g.node("Mul", [diff, g.const("chol_precision_diagonal",
+                                         np.diagonal(precision, axis1=1, axis2=2)[:, :, None, None])], "whitened")
+    else:
+        terms = g.node("Mul", [g.node("Unsqueeze", [diff, g.ints("ax2", [2])], "diff_e"),
+                               g.const("chol_precision", precision[:, :, :, None, None])],
+                       "whitened_terms")  # [K, d, d, N, T]
+        y = g.node("ReduceSum", [terms, g.ints("ax1", [1])], "whitened", keepdims=0)  # [K, d, N, T]
     quad = g.node("ReduceSum", [g.node("Mul", [y, y], "whitened_sq"), g.ints("ax1q", [1])], "quad", keepdims=0)
     return g.node("Sub", [g.const("log_norm", model.log_norm_[:, None, None]),
                           g.node("Mul", [quad, g.const("half", 0.5)], "half_quad")], "log_density")

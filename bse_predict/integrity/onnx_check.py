@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any
 
 from bse_predict.errors import ManifestError
+from bse_predict.integrity.proto_subset import message_class
 
 __all__ = ["ALLOWED_DOMAINS", "check_onnx_model"]
 
@@ -55,25 +56,8 @@ _SUBSET: dict[str, tuple[tuple[str, int, str, bool], ...]] = {
 
 @cache
 def _model_class() -> Any:
-    """The message class of :data:`_SUBSET`'s ``ModelProto``, in a pool of its own (no clash with
-    the ``onnx`` package's messages where that is installed)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    field_type = descriptor_pb2.FieldDescriptorProto
-    scalars = {"bytes": field_type.TYPE_BYTES, "int32": field_type.TYPE_INT32}
-    file = descriptor_pb2.FileDescriptorProto(name="bse_predict_onnx_subset.proto", package=_PACKAGE, syntax="proto2")
-    for message_name, fields in _SUBSET.items():
-        message = file.message_type.add(name=message_name)
-        for name, number, kind, repeated in fields:
-            field = message.field.add(name=name, number=number,
-                                      label=field_type.LABEL_REPEATED if repeated else field_type.LABEL_OPTIONAL)
-            if kind in scalars:
-                field.type = scalars[kind]
-            else:
-                field.type, field.type_name = field_type.TYPE_MESSAGE, f".{_PACKAGE}.{kind}"
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.ModelProto"))
+    """The message class of :data:`_SUBSET`'s ``ModelProto``."""
+    return message_class(_SUBSET, _PACKAGE, "ModelProto")
 
 
 def _check_domain(domain: bytes, file: str) -> None:

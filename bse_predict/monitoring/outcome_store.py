@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import orjson
 import redis.asyncio as aioredis
 
 from bse_predict.monitoring.outcomes import PendingBook, PendingOutcome
@@ -43,16 +44,15 @@ SymbolKey = tuple[str, str]
 # one 0/1 "added" flag per item}. The generation moves with every change, from any worker: it
 # tells a worker whether its in-process copy of a symbol's pending outcomes is still current.
 _REGISTER = """
+local groups = cjson.decode(ARGV[1])
 local out = {}
-local a = 2
-for s = 1, tonumber(ARGV[1]) do
+for s, items in ipairs(groups) do
   local pending, settled, generation = KEYS[3 * s - 2], KEYS[3 * s - 1], KEYS[3 * s]
   local before = tonumber(redis.call('GET', generation) or '0')
   local flags = {before, before}
   local added = 0
-  local n = tonumber(ARGV[a])
-  for i = 1, n do
-    local key, value = ARGV[a + 2 * i - 1], ARGV[a + 2 * i]
+  for i = 1, #items / 2 do
+    local key, value = items[2 * i - 1], items[2 * i]
     local flag = 0
     if not redis.call('ZSCORE', settled, key) then flag = redis.call('HSETNX', pending, key, value) end
     added = added + flag
@@ -63,7 +63,6 @@ for s = 1, tonumber(ARGV[1]) do
     for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
   end
   out[s] = flags
-  a = a + 1 + 2 * n
 end
 return out
 """
@@ -73,14 +72,13 @@ return out
 _SETTLE = """
 local retain_ms = tonumber(ARGV[1])
 local out = {}
-local a = 3
-for s = 1, tonumber(ARGV[2]) do
+for s, items in ipairs(cjson.decode(ARGV[2])) do
   local pending, settled, generation = KEYS[3 * s - 2], KEYS[3 * s - 1], KEYS[3 * s]
   local before = tonumber(redis.call('GET', generation) or '0')
-  local n = tonumber(ARGV[a])
+  local n = #items / 2
   for i = 1, n do
-    redis.call('HDEL', pending, ARGV[a + 2 * i - 1])
-    redis.call('ZADD', settled, ARGV[a + 2 * i], ARGV[a + 2 * i - 1])
+    redis.call('HDEL', pending, items[2 * i - 1])
+    redis.call('ZADD', settled, items[2 * i], items[2 * i - 1])
   end
   local newest = redis.call('ZREVRANGE', settled, 0, 0, 'WITHSCORES')
   redis.call('ZREMRANGEBYSCORE', settled, '-inf', '(' .. tostring(tonumber(newest[2]) - retain_ms))
@@ -89,7 +87,6 @@ for s = 1, tonumber(ARGV[2]) do
     for _, key in ipairs({pending, settled, generation}) do redis.call('PEXPIRE', key, ARGV[#ARGV]) end
   end
   out[s] = {before, after}
-  a = a + 1 + 2 * n
 end
 return out
 """
@@ -154,14 +151,10 @@ class RedisOutcomeStore(SymbolKeyStore):
         groups = _by_symbol(items)
         if not groups:
             return 0
-        keys: list[str] = []
-        args: list[object] = [len(groups)]
-        for (symbol, timeframe), group in groups.items():
-            keys.extend(self._keys(symbol, timeframe))
-            args.append(len(group))
-            for item in group:
-                args.extend((item.key, item.model_dump_json()))
-        replies = await self._register(keys=keys, args=[*args, EXPIRY_REFRESH_WRITES, self._expire_ms])
+        keys = [k for symbol, timeframe in groups for k in self._keys(symbol, timeframe)]
+        # one JSON argument, not two per item: redis-py packs each argument in Python, which cost more than the script
+        items = orjson.dumps([[v for item in group for v in (item.key, item.model_dump_json())] for group in groups.values()])
+        replies = await self._register(keys=keys, args=[items, EXPIRY_REFRESH_WRITES, self._expire_ms])
         added = 0
         for (key, group), (before, after, *flags) in zip(groups.items(), replies, strict=True):
             new = [item for item, flag in zip(group, flags, strict=True) if flag]
@@ -192,14 +185,9 @@ class RedisOutcomeStore(SymbolKeyStore):
         groups = _by_symbol(items)
         if not groups:
             return
-        keys: list[str] = []
-        args: list[object] = [self._retain_ms, len(groups)]
-        for (symbol, timeframe), group in groups.items():
-            keys.extend(self._keys(symbol, timeframe))
-            args.append(len(group))
-            for item in group:
-                args.extend((item.key, item.open_time))
-        replies = await self._settle(keys=keys, args=[*args, EXPIRY_REFRESH_WRITES, self._expire_ms])
+        keys = [k for symbol, timeframe in groups for k in self._keys(symbol, timeframe)]
+        items = orjson.dumps([[v for item in group for v in (item.key, str(item.open_time))] for group in groups.values()])
+        replies = await self._settle(keys=keys, args=[self._retain_ms, items, EXPIRY_REFRESH_WRITES, self._expire_ms])
         for (key, group), (before, after) in zip(groups.items(), replies, strict=True):
             gone = [item.key for item in group]
             self._follow(key, int(before), int(after), lambda book, gone=gone: book.remove(gone))

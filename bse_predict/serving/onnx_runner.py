@@ -1,6 +1,9 @@
 """Serve a manifest's ONNX models with onnxruntime, batched across symbols.
 
-One session per (model, target). Sessions run with one intra-op thread and no
+One session per model: its targets' graphs merged into one model, so one ``run``
+answers every target and what the targets compute alike is computed once
+(:mod:`bse_predict.serving.target_merge`); one session per target where they do not
+merge. Sessions run with one intra-op thread and no
 spinning: on a 2-core machine two threads were slower, and spinning steals the
 core the event loop needs (see docs/performance.md). The CUDA provider is used
 when onnxruntime offers it; tree ensembles only have CPU kernels, so
@@ -38,6 +41,7 @@ from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.serving.manifest import Manifest, load_manifest, read_verified, verify_files
 from bse_predict.integrity.onnx_check import check_onnx_model
 from bse_predict.serving.model_set import ManifestModelSet, ModelOutputs
+from bse_predict.serving.target_merge import merge_targets, target_output
 
 __all__ = ["ServedModelSet", "choose_providers", "make_session"]
 
@@ -83,6 +87,7 @@ def make_session(model: bytes | Path, providers: list[str], intra_op_threads: in
 @dataclass(frozen=True)
 class _TargetSession:
     session: ort.InferenceSession
+    """The target's own session, or the one of every target of the model (:mod:`bse_predict.serving.target_merge`)."""
     inputs: tuple[str, ...]
     output_name: str
     degraded_output: str | None = None
@@ -90,6 +95,40 @@ class _TargetSession:
     regime_output: str | None = None
     """``regime_probabilities`` [B, K], the states named in the graph's ``regime_states`` metadata."""
     regime_states: tuple[str, ...] = ()
+
+    @property
+    def output_names(self) -> list[str]:
+        return [self.output_name, *(n for n in (self.degraded_output, self.regime_output) if n)]
+
+
+def _target_sessions(version_dir: Path, manifest: Manifest, model_name: str, providers: list[str],
+                     intra_op_threads: int) -> dict[str, _TargetSession]:
+    """One session for all the targets of ``model_name`` when their graphs merge, else one per target."""
+    entries = manifest.entries_for(model_name)
+    files = {target: read_verified(version_dir, manifest, entry.file) for target, entry in entries.items()}
+    for target, data in files.items():
+        check_onnx_model(data, f"version {manifest.version}: {entries[target].file}")
+    merged = merge_targets(files) if len(files) > 1 else None
+    shared = (make_session(merged.model, providers, intra_op_threads,
+                           file=f"version {manifest.version}: {model_name}, every target") if merged else None)
+    sessions: dict[str, _TargetSession] = {}
+    for index, (target, entry) in enumerate(entries.items()):
+        session = shared or make_session(files[target], providers, intra_op_threads,
+                                         file=f"version {manifest.version}: {entry.file}")
+        name = (lambda n, i=index: target_output(i, n)) if merged else (lambda n: n)
+        declared = set(merged.inputs[target]) if merged else {i.name for i in session.get_inputs()}
+        if declared != set(entry.inputs):
+            raise ManifestError(f"{entry.file} reads inputs {sorted(declared)}, the manifest says {list(entry.inputs)}")
+        log.info("model %s %s target %s runs on %s", manifest.version, entry.name, target, session.get_providers()[0])
+        if tuple(entry.classes) != CLASS_NAMES:
+            raise ManifestError(f"{entry.file} answers classes {list(entry.classes)}, not {list(CLASS_NAMES)}")
+        outputs = {o.name for o in session.get_outputs()}
+        states = (merged.metadata[target] if merged else session.get_modelmeta().custom_metadata_map).get("regime_states", "")
+        regime = name("regime_probabilities") if name("regime_probabilities") in outputs and states else None
+        sessions[target] = _TargetSession(session, entry.inputs, name(entry.output_name),
+                                          name("degraded") if name("degraded") in outputs else None, regime,
+                                          tuple(states.split(",")) if regime else ())
+    return sessions
 
 
 class ServedModelSet(ManifestModelSet):
@@ -113,23 +152,8 @@ class ServedModelSet(ManifestModelSet):
                 f"version {manifest.version} was trained on other feature definitions "
                 f"(hash {manifest.feature_spec_hash[:12]}…, this code has {FEATURE_SPEC_HASH[:12]}…): retrain it"
             )
-        chosen = providers or choose_providers()
-        sessions: dict[str, _TargetSession] = {}
-        for target, entry in manifest.entries_for(model_name or manifest.served_model).items():
-            session = make_session(read_verified(version_dir, manifest, entry.file), chosen, intra_op_threads,
-                                   file=f"version {manifest.version}: {entry.file}")
-            declared = {i.name for i in session.get_inputs()}
-            if declared != set(entry.inputs):
-                raise ManifestError(f"{entry.file} reads inputs {sorted(declared)}, the manifest says {list(entry.inputs)}")
-            log.info("model %s %s target %s runs on %s", manifest.version, entry.name, target, session.get_providers()[0])
-            if tuple(entry.classes) != CLASS_NAMES:
-                raise ManifestError(f"{entry.file} answers classes {list(entry.classes)}, not {list(CLASS_NAMES)}")
-            outputs = {o.name for o in session.get_outputs()}
-            states = session.get_modelmeta().custom_metadata_map.get("regime_states", "")
-            regime = "regime_probabilities" if "regime_probabilities" in outputs and states else None
-            sessions[target] = _TargetSession(session, entry.inputs, entry.output_name,
-                                              "degraded" if "degraded" in outputs else None, regime,
-                                              tuple(states.split(",")) if regime else ())
+        sessions = _target_sessions(version_dir, manifest, model_name or manifest.served_model,
+                                    providers or choose_providers(), intra_op_threads)
         return cls(manifest, sessions, model_name)
 
     @property
@@ -156,33 +180,42 @@ class ServedModelSet(ManifestModelSet):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{kind: batch} -> {target: float64[B, 3]} with columns (up, down, none)."""
-        batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
-        out: dict[str, np.ndarray] = {}
-        for target, s in self._sessions.items():
-            (probabilities,) = _run(s.session, [s.output_name], {kind: batches[kind] for kind in s.inputs})
-            out[target] = np.asarray(probabilities, dtype=np.float64)
-        return out
+        return self.predict_outputs(inputs).probabilities
 
     def predict_outputs(self, inputs: dict[str, np.ndarray], run_options: ort.RunOptions | None = None) -> ModelOutputs:
         """:meth:`predict` plus each graph's ``degraded`` rows (any target's) and the regime
-        of the first graph that outputs one; still one ``run`` per target. ``run_options`` lets
-        another thread stop the call (``terminate``)."""
+        of the first graph that outputs one; one ``run`` per session (one for every target when
+        their graphs merged). ``run_options`` lets another thread stop the call (``terminate``)."""
         batches = {kind: np.ascontiguousarray(value, dtype=np.float32) for kind, value in inputs.items()}
         rows = len(next(iter(batches.values())))
+        answers = self._run_sessions(batches, run_options)
         probabilities: dict[str, np.ndarray] = {}
         degraded = np.zeros(rows, dtype=bool)
         states: tuple[str, ...] = ()
         regime: np.ndarray | None = None
         target_regimes: dict[str, np.ndarray] = {}
         for target, s in self._sessions.items():
-            names = [s.output_name, *(n for n in (s.degraded_output, s.regime_output) if n)]
-            answers = dict(zip(names, _run(s.session, names, {kind: batches[kind] for kind in s.inputs}, run_options),
-                               strict=True))
-            probabilities[target] = np.asarray(answers[s.output_name], dtype=np.float64)
+            probabilities[target] = np.asarray(answers[target][s.output_name], dtype=np.float64)
             if s.degraded_output:
-                degraded |= np.asarray(answers[s.degraded_output], dtype=bool)
+                degraded |= np.asarray(answers[target][s.degraded_output], dtype=bool)
             if s.regime_output:
-                target_regimes[target] = np.asarray(answers[s.regime_output], dtype=np.float64)
+                target_regimes[target] = np.asarray(answers[target][s.regime_output], dtype=np.float64)
                 if regime is None:
                     states, regime = s.regime_states, target_regimes[target]
         return ModelOutputs(probabilities, degraded, states, regime, target_regimes)
+
+    def _run_sessions(self, batches: dict[str, np.ndarray],
+                      run_options: ort.RunOptions | None) -> dict[str, dict[str, np.ndarray]]:
+        """{target: {output name: array}}, each distinct session run once for all its targets."""
+        groups: dict[int, list[str]] = {}
+        for target, s in self._sessions.items():
+            groups.setdefault(id(s.session), []).append(target)
+        answers: dict[str, dict[str, np.ndarray]] = {}
+        for targets in groups.values():
+            chosen = [self._sessions[t] for t in targets]
+            names = [n for s in chosen for n in s.output_names]
+            kinds = sorted({kind for s in chosen for kind in s.inputs})
+            found = dict(zip(names, _run(chosen[0].session, names, {k: batches[k] for k in kinds}, run_options),
+                             strict=True))
+            answers.update({t: {n: found[n] for n in s.output_names} for t, s in zip(targets, chosen, strict=True)})
+        return answers

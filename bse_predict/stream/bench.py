@@ -11,6 +11,12 @@ and with its own subprocess, fed the same candles the same way
 - ``ensemble_members``: the same version served member by member
   (``--ensemble-mode members``: each member's own file, side by side).
 
+By default only ``relay`` and ``onnx`` run (and ``ensemble_members`` with an
+``ensemble_version``): the worker as shipped. Every worker runs the settings a
+user gets (``configs/default.yaml``: outcome settling, live scores, drift and the
+challenger test on, an ensemble served member by member) unless ``--config``
+layers others over them; the report's ``worker_settings`` says which ran.
+
 With ``shadow_version`` every worker phase also serves that version in shadow,
 set through a signed ``shadow`` control message before the windows fill (as
 an operator would; a secret is made for the run when none is configured).
@@ -46,7 +52,7 @@ from bse_predict.connections.topics import TopicNames, ensure_topics
 from bse_predict.control.messages import build_message
 from bse_predict.control.sender import send_control_and_wait
 from bse_predict.serving.manifest import load_manifest, newest_version
-from bse_predict.stream.bench_inference import inference_per_tick
+from bse_predict.stream.bench_inference import forest_ms, inference_per_tick
 from bse_predict.stream.bench_load import PhaseResult, Progress, bench_symbols, drive
 from bse_predict.stream.relay import RELAY_OUTPUT
 
@@ -69,7 +75,7 @@ class BenchOptions(BaseModel):
     ensemble_version: str | None = None
     shadow_version: str | None = None
     compare_with: Path | None = None
-    phases: tuple[str, ...] = ("relay", "onnx", "native")
+    phases: tuple[str, ...] = ("relay", "onnx")
     phase_timeout_s: float = 120.0
     config_file: Path | None = None
 
@@ -189,7 +195,19 @@ def run_bench(settings: Settings, options: BenchOptions, log_dir: Path, progress
                for phase, phase_settings in _phase_plan(settings, options, version, uuid.uuid4().hex[:8])}
     progress("timing inference alone on one tick of every symbol")
     inference = inference_per_tick(settings, version, options.ensemble_version, series, warmup)
-    return _report(options, version, results, inference)
+    return {**_report(options, version, results, inference), "worker_settings": _worker_settings(settings, versions)}
+
+
+def _worker_settings(settings: Settings, versions: set[str]) -> dict[str, object]:
+    """What the phases' workers ran with (the shipped defaults unless ``--config`` changed them)."""
+    return {
+        "served_model": {v: load_manifest(settings.models_dir / v).served_model for v in sorted(versions)},
+        "ensemble_mode": settings.worker.ensemble.mode,
+        "outcomes": settings.outcomes.enabled,
+        "live_scores_flush_s": settings.live_metrics.flush_s,
+        "drift": settings.drift.enabled,
+        "challenger": settings.challenger.enabled,
+    }
 
 
 async def _forget_keys(settings: Settings) -> None:
@@ -227,6 +245,8 @@ def _report(options: BenchOptions, version: str, results: dict[str, PhaseResult]
         "p99_ensemble_members_over_relay": _ratio(p99.get("ensemble_members"), p99.get("relay")),
         "inference_ensemble_over_onnx": _ratio(inference.get("ensemble"), inference.get("onnx")),
         "inference_ensemble_members_over_onnx": _ratio(inference.get("ensemble_members"), inference.get("onnx")),
+        "inference_ensemble_over_random_forest": _ratio(inference.get("ensemble"), forest_ms(inference)),
+        "inference_ensemble_members_over_random_forest": _ratio(inference.get("ensemble_members"), forest_ms(inference)),
     }
     for name in [n for n in results if f"{n}{BEFORE_SUFFIX}" in results]:
         before = f"{name}{BEFORE_SUFFIX}"

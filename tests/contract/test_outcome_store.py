@@ -118,3 +118,24 @@ def test_every_handle_sees_the_others_changes(make_store: StoreFactory) -> None:
         await store.register([item(5)])  # its reply says where the symbol is now; the copy was one change behind
         assert keys_of(await store.pending([("BTCUSDT", "1h")])) == {item(k).key for k in (3, 4, 5, 6)}
     run_with_store(make_store, body)
+
+
+@pytest.mark.parametrize("make_store", ["redis"], indirect=True)
+def test_redis_keeps_each_item_as_it_writes_itself(make_store: StoreFactory) -> None:
+    """The items travel to the script as one JSON argument: what lands in Redis is still each item's own
+    JSON, byte for byte, and each settled mark's score its open time."""
+    odd = item(3, symbol='QUOTE"\\ÉUSDT')
+
+    async def body(store: OutcomeStore) -> None:
+        assert isinstance(store, RedisOutcomeStore)
+        batch = [item(1), item(2, target="5%"), odd]
+        assert await store.register(batch) == 3
+        for one in batch:
+            pending, settled, _ = store._keys(one.symbol, one.timeframe)
+            assert await store._client.hget(pending, one.key) == one.model_dump_json().encode()
+        await store.settle([odd])
+        pending, settled, _ = store._keys(odd.symbol, odd.timeframe)
+        assert await store._client.hget(pending, odd.key) is None
+        assert await store._client.zscore(settled, odd.key) == odd.open_time
+
+    run_with_store(make_store, body)
