@@ -83,7 +83,8 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
             parts[f"y{name}"].append(y[rows])
         parts["th"].append(times[holdout])
         unseen = np.concatenate([times[holdout], times[before_holdout][validation_part]])
-        first_unseen_ms = min(first_unseen_ms, int(unseen.min()) if len(unseen) else first_unseen_ms)
+        if len(unseen):
+            first_unseen_ms = min(first_unseen_ms, int(unseen.min()))
     for data in extra:
         x, y = model.prepare_data(data, target)
         times = data.open_time_ms[data.labels[target] != UNKNOWN]
@@ -240,5 +241,5 @@ def _manifest(version: str, series: list[CandleSeries], datasets: list[SymbolDat
         files_sha256={str(p.relative_to(work_dir)): sha256_of(p) for p in files},
         library_versions=_library_versions(),
         training_seconds=round(seconds, 3),
-        feature_bins=training_bins(np.vstack([d.features for d in datasets]), FEATURE_NAMES),
+        feature_bins=training_bins(np.vstack([d.features for d in datasets[:served_count]]), FEATURE_NAMES),
     )

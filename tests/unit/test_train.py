@@ -117,6 +117,9 @@ def test_pooled_series_add_only_training_rows_before_the_served_holdout(
     alone = load_manifest(train_version([btc], settings, "alone", show_progress=False))
     pooled = load_manifest(train_version([btc], settings, "pooled", show_progress=False, pooled=[copy]))
     assert set(pooled.data_span) == {"BTCUSDT@BTCUSDT-1h.csv.gz", "pooled:BTCUSDT@BTCUSDT-1h.csv.gz"}
+    other = load_manifest(train_version([btc], settings, "other", show_progress=False,
+                                        pooled=[futures_series["SOLUSDT"]]))
+    assert other.feature_bins == alone.feature_bins  # drift is judged against the served symbols' history
     for key, metrics in alone.metrics.items():
         assert pooled.metrics[key]["train_rows"] == 2 * metrics["train_rows"]
         assert pooled.metrics[key]["rows"] == metrics["rows"] > 0
