@@ -26,6 +26,9 @@ def train(
     targets: TargetsOption = None,
     horizon_hours: HorizonOption = None,
     max_rows: Annotated[int | None, typer.Option("--max-rows", help="Train on the newest N rows per symbol.")] = None,
+    pooled_data: Annotated[list[Path] | None, typer.Option(
+        "--pooled-data", help="More candle files or directories (repeatable) that only add training rows, up to "
+                              "the served symbols' holdout; see docs/models/context.md.")] = None,
 ) -> None:
     """Train the model set on candle files and write ONNX models and a manifest to BSE_MODELS_DIR/VERSION."""
     from bse_predict.training.train import train_version
@@ -37,7 +40,8 @@ def train(
             update={"max_rows_per_symbol": max_rows})})
     check_version_name(version)
     series = read_candle_files(data, settings.market.timeframe)
-    folder = train_version(series, settings, version)
+    pooled = read_candle_files(pooled_data, settings.market.timeframe) if pooled_data else []
+    folder = train_version(series, settings, version, pooled=pooled)
     console.print(f"version {version} written to {folder}")
     _print_servable(folder, settings)
 

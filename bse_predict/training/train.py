@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -58,13 +59,18 @@ class _Split:
     """Open times of the holdout rows (the servable gate's bootstrap blocks)."""
 
 
-def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings) -> _Split:
+def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings,
+                  extra: list[SymbolDataset]) -> _Split:
     """The family's own inputs (``prepare_data``), pooled over symbols. Per symbol, in time:
     the newest share is held out; a family that stops early also gets the newest share of
-    what is left as validation; every boundary is purged by the label horizon."""
+    what is left as validation; every boundary is purged by the label horizon. ``extra``
+    symbols (``train --pooled-data``) only add fit rows, purged before the first held-out or
+    validation hour of any served symbol: their hours move with the served ones (spot BTC
+    with futures BTC), so a later row would leak the holdout's outcomes into training."""
     horizon_ms = settings.market.horizon_hours * 3_600_000
     validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
     parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")}
+    first_unseen_ms = np.iinfo(np.int64).max
     for data in datasets:
         x, y = model.prepare_data(data, target)
         times = data.open_time_ms[data.labels[target] != UNKNOWN]
@@ -76,6 +82,15 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
             parts[f"x{name}"].append(x[rows])
             parts[f"y{name}"].append(y[rows])
         parts["th"].append(times[holdout])
+        unseen = np.concatenate([times[holdout], times[before_holdout][validation_part]])
+        if len(unseen):
+            first_unseen_ms = min(first_unseen_ms, int(unseen.min()))
+    for data in extra:
+        x, y = model.prepare_data(data, target)
+        times = data.open_time_ms[data.labels[target] != UNKNOWN]
+        rows = np.flatnonzero(times + horizon_ms < first_unseen_ms)
+        parts["xt"].append(x[rows])
+        parts["yt"].append(y[rows])
     split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")))
     missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
     if missing:
@@ -84,12 +99,12 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
 
 
 def _train_family(family: str, target: str, datasets: list[SymbolDataset], settings: Settings,
-                  work_dir: Path) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
+                  work_dir: Path, extra: list[SymbolDataset]) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
     """Fit one family on one target, export it, prove the export, measure it on the holdout and
     judge whether it is servable. A family with ``variants`` (the ensemble's other strategies)
     adds one entry per variant."""
     model = get_model(family, **settings.models.params_for(family, target))
-    split = _pooled_split(datasets, model, target, settings)
+    split = _pooled_split(datasets, model, target, settings, extra)
     started, cpu_started = time.perf_counter(), time.process_time()
     validation = (split.x_validation, split.y_validation) if model.uses_validation else None
     model.train(split.x_train, split.y_train, validation_data=validation)
@@ -147,8 +162,10 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def train_version(series: list[CandleSeries], settings: Settings, version: str, *, show_progress: bool = True) -> Path:
-    """Train, export, verify and register ``version``; return its folder."""
+def train_version(series: list[CandleSeries], settings: Settings, version: str, *, show_progress: bool = True,
+                  pooled: Sequence[CandleSeries] = ()) -> Path:
+    """Train, export, verify and register ``version``; return its folder. ``pooled`` series add
+    training rows only (see :func:`_pooled_split`); the holdout is the served ``series``'."""
     models_dir = settings.models_dir
     final_dir = models_dir / version
     if final_dir.exists():
@@ -156,17 +173,11 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
     if not series:
         raise TrainingError("no candle series to train on")
     started = time.perf_counter()
-    market = settings.market
     with partial_version(models_dir, version, "native") as work_dir:
         with Progress(disable=not show_progress, transient=False) as progress:
-            features_task = progress.add_task("features and labels", total=len(series))
-            datasets = []
-            for one in series:
-                progress.update(features_task, description=f"features and labels: {one.symbol}")
-                datasets.append(build_dataset(one, market.targets_pct, market.horizon_candles,
-                                              settings.training.max_rows_per_symbol))
-                progress.advance(features_task)
-            targets = [target_label(pct) for pct in market.targets_pct]
+            datasets = _datasets([*series, *pooled], settings, progress)
+            served, extra = datasets[:len(series)], datasets[len(series):]
+            targets = [target_label(pct) for pct in settings.market.targets_pct]
             families = settings.models.enabled()
             if settings.models.served not in families:
                 raise TrainingError(f"the served family {settings.models.served!r} is not enabled in models.families")
@@ -175,21 +186,43 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
             for target in targets:
                 for family in families:
                     progress.update(fit_task, description=f"training {family}: target {target}")
-                    for entry, entry_metrics, entry_parity in _train_family(family, target, datasets, settings,
-                                                                            work_dir):
+                    for entry, entry_metrics, entry_parity in _train_family(family, target, served, settings,
+                                                                            work_dir, extra):
                         key = f"{entry.name}/{target}"
                         metrics[key], parity[key] = entry_metrics, entry_parity
                         entries.append(entry)
                     progress.advance(fit_task)
-        manifest = _manifest(version, series, datasets, entries, metrics, parity, settings, work_dir,
-                             time.perf_counter() - started)
+        manifest = _manifest(version, [*series, *pooled], datasets, entries, metrics, parity, settings, work_dir,
+                             time.perf_counter() - started, len(series))
         publish_version(manifest, work_dir, final_dir, settings)
     return final_dir
 
 
+def _datasets(series: Sequence[CandleSeries], settings: Settings, progress: Progress) -> list[SymbolDataset]:
+    market = settings.market
+    features_task = progress.add_task("features and labels", total=len(series))
+    datasets = []
+    for one in series:
+        progress.update(features_task, description=f"features and labels: {one.symbol}")
+        datasets.append(build_dataset(one, market.targets_pct, market.horizon_candles,
+                                      settings.training.max_rows_per_symbol))
+        progress.advance(features_task)
+    return datasets
+
+
+def _data_spans(series: list[CandleSeries], datasets: list[SymbolDataset], served_count: int) -> dict[str, DataSpan]:
+    """Hours per series, keyed ``SYMBOL@FILE``; series that only added training rows (``pooled``)
+    are prefixed ``pooled:`` (spot and futures files of one symbol share a name)."""
+    return {
+        f"{'pooled:' if i >= served_count else ''}{one.symbol}@{one.source.name}": DataSpan(
+            start_ms=int(d.open_time_ms[0]), end_ms=int(d.open_time_ms[-1]), rows=len(d.open_time_ms))
+        for i, (one, d) in enumerate(zip(series, datasets, strict=True)) if len(d.open_time_ms)
+    }
+
+
 def _manifest(version: str, series: list[CandleSeries], datasets: list[SymbolDataset], entries: list[ModelEntry],
               metrics: dict[str, dict[str, float]], parity: dict[str, ParityReport], settings: Settings,
-              work_dir: Path, seconds: float) -> Manifest:
+              work_dir: Path, seconds: float, served_count: int) -> Manifest:
     files = sorted(p for p in work_dir.rglob("*") if p.is_file())
     return Manifest(
         version=version,
@@ -200,11 +233,7 @@ def _manifest(version: str, series: list[CandleSeries], datasets: list[SymbolDat
         feature_names=FEATURE_NAMES,
         feature_spec_hash=FEATURE_SPEC_HASH,
         min_history=min_history({kind for e in entries if e.name == settings.models.served for kind in e.inputs}),
-        data_span={
-            f"{one.symbol}@{one.source.name}": DataSpan(start_ms=int(d.open_time_ms[0]), end_ms=int(d.open_time_ms[-1]),
-                                                       rows=len(d.open_time_ms))
-            for one, d in zip(series, datasets, strict=True) if len(d.open_time_ms)
-        },
+        data_span=_data_spans(series, datasets, served_count),
         models=tuple(entries),
         served_model=settings.models.served,
         metrics=metrics,
@@ -212,5 +241,5 @@ def _manifest(version: str, series: list[CandleSeries], datasets: list[SymbolDat
         files_sha256={str(p.relative_to(work_dir)): sha256_of(p) for p in files},
         library_versions=_library_versions(),
         training_seconds=round(seconds, 3),
-        feature_bins=training_bins(np.vstack([d.features for d in datasets]), FEATURE_NAMES),
+        feature_bins=training_bins(np.vstack([d.features for d in datasets[:served_count]]), FEATURE_NAMES),
     )

@@ -105,3 +105,21 @@ def test_training_without_history_fails_clearly(tmp_path: Path, futures_series: 
     with pytest.raises(TrainingError, match="no candle series"):
         train_version([], settings, "empty", show_progress=False)
     assert not (tmp_path / "empty").exists()
+
+
+def test_pooled_series_add_only_training_rows_before_the_served_holdout(
+        tmp_path: Path, futures_series: dict[str, CandleSeries]) -> None:
+    """A pooled copy of the served series (as spot BTC is of futures BTC) may only add the rows the served
+    series trains on: none from the holdout's hours, so training rows double and the holdout is unchanged."""
+    settings = load_settings(models_dir=str(tmp_path), **TRAINING_OVERRIDES)
+    btc = futures_series["BTCUSDT"]
+    copy = CandleSeries(btc.symbol, btc.timeframe, btc.open_time_ms, btc.ohlcv, Path("spot") / btc.source.name)
+    alone = load_manifest(train_version([btc], settings, "alone", show_progress=False))
+    pooled = load_manifest(train_version([btc], settings, "pooled", show_progress=False, pooled=[copy]))
+    assert set(pooled.data_span) == {"BTCUSDT@BTCUSDT-1h.csv.gz", "pooled:BTCUSDT@BTCUSDT-1h.csv.gz"}
+    other = load_manifest(train_version([btc], settings, "other", show_progress=False,
+                                        pooled=[futures_series["SOLUSDT"]]))
+    assert other.feature_bins == alone.feature_bins  # drift is judged against the served symbols' history
+    for key, metrics in alone.metrics.items():
+        assert pooled.metrics[key]["train_rows"] == 2 * metrics["train_rows"]
+        assert pooled.metrics[key]["rows"] == metrics["rows"] > 0
