@@ -56,6 +56,7 @@ class _Split:
     y_validation: np.ndarray
     t_holdout: np.ndarray
     """Open times of the holdout rows (the servable gate's bootstrap blocks)."""
+    t_validation: np.ndarray
 
 
 def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings) -> _Split:
@@ -64,7 +65,7 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
     what is left as validation; every boundary is purged by the label horizon."""
     horizon_ms = settings.market.horizon_hours * 3_600_000
     validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
-    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")}
+    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th", "tv")}
     for data in datasets:
         x, y = model.prepare_data(data, target)
         times = data.open_time_ms[data.labels[target] != UNKNOWN]
@@ -76,7 +77,8 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
             parts[f"x{name}"].append(x[rows])
             parts[f"y{name}"].append(y[rows])
         parts["th"].append(times[holdout])
-    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")))
+        parts["tv"].append(times[validation])
+    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th", "tv")))
     missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
     if missing:
         raise TrainingError(f"target {target}: training rows lack classes {sorted(missing)}; give more history")
@@ -92,7 +94,8 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     split = _pooled_split(datasets, model, target, settings)
     started, cpu_started = time.perf_counter(), time.process_time()
     validation = (split.x_validation, split.y_validation) if model.uses_validation else None
-    model.train(split.x_train, split.y_train, validation_data=validation)
+    times = {"validation_open_time_ms": split.t_validation} if model.uses_validation_times else {}
+    model.train(split.x_train, split.y_train, validation_data=validation, **times)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     stem = f"{family}_{target.rstrip('%')}pct"
     check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
