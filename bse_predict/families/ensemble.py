@@ -19,8 +19,8 @@ members earn no better (:mod:`bse_predict.ensembles.weight_fit`). ``stacking_c``
 ``None`` chooses the stacking L2 strength from ``stacking_cs`` on
 ``inner_folds`` purged folds of open time over the out-of-fold rows (their
 times given as ``validation_open_time_ms``); stacking that loses to the
-weighted mixture there, or whose rows are too few to tell, is dropped, and
-``stacking`` then serves the weighted mixture
+weighted mixture there is dropped, and ``stacking`` then serves the weighted
+mixture
 (:mod:`bse_predict.ensembles.stacking_choice`).
 
 ``strategy`` picks what :meth:`predict_proba` and :meth:`export_onnx` answer;
@@ -97,7 +97,7 @@ class EnsemblePredictor(BasePredictor):
                  member_params: dict[str, dict[str, Any]] | None = None, weight_floor: float = 0.02,
                  stacking_c: float | None = None, regime_min_rows: int = 300, validation_fraction: float = 0.25,
                  purge_rows: int = 72, adaptive_rate: float = 0.02, climatology_member: bool = True,
-                 weight_penalty: float = 1.0, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
+                 weight_penalty: float = 0.1, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
                  seed: int = 7) -> None:
         self.members = members
         self.strategy = strategy
@@ -206,12 +206,11 @@ class EnsemblePredictor(BasePredictor):
     def _fit_stacking(self, oof: np.ndarray, mixture: np.ndarray, y_oof: np.ndarray,
                       open_time_ms: np.ndarray) -> StackingCombiner | None:
         """The stacking meta-learner at ``stacking_c``, or at the C chosen on inner folds; ``None`` when
-        it loses there to the weighted mixture, or when the rows are too few to tell (``stacking_choice_``
-        records the numbers)."""
+        it loses there to the weighted mixture (``stacking_choice_`` records the numbers)."""
         cs = (self.stacking_c,) if self.stacking_c is not None else tuple(self.stacking_cs)
         if len(y_oof) < 2 * self.inner_folds * (self.purge_rows + 1):
-            self.stacking_choice_ = {"c": min(cs), "kept": 0.0}  # no evidence that it helps: the mixture serves
-            return None
+            self.stacking_choice_ = {"c": min(cs), "kept": 1.0}  # too few rows to choose: the strongest L2
+            return StackingCombiner.fit(oof, y_oof, min(cs), self.seed)
         choice = choose_stacking(oof, mixture, y_oof, open_time_ms, cs, self.inner_folds, self.purge_rows * _HOUR_MS,
                                  self.weight_penalty, self.seed, self._shrink_toward())
         self.stacking_choice_ = {"c": choice.c, "kept": float(choice.kept), "inner_log_loss": choice.stacking_log_loss,
