@@ -31,7 +31,7 @@ from bse_predict.evaluation.schema import AucIntervals, Interval
 from bse_predict.evaluation.scoring import auc_score
 from bse_predict.labels.first_touch import NONE, UP
 
-__all__ = ["auc_intervals", "symbol_auc_intervals", "fold_demeaned", "weighted_auc"]
+__all__ = ["auc_intervals", "fold_demeaned", "symbol_auc_intervals", "weighted_auc"]
 
 _CELLS_PER_CHUNK = 2_000_000
 """Replicates are scored in chunks of at most this many (replicate, row) weights."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from bse_predict.errors import ManifestError, NotServable
 from bse_predict.serving.manifest import Manifest, ModelEntry, list_versions
 
-__all__ = ["refused_entries", "servable_problem", "check_servable", "newest_servable_version"]
+__all__ = ["check_servable", "newest_servable_version", "refused_entries", "servable_problem"]
 
 
 def refused_entries(manifest: Manifest, model_name: str | None = None) -> list[ModelEntry]:

@@ -9,7 +9,12 @@ from sklearn.metrics import roc_auc_score
 
 from bse_predict.evaluation.bootstrap import day_blocks
 from bse_predict.evaluation.effective_sample import non_overlapping_windows
-from bse_predict.evaluation.robust_auc import auc_intervals, fold_demeaned, symbol_auc_intervals, weighted_auc
+from bse_predict.evaluation.robust_auc import (
+    auc_intervals,
+    fold_demeaned,
+    symbol_auc_intervals,
+    weighted_auc,
+)
 from bse_predict.evaluation.schema import Interval
 from bse_predict.evaluation.scoring import auc_up_vs_down
 from bse_predict.labels.first_touch import DOWN, NONE, UP
