@@ -12,15 +12,15 @@ With ``climatology_member`` (the default) class shares join the averaging
 strategies as one more member, last, served as a constant of the graph: its
 weight is fitted like the others' on the validation rows with the training
 rows' shares (out of sample, as the members are), and it serves the shares of
-every row given (the validation rows are the newest, and base rates drift); ``weight_penalty`` pulling
-the weights toward climatology alone (toward equal weights without it), and a
-useless member may get 0: the mixture shrinks toward climatology as far as the
-members earn no better (:mod:`bse_predict.ensembles.weight_fit`). ``stacking_c``
-``None`` chooses the stacking L2 strength from ``stacking_cs`` on
-``inner_folds`` purged folds of open time over the out-of-fold rows (their
-times given as ``validation_open_time_ms``); stacking that loses to the
-weighted mixture there is dropped, and ``stacking`` then serves the weighted
-mixture
+every row given (the validation rows are the newest, and base rates drift).
+``weight_penalty`` pulls the weights toward climatology alone (toward equal
+weights without it), and a useless member may get 0: the mixture shrinks
+toward climatology as far as the members earn no better
+(:mod:`bse_predict.ensembles.weight_fit`). ``stacking_c`` ``None`` chooses the
+stacking L2 strength from ``stacking_cs`` on ``inner_folds`` purged folds of
+open time over the out-of-fold rows (their times given as
+``validation_open_time_ms``); stacking that loses to the weighted mixture
+there is dropped, and ``stacking`` then serves the weighted mixture
 (:mod:`bse_predict.ensembles.stacking_choice`).
 
 ``strategy`` picks what :meth:`predict_proba` and :meth:`export_onnx` answer;
