@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BsePredictError", "InvalidCandle", "ManifestError", "UnsafePickle", "InsufficientHistory", "ModelError"]
+__all__ = ["BsePredictError", "InvalidCandle", "ManifestError", "NotServable", "UnsafePickle", "InsufficientHistory", "ModelError"]
 
 
 class BsePredictError(Exception):
@@ -20,6 +20,10 @@ class InvalidCandle(BsePredictError):
 
 class ManifestError(BsePredictError):
     """A model version whose manifest, files or hashes do not check out."""
+
+
+class NotServable(ManifestError):
+    """A version whose served model training marked not servable (worse than climatology on its holdout)."""
 
 
 class UnsafePickle(BsePredictError):

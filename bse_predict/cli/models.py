@@ -31,16 +31,22 @@ def models_list(config: ConfigOption = None) -> None:
 @models_app.command("show")
 @one_line_errors
 def models_show(version: str, config: ConfigOption = None) -> None:
-    """The manifest of one version."""
-    from bse_predict.serving.manifest import load_manifest
-
+    """The manifest of one version, then whether it may serve and why (training's verdict per model and target)."""
     from bse_predict.serving.changelog import changelog_lines
+    from bse_predict.serving.manifest import load_manifest
+    from bse_predict.serving.servable import servable_problem
+    from bse_predict.training.servable_gate import describe
 
     settings = command_settings(config)
     manifest = load_manifest(settings.models_dir / version)
     console.print_json(manifest.model_dump_json(exclude={"changelog"}))
     for line in changelog_lines(manifest.changelog):
         console.print(line, markup=False, highlight=False)
+    problem = servable_problem(manifest)
+    console.print(f"servable: {'no, the worker refuses this version' if problem else 'yes'} (served model "
+                  f"{manifest.served_model})", markup=False, highlight=False)
+    for entry in manifest.models:
+        console.print(f"  {describe(entry)}", markup=False, highlight=False)
 
 
 @models_app.command("sign")

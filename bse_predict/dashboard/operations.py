@@ -66,7 +66,7 @@ async def _drift(read: ReadPsi, versions: list[str], newest_day: int, settings: 
 
 class OperationsSection:
     """The reads of the breakers', lag and drift parts, and the settings they are shown against.
-    ``default_live``: the newest version in the models folder (served before any control command), or None;
+    ``default_live``: the newest servable version in the models folder (served before any control command), or None;
     ``lag_of`` says what the lag is of, for the page ("group G on topic T")."""
 
     def __init__(self, settings: Settings, read_lag: ReadLag, read_psi: ReadPsi,

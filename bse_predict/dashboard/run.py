@@ -40,7 +40,7 @@ from bse_predict.explain.explainer import Explainer
 from bse_predict.monitoring.challenger_store import RedisChallengerEvidence
 from bse_predict.monitoring.drift_counts import DriftCounts
 from bse_predict.monitoring.metrics import RedisLiveScores
-from bse_predict.serving.manifest import newest_version
+from bse_predict.serving.servable import newest_servable_version
 from bse_predict.stream.window_store import RedisWindowStore
 
 __all__ = ["RedisReads", "check_binding", "redis_reads", "operations_section", "freeze_after_lookback", "serve",
@@ -101,7 +101,7 @@ def redis_reads(settings: Settings) -> tuple[aioredis.Redis, RedisReads]:
 
 def _newest_version(models_dir: Path) -> str | None:
     try:
-        return newest_version(models_dir)
+        return newest_servable_version(models_dir)
     except (ManifestError, OSError):
         return None
 

@@ -40,7 +40,8 @@ from configs.settings import Settings
 from bse_predict.ensembles.combiners import hedge_update, with_climatology
 from bse_predict.ensembles.member_runner import ServedEnsemble, load_model_set
 from bse_predict.errors import ManifestError
-from bse_predict.serving.manifest import MANIFEST_NAME, CombinerRecord
+from bse_predict.serving.manifest import MANIFEST_NAME, CombinerRecord, load_manifest
+from bse_predict.serving.servable import check_servable
 from bse_predict.monitoring.outcomes import Settlement
 from bse_predict.serving.model_set import Predictor
 from bse_predict.candles.schema import Prediction
@@ -196,7 +197,9 @@ class AdaptiveWeights:
 
 def load_served(settings: Settings, version: str, adaptive: AdaptiveWeights | None) -> Predictor:
     """One version as the worker serves it (:func:`bse_predict.ensembles.member_runner.load_model_set`), its
-    ensemble registered for live re-weighting when ``adaptive`` is given."""
+    ensemble registered for live re-weighting when ``adaptive`` is given; a version whose served model
+    training marked not servable is refused (:mod:`bse_predict.serving.servable`)."""
+    check_servable(load_manifest(settings.models_dir / version, settings.model_signing_secret))
     served = load_model_set(settings.models_dir / version, settings.worker.ensemble,
                             live_weights=adaptive.current if adaptive is not None else None,
                             signing_key=settings.model_signing_secret)

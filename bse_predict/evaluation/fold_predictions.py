@@ -5,7 +5,10 @@ a calibrator on its predictions for the calibration slice (the newest
 training rows, purged from the fit rows), and both predict the test block.
 A family that stops early (``uses_validation``) gets its validation rows
 the same way, from inside the fit rows: the newest ``validation_fraction``,
-purged by the horizon; it never sees the calibration slice. Baselines are fit
+purged by the horizon; it never sees the calibration slice. A family that
+calibrates itself (the ensemble: its combiners are fitted by log loss on rows
+its members never saw) gets the calibration slice for its combiners instead of
+a calibrator, and is scored as it would be served. Baselines are fit
 on all of the fold's training rows. A fresh model is built for every fold;
 nothing carries over between folds.
 """
@@ -155,7 +158,7 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
         t0 = time.perf_counter()
         train_on_fold(model, X, rows, m, family, split)
         t1 = time.perf_counter()
-        calibrator = fit_calibrator(split.calibrator, m, rows.labels,
+        calibrator = fit_calibrator(_calibrator_of(model, split, family), m, rows.labels,
                                      lambda rows_of, fitted=model: fitted.predict_proba(X[rows_of]))
         t2 = time.perf_counter()
         p_raw = model.predict_proba(X[m.test])
@@ -171,27 +174,40 @@ def _family(rows: PooledRows, datasets: Sequence[SymbolDataset], masks: Sequence
         progress.advance(task)
     oof.probabilities[family] = np.concatenate(calibrated)
     oof.uncalibrated[family] = np.concatenate(raw)
-    oof.descriptions[family] = f"{type(model).__name__}, {split.calibrator} calibration"
+    oof.descriptions[family] = f"{type(model).__name__}, {_calibrator_of(model, split, family)} calibration"
     oof.kinds[family] = "family"
     oof.timings[family] = timing
     oof.fold_fit_seconds[family] = fold_seconds
     oof.feature_importance[family] = _mean_importance([i for i in importances if i])
     oof.hyperparameters[family] = model.get_hyperparameters()
     oof.last_models[family] = model
-    _record_variants(oof, family, type(model).__name__, split.calibrator, variant_parts)
+    _record_variants(oof, family, type(model).__name__, model, split, variant_parts)
 
 
 def train_on_fold(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: FoldMasks, family: str,
                    split: FamilySplit) -> None:
     """Fit ``model`` on the fold's fit rows; one that stops early validates on their newest,
-    purged share (:class:`FamilySplit`)."""
-    if getattr(model, "uses_validation", False):
+    purged share (:class:`FamilySplit`), and one that calibrates itself fits its combiners on the
+    calibration slice, the rows another family's calibrator gets."""
+    if getattr(model, "calibrates_itself", False):
+        _check_classes(rows.labels[m.fit], f"target {rows.target} fold {m.fold.index}: {family}'s fit rows")
+        times = {"validation_open_time_ms": rows.open_time_ms[m.calibration]} if model.uses_validation_times else {}
+        model.train(X[m.fit], rows.labels[m.fit], validation_data=(X[m.calibration], rows.labels[m.calibration]),
+                    **times)
+    elif getattr(model, "uses_validation", False):
         fit, validation = calibration_split(m.fit, rows.open_time_ms, split.validation_fraction, split.horizon_ms)
         _check_classes(rows.labels[fit], f"target {rows.target} fold {m.fold.index}: {family}'s fit rows")
         model.train(X[fit], rows.labels[fit],
                     validation_data=(X[validation], rows.labels[validation]) if validation.any() else None)
     else:
         model.train(X[m.fit], rows.labels[m.fit])
+
+
+def _calibrator_of(model: BasePredictor, split: FamilySplit, variant: str) -> CalibratorName:
+    """The calibrator of a family or variant: ``none`` for one that calibrates itself (a member alone,
+    ``member_*``, is calibrated like a family)."""
+    alone = variant.startswith("member_")
+    return "none" if getattr(model, "calibrates_itself", False) and not alone else split.calibrator
 
 
 def fit_calibrator(name: CalibratorName, m: FoldMasks, labels: np.ndarray,
@@ -215,21 +231,22 @@ def _predict_variants(model: BasePredictor, X: np.ndarray, rows: PooledRows, m: 
         predictors["adaptive"] = lambda rows_of: model.predict_adaptive(
             X[rows_of], rows.labels[rows_of], rows.open_time_ms[rows_of], split.horizon_ms)
     for variant, predict in predictors.items():
-        calibrator = fit_calibrator(split.calibrator, m, rows.labels, predict)
+        calibrator = fit_calibrator(_calibrator_of(model, split, variant), m, rows.labels, predict)
         p_raw = predict(m.test)
         parts = variant_parts.setdefault(f"{family}_{variant}", ([], []))
         parts[0].append(calibrator.transform(p_raw))
         parts[1].append(p_raw)
 
 
-def _record_variants(oof: OutOfFold, family: str, model_name: str, calibrator_name: str,
+def _record_variants(oof: OutOfFold, family: str, model_name: str, model: BasePredictor, split: FamilySplit,
                      variant_parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> None:
     """Score each variant beside its family: its probabilities, and the family's hyperparameters
     (its fits are the family's, so its own timings are zero)."""
     for name, (variant_calibrated, variant_raw) in variant_parts.items():
+        variant = name.removeprefix(family + "_")
         oof.probabilities[name] = np.concatenate(variant_calibrated)
         oof.uncalibrated[name] = np.concatenate(variant_raw)
-        oof.descriptions[name] = f"{model_name} {name.removeprefix(family + '_')}, {calibrator_name} calibration"
+        oof.descriptions[name] = f"{model_name} {variant}, {_calibrator_of(model, split, variant)} calibration"
         oof.kinds[name] = "family"
         oof.timings[name] = {k: 0.0 for k in oof.timings[family]}
         oof.fold_fit_seconds[name] = [0.0] * len(oof.fold_fit_seconds[family])

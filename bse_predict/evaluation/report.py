@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bse_predict.evaluation.leakage import leakage_verdict
-from bse_predict.evaluation.schema import EvaluationReport, GroupMetrics, Interval, PairedComparison, TargetEvaluation
+from bse_predict.evaluation.schema import (
+    AucIntervals,
+    EvaluationReport,
+    GroupMetrics,
+    Interval,
+    PairedComparison,
+    TargetEvaluation,
+)
 
 __all__ = ["write_report", "render_report", "main_table"]
 
@@ -138,17 +145,22 @@ def _per_fold_table(result: TargetEvaluation, level: float) -> list[str]:
             *_table(header, rows)]
 
 
-def _symbol_cell(g: GroupMetrics | None) -> str:
+def _symbol_cell(g: GroupMetrics | None, auc: AucIntervals | None) -> str:
     if g is None:
         return "–"
-    return f"{_f(g.auc_up_vs_down, 3)} / {g.brier_skill:+.4f} ({g.effective_touched} / {g.effective_outcomes})"
+    aucs = (f"{_auc(auc.pooled)} · {_auc(auc.fold_demeaned)}" if auc is not None
+            else _f(g.auc_up_vs_down, 3))
+    return f"{aucs} / {g.brier_skill:+.4f} ({g.effective_touched} / {g.effective_outcomes})"
 
 
-def _per_symbol_table(result: TargetEvaluation) -> list[str]:
+def _per_symbol_table(result: TargetEvaluation, level: float) -> list[str]:
     symbols = sorted({s for m in result.models.values() for s in m.by_symbol})
-    header = ["model", *[f"{s} AUC / BSS (n_eff touched / all)" for s in symbols]]
-    rows = [[name, *[_symbol_cell(m.by_symbol.get(s)) for s in symbols]] for name, m in result.models.items()]
-    return _table(header, rows)
+    header = ["model", *[f"{s} AUC pooled · fold-demeaned [{level:.0%}] / BSS (n_eff touched / all)"
+                         for s in symbols]]
+    rows = [[name, *[_symbol_cell(m.by_symbol.get(s), m.auc_by_symbol.get(s)) for s in symbols]]
+            for name, m in result.models.items()]
+    return ["Each symbol's rows alone: its AUCs with block-bootstrap intervals over the blocks that symbol "
+            "occupies, Brier skill against climatology, and n_eff.", "", *_table(header, rows)]
 
 
 def _timings_table(result: TargetEvaluation) -> list[str]:
@@ -190,7 +202,7 @@ def _target_section(result: TargetEvaluation, level: float) -> list[str]:
         lines += ["### Calibration (families, out of fold)", "", *calibration]
     lines += ["### Paired bootstrap", "", *_bootstrap_table(result, level)]
     lines += ["### AUC per fold", "", *_per_fold_table(result, level)]
-    lines += ["### Per symbol", "", *_per_symbol_table(result)]
+    lines += ["### Per symbol", "", *_per_symbol_table(result, level)]
     lines += ["### Timings", "", *_timings_table(result)]
     return lines
 

@@ -22,6 +22,7 @@ out of that group's interval.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from bse_predict.evaluation.schema import AucIntervals, Interval
 from bse_predict.evaluation.scoring import auc_score
 from bse_predict.labels.first_touch import NONE, UP
 
-__all__ = ["auc_intervals", "fold_demeaned", "weighted_auc"]
+__all__ = ["auc_intervals", "fold_demeaned", "symbol_auc_intervals", "weighted_auc"]
 
 _CELLS_PER_CHUNK = 2_000_000
 """Replicates are scored in chunks of at most this many (replicate, row) weights."""
@@ -137,3 +138,18 @@ def auc_intervals(probabilities: np.ndarray, labels: np.ndarray, fold_of_row: np
         pooled=_interval(*pooled, level), within_fold_mean=mean_of_folds,
         fold_demeaned=_interval(*demeaned, level), by_fold=tuple(_interval(*f, level) for f in by_fold),
         blocks=n_blocks, block_days=block_days)
+
+
+def symbol_auc_intervals(probabilities: np.ndarray, labels: np.ndarray, fold_of_row: np.ndarray, n_folds: int,
+                         symbol_of_row: np.ndarray, symbol_names: Sequence[str], blocks: np.ndarray, block_days: int,
+                         samples: int, level: float, seed: int) -> dict[str, AucIntervals]:
+    """:func:`auc_intervals` on each symbol's rows alone, its blocks those the symbol occupies; symbols
+    without rows are left out."""
+    out = {}
+    for index, name in enumerate(symbol_names):
+        rows = symbol_of_row == index
+        if rows.any():
+            own_blocks = np.unique(blocks[rows], return_inverse=True)[1]
+            out[name] = auc_intervals(probabilities[rows], labels[rows], fold_of_row[rows], n_folds, own_blocks,
+                                      block_days, samples, level, seed)
+    return out

@@ -169,6 +169,8 @@ class ModelEvaluation(_Frozen):
     """Mean of the per-fold AUCs: free of the between-fold part of the pooled AUC (a model
     whose level shifts with each fold's base rates gains pooled AUC without ranking rows)."""
     auc: AucIntervals | None = None
+    auc_by_symbol: dict[str, AucIntervals] = {}
+    """The same AUCs on each symbol's rows alone, with intervals over the blocks that symbol occupies."""
     by_fold: tuple[GroupMetrics | None, ...]
     by_symbol: dict[str, GroupMetrics]
     by_symbol_fold: dict[str, tuple[GroupMetrics | None, ...]]

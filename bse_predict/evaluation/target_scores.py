@@ -31,7 +31,7 @@ from bse_predict.evaluation.schema import (
 )
 from bse_predict.evaluation.effective_sample import non_overlapping_windows
 from bse_predict.evaluation.fold_predictions import FoldMasks, OutOfFold
-from bse_predict.evaluation.robust_auc import auc_intervals
+from bse_predict.evaluation.robust_auc import auc_intervals, symbol_auc_intervals
 from bse_predict.training.pooling import PooledRows
 from bse_predict.evaluation.scoring import group_metrics, reliability_bins
 from bse_predict.labels.first_touch import CLASS_NAMES, NONE
@@ -133,6 +133,9 @@ def _model_evaluation(name: str, p: np.ndarray, uncalibrated: np.ndarray | None,
         auc_within_fold_mean=float(np.mean(fold_aucs)) if fold_aucs else None,
         auc=auc_intervals(p, test.labels, test.folds, test.n_folds, test.blocks, test.block_days,
                           options.bootstrap_samples, options.confidence_level, options.seed),
+        auc_by_symbol=symbol_auc_intervals(p, test.labels, test.folds, test.n_folds, test.symbols, test.symbol_names,
+                                           test.blocks, test.block_days, options.bootstrap_samples,
+                                           options.confidence_level, options.seed),
         by_fold=by_fold,
         by_symbol={s: g for s, g in by_symbol.items() if g is not None},
         by_symbol_fold={s: tuple(metrics(i, k) for k in range(test.n_folds)) for i, s in enumerate(test.symbol_names)},

@@ -69,6 +69,13 @@ class BasePredictor(ABC):
     uses_validation: ClassVar[bool] = False
     """True when ``train`` stops early on ``validation_data``: callers that pool symbols must
     pass a time-based, purged validation set (a tail of pooled rows is one symbol's tail)."""
+    uses_validation_times: ClassVar[bool] = False
+    """True when ``train`` also takes ``validation_open_time_ms``, the open times of the validation
+    rows (the ensemble cuts its inner folds by time)."""
+    calibrates_itself: ClassVar[bool] = False
+    """True when the family's answer is already fitted by log loss on rows its models never saw (the
+    ensemble's combiners, with a climatology member): the evaluation scores it as served, without a
+    calibrator fitted on yet another slice."""
 
     # ------------------------------------------------------------ data
     @property

@@ -8,16 +8,20 @@ purge of ``purge_rows``. The stacking meta-learner therefore only ever sees
 out-of-fold predictions. Members are not refitted on the validation rows
 (training time stays that of the members once).
 
-With ``climatology_member`` (the default) the training rows' class shares
-join the averaging strategies as one more member, last, served as a constant
-of the graph: its weight is fitted like the others', ``weight_penalty`` pulling
-the weights toward climatology alone (toward equal weights without it), and a
-useless member may get 0: the mixture shrinks toward climatology as far as the
-members earn no better (:mod:`bse_predict.ensembles.weight_fit`). ``stacking_c``
-``None`` chooses the stacking L2 strength from ``stacking_cs`` on
-``inner_folds`` purged folds of the out-of-fold rows; stacking that loses to
-the weighted mixture there is dropped, and ``stacking`` then serves the
-weighted mixture (:mod:`bse_predict.ensembles.stacking_choice`).
+With ``climatology_member`` (the default) class shares join the averaging
+strategies as one more member, last, served as a constant of the graph: its
+weight is fitted like the others' on the validation rows with the training
+rows' shares (out of sample, as the members are), and it serves the shares of
+every row given (the validation rows are the newest, and base rates drift).
+``weight_penalty`` pulls the weights toward climatology alone (toward equal
+weights without it), and a useless member may get 0: the mixture shrinks
+toward climatology as far as the members earn no better
+(:mod:`bse_predict.ensembles.weight_fit`). ``stacking_c`` ``None`` chooses the
+stacking L2 strength from ``stacking_cs`` on ``inner_folds`` purged folds of
+open time over the out-of-fold rows (their times given as
+``validation_open_time_ms``); stacking that loses to the weighted mixture
+there is dropped, and ``stacking`` then serves the weighted mixture
+(:mod:`bse_predict.ensembles.stacking_choice`).
 
 ``strategy`` picks what :meth:`predict_proba` and :meth:`export_onnx` answer;
 every other fitted strategy is available by name (:meth:`predict_strategy`,
@@ -73,12 +77,16 @@ log = logging.getLogger(__name__)
 
 _POWERS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
 _STACKING_CS = (0.001, 0.01, 0.1, 1.0)
+_HOUR_MS = 3_600_000
+"""``purge_rows`` counts hours: the rows of one symbol are hourly candles."""
 
 
 @register
 class EnsemblePredictor(BasePredictor):
     family = "ensemble"
     uses_validation = True
+    uses_validation_times = True
+    calibrates_itself = True
     fast_params: ClassVar[dict[str, Any]] = {
         "members": ("random_forest", "xgboost"),
         "member_params": {"random_forest": RandomForestPredictor.fast_params, "xgboost": XGBoostPredictor.fast_params},
@@ -89,7 +97,7 @@ class EnsemblePredictor(BasePredictor):
                  member_params: dict[str, dict[str, Any]] | None = None, weight_floor: float = 0.02,
                  stacking_c: float | None = None, regime_min_rows: int = 300, validation_fraction: float = 0.25,
                  purge_rows: int = 72, adaptive_rate: float = 0.02, climatology_member: bool = True,
-                 weight_penalty: float = 1.0, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
+                 weight_penalty: float = 0.1, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
                  seed: int = 7) -> None:
         self.members = members
         self.strategy = strategy
@@ -150,7 +158,10 @@ class EnsemblePredictor(BasePredictor):
 
     # ------------------------------------------------------------ learning
     def train(self, X: np.ndarray | InputRows, y: np.ndarray,
-              validation_data: tuple[np.ndarray | InputRows, np.ndarray] | None = None) -> dict[str, float]:
+              validation_data: tuple[np.ndarray | InputRows, np.ndarray] | None = None,
+              validation_open_time_ms: np.ndarray | None = None) -> dict[str, float]:
+        """``validation_open_time_ms``: the open times of ``validation_data``'s rows, which stacking's
+        inner folds cut by time; without them its rows count as consecutive hours of one series."""
         models = self._member_models()
         if validation_data is None:
             n_validation = int(len(y) * self.validation_fraction)
@@ -160,17 +171,21 @@ class EnsemblePredictor(BasePredictor):
             validation_data = (X[len(y) - n_validation:], y[len(y) - n_validation:])
             X, y = X[:fit_end], y[:fit_end]
         x_oof, y_oof = validation_data
+        times = (np.arange(len(y_oof), dtype=np.int64) * _HOUR_MS if validation_open_time_ms is None
+                 else np.asarray(validation_open_time_ms, dtype=np.int64))
         for model in models:
             model.train(self._rows_for(model, X), y)
         self.members_ = models
-        self.climatology_ = climatology_shares(y) if self.climatology_member else None
+        # Served: the shares of every row given (the combiners' rows are the newest, and base rates drift);
+        # the combiners are fitted with the members' rows' shares, out of sample like the members.
+        self.climatology_ = climatology_shares(np.concatenate([y, y_oof])) if self.climatology_member else None
         # Rounded so that members' float sums in another thread order fit the same combiners.
         oof = np.round(self._member_probabilities(x_oof), 10)
-        mixture = with_climatology(oof, self.climatology_)
+        mixture = with_climatology(oof, climatology_shares(y) if self.climatology_member else None)
         self.weights_ = fit_weights(mixture, y_oof, self.weight_penalty, self._shrink_toward())
         self.power_ = min(_POWERS, key=lambda power: log_loss(
             weighted_average(mixture, dynamic_weights(mixture, self.weights_, power))[0], y_oof))
-        self.stacking_ = self._fit_stacking(oof, mixture, y_oof)
+        self.stacking_ = self._fit_stacking(oof, mixture, y_oof, times)
         self.regime_member_ = self.members.index("hmm_regime") if "hmm_regime" in self.members else None
         self.by_regime_ = self._fit_regime_weights(x_oof, y_oof, mixture)
         scores = {f"oof_log_loss_{name}": log_loss(self.predict_strategy(x_oof, name), y_oof)
@@ -188,15 +203,16 @@ class EnsemblePredictor(BasePredictor):
         """The names of the weights' members, the climatology member last when there is one."""
         return [*self.members, "climatology"] if self.climatology_ is not None else list(self.members)
 
-    def _fit_stacking(self, oof: np.ndarray, mixture: np.ndarray, y_oof: np.ndarray) -> StackingCombiner | None:
+    def _fit_stacking(self, oof: np.ndarray, mixture: np.ndarray, y_oof: np.ndarray,
+                      open_time_ms: np.ndarray) -> StackingCombiner | None:
         """The stacking meta-learner at ``stacking_c``, or at the C chosen on inner folds; ``None`` when
         it loses there to the weighted mixture (``stacking_choice_`` records the numbers)."""
         cs = (self.stacking_c,) if self.stacking_c is not None else tuple(self.stacking_cs)
         if len(y_oof) < 2 * self.inner_folds * (self.purge_rows + 1):
             self.stacking_choice_ = {"c": min(cs), "kept": 1.0}  # too few rows to choose: the strongest L2
             return StackingCombiner.fit(oof, y_oof, min(cs), self.seed)
-        choice = choose_stacking(oof, mixture, y_oof, cs, self.inner_folds, self.purge_rows, self.weight_penalty,
-                                 self.seed, self._shrink_toward())
+        choice = choose_stacking(oof, mixture, y_oof, open_time_ms, cs, self.inner_folds, self.purge_rows * _HOUR_MS,
+                                 self.weight_penalty, self.seed, self._shrink_toward())
         self.stacking_choice_ = {"c": choice.c, "kept": float(choice.kept), "inner_log_loss": choice.stacking_log_loss,
                                  "inner_log_loss_mixture": choice.mixture_log_loss}
         return StackingCombiner.fit(oof, y_oof, choice.c, self.seed) if choice.kept else None

@@ -8,7 +8,9 @@ label horizon: overlapping labels and co-moving symbols stay inside a block).
 The new version is refused when the interval's lower bound is above
 ``max_loss_increase_nats`` (0 by default: worse beyond the interval's doubt).
 It need not be better: the sequential test on live outcomes decides that.
-A holdout with fewer than ``min_rows`` rows is no evidence either way: refused.
+A holdout with fewer than ``min_rows`` rows is no evidence either way: refused. So is a
+version whose served model training marked not servable (:mod:`bse_predict.serving.servable`),
+before anything is scored: no worker would serve it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class GateDecision:
     difference: Interval | None
     """Mean log loss per row, new minus live (nats), with its interval; None when too few rows."""
     per_target: dict[str, dict[str, float]]
+
+    @classmethod
+    def not_servable(cls, problem: str) -> GateDecision:
+        """Refused before the holdout: training marked the new version's served model not servable."""
+        return cls(False, f"refused, not servable: {problem}", 0, 0, float("nan"), float("nan"), None, {})
 
     def fields(self) -> dict[str, object]:
         """The decision as fields of a ``control.events`` record."""

@@ -6,7 +6,8 @@
    (:mod:`bse_predict.retrain.holdout`); the control state says which version is
    live (before any control message: the newest version on disk).
 2. **train**: :func:`bse_predict.training.train.train_version` on the training candles.
-3. **gate**: both versions served by their runners on the holdout
+3. **gate**: a version whose served model training marked not servable is refused
+   (:mod:`bse_predict.serving.servable`); else both versions served by their runners on the holdout
    (:mod:`bse_predict.retrain.holdout_scores`), judged by :mod:`bse_predict.retrain.gate`.
 4. **shadow**: the signed ``shadow`` message, and a worker's ``applied`` awaited
    on ``control.events``; the sequential challenger test takes it from there.
@@ -55,7 +56,8 @@ from bse_predict.retrain.ledger import RetrainLedger
 from bse_predict.retrain.publisher import EventProducer
 from bse_predict.retrain.report import ops_note, retrain_event
 from bse_predict.retrain.retention import protected_versions, versions_to_prune
-from bse_predict.serving.manifest import list_versions, load_manifest, newest_version
+from bse_predict.serving.manifest import list_versions, load_manifest
+from bse_predict.serving.servable import newest_servable_version, servable_problem
 from bse_predict.training.train import train_version
 
 __all__ = ["RetrainResult", "retrain_once", "check_retrain_settings"]
@@ -138,17 +140,20 @@ def _live_version(settings: Settings, state: ControlState | None) -> str:
                                    "promoted or dropped (or `control shadow off`)")
     if state is not None and state.live is not None:
         return state.live
-    return newest_version(settings.models_dir)  # what a worker serves before any control message
+    return newest_servable_version(settings.models_dir)  # what a worker serves before any control message
 
 
 def _gate(settings: Settings, live: str, version: str, holdout: list[CandleSeries],
           window: RetrainWindow) -> tuple[GateDecision, RetrainWindow]:
-    """Load both versions as the worker serves them, score them on the holdout (out of the live version's
+    """Refuse a new version whose served model training marked not servable (no worker would serve it);
+    else load both versions as the worker serves them, score them on the holdout (out of the live version's
     sample), decide. An ensemble served member by member gets no latency deadline here: the worker's
     ``member_timeout_ms`` guards a live batch's latency, and a member dropped on a busy machine would
     score a degraded ensemble instead of the version."""
-    config = settings.worker.ensemble.model_copy(update={"member_timeout_ms": _GATE_MEMBER_TIMEOUT_MS})
     secret = settings.model_signing_secret
+    if (problem := servable_problem(load_manifest(settings.models_dir / version, secret))) is not None:
+        return GateDecision.not_servable(problem), window
+    config = settings.worker.ensemble.model_copy(update={"member_timeout_ms": _GATE_MEMBER_TIMEOUT_MS})
     spans = load_manifest(settings.models_dir / live, secret).data_span.values()
     trained_until_ms = max((span.end_ms for span in spans), default=None)
     step_ms = settings.market.timeframe_ms

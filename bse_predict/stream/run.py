@@ -9,7 +9,7 @@ from typing import Literal
 import faust
 
 from configs.settings import Settings
-from bse_predict.serving.manifest import newest_version
+from bse_predict.serving.servable import check_servable, newest_servable_version
 from bse_predict.serving.model_set import Predictor
 from bse_predict.ensembles.adaptive_weights import AdaptiveWeights, load_served
 from bse_predict.stream.app import create_app, faust_settings
@@ -26,13 +26,15 @@ Engine = Literal["onnx", "native"]
 
 def load_predictor(settings: Settings, version: str | None = None, engine: Engine = "onnx",
                    adaptive: AdaptiveWeights | None = None) -> Predictor:
-    """The version to serve: the one asked for, else the newest in ``models_dir``."""
-    chosen = version or newest_version(settings.models_dir)
+    """The version to serve: the one asked for, else the newest servable one in ``models_dir``."""
+    chosen = version or newest_servable_version(settings.models_dir)
     version_dir = settings.models_dir / chosen
     if engine == "native":
         from bse_predict.serving.native_runner import NativeModelSet
 
-        return NativeModelSet.load(version_dir, settings.model_signing_secret)
+        native = NativeModelSet.load(version_dir, settings.model_signing_secret)
+        check_servable(native.manifest)
+        return native
     model_set = load_served(settings, chosen, adaptive)
     model_set.warm_up((1, 16, 64, settings.worker.batch_max_events))  # type: ignore[attr-defined]
     log.info("version %s loaded; providers per target: %s", chosen, model_set.providers())  # type: ignore[attr-defined]

@@ -57,6 +57,7 @@ class _Split:
     y_validation: np.ndarray
     t_holdout: np.ndarray
     """Open times of the holdout rows (the servable gate's bootstrap blocks)."""
+    t_validation: np.ndarray
 
 
 def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings,
@@ -69,7 +70,7 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
     with futures BTC), so a later row would leak the holdout's outcomes into training."""
     horizon_ms = settings.market.horizon_hours * 3_600_000
     validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
-    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")}
+    parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th", "tv")}
     first_unseen_ms = np.iinfo(np.int64).max
     for data in datasets:
         x, y = model.prepare_data(data, target)
@@ -82,7 +83,8 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
             parts[f"x{name}"].append(x[rows])
             parts[f"y{name}"].append(y[rows])
         parts["th"].append(times[holdout])
-        unseen = np.concatenate([times[holdout], times[before_holdout][validation_part]])
+        parts["tv"].append(times[validation])
+        unseen = np.concatenate([times[holdout], times[validation]])
         if len(unseen):
             first_unseen_ms = min(first_unseen_ms, int(unseen.min()))
     for data in extra:
@@ -91,7 +93,7 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
         rows = np.flatnonzero(times + horizon_ms < first_unseen_ms)
         parts["xt"].append(x[rows])
         parts["yt"].append(y[rows])
-    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th")))
+    split = _Split(*(concat_rows(parts[k]) for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th", "tv")))
     missing = {UP, DOWN} - set(np.unique(split.y_train).tolist())
     if missing:
         raise TrainingError(f"target {target}: training rows lack classes {sorted(missing)}; give more history")
@@ -107,7 +109,8 @@ def _train_family(family: str, target: str, datasets: list[SymbolDataset], setti
     split = _pooled_split(datasets, model, target, settings, extra)
     started, cpu_started = time.perf_counter(), time.process_time()
     validation = (split.x_validation, split.y_validation) if model.uses_validation else None
-    model.train(split.x_train, split.y_train, validation_data=validation)
+    times = {"validation_open_time_ms": split.t_validation} if model.uses_validation_times else {}
+    model.train(split.x_train, split.y_train, validation_data=validation, **times)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     stem = f"{family}_{target.rstrip('%')}pct"
     check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]

@@ -41,7 +41,8 @@ def mixed(futures_series: dict[str, CandleSeries]) -> tuple[EnsemblePredictor, I
     X, y = model.prepare_data(dataset, "2%")
     assert isinstance(X, InputRows) and model.input_kinds == ("features", "sequence")
     model.train(X[:2400], y[:2400])
-    return model, X[2500:], y[2500:], y[:2400 - 600 - 72]  # type: ignore[return-value]  # its members' fit rows
+    given = np.concatenate([y[:2400 - 600 - 72], y[2400 - 600:2400]])  # its members' fit rows and its validation rows
+    return model, X[2500:], y[2500:], given  # type: ignore[return-value]
 
 
 def test_weighted_average_drops_failed_members_and_renormalises() -> None:
@@ -142,7 +143,7 @@ def test_the_graph_drops_a_nan_member_in_graph_and_flags_degraded(strategy: str,
 
 def test_every_strategy_exports_one_graph_equal_to_the_native_ensemble(mixed, tmp_path: Path) -> None:
     """The climatology member included: a constant node of the graph, as the native mixture has it."""
-    model, X, _, y_train = mixed
+    model, X, _, y_given = mixed
     assert set(model.variants(include_own=True, members=False)) == {"weighted", "dynamic", "regime", "stacking"}
     assert "member_hmm_regime" in model.variants()
     for strategy in model.variants(include_own=True, members=False):
@@ -157,7 +158,7 @@ def test_every_strategy_exports_one_graph_equal_to_the_native_ensemble(mixed, tm
         meta = session.get_modelmeta().custom_metadata_map
         served = "weighted" if strategy == "stacking" and model.stacking_ is None else strategy  # dropped stacking
         assert meta["strategy"] == served and len(meta["regime_states"].split(",")) == 3
-    np.testing.assert_allclose(model.climatology_, (np.bincount(y_train, minlength=3) + 0.5) / (len(y_train) + 1.5))
+    np.testing.assert_allclose(model.climatology_, (np.bincount(y_given, minlength=3) + 0.5) / (len(y_given) + 1.5))
 
 
 def test_regime_weights_differ_by_regime_and_a_failing_member_degrades_natively(mixed) -> None:

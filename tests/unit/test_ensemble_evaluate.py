@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from configs.settings import load_settings
 from bse_predict.evaluation.evaluate import evaluate
 from bse_predict.evaluation.schema import EvaluationOptions
 from bse_predict.candles.files import CandleSeries
+from bse_predict.families.ensemble import EnsemblePredictor
 
 
 def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_series: dict[str, CandleSeries],
@@ -33,3 +36,32 @@ def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_seri
     assert len(claims) == len(strategies) and all(best in v for v in claims)
     report_text = (tmp_path / "report.md").read_text()
     assert "ensemble_stacking" in report_text and "ensemble_member_euclidean_knn" in report_text
+
+
+def test_the_ensemble_is_scored_as_served_its_combiners_fitted_on_the_calibration_slice(
+        futures_series: dict[str, CandleSeries], tmp_path: Path) -> None:
+    """Its combiners are its calibration: no second calibrator over the strategies (a member alone is
+    calibrated like a family), and the rows they are fitted on are those a calibrator would get."""
+    seen: list[tuple[int, int]] = []
+
+    class Recording(EnsemblePredictor):
+        def train(self, X, y, validation_data=None, validation_open_time_ms=None):  # type: ignore[no-untyped-def]
+            seen.append((len(y), len(validation_data[1])))
+            assert validation_open_time_ms is not None and len(validation_open_time_ms) == len(validation_data[1])
+            return super().train(X, y, validation_data, validation_open_time_ms)
+
+    settings = load_settings(market={"targets_pct": [2]})
+    params = {"members": ["random_forest"], "member_params": {"random_forest": {
+        "n_estimators": 8, "max_depth": 4, "min_samples_leaf": 40}}}
+    options = EvaluationOptions(families=("ensemble",), folds=2, max_rows_per_symbol=1500, bootstrap_samples=50)
+    report = evaluate([futures_series["BTCUSDT"]], settings, tmp_path, options,
+                      model_factory=lambda family, target: Recording(**params), show_progress=False)
+    result = report.targets["2%"]
+    for name in ("ensemble", "ensemble_dynamic", "ensemble_stacking", "ensemble_adaptive"):
+        model = result.models[name]
+        assert model.pooled.log_loss == pytest.approx(model.pooled_uncalibrated.log_loss, abs=1e-5), name  # floor only
+        assert "none calibration" in model.description, name
+    member = result.models["ensemble_member_random_forest"]
+    assert member.pooled.log_loss != pytest.approx(member.pooled_uncalibrated.log_loss, abs=1e-5)
+    assert "temperature calibration" in member.description
+    assert [(f.fit_rows, f.calibration_rows) for f in result.folds] == seen

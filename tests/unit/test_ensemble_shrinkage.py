@@ -15,6 +15,7 @@ from bse_predict.scoring.probabilities import climatology_shares
 
 SHARES = np.array([0.4, 0.35, 0.25])
 ROWS = 3000
+HOUR_MS = 3_600_000
 
 
 def _outcomes(seed: int, rows: int = ROWS) -> np.ndarray:
@@ -87,22 +88,32 @@ def test_the_objective_gradient_is_the_derivative_of_the_penalised_log_loss() ->
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5)
 
 
-def test_inner_folds_keep_a_purge_between_training_and_test_rows() -> None:
-    folds = inner_folds(100, 3, 5)
-    assert np.array_equal(np.sort(np.concatenate([test for _, test in folds])), np.arange(100))
+def test_inner_folds_cut_time_so_symbols_of_one_hour_share_a_block_and_keep_a_purge() -> None:
+    """Rows come per symbol, oldest first: blocks of rows would test one symbol on the others' same
+    hours. Blocks of time hold every symbol's rows of an hour, and train only on hours a purge away."""
+    hours = np.arange(100) * HOUR_MS
+    times = np.concatenate([hours, hours, hours[20:]])  # three symbols, the third starting later
+    folds = inner_folds(times, 3, 5 * HOUR_MS)
+    assert len(folds) == 3
+    assert np.array_equal(np.sort(np.concatenate([test for _, test in folds])), np.arange(len(times)))
     for train, test in folds:
-        assert np.min(np.abs(train[:, None] - test[None, :])) > 5
+        tested = set(times[test].tolist())
+        assert all(np.isin(times, list(tested)) == np.isin(np.arange(len(times)), test))  # whole hours
+        assert np.min(np.abs(times[train][:, None] - times[test][None, :])) > 5 * HOUR_MS
+    assert [len(test) for _, test in folds] == pytest.approx([len(times) / 3] * 3, abs=3)
 
 
 def test_stacking_that_over_fits_is_dropped_and_stacking_that_fixes_a_member_is_kept() -> None:
     y = _outcomes(8, 600)
     noise = np.random.default_rng(9).dirichlet(np.ones(3), (6, 600))
-    over_fit = choose_stacking(noise, with_climatology(noise, climatology_shares(y)), y, (100.0,), 3, 10, 0.01, 0, 6)
+    hours = np.arange(600) * HOUR_MS
+    over_fit = choose_stacking(noise, with_climatology(noise, climatology_shares(y)), y, hours, (100.0,), 3,
+                               10 * HOUR_MS, 0.01, 0, 6)
     assert not over_fit.kept and over_fit.stacking_log_loss > over_fit.mixture_log_loss
     # a member that names the wrong class in a fixed way: only a re-mapping of its classes helps
     shifted = _informative(y, 0.6)[:, [1, 2, 0]][None]
-    fixes = choose_stacking(shifted, with_climatology(shifted, climatology_shares(y)), y, (0.01, 1.0), 3, 10, 0.01,
-                            0, 1)
+    fixes = choose_stacking(shifted, with_climatology(shifted, climatology_shares(y)), y, hours, (0.01, 1.0), 3,
+                            10 * HOUR_MS, 0.01, 0, 1)
     assert fixes.kept and fixes.c == 1.0 and fixes.stacking_log_loss < 0.5 * fixes.mixture_log_loss
 
 

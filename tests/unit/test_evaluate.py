@@ -141,6 +141,23 @@ def test_every_model_is_scored_on_the_same_rows_beside_its_baselines(api_run: tu
     assert result.models["always_up"].pooled.auc_up_vs_down == 0.5
 
 
+def test_every_per_symbol_auc_has_its_interval_in_the_report(api_run: tuple[EvaluationReport, Path]) -> None:
+    report, out = api_run
+    result = report.targets["2%"]
+    text = (out / "report.md").read_text(encoding="utf-8")
+    for name, model in result.models.items():
+        assert set(model.auc_by_symbol) == set(SYMBOLS), name
+        for symbol, auc in model.auc_by_symbol.items():
+            assert auc.pooled is not None and auc.fold_demeaned is not None
+            assert auc.pooled.estimate == pytest.approx(model.by_symbol[symbol].auc_up_vs_down, abs=1e-12)
+            assert auc.pooled.lower <= auc.pooled.estimate <= auc.pooled.upper
+            assert auc.blocks <= model.auc.blocks  # the days this symbol occupies
+            cell = (f"{auc.pooled.estimate:.3f} [{auc.pooled.lower:.3f}, {auc.pooled.upper:.3f}] · "
+                    f"{auc.fold_demeaned.estimate:.3f} [{auc.fold_demeaned.lower:.3f}, "
+                    f"{auc.fold_demeaned.upper:.3f}]")
+            assert cell in text, (name, symbol)
+
+
 def test_bootstrap_compares_every_model_with_random_forest(api_run: tuple[EvaluationReport, Path]) -> None:
     result = api_run[0].targets["2%"]
     assert result.reference == "random_forest"

@@ -9,7 +9,12 @@ from sklearn.metrics import roc_auc_score
 
 from bse_predict.evaluation.bootstrap import day_blocks
 from bse_predict.evaluation.effective_sample import non_overlapping_windows
-from bse_predict.evaluation.robust_auc import auc_intervals, fold_demeaned, weighted_auc
+from bse_predict.evaluation.robust_auc import (
+    auc_intervals,
+    fold_demeaned,
+    symbol_auc_intervals,
+    weighted_auc,
+)
 from bse_predict.evaluation.schema import Interval
 from bse_predict.evaluation.scoring import auc_up_vs_down
 from bse_predict.labels.first_touch import DOWN, NONE, UP
@@ -133,3 +138,28 @@ def test_a_constant_side_ties_across_folds_whatever_its_share_of_none() -> None:
     labels[::7] = DOWN
     result = auc_intervals(p, labels, folds, 3, np.arange(600) // 24, 3, 50, 0.95, seed=0)
     assert result.pooled == Interval(estimate=0.5, lower=0.5, upper=0.5) and auc_up_vs_down(p, labels) == 0.5
+
+
+def test_each_symbol_gets_its_own_auc_and_an_interval_over_its_own_blocks() -> None:
+    """Skill in one symbol only: the pooled interval mixes them, the per-symbol intervals tell them apart."""
+    hours = 2400
+    rng = np.random.default_rng(21)
+    skilled_labels, skilled_share = _episodes(rng, hours, informative=2.0)
+    blind_labels, blind_share = _episodes(rng, hours, informative=0.0)
+    labels = np.concatenate([skilled_labels, blind_labels])
+    share = np.concatenate([skilled_share, blind_share])
+    symbols = np.repeat([0, 1], hours)
+    folds = np.tile(np.repeat([0, 1], hours // 2), 2)
+    times = np.tile(np.arange(hours), 2) * HOUR_MS
+    times[symbols == 1] += 1000 * 24 * HOUR_MS  # the second symbol's rows come later: blocks of its own
+    blocks = day_blocks(times, 3)
+    result = symbol_auc_intervals(_probabilities(share), labels, folds, 2, symbols, ("SKILL", "BLIND", "EMPTY"),
+                                  blocks, 3, 300, 0.95, seed=4)
+    assert set(result) == {"SKILL", "BLIND"}
+    for name, own in (("SKILL", symbols == 0), ("BLIND", symbols == 1)):
+        touched = own & (labels != NONE)
+        assert result[name].pooled.estimate == pytest.approx(
+            roc_auc_score(labels[touched] == UP, share[touched]), abs=1e-12)
+        assert result[name].blocks == len(np.unique(blocks[own])) < int(blocks.max()) + 1
+    assert result["SKILL"].fold_demeaned.lower > 0.6
+    assert result["BLIND"].fold_demeaned.lower < 0.5 < result["BLIND"].fold_demeaned.upper
