@@ -85,7 +85,7 @@ def run_fits(fit: Callable[[C, FitTask, Report], R], context: C, tasks: Sequence
     the results in the order of ``tasks``. ``submit_order`` (indices of ``tasks``) starts the
     longest fits first so the last ones to finish are short. ``fit`` must be a module-level
     function and ``context`` picklable when ``workers`` > 1."""
-    bars = [progress.add_task(f"{task.label}: waiting", total=len(FIT_STAGES)) for task in tasks]
+    bars = [progress.add_task(f"{task.label}: waiting", total=len(FIT_STAGES), start=False) for task in tasks]
     order = list(submit_order) if submit_order is not None else list(range(len(tasks)))
     reporters = [_reporter(progress, bar, task) for bar, task in zip(bars, tasks, strict=True)]
     if workers <= 1 or len(tasks) <= 1:
@@ -136,6 +136,7 @@ def _drain(reports: Any, reporters: list[Report], finished: set[int]) -> None:
 def _reporter(progress: Progress, bar: TaskID, task: FitTask) -> Report:
     """A fit's report: the stage it is entering (its bar shows the stages before it complete)."""
     def report(stage: str) -> None:
+        progress.start_task(bar)  # its clock runs from the first stage: the time it waited is not its own
         started = FIT_STAGES.index(stage) if stage in FIT_STAGES else len(FIT_STAGES)
         progress.update(bar, completed=started, description=f"{task.label}: {stage}")
 

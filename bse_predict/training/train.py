@@ -20,7 +20,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
+from rich.progress import Progress, TimeElapsedColumn
 
 from configs.settings import Settings
 from bse_predict.training.dataset import SymbolDataset, build_dataset, holdout_split
@@ -196,7 +196,8 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
     market = settings.market
     with partial_version(models_dir, version, "native") as work_dir, \
             tempfile.TemporaryDirectory(prefix="bse-regimes-") as regime_dir:
-        with Progress(disable=not show_progress, transient=False) as progress:
+        with Progress(*Progress.get_default_columns()[:-1], TimeElapsedColumn(), disable=not show_progress,
+                      transient=False) as progress:
             features_task = progress.add_task("features and labels", total=len(series))
             datasets = []
             for one in series:
