@@ -1,8 +1,10 @@
 """Offline training: candle files in, a versioned, verified ONNX model set out.
 
 Every enabled family (``models.families`` in the config) per target, pooled
-across symbols (a version answers for any symbol). The newest share of each symbol is held out, with a purge of the
-label horizon, for the metrics and the ONNX parity check in the manifest.
+across symbols (a version answers for any symbol). The newest share of each symbol's hours is held out, with a purge
+of the label horizon, for the metrics and the ONNX parity check in the manifest; the boundary is the same for every
+target and family. The (family, target) fits run in ``training.workers`` processes
+(:mod:`bse_predict.training.fit_pool`) and share their regime-model fits (:mod:`bse_predict.families.regime_cache`).
 The version folder is written under a temporary name and renamed at the end,
 so a crash never leaves a half version that the worker could pick up. With
 ``BSE_MODEL_SIGNING_SECRET`` set the manifest is signed (:mod:`bse_predict.serving.manifest_signing`).

@@ -18,7 +18,8 @@ from bse_predict.labels.first_touch import UNKNOWN
 from bse_predict.training.dataset import SymbolDataset, build_dataset
 
 HMM = {"n_states": 3, "n_iter": 15, "seed": 5}
-HYBRID = {"base_params": {"n_estimators": 8, "max_depth": 4, "min_samples_leaf": 40, "seed": 3}, **HMM}
+HYBRID = {"base_params": {"n_estimators": 8, "max_depth": 4, "min_samples_leaf": 40, "seed": 3, "n_jobs": 1}, **HMM}
+"""One thread: a forest's threads add its trees' probabilities in either order (equal to the last bit only)."""
 
 
 @pytest.fixture(scope="module")
