@@ -4,6 +4,7 @@ parameter value filled in at load (:class:`configs.settings.Settings` does it, k
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -93,6 +94,11 @@ class TrainingConfig(FrozenBlock):
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     validation_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     servable_gate: ServableGateConfig = ServableGateConfig()
+    workers: int | None = Field(None, ge=1)
+    """Processes fitting (family, target) pairs side by side; ``None``: one per CPU; 1: in the trainer's process."""
+
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
 
 def fill_the_horizon(node: Any, horizon_candles: int) -> Any:

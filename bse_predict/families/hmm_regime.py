@@ -24,7 +24,7 @@ from bse_predict.families.base import BasePredictor, register
 from bse_predict.labels.first_touch import CLASS_NAMES
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
 from bse_predict.families.regime_graphs import filter_graph
-from bse_predict.families.regime_model import stitch_windows, unfitted_regime_model
+from bse_predict.families.regime_cache import fit_regime_model
 
 __all__ = ["HMMRegimePredictor"]
 
@@ -49,7 +49,7 @@ class HMMRegimePredictor(BasePredictor):
 
     def train(self, X: np.ndarray, y: np.ndarray,
               validation_data: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
-        self.regimes_ = unfitted_regime_model(self).fit(stitch_windows(X))
+        self.regimes_ = fit_regime_model(self, X)
         alpha = self.regimes_.current_probabilities(X)
         counts = alpha.T @ np.eye(len(CLASS_NAMES))[y]  # [K, 3]: α-weighted label counts
         self.outcome_map_ = (counts + self.smoothing) / (counts.sum(axis=1, keepdims=True)

@@ -31,12 +31,8 @@ from bse_predict.families.xgboost_family import XGBoostPredictor
 from bse_predict.features.inputs import InputRows
 from bse_predict.labels.first_touch import UNKNOWN
 from bse_predict.families.regime_graphs import REGIME_FEATURES_OUTPUT, regime_feature_graph
-from bse_predict.families.regime_model import (
-    regime_feature_names,
-    regime_features,
-    stitch_windows,
-    unfitted_regime_model,
-)
+from bse_predict.families.regime_cache import fit_regime_model
+from bse_predict.families.regime_model import regime_feature_names, regime_features
 
 __all__ = ["RandomForestRegimesPredictor", "XGBoostRegimesPredictor"]
 
@@ -83,7 +79,7 @@ class _RegimeHybrid(BasePredictor):
     # ------------------------------------------------------------ learning
     def train(self, X: InputRows, y: np.ndarray,  # type: ignore[override]
               validation_data: tuple[InputRows, np.ndarray] | None = None) -> dict[str, float]:
-        self.regimes_ = unfitted_regime_model(self).fit(stitch_windows(X.parts["sequence"]))
+        self.regimes_ = fit_regime_model(self, X.parts["sequence"])
         self.base_ = get_model(self.base_family, **(self.base_params or {}))
         validation = None if validation_data is None else (self._columns(validation_data[0]), validation_data[1])
         self.base_.train(self._columns(X), y, validation_data=validation)

@@ -1,8 +1,10 @@
 """Offline training: candle files in, a versioned, verified ONNX model set out.
 
 Every enabled family (``models.families`` in the config) per target, pooled
-across symbols (a version answers for any symbol). The newest share of each symbol is held out, with a purge of the
-label horizon, for the metrics and the ONNX parity check in the manifest.
+across symbols (a version answers for any symbol). The newest share of each symbol's hours is held out, with a purge
+of the label horizon, for the metrics and the ONNX parity check in the manifest; the boundary is the same for every
+target and family. The (family, target) fits run in ``training.workers`` processes
+(:mod:`bse_predict.training.fit_pool`) and share their regime-model fits (:mod:`bse_predict.families.regime_cache`).
 The version folder is written under a temporary name and renamed at the end,
 so a crash never leaves a half version that the worker could pick up. With
 ``BSE_MODEL_SIGNING_SECRET`` set the manifest is signed (:mod:`bse_predict.serving.manifest_signing`).
@@ -11,15 +13,16 @@ so a crash never leaves a half version that the worker could pick up. With
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
+from rich.progress import Progress, TimeElapsedColumn
 
 from configs.settings import Settings
 from bse_predict.training.dataset import SymbolDataset, build_dataset, holdout_split
@@ -36,6 +39,8 @@ from bse_predict.labels.first_touch import DOWN, UNKNOWN, UP
 from bse_predict.serving.manifest import DataSpan, Manifest, ModelEntry, ParityReport, sha256_of
 from bse_predict.serving.parity_check import record_parity_sample
 from bse_predict.serving.signals import target_label
+from bse_predict.families.regime_cache import shared_regime_fits
+from bse_predict.training.fit_pool import FIT_STAGES, FitTask, run_fits
 from bse_predict.training.version_folder import partial_version, publish_version
 
 __all__ = ["TrainingError", "train_version"]
@@ -74,14 +79,13 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
     first_unseen_ms = np.iinfo(np.int64).max
     for data in datasets:
         x, y = model.prepare_data(data, target)
-        times = data.open_time_ms[data.labels[target] != UNKNOWN]
-        before_holdout, holdout = holdout_split(times, settings.training.holdout_fraction, horizon_ms)
-        fit_part, validation_part = holdout_split(times[before_holdout], validation_fraction, horizon_ms)
-        train = np.flatnonzero(before_holdout)[fit_part]
-        validation = np.flatnonzero(before_holdout)[validation_part]
+        known = data.labels[target] != UNKNOWN
+        train, holdout, validation = (rows[known] for rows in _time_split(data.open_time_ms, validation_fraction,
+                                                                         settings, horizon_ms))
         for name, rows in (("t", train), ("h", holdout), ("v", validation)):
             parts[f"x{name}"].append(x[rows])
             parts[f"y{name}"].append(y[rows])
+        times = data.open_time_ms[known]
         parts["th"].append(times[holdout])
         parts["tv"].append(times[validation])
         unseen = np.concatenate([times[holdout], times[validation]])
@@ -100,19 +104,54 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
     return split
 
 
+def _time_split(open_time_ms: np.ndarray, validation_fraction: float, settings: Settings,
+                horizon_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks (train, holdout, validation) over all of a symbol's rows. The boundaries come from the
+    rows' times, not from the rows one target can label (the newest rows' labels are unknown for
+    the wider targets), so every target and family trains on the same hours: the regime model
+    fitted on them is then one fit (:mod:`bse_predict.families.regime_cache`)."""
+    before_holdout, holdout = holdout_split(open_time_ms, settings.training.holdout_fraction, horizon_ms)
+    fit_part, validation_part = holdout_split(open_time_ms[before_holdout], validation_fraction, horizon_ms)
+    train, validation = np.zeros_like(holdout), np.zeros_like(holdout)
+    train[np.flatnonzero(before_holdout)[fit_part]] = True
+    validation[np.flatnonzero(before_holdout)[validation_part]] = True
+    return train, holdout, validation
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    """What every fit of a version reads (sent once to each worker process)."""
+    datasets: list[SymbolDataset]
+    extra: list[SymbolDataset]
+    """Series that only add training rows (``train --pooled-data``)."""
+    settings: Settings
+    work_dir: Path
+    regime_dir: Path
+
+
+def _fit(inputs: _FitInputs, task: FitTask, report: Callable[[str], None],
+         ) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
+    with shared_regime_fits(inputs.regime_dir):
+        return _train_family(task.family, task.target, inputs.datasets, inputs.settings, inputs.work_dir, report,
+                             inputs.extra)
+
+
 def _train_family(family: str, target: str, datasets: list[SymbolDataset], settings: Settings,
-                  work_dir: Path, extra: list[SymbolDataset]) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
+                  work_dir: Path, report: Callable[[str], None], extra: list[SymbolDataset],
+                  ) -> list[tuple[ModelEntry, dict[str, float], ParityReport]]:
     """Fit one family on one target, export it, prove the export, measure it on the holdout and
     judge whether it is servable. A family with ``variants`` (the ensemble's other strategies)
     adds one entry per variant."""
     model = get_model(family, **settings.models.params_for(family, target))
     split = _pooled_split(datasets, model, target, settings, extra)
+    report(FIT_STAGES[0])
     started, cpu_started = time.perf_counter(), time.process_time()
     validation = (split.x_validation, split.y_validation) if model.uses_validation else None
     times = {"validation_open_time_ms": split.t_validation} if model.uses_validation_times else {}
     model.train(split.x_train, split.y_train, validation_data=validation, **times)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     stem = f"{family}_{target.rstrip('%')}pct"
+    report(FIT_STAGES[1])
     check_rows = split.x_holdout if len(split.x_holdout) else split.x_train[-2000:]
     feed = model.onnx_feed(check_rows)
     combiner = getattr(model, "combiner_record", None)
@@ -151,7 +190,10 @@ def _exported_entry(model: BasePredictor, variant: str | None, split: _Split, se
     native = predict(check_rows)
     parity = record_parity_sample(check_parity(native, work_dir / entry.file, entry_feed), work_dir,
                                   entry.file.removesuffix(".onnx"), entry_feed, native)
-    holdout = predict(split.x_holdout) if len(split.y_holdout) else np.empty((0, 3))
+    if not len(split.y_holdout):
+        holdout = np.empty((0, 3))
+    else:  # the parity rows are the holdout whenever there is one: predicted once (an ensemble's members are slow)
+        holdout = native if check_rows is split.x_holdout else predict(split.x_holdout)
     metrics = holdout_metrics(holdout, split.y_holdout, split.y_train) if len(split.y_holdout) else {}
     gate = settings.training.servable_gate
     verdict = servable_verdict(holdout, split.y_holdout, split.y_train, split.t_holdout, gate,
@@ -175,30 +217,37 @@ def train_version(series: list[CandleSeries], settings: Settings, version: str, 
         raise TrainingError(f"version {version} already exists in {models_dir}; versions are immutable, pick a new one")
     if not series:
         raise TrainingError("no candle series to train on")
+    families = settings.models.enabled()
+    if settings.models.served not in families:
+        raise TrainingError(f"the served family {settings.models.served!r} is not enabled in models.families")
     started = time.perf_counter()
-    with partial_version(models_dir, version, "native") as work_dir:
-        with Progress(disable=not show_progress, transient=False) as progress:
+    with partial_version(models_dir, version, "native") as work_dir, \
+            tempfile.TemporaryDirectory(prefix="bse-regimes-") as regime_dir:
+        with Progress(*Progress.get_default_columns()[:-1], TimeElapsedColumn(), disable=not show_progress,
+                      transient=False) as progress:
             datasets = _datasets([*series, *pooled], settings, progress)
             served, extra = datasets[:len(series)], datasets[len(series):]
-            targets = [target_label(pct) for pct in settings.market.targets_pct]
-            families = settings.models.enabled()
-            if settings.models.served not in families:
-                raise TrainingError(f"the served family {settings.models.served!r} is not enabled in models.families")
-            fit_task = progress.add_task("training", total=len(targets) * len(families))
-            entries, metrics, parity = [], {}, {}
-            for target in targets:
-                for family in families:
-                    progress.update(fit_task, description=f"training {family}: target {target}")
-                    for entry, entry_metrics, entry_parity in _train_family(family, target, served, settings,
-                                                                            work_dir, extra):
-                        key = f"{entry.name}/{target}"
-                        metrics[key], parity[key] = entry_metrics, entry_parity
-                        entries.append(entry)
-                    progress.advance(fit_task)
+            tasks = [FitTask(family, target_label(pct)) for pct in settings.market.targets_pct for family in families]
+            results = run_fits(_fit, _FitInputs(served, extra, settings, work_dir, Path(regime_dir)), tasks,
+                               settings.training.worker_count(), progress, _longest_first(tasks, settings))
+        entries, metrics, parity = [], {}, {}
+        for task, fitted in zip(tasks, results, strict=True):
+            for entry, entry_metrics, entry_parity in fitted:
+                key = f"{entry.name}/{task.target}"
+                metrics[key], parity[key] = entry_metrics, entry_parity
+                entries.append(entry)
         manifest = _manifest(version, [*series, *pooled], datasets, entries, metrics, parity, settings, work_dir,
                              time.perf_counter() - started, len(series))
         publish_version(manifest, work_dir, final_dir, settings)
     return final_dir
+
+
+def _longest_first(tasks: list[FitTask], settings: Settings) -> list[int]:
+    """Fits that train other families inside them (ensembles: more members, longer) start first."""
+    def members(task: FitTask) -> int:
+        return len(settings.models.params_for(task.family, task.target).get("members", ()))
+
+    return sorted(range(len(tasks)), key=lambda i: -members(tasks[i]))
 
 
 def _datasets(series: Sequence[CandleSeries], settings: Settings, progress: Progress) -> list[SymbolDataset]:
