@@ -86,6 +86,9 @@ class ServableGateConfig(FrozenBlock):
     """Days per bootstrap block; ``None``: the label horizon rounded up to whole days."""
     confidence_level: float = Field(0.95, gt=0.5, lt=1.0)
     bootstrap_samples: int = Field(1000, ge=100)
+    min_blocks: int = Field(6, ge=2)
+    """Fewer holdout blocks than this: no verdict (servable, said so). With n blocks all worse by
+    chance with probability 2^-n, 6 is the fewest that keeps that under 2.5%, the one-sided level."""
     seed: int = 0
 
 

@@ -9,7 +9,9 @@ difference gets the paired block bootstrap of the evaluation
 (:func:`bse_predict.evaluation.bootstrap.paired_bootstrap`, blocks of whole days, at least the
 label horizon, because labels overlap and symbols move together). When the
 whole interval lies above 0 the entry is *significantly worse* than knowing
-nothing and is not servable; otherwise it is. The probabilities scored are the
+nothing and is not servable; otherwise it is. With fewer blocks than ``min_blocks`` the
+interval cannot reach its level (every block worse by chance alone is too likely), so the
+entry is servable and its reason says it was not judged. The probabilities scored are the
 served graph's own (a served model carries no calibrator: what is scored is
 what would be published).
 """
@@ -45,18 +47,25 @@ def servable_verdict(probabilities: np.ndarray, labels: np.ndarray, train_labels
     blocks = day_blocks(open_time_ms, block_days)
     difference, _ = paired_bootstrap(loss, reference, blocks, config.bootstrap_samples, config.confidence_level,
                                      config.seed)
-    worse = difference.lower > 0
+    block_count = int(blocks.max()) + 1
     level = f"{config.confidence_level:.0%}"
     numbers = (f"holdout log loss {loss.mean():.4f} vs climatology {reference.mean():.4f}, difference "
                f"{difference.estimate:+.4f} [{difference.lower:+.4f}, {difference.upper:+.4f}] at {level} "
-               f"({len(labels)} rows, {int(blocks.max()) + 1} blocks of {block_days} days)")
-    reason = (f"NOT SERVABLE: significantly worse than climatology: {numbers}" if worse
-              else f"servable: not significantly worse than climatology: {numbers}")
+               f"({len(labels)} rows, {block_count} blocks of {block_days} days)")
+    judged = block_count >= config.min_blocks
+    worse = judged and difference.lower > 0
+    if not judged:
+        reason = (f"servable, not judged: fewer holdout blocks than training.servable_gate.min_blocks "
+                  f"({config.min_blocks}): {numbers}")
+    elif worse:
+        reason = f"NOT SERVABLE: significantly worse than climatology: {numbers}"
+    else:
+        reason = f"servable: not significantly worse than climatology: {numbers}"
     return ServableRecord(servable=not worse, reason=reason, log_loss=float(loss.mean()),
                           log_loss_climatology=float(reference.mean()),
                           difference=(difference.estimate, difference.lower, difference.upper),
                           confidence_level=config.confidence_level, rows=len(labels),
-                          blocks=int(blocks.max()) + 1, block_days=block_days)
+                          blocks=block_count, block_days=block_days)
 
 
 def refused(entries: tuple[ModelEntry, ...] | list[ModelEntry]) -> list[ModelEntry]:

@@ -64,6 +64,20 @@ def test_a_model_barely_worse_on_few_rows_is_not_refused() -> None:
     assert verdict.servable and verdict.difference is not None and verdict.difference[1] <= 0
 
 
+def test_too_few_blocks_give_no_verdict_and_say_so() -> None:
+    """Five 3-day blocks: all five worse happens by chance 1 time in 32, above the level, so no verdict."""
+    y, y_train = _outcomes(5)
+    coin = np.full((ROWS, 3), 0.05)
+    coin[np.arange(ROWS), np.random.default_rng(6).integers(0, 3, ROWS)] = 0.9
+    few = 5 * 72
+    unjudged = servable_verdict(coin[:few], y[:few], y_train, _times()[:few], GATE, 3)
+    assert unjudged.servable and unjudged.blocks == 5 and unjudged.difference[1] > 0
+    assert unjudged.reason.startswith("servable, not judged: fewer holdout blocks than training.servable_gate."
+                                      "min_blocks (6)")
+    judged = servable_verdict(coin[:few], y[:few], y_train, _times()[:few], GATE.model_copy(update={"min_blocks": 5}), 3)
+    assert not judged.servable and judged.reason.startswith("NOT SERVABLE")
+
+
 def test_the_gate_can_be_turned_off_and_says_so() -> None:
     y, y_train = _outcomes(4)
     verdict = servable_verdict(np.tile([0.0, 0.0, 1.0], (ROWS, 1)), y, y_train, _times(),
