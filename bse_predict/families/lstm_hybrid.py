@@ -19,17 +19,15 @@ import numpy as np
 from bse_predict.families.base import register
 from bse_predict.families.torch_base import N_FIELDS, Device, TorchPredictor, field_constants, sequence_array
 from bse_predict.features.inputs import InputRows
+from bse_predict.families.two_inputs import FEATURES_AND_SEQUENCE, FeaturesAndSequence
 from bse_predict.features.sequences import SEQUENCE_LENGTH
-from bse_predict.labels.first_touch import UNKNOWN
-from bse_predict.training.dataset import SymbolDataset
 
 __all__ = ["LSTMHybridPredictor"]
 
-_KINDS = ("features", "sequence")
 
 
 @register
-class LSTMHybridPredictor(TorchPredictor):
+class LSTMHybridPredictor(FeaturesAndSequence, TorchPredictor):
     family = "lstm_hybrid"
     fast_params: ClassVar[dict[str, Any]] = {"sequence_length": 24, "units": 4, "hidden": 8, "epochs": 2,
                                              "patience": 1, "row_stride": 2}
@@ -53,26 +51,9 @@ class LSTMHybridPredictor(TorchPredictor):
         self.device = device
         self.seed = seed
 
-    # ------------------------------------------------------------ inputs
-    @property
-    def input_kinds(self) -> tuple[str, ...]:
-        return _KINDS
-
-    def prepare_data(self, dataset: SymbolDataset, target: str) -> tuple[InputRows, np.ndarray]:
-        labels = dataset.labels[target]
-        known = labels != UNKNOWN
-        rows = InputRows({"features": dataset.features[known], "sequence": dataset.sequences(known)})
-        return rows, labels[known].astype(np.int64)
-
-    def onnx_feed(self, X: InputRows) -> dict[str, np.ndarray]:  # type: ignore[override]
-        return X.feed()
-
-    def rows_from_inputs(self, inputs: dict[str, np.ndarray]) -> InputRows:
-        return InputRows({kind: inputs[kind] for kind in _KINDS})
-
     def _arrays(self, X: Any) -> tuple[np.ndarray, ...]:
         if not isinstance(X, InputRows):
-            raise TypeError(f"lstm_hybrid reads InputRows of {_KINDS}, not {type(X).__name__}")
+            raise TypeError(f"lstm_hybrid reads InputRows of {FEATURES_AND_SEQUENCE}, not {type(X).__name__}")
         features = np.ascontiguousarray(X.parts["features"], dtype=np.float32)
         if features.ndim != 2:
             raise ValueError(f"features must be [n, F], got {list(features.shape)}")

@@ -22,25 +22,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bse_predict.training.dataset import SymbolDataset
 from bse_predict.explain.contributions import Contributions
 from bse_predict.families.base import BasePredictor, get_model, register
 from bse_predict.features.definitions import FEATURE_NAMES
 from bse_predict.families.random_forest import RandomForestPredictor
 from bse_predict.families.xgboost_family import XGBoostPredictor
 from bse_predict.features.inputs import InputRows
-from bse_predict.labels.first_touch import UNKNOWN
+from bse_predict.families.two_inputs import FeaturesAndSequence
 from bse_predict.families.regime_graphs import REGIME_FEATURES_OUTPUT, regime_feature_graph
 from bse_predict.families.regime_cache import fit_regime_model
 from bse_predict.families.regime_model import regime_feature_names, regime_features
 
 __all__ = ["RandomForestRegimesPredictor", "XGBoostRegimesPredictor"]
 
-_KINDS = ("features", "sequence")
 _COLUMNS = "hybrid_columns"
 
 
-class _RegimeHybrid(BasePredictor):
+class _RegimeHybrid(FeaturesAndSequence, BasePredictor):
     """A base family over features + regime columns; subclasses name the base."""
 
     base_family: ClassVar[str]
@@ -54,23 +52,6 @@ class _RegimeHybrid(BasePredictor):
         self.tol = tol
         self.min_covar = min_covar
         self.seed = seed
-
-    # ------------------------------------------------------------ inputs
-    @property
-    def input_kinds(self) -> tuple[str, ...]:
-        return _KINDS
-
-    def prepare_data(self, dataset: SymbolDataset, target: str) -> tuple[InputRows, np.ndarray]:
-        labels = dataset.labels[target]
-        known = labels != UNKNOWN
-        rows = InputRows({"features": dataset.features[known], "sequence": dataset.sequences(known)})
-        return rows, labels[known].astype(np.int64)
-
-    def onnx_feed(self, X: InputRows) -> dict[str, np.ndarray]:  # type: ignore[override]
-        return X.feed()
-
-    def rows_from_inputs(self, inputs: dict[str, np.ndarray]) -> InputRows:
-        return InputRows({kind: inputs[kind] for kind in _KINDS})
 
     def _columns(self, X: InputRows) -> np.ndarray:
         regimes, _ = regime_features(self.regimes_, X.parts["sequence"])
