@@ -8,10 +8,12 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
+# -qq: errors only; setuptools' editable build otherwise prints a BuildBackendWarning (folders that share the
+# package's name may shadow it: not the case here) into every first `make demo`.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --editable ".[dev]"
+	$(BIN)/pip install -qq --editable ".[dev]"
 	touch $(STAMP)
 
 services-up: setup
