@@ -16,7 +16,9 @@ every row given (the validation rows are the newest, and base rates drift).
 ``weight_penalty`` pulls the weights toward climatology alone (toward equal
 weights without it), and a useless member may get 0: the mixture shrinks
 toward climatology as far as the members earn no better
-(:mod:`bse_predict.ensembles.weight_fit`). ``stacking_c`` ``None`` chooses the
+(:mod:`bse_predict.ensembles.weight_fit`). ``weight_penalty`` ``None`` chooses it
+from ``weight_penalties`` on the same purged inner folds
+(:mod:`bse_predict.ensembles.penalty_choice`). ``stacking_c`` ``None`` chooses the
 stacking L2 strength from ``stacking_cs`` on ``inner_folds`` purged folds of
 open time over the out-of-fold rows (their times given as
 ``validation_open_time_ms``); stacking that loses to the weighted mixture
@@ -59,6 +61,7 @@ from bse_predict.ensembles.combiners import (
     with_climatology,
 )
 from bse_predict.ensembles.graph import ensemble_graph
+from bse_predict.ensembles.penalty_choice import choose_penalty
 from bse_predict.ensembles.stacking_choice import choose_stacking
 from bse_predict.ensembles.weight_fit import fit_weights
 from bse_predict.explain.contributions import Contributions, weighted_sum
@@ -77,6 +80,7 @@ log = logging.getLogger(__name__)
 
 _POWERS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
 _STACKING_CS = (0.001, 0.01, 0.1, 1.0)
+_PENALTIES = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)
 _HOUR_MS = 3_600_000
 """``purge_rows`` counts hours: the rows of one symbol are hourly candles."""
 
@@ -97,8 +101,8 @@ class EnsemblePredictor(BasePredictor):
                  member_params: dict[str, dict[str, Any]] | None = None, weight_floor: float = 0.02,
                  stacking_c: float | None = None, regime_min_rows: int = 300, validation_fraction: float = 0.25,
                  purge_rows: int = 72, adaptive_rate: float = 0.02, climatology_member: bool = True,
-                 weight_penalty: float = 0.1, stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3,
-                 seed: int = 7) -> None:
+                 weight_penalty: float | None = None, weight_penalties: Sequence[float] = _PENALTIES,
+                 stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3, seed: int = 7) -> None:
         self.members = members
         self.strategy = strategy
         self.member_params = member_params
@@ -106,6 +110,7 @@ class EnsemblePredictor(BasePredictor):
         self.stacking_c = stacking_c
         self.climatology_member = climatology_member
         self.weight_penalty = weight_penalty
+        self.weight_penalties = weight_penalties
         self.stacking_cs = stacking_cs
         self.inner_folds = inner_folds
         self.regime_min_rows = regime_min_rows
@@ -182,7 +187,8 @@ class EnsemblePredictor(BasePredictor):
         # Rounded so that members' float sums in another thread order fit the same combiners.
         oof = np.round(self._member_probabilities(x_oof), 10)
         mixture = with_climatology(oof, climatology_shares(y) if self.climatology_member else None)
-        self.weights_ = fit_weights(mixture, y_oof, self.weight_penalty, self._shrink_toward())
+        self.weight_penalty_ = self._choose_penalty(mixture, y_oof, times)
+        self.weights_ = fit_weights(mixture, y_oof, self.weight_penalty_, self._shrink_toward())
         self.power_ = min(_POWERS, key=lambda power: log_loss(
             weighted_average(mixture, dynamic_weights(mixture, self.weights_, power))[0], y_oof))
         self.stacking_ = self._fit_stacking(oof, mixture, y_oof, times)
@@ -193,7 +199,21 @@ class EnsemblePredictor(BasePredictor):
         scores.update({f"oof_log_loss_{m}": log_loss(oof[i], y_oof) for i, m in enumerate(self.members)})
         scores.update({f"weight_{m}": float(w) for m, w in zip(self._weight_names(), self.weights_, strict=True)})
         scores.update({f"stacking_{k}": float(v) for k, v in self.stacking_choice_.items()})
+        scores["weight_penalty"] = self.weight_penalty_
         return scores
+
+    def _too_few_for_inner_folds(self, rows: int) -> bool:
+        return rows < 2 * self.inner_folds * (self.purge_rows + 1)
+
+    def _choose_penalty(self, mixture: np.ndarray, y_oof: np.ndarray, open_time_ms: np.ndarray) -> float:
+        """``weight_penalty``, or the candidate of ``weight_penalties`` that predicts the inner folds best
+        (the strongest when the rows are too few to cut them)."""
+        if self.weight_penalty is not None:
+            return float(self.weight_penalty)
+        if self._too_few_for_inner_folds(len(y_oof)):
+            return float(max(self.weight_penalties))
+        return choose_penalty(mixture, y_oof, open_time_ms, self.weight_penalties, self.inner_folds,
+                              self.purge_rows * _HOUR_MS, self._shrink_toward()).penalty
 
     def _shrink_toward(self) -> int | None:
         """The member the weight penalty pulls toward: the climatology member (last), if any."""
@@ -208,11 +228,11 @@ class EnsemblePredictor(BasePredictor):
         """The stacking meta-learner at ``stacking_c``, or at the C chosen on inner folds; ``None`` when
         it loses there to the weighted mixture (``stacking_choice_`` records the numbers)."""
         cs = (self.stacking_c,) if self.stacking_c is not None else tuple(self.stacking_cs)
-        if len(y_oof) < 2 * self.inner_folds * (self.purge_rows + 1):
+        if self._too_few_for_inner_folds(len(y_oof)):
             self.stacking_choice_ = {"c": min(cs), "kept": 1.0}  # too few rows to choose: the strongest L2
             return StackingCombiner.fit(oof, y_oof, min(cs), self.seed)
         choice = choose_stacking(oof, mixture, y_oof, open_time_ms, cs, self.inner_folds, self.purge_rows * _HOUR_MS,
-                                 self.weight_penalty, self.seed, self._shrink_toward())
+                                 self.weight_penalty_, self.seed, self._shrink_toward())
         self.stacking_choice_ = {"c": choice.c, "kept": float(choice.kept), "inner_log_loss": choice.stacking_log_loss,
                                  "inner_log_loss_mixture": choice.mixture_log_loss}
         return StackingCombiner.fit(oof, y_oof, choice.c, self.seed) if choice.kept else None
@@ -228,7 +248,7 @@ class EnsemblePredictor(BasePredictor):
         for state in range(len(by_regime)):
             rows = states == state
             if rows.sum() >= self.regime_min_rows:
-                by_regime[state] = fit_weights(mixture[:, rows], y_oof[rows], self.weight_penalty,
+                by_regime[state] = fit_weights(mixture[:, rows], y_oof[rows], self.weight_penalty_,
                                                self._shrink_toward())
         return by_regime
 

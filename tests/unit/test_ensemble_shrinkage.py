@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from bse_predict.ensembles.combiners import CombinerSpec, StackingCombiner, combine, log_loss, with_climatology
-from bse_predict.ensembles.stacking_choice import choose_stacking, inner_folds
+from bse_predict.ensembles.inner_folds import inner_folds
+from bse_predict.ensembles.stacking_choice import choose_stacking
 from bse_predict.ensembles.weight_fit import fit_weights, mixture_objective
 from bse_predict.families.ensemble import EnsemblePredictor
 from bse_predict.scoring.probabilities import climatology_shares
