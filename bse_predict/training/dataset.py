@@ -24,7 +24,7 @@ from bse_predict.labels.first_touch import label_matrix
 from bse_predict.features.sequences import sequence_rows
 from bse_predict.serving.signals import target_label
 
-__all__ = ["SymbolDataset", "build_dataset", "holdout_split", "FIRST_ROW"]
+__all__ = ["SymbolDataset", "build_dataset", "FIRST_ROW"]
 
 FIRST_ROW = max(INPUT_LOOKBACK.values()) - 1
 """Index of the first grid row that every input kind can be built for."""
@@ -62,17 +62,3 @@ def build_dataset(series: CandleSeries, targets_pct: Sequence[float], horizon_ca
     }
     return SymbolDataset(series.symbol, grid.open_time_ms[keep], grid.ohlcv[keep, 3], features[keep], labels,
                          grid.ohlcv, np.flatnonzero(keep))
-
-
-def holdout_split(open_time_ms: np.ndarray, holdout_fraction: float, horizon_ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (train, holdout): the newest share is held out, and training rows
-    whose label horizon reaches into the holdout are purged."""
-    n = len(open_time_ms)
-    holdout = np.zeros(n, dtype=bool)
-    if holdout_fraction <= 0 or n == 0:
-        return ~holdout, holdout
-    first_holdout = int(n * (1.0 - holdout_fraction))
-    holdout[first_holdout:] = True
-    holdout_start_ms = open_time_ms[first_holdout] if first_holdout < n else np.iinfo(np.int64).max
-    train = open_time_ms + horizon_ms < holdout_start_ms
-    return train, holdout

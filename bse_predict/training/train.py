@@ -1,9 +1,9 @@
 """Offline training: candle files in, a versioned, verified ONNX model set out.
 
 Every enabled family (``models.families`` in the config) per target, pooled
-across symbols (a version answers for any symbol). The newest share of each symbol's hours is held out, with a purge
-of the label horizon, for the metrics and the ONNX parity check in the manifest; the boundary is the same for every
-target and family. The (family, target) fits run in ``training.workers`` processes
+across symbols (a version answers for any symbol). The newest share of the hours is held out, at one calendar time
+for every symbol, with a purge of the label horizon, for the metrics and the ONNX parity check in the manifest; the
+boundary is the same for every target and family. The (family, target) fits run in ``training.workers`` processes
 (:mod:`bse_predict.training.fit_pool`) and share their regime-model fits (:mod:`bse_predict.families.regime_cache`).
 The version folder is written under a temporary name and renamed at the end,
 so a crash never leaves a half version that the worker could pick up. With
@@ -25,7 +25,8 @@ import numpy as np
 from rich.progress import Progress, TimeElapsedColumn
 
 from configs.settings import Settings
-from bse_predict.training.dataset import SymbolDataset, build_dataset, holdout_split
+from bse_predict.training.dataset import SymbolDataset, build_dataset
+from bse_predict.training.time_split import split_series
 from bse_predict.evaluation.holdout_metrics import holdout_metrics
 from bse_predict.training.onnx_parity import check_parity
 from bse_predict.training.servable_gate import gate_block_days, servable_verdict
@@ -67,21 +68,23 @@ class _Split:
 
 def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: str, settings: Settings,
                   extra: list[SymbolDataset]) -> _Split:
-    """The family's own inputs (``prepare_data``), pooled over symbols. Per symbol, in time:
-    the newest share is held out; a family that stops early also gets the newest share of
-    what is left as validation; every boundary is purged by the label horizon. ``extra``
-    symbols (``train --pooled-data``) only add fit rows, purged before the first held-out or
-    validation hour of any served symbol: their hours move with the served ones (spot BTC
-    with futures BTC), so a later row would leak the holdout's outcomes into training."""
+    """The family's own inputs (``prepare_data``), pooled over symbols and cut at calendar times
+    shared by every served symbol (:mod:`bse_predict.training.time_split`): the newest share of
+    the hours is held out, and a family that stops early also gets the newest share of what is left
+    as validation; every boundary is purged by the label horizon. ``extra`` symbols (``train
+    --pooled-data``) only add fit rows, purged before the first held-out or validation hour:
+    their hours move with the served ones (spot BTC with futures BTC), so a later row would leak
+    the holdout's outcomes into training."""
     horizon_ms = settings.market.horizon_hours * 3_600_000
     validation_fraction = settings.training.validation_fraction if model.uses_validation else 0.0
     parts: dict[str, list] = {k: [] for k in ("xt", "yt", "xh", "yh", "xv", "yv", "th", "tv")}
+    splits = split_series([data.open_time_ms for data in datasets], settings.training.holdout_fraction,
+                          validation_fraction, horizon_ms)
     first_unseen_ms = np.iinfo(np.int64).max
-    for data in datasets:
+    for data, split in zip(datasets, splits, strict=True):
         x, y = model.prepare_data(data, target)
         known = data.labels[target] != UNKNOWN
-        train, holdout, validation = (rows[known] for rows in _time_split(data.open_time_ms, validation_fraction,
-                                                                         settings, horizon_ms))
+        train, holdout, validation = split.train[known], split.holdout[known], split.validation[known]
         for name, rows in (("t", train), ("h", holdout), ("v", validation)):
             parts[f"x{name}"].append(x[rows])
             parts[f"y{name}"].append(y[rows])
@@ -102,20 +105,6 @@ def _pooled_split(datasets: list[SymbolDataset], model: BasePredictor, target: s
     if missing:
         raise TrainingError(f"target {target}: training rows lack classes {sorted(missing)}; give more history")
     return split
-
-
-def _time_split(open_time_ms: np.ndarray, validation_fraction: float, settings: Settings,
-                horizon_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Masks (train, holdout, validation) over all of a symbol's rows. The boundaries come from the
-    rows' times, not from the rows one target can label (the newest rows' labels are unknown for
-    the wider targets), so every target and family trains on the same hours: the regime model
-    fitted on them is then one fit (:mod:`bse_predict.families.regime_cache`)."""
-    before_holdout, holdout = holdout_split(open_time_ms, settings.training.holdout_fraction, horizon_ms)
-    fit_part, validation_part = holdout_split(open_time_ms[before_holdout], validation_fraction, horizon_ms)
-    train, validation = np.zeros_like(holdout), np.zeros_like(holdout)
-    train[np.flatnonzero(before_holdout)[fit_part]] = True
-    validation[np.flatnonzero(before_holdout)[validation_part]] = True
-    return train, holdout, validation
 
 
 @dataclass(frozen=True)

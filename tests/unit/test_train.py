@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs.settings import Settings, load_settings
-from bse_predict.training.dataset import build_dataset, holdout_split
+from bse_predict.training.dataset import build_dataset
 from bse_predict.training.train import TrainingError, train_version
 from bse_predict.candles.files import CandleSeries
 from bse_predict.errors import ManifestError
@@ -89,15 +89,6 @@ def test_a_version_trained_on_other_features_is_refused(version_dir: Path, tmp_p
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="other feature definitions"):
         ServedModelSet.load(copy)
-
-
-def test_holdout_is_purged_by_the_horizon() -> None:
-    hour = 3_600_000
-    times = np.arange(1000, dtype=np.int64) * hour
-    train, holdout = holdout_split(times, 0.2, 72 * hour)
-    assert holdout.sum() == 200 and not (train & holdout).any()
-    assert times[train].max() + 72 * hour < times[holdout].min()
-    assert train.sum() == 800 - 72
 
 
 def test_training_without_history_fails_clearly(tmp_path: Path, futures_series: dict[str, CandleSeries]) -> None:
