@@ -110,8 +110,16 @@ def bench(
                            data=tuple(data or DEFAULT_DATA), version=version, ensemble_version=ensemble_version,
                            shadow_version=shadow_version, compare_with=compare_with, phases=chosen, config_file=config)
     log_dir = Path("var") / "bench" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    _quiet_kafka_retries()
     report = run_bench(command_settings(config), options, log_dir, progress=lambda m: errors.print(m, markup=False))
     print(json.dumps(report, indent=2))
+
+
+def _quiet_kafka_retries() -> None:
+    """The command shows its own progress; its Kafka clients' retries while fresh topics elect their leaders
+    ("Failed fetch offsets ... NotLeaderForPartitionError") are not for the screen. A real failure still ends
+    the command with its own message, and the workers' logs keep every line."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @one_line_errors
@@ -129,10 +137,7 @@ def demo(
     """The all-in-one first run behind `make demo`: services, a small model, a worker, a replay, predictions."""
     from bse_predict.cli.demo import run_demo, run_live_demo
 
-    # The demo shows its own progress and the predictions; the Kafka client's retries while fresh topics
-    # elect their leaders ("NotLeaderForPartitionError ... retrying") are not for this screen. A real
-    # failure still ends the demo with its own message, and the worker's log keeps every line.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    _quiet_kafka_retries()
     settings = command_settings(config, families=True)
 
     def progress(message: str) -> None:
