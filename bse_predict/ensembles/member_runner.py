@@ -208,10 +208,13 @@ class ServedEnsemble(ManifestModelSet):
         return answer.probabilities[target]
 
     def _regime_member(self, answers: list[ModelOutputs | None]) -> ModelOutputs | None:
-        """The answer of the member whose filtered regime picks the weights (None if it was dropped)."""
+        """The answer of the member whose filtered regime picks the weights, or with other strategies of the
+        first member that has a regime (the prediction reports it, as the one graph does); None if it was
+        dropped."""
         name = next((c.regime_member for c in self._combiners.values() if c.regime_member), None)
         for member, answer in zip(self._members, answers, strict=True):
-            if member.name == name and answer is not None and answer.regime_probabilities is not None:
+            if (name is None or member.name == name) and answer is not None \
+                    and answer.regime_probabilities is not None:
                 return answer
         return None
 

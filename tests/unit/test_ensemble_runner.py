@@ -73,6 +73,12 @@ def test_members_side_by_side_equal_the_graph_and_the_native_model(
         assert np.abs(by_members.probabilities[target] - by_graph.probabilities[target]).max() <= 1e-5
         assert by_members.member_probabilities is not None
         assert by_members.member_probabilities[target].shape == (2, len(expected), 3)
+    # a strategy whose weights do not read the regime still reports it, in either mode
+    weighted = load_model_set(version_dir, MEMBERS, model_name="ensemble_weighted").predict_outputs(inputs)
+    weighted_graph = load_model_set(version_dir, EnsembleServingConfig(mode="graph"),
+                                    model_name="ensemble_weighted").predict_outputs(inputs)
+    assert weighted.regime_states == weighted_graph.regime_states == by_graph.regime_states
+    np.testing.assert_allclose(weighted.regime_probabilities, weighted_graph.regime_probabilities, atol=1e-6)
 
 
 def _without_the_forest(version_dir: Path, inputs: dict[str, np.ndarray], model_name: str = "ensemble",
