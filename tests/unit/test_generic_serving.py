@@ -21,7 +21,8 @@ from bse_predict.candles.window import window_ending_at
 STEP_MS = 3_600_000
 
 
-@pytest.mark.parametrize("family", ["hmm_regime", "lorentzian_knn", "random_forest_regimes", "tcn", "lstm_hybrid"])
+@pytest.mark.parametrize("family", ["hmm_regime", "lorentzian_knn", "random_forest_regimes", "tcn", "lstm_hybrid",
+                                    "logistic"])
 def test_a_version_served_by_any_family_answers_through_the_worker_path(
     family: str, futures_series: dict[str, CandleSeries], tmp_path
 ) -> None:
