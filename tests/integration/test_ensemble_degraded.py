@@ -101,10 +101,11 @@ def _assert_degraded_as_served_offline(settings: Settings, live: dict[str, Predi
             other = offline[candle_id].targets[target]
             assert (part.p_up, part.p_down, part.p_none) == pytest.approx((other.p_up, other.p_down, other.p_none),
                                                                           abs=1e-5)
-            # the HMM's answer moved toward the climatology member's shares: p_none lies between the two
+            # the HMM's answer moved toward the climatology member's shares: p_none lies between the two (up to
+            # the graph's float32 rounding, where the climatology member's fitted weight is about 0)
             assert combiners[target] is not None and combiners[target].climatology is not None
             low, high = sorted((alone[candle_id].targets[target].p_none, combiners[target].climatology[2]))
-            assert low - 1e-9 <= part.p_none <= high + 1e-9
+            assert low - 1e-6 <= part.p_none <= high + 1e-6
 
 
 @pytest.mark.parametrize("mode", ["graph", "members"])
