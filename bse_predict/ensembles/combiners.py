@@ -37,6 +37,8 @@ Strategies:
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +67,9 @@ __all__ = [
 
 STRATEGIES = ("weighted", "dynamic", "regime", "stacking")
 EPS = 1e-6
+_STACKING_MAX_ITER = 1000
+
+log = logging.getLogger(__name__)
 
 
 def failed_rows(probs: np.ndarray) -> np.ndarray:
@@ -129,13 +134,20 @@ class StackingCombiner:
         return np.transpose(logs, (1, 0, 2)).reshape(probs.shape[1], -1)
 
     @classmethod
-    def fit(cls, probs: np.ndarray, y: np.ndarray, c: float, seed: int) -> StackingCombiner:
+    def fit(cls, probs: np.ndarray, y: np.ndarray, c: float, seed: int,
+            max_iter: int = _STACKING_MAX_ITER) -> StackingCombiner:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
         logs = np.log(np.clip(probs, EPS, None))
         mean_log_probs = logs.mean(axis=1)
         X = cls.meta_features(probs, mean_log_probs)
-        meta = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(X, y)
+        with warnings.catch_warnings():
+            # not for the user's screen: whether the fit is kept is decided by its inner out-of-fold log loss
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            meta = LogisticRegression(C=c, max_iter=max_iter, random_state=seed).fit(X, y)
+        if int(np.max(meta.n_iter_)) >= max_iter:
+            log.debug("stacking meta-learner at C=%s stopped at %d iterations before converging", c, max_iter)
         coef = np.zeros((3, X.shape[1]))
         intercept = np.full(3, -30.0)  # a class never seen out of fold stays (almost) impossible
         coef[meta.classes_] = meta.coef_ if len(meta.classes_) > 2 else np.vstack([-meta.coef_, meta.coef_]) / 2

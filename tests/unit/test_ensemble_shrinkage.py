@@ -129,3 +129,18 @@ def test_a_dropped_stacking_serves_the_weighted_mixture() -> None:
     np.testing.assert_array_equal(model.combine(probs, "stacking")[0], model.combine(probs, "weighted")[0])
     model.stacking_ = StackingCombiner.fit(probs, y, 1.0, 0)
     assert model.combiner_spec("stacking").strategy == "stacking"
+
+
+def test_a_stacking_fit_stopped_before_converging_says_so_in_the_log_not_on_the_screen(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """scikit-learn's ConvergenceWarning is library noise here: the inner folds judge the fit by its out-of-fold
+    log loss. It goes to the debug log instead."""
+    import logging
+    import warnings
+
+    y = _outcomes(12, 600)
+    probs = np.stack([_informative(y, 0.3), np.random.default_rng(13).dirichlet(np.ones(3), 600)])
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="bse_predict.ensembles.combiners"):
+        warnings.simplefilter("error")  # any warning fails the test
+        StackingCombiner.fit(probs, y, 1.0, 0, max_iter=2)
+    assert any("stopped at 2 iterations before converging" in r.getMessage() for r in caplog.records)
