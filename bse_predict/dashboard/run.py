@@ -12,7 +12,6 @@ Binding to an address other hosts can reach needs ``BSE_DASHBOARD_TOKEN``. uvico
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from redis.exceptions import RedisError
 from configs.dashboard import is_loopback
 from configs.settings import Settings
 from bse_predict.connections.clients import connect_redis, redacted_url
+from bse_predict.heap import freeze_long_lived
 from bse_predict.control.state_store import RedisControlStore
 from bse_predict.dashboard.board import Board
 from bse_predict.dashboard.consumer_lag import KafkaLag
@@ -125,10 +125,8 @@ async def freeze_after_lookback(caught_up: asyncio.Event) -> None:
     collection fell to 14 ms); what the board drops later is still freed by its reference count (only a
     cycle among frozen objects would stay, and the board's objects form none)."""
     await caught_up.wait()
-    collected = gc.collect()
-    gc.freeze()
-    log.info("lookback read: %d objects frozen out of the collector's way (%d collected first)",
-             gc.get_freeze_count(), collected)
+    collected, frozen = freeze_long_lived()
+    log.info("lookback read: %d objects frozen out of the collector's way (%d collected first)", frozen, collected)
 
 
 async def serve(settings: Settings, host: str, port: int, loglevel: str) -> None:

@@ -11,6 +11,7 @@ import faust
 from configs.settings import Settings
 from bse_predict.stream.app import faust_settings
 from bse_predict.connections.topics import TopicNames
+from bse_predict.heap import freeze_long_lived
 
 __all__ = ["RELAY_OUTPUT", "create_relay_app"]
 
@@ -26,6 +27,7 @@ def create_relay_app(settings: Settings) -> faust.App:
 
     @app.agent(candles, concurrency=1)
     async def relay(stream: faust.StreamT) -> None:
+        freeze_long_lived()  # as the worker does once started: the same runtime on both sides of the comparison
         async for events in stream.take_events(settings.worker.batch_max_events,
                                                within=settings.worker.batch_within_ms / 1000.0):
             pending = [await output.send(key=e.message.key, value=e.message.value) for e in events]

@@ -112,6 +112,7 @@ def test_messy_replay_gives_one_prediction_per_closed_candle_equal_to_the_traine
         predictions = [Prediction.model_validate_json(r.value) for r in asyncio.run(
             read_topic(stream_settings.kafka_bootstrap, TopicNames.of(stream_settings).predictions))]
         assert len(predictions) >= len(expected), worker.log_tail()
+    assert "objects frozen out of the collector's way" in worker.log_path.read_text(), worker.log_tail()
     _assert_matches_reference(predictions, expected, model_set)
     raw = json.loads(predictions[0].model_dump_json())
     assert set(raw) >= {"id", "symbol", "timeframe", "open_time", "close", "horizon_hours", "targets", "model",
