@@ -22,6 +22,7 @@ import redis
 from configs.settings import Settings, load_settings
 from bse_predict.candles.files import CandleSeries, read_candle_files
 from bse_predict.connections.clients import connect_redis_sync, redacted_url
+from bse_predict.connections.topics import delete_topics_under
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "candles"
@@ -78,24 +79,11 @@ def isolated(services: Settings, tmp_path: Path) -> Iterator[Settings]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     settings = services.model_copy(update={"topic_prefix": prefix})
     yield settings
-    asyncio.run(_delete_topics(settings.kafka_bootstrap, prefix))
+    asyncio.run(delete_topics_under(settings, prefix))
     client = connect_redis_sync(settings)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.unlink(*keys)
-
-
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
 
 
 # A small RandomForest alone: the stream tests are about the stream, and the family suite covers the rest.

@@ -22,7 +22,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from configs.settings import Settings
 from bse_predict.connections.clients import kafka_options
 
-__all__ = ["TopicNames", "ensure_topics", "worker_group_id"]
+__all__ = ["TopicNames", "ensure_topics", "delete_topics_under", "worker_group_id"]
 
 _WEEK_MS = 7 * 24 * 3_600_000
 
@@ -104,6 +104,19 @@ async def ensure_topics(settings: Settings, extra: tuple[str, ...] = ()) -> None
             else:
                 _raise_refusal(response.to_object()["topic_errors"])
             await _wait_until_visible(admin, [t.name for t in wanted])
+    finally:
+        await admin.close()
+
+
+async def delete_topics_under(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a bench phase's or a test's own); their names."""
+    admin = AIOKafkaAdminClient(**kafka_options(settings), client_id="bse-predict-admin")
+    await admin.start()
+    try:
+        ours = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+        return ours
     finally:
         await admin.close()
 

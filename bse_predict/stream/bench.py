@@ -45,12 +45,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from configs.settings import Settings
-from bse_predict.connections.clients import client_environment, connect_redis, kafka_options
-from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.clients import client_environment, connect_redis
+from bse_predict.connections.topics import TopicNames, delete_topics_under, ensure_topics
 from bse_predict.control.messages import build_message
 from bse_predict.control.sender import send_control_and_wait
 from bse_predict.serving.manifest import load_manifest, newest_version
@@ -162,7 +161,8 @@ def _run_phase(phase: _Phase, settings: Settings, options: BenchOptions, series:
         except subprocess.TimeoutExpired:
             process.kill()
         asyncio.run(_forget_keys(settings))
-        asyncio.run(_forget_topics(settings))
+        # left behind, every run added a dozen topics for good (1,277 on the local broker after a day of runs)
+        asyncio.run(delete_topics_under(settings, settings.topic_prefix))
     return result.model_copy(update={"process_exit_code": process.returncode})
 
 
@@ -228,19 +228,6 @@ async def _forget_keys(settings: Settings) -> None:
             await client.unlink(*batch)
     finally:
         await client.aclose()
-
-
-async def _forget_topics(settings: Settings) -> None:
-    """Delete the phase's topics (every name under its own prefix). Left behind, every run added a dozen
-    topics to the cluster for good (1,277 on the local broker after a day of runs)."""
-    admin = AIOKafkaAdminClient(**kafka_options(settings), client_id="bse-predict-bench")
-    await admin.start()
-    try:
-        ours = [name for name in await admin.list_topics() if name.startswith(settings.topic_prefix)]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

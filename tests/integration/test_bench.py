@@ -8,25 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from configs.settings import Settings
-from bse_predict.connections.clients import kafka_options
+from bse_predict.connections.topics import delete_topics_under
 from bse_predict.stream.bench import BenchOptions, run_bench
 from tests.support.golden import GOLDEN_DIR
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def _topics_under(settings: Settings, prefix: str) -> list[str]:
-    admin = AIOKafkaAdminClient(**kafka_options(settings))
-    await admin.start()
-    try:
-        return [name for name in await admin.list_topics() if name.startswith(prefix)]
-    finally:
-        await admin.close()
 
 
 def test_bench_compares_before_and_after_with_a_shadow_version_served(isolated: Settings, tmp_path: Path) -> None:
@@ -52,4 +42,5 @@ def test_bench_compares_before_and_after_with_a_shadow_version_served(isolated: 
     assert report["ratios"]["p99_onnx_after_over_before"] is not None
     assert report["ratios"]["worker_cpu_per_candle_onnx_after_over_before"] is not None
     assert any("shadow v-golden-b by a signed control message" in line for line in said)
-    assert asyncio.run(_topics_under(settings, f"{settings.topic_prefix}bench-")) == []  # every phase's topics deleted
+    # every phase deleted its own topics: none is left to delete
+    assert asyncio.run(delete_topics_under(settings, f"{settings.topic_prefix}bench-")) == []
