@@ -38,7 +38,7 @@ from bse_predict.connections.clients import connect_redis, kafka_options
 from bse_predict.stream.bench_load import bench_symbols
 from bse_predict.monitoring.live_outcomes import LiveOutcomes
 from bse_predict.monitoring.resolver import KafkaOutcomePublisher, OutcomeResolver
-from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.topics import TopicNames, delete_topics_under, ensure_topics
 
 _DATA = Path("../shared/data/candles/binance-futures")
 
@@ -120,6 +120,7 @@ async def _run(args: argparse.Namespace) -> None:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+        await delete_topics_under(settings, settings.topic_prefix)
     if args.profile:
         pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
         return

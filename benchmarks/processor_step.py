@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bse_predict.candles.schema import DeadLetter, Prediction
 from bse_predict.connections.clients import connect_redis, kafka_options
-from bse_predict.connections.topics import TopicNames, ensure_topics
+from bse_predict.connections.topics import TopicNames, delete_topics_under, ensure_topics
 from bse_predict.control.state_machine import ControlState
 from bse_predict.ensembles.adaptive_weights import load_served_version
 from bse_predict.features.definitions import LOOKBACK_CANDLES
@@ -93,6 +93,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+        await delete_topics_under(settings, settings.topic_prefix)
     return {
         "symbols": args.symbols, "timed_ticks": len(times), "live": live.version, "shadow": shadow.version,
         "lookback_candles": LOOKBACK_CANDLES, "min_history": router.min_history,
