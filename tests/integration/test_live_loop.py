@@ -6,7 +6,9 @@ with ``challenger.auto_promote``) → ``bse-predict archive`` (Parquet) → ``bs
 --schedule`` (cron, every minute) → a signed shadow → the sequential test → a signed promote or drop →
 the worker serves the result. One continuous run, two scheduled retrains:
 
-1. Live is a version sure of "up" whatever happens. The first scheduler's model set is a small
+1. Live is a version near-certain of a class picked from its input's digits (right a third of the
+   time in any stretch of the market; one always sure of "up" won the live test in a rally, and
+   when the test decides depends on the machine's speed). The first scheduler's model set is a small
    RandomForest; its version passes the gate, is shadowed, found better on live outcomes and
    promoted with the replaced version shadowed beside it; that watch finds it better again and
    ends (shadow off).
@@ -15,7 +17,7 @@ the worker serves the result. One continuous run, two scheduled retrains:
    test decides); its version is shadowed, found worse and dropped; the forest stays live.
 
 Then every closed candle past the feature lookback has a live prediction, by the version live at the
-time (the sure-of-up one, then the forest, never anything else), and every prediction whose horizon
+time (the overconfident one, then the forest, never anything else), and every prediction whose horizon
 has passed has its outcomes.
 """
 
@@ -60,7 +62,7 @@ HISTORY_HOURS = 1_080  # closed when the exchange starts: ingest backfills them 
 LIVE_HOURS = 5_000  # more than the run needs: it stops the exchange when the loop is done
 HOUR_MS = 3_600_000
 HORIZON_MS = 72 * HOUR_MS
-SURE_UP = "v-sure-up"
+OVERCONFIDENT = "v-overconfident"
 
 TINY_FOREST = {"n_estimators": 12, "max_depth": 5, "min_samples_leaf": 40, "seed": 3}
 ONE_NEIGHBOUR = {"k": 1, "smoothing": 0.0, "spacing": 1, "max_pool": 2000, "pool_from": "spread", "seed": 3}
@@ -185,9 +187,9 @@ def test_the_live_loop_promotes_a_better_retrain_and_drops_a_worse_one_with_no_h
 ) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(trained_version.models_dir / "v-test", models_dir / "v-test")
-    overconfident_copy(models_dir, "v-test", SURE_UP, created_after=timedelta(days=-30))
+    overconfident_copy(models_dir, "v-test", OVERCONFIDENT, created_after=timedelta(days=-30))
     shutil.rmtree(models_dir / "v-test")
-    _trained_long_ago(models_dir / SURE_UP)
+    _trained_long_ago(models_dir / OVERCONFIDENT)
     settings = isolated.model_copy(update={"models_dir": models_dir})
     asyncio.run(ensure_topics(settings))
     names = TopicNames.of(settings)
@@ -204,7 +206,7 @@ def test_the_live_loop_promotes_a_better_retrain_and_drops_a_worse_one_with_no_h
                            tmp_path / "archive.log", ("--out", str(archive))) as archiver, \
             _exchange(tmp_path / "exchange.log") as sim:
         answer = asyncio.run(send_control_and_wait(
-            settings, build_message("promote", {"version": SURE_UP}, SECRET, datetime.now(UTC)), 30))
+            settings, build_message("promote", {"version": OVERCONFIDENT}, SECRET, datetime.now(UTC)), 30))
         assert answer is not None and answer.status == "applied", answer
         ingest_env = {**env, "BSE_INGEST__FUTURES__REST_URL": sim["rest_url"],
                       "BSE_INGEST__FUTURES__WS_URL": sim["ws_url"],
@@ -217,16 +219,16 @@ def test_the_live_loop_promotes_a_better_retrain_and_drops_a_worse_one_with_no_h
                   lambda: _archived_candles(archive) >= len(SYMBOLS) * (HISTORY_HOURS - 1), 180,
                   lambda: archiver.log_tail() + ingest.log_tail())
 
-            forest = _retrained(settings, env, better, tmp_path / "scheduler-forest.log", worker, {SURE_UP})
+            forest = _retrained(settings, env, better, tmp_path / "scheduler-forest.log", worker, {OVERCONFIDENT})
             promoted = _decision(settings, forest, "shadow", worker)
-            assert (promoted["verdict"], promoted["champion"]) == ("challenger_better", SURE_UP)
+            assert (promoted["verdict"], promoted["champion"]) == ("challenger_better", OVERCONFIDENT)
             assert (promoted["command"], promoted["args"]) == ("promote", {"version": forest, "shadow_previous": True})
             watched = _decision(settings, forest, "live", worker)
-            assert (watched["verdict"], watched["champion"]) == ("challenger_better", SURE_UP)
+            assert (watched["verdict"], watched["champion"]) == ("challenger_better", OVERCONFIDENT)
             assert (watched["command"], watched["args"]) == ("shadow", {"version": None})
 
             neighbour = _retrained(settings, env, worse, tmp_path / "scheduler-one-neighbour.log", worker,
-                                   {SURE_UP, forest})
+                                   {OVERCONFIDENT, forest})
             dropped = _decision(settings, neighbour, "shadow", worker)
             assert (dropped["verdict"], dropped["champion"]) == ("challenger_worse", forest)
             assert (dropped["command"], dropped["args"]) == ("shadow", {"version": None})
@@ -251,7 +253,7 @@ def test_the_live_loop_promotes_a_better_retrain_and_drops_a_worse_one_with_no_h
         times = sorted(closed[symbol])
         assert times == list(range(times[0], times[-1] + HOUR_MS, HOUR_MS)), f"{symbol}: the candles have a hole"
         assert predicted[symbol] == set(times[LOOKBACK_CANDLES - 1:]), f"{symbol}: predictions and candles differ"
-        assert versions[symbol] == [SURE_UP, forest], f"{symbol}: served {versions[symbol]}"
+        assert versions[symbol] == [OVERCONFIDENT, forest], f"{symbol}: served {versions[symbol]}"
         due = [t for t in predicted[symbol] if t + HORIZON_MS + HOUR_MS <= times[-1]]
         missing = [(t, target) for t in due for target in ("1%", "2%", "5%")
                    if (f"{symbol}|1h|{t}", target) not in settled]

@@ -1,6 +1,6 @@
 """ONNX graphs that misbehave on purpose, built with the onnx helpers: a model that answers NaN,
-one that takes at least a given time per call on the machine at hand, and a version that is sure
-of "up" whatever happens. Real onnxruntime runs them; the control plane, ensemble and challenger
+one that takes at least a given time per call on the machine at hand, and a version that is
+near-certain of a class picked from its input's digits, whatever happens. Real onnxruntime runs them; the control plane, ensemble and challenger
 tests serve them in place of trained files."""
 
 from __future__ import annotations
@@ -95,34 +95,52 @@ def calibrated_slow_graph(min_seconds: float = 1.0) -> bytes:
         size = int(size * 1.35)
 
 
-_SURE_UP = (0.98, 0.01, 0.01)
+_SURE = 0.98
+_UNSURE = 0.01
+
+
+def _overconfident_graph() -> bytes:
+    """Every row answers 0.98 for one class and 0.01 for the others, the class picked by the fractional
+    part of 100 x the row's feature sum: near-certain and right about a third of the time whatever the
+    market does (a version always sure of "up" is right for days on end in a rally)."""
+    nodes = [helper.make_node("ReduceSum", ["features", "feature_axis"], ["total"], keepdims=0),
+             helper.make_node("Mul", ["total", "hundred"], ["scaled"]),
+             helper.make_node("Floor", ["scaled"], ["whole"]),
+             helper.make_node("Sub", ["scaled", "whole"], ["fraction"]),
+             helper.make_node("Mul", ["fraction", "three"], ["spread"]),
+             helper.make_node("Floor", ["spread"], ["picked"]),
+             helper.make_node("Min", ["picked", "last_class"], ["class_float"]),
+             helper.make_node("Cast", ["class_float"], ["class_index"], to=TensorProto.INT64),
+             helper.make_node("OneHot", ["class_index", "depth", "answers"], ["probabilities"], axis=-1)]
+    initializers = [helper.make_tensor("feature_axis", TensorProto.INT64, [1], [1]),
+                    helper.make_tensor("hundred", TensorProto.FLOAT, [], [100.0]),
+                    helper.make_tensor("three", TensorProto.FLOAT, [], [3.0]),
+                    helper.make_tensor("last_class", TensorProto.FLOAT, [], [2.0]),
+                    helper.make_tensor("depth", TensorProto.INT64, [], [3]),
+                    helper.make_tensor("answers", TensorProto.FLOAT, [2], [_UNSURE, _SURE])]
+    return _graph(nodes, initializers, "overconfident")
 
 
 def overconfident_copy(models_dir: Path, source: str, name: str, created_after: timedelta = timedelta(days=1)) -> None:
     """Version ``source`` copied as ``name``, created ``created_after`` later (so the newer or, negative, the
-    older of the two), whose served model always answers (0.98, 0.01, 0.01): far worse than any honest
-    model on live outcomes. Its recorded parity answers say the same, so a promote's check accepts it."""
+    older of the two), whose served model is :func:`_overconfident_graph`: far worse than any honest model on
+    live outcomes in any stretch of the market. Its recorded parity answers are the graph's own on the
+    recorded inputs, so a promote's check accepts it."""
+    import onnxruntime as ort
+
     target_dir = models_dir / name
     shutil.copytree(models_dir / source, target_dir)
     manifest = load_manifest(target_dir)
-    nodes = [helper.make_node("Shape", ["features"], ["shape"]),
-             helper.make_node("Gather", ["shape", "zero"], ["rows"], axis=0),
-             helper.make_node("Concat", ["rows", "three"], ["out_shape"], axis=0),
-             helper.make_node("ConstantOfShape", ["out_shape"], ["ones"],
-                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
-             helper.make_node("Mul", ["ones", "answer"], ["probabilities"])]
-    initializers = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
-                    helper.make_tensor("three", TensorProto.INT64, [1], [3]),
-                    helper.make_tensor("answer", TensorProto.FLOAT, [3], list(_SURE_UP))]
-    graph = _graph(nodes, initializers, "always_up")
+    graph = _overconfident_graph()
     for entry in manifest.models:
         if entry.name == manifest.served_model:
             (target_dir / entry.file).write_bytes(graph)
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     for key, report in manifest.parity.items():  # the recorded answers it must reproduce before a promote
         if key.startswith(f"{manifest.served_model}/") and report.sample_file is not None:
             sample = load_parity_sample(target_dir / report.sample_file)
-            answers = np.tile(np.array(_SURE_UP, dtype=np.float64), (len(sample.probabilities), 1))
-            np.savez(target_dir / report.sample_file, **sample.inputs, **{SAMPLE_OUTPUT: answers})
+            (answers,) = session.run(None, {"features": sample.inputs["features"].astype(np.float32)})
+            np.savez(target_dir / report.sample_file, **sample.inputs, **{SAMPLE_OUTPUT: answers.astype(np.float64)})
     fields = json.loads(manifest.model_dump_json())
     fields.update(version=name, files_sha256={f: sha256_of(target_dir / f) for f in manifest.files_sha256},
                   created_at=(manifest.created_at + created_after).isoformat())
