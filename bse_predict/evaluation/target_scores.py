@@ -6,7 +6,8 @@ sample (:mod:`bse_predict.evaluation.effective_sample`); its up-vs-down AUC
 pooled, per fold, as the mean of folds and on fold-demeaned scores, each with
 a block-bootstrap interval (:mod:`bse_predict.evaluation.robust_auc`); then
 every model is compared with the reference family and with climatology (and
-each ensemble with its best member) by the paired block bootstrap, and the
+each ensemble with its best member, and with itself refitted without each
+member when it fitted those) by the paired block bootstrap, and the
 verdicts are written out in words. Bootstrap blocks are whole days, at least
 the label horizon.
 """
@@ -34,6 +35,7 @@ from bse_predict.evaluation.fold_predictions import FoldMasks, OutOfFold
 from bse_predict.evaluation.robust_auc import auc_intervals, symbol_auc_intervals
 from bse_predict.training.pooling import PooledRows
 from bse_predict.evaluation.scoring import group_metrics, reliability_bins
+from bse_predict.families.ensemble import WITHOUT
 from bse_predict.labels.first_touch import CLASS_NAMES, NONE
 from bse_predict.scoring.probabilities import row_brier, row_log_loss
 
@@ -182,9 +184,28 @@ def _against_best_member(families: Sequence[str], test: _TestRows, oof: OutOfFol
         if not members:
             continue
         best = min(members, key=lambda n: float(np.mean(row_log_loss(oof.probabilities[n], test.labels))))
-        out += [_paired(model, best, "log_loss", test, oof, options)
-                for model in [ensemble, *(v for v in variants if v not in members)]]
+        strategies = [v for v in variants if v not in members and not v.startswith(f"{ensemble}_{WITHOUT}")]
+        out += [_paired(model, best, "log_loss", test, oof, options) for model in [ensemble, *strategies]]
     return tuple(out)
+
+
+def _against_each_member_left_out(test: _TestRows, oof: OutOfFold,
+                                  options: EvaluationOptions) -> tuple[PairedComparison, ...]:
+    """Each ensemble against its weighted mixture refitted without one member (``<ensemble>_weighted_without_*``,
+    fitted with ``member_ablation``): a positive improvement is what that member earns."""
+    return tuple(_paired(ensemble, variant, "log_loss", test, oof, options)
+                 for ensemble, variants in oof.variants.items()
+                 for variant in variants if variant.startswith(f"{ensemble}_{WITHOUT}"))
+
+
+def _member_earns(c: PairedComparison) -> str:
+    member = c.reference.removeprefix(f"{c.model}_{WITHOUT}")
+    ri = c.relative_improvement
+    outcome = {"better": f"{member} earns its place in {c.model}",
+               "worse": f"{c.model} is better without {member}"}.get(
+        comparison_verdict(ri), f"{member} makes no significant difference to {c.model}")
+    return (f"{outcome} (log loss with it against the weighted mixture refitted without it): relative improvement "
+            f"{ri.estimate:+.2%} [{ri.lower:+.2%}, {ri.upper:+.2%}]")
 
 
 def _beats_best_member(c: PairedComparison, margin: float = 0.03) -> str:
@@ -227,7 +248,8 @@ def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, f
               for name in names}
     reference = reference_model(families, options.reference_family)
     against_best = _against_best_member(families, test, oof, options)
-    comparisons = _comparisons(names, reference, test, oof, options) + against_best
+    left_out = _against_each_member_left_out(test, oof, options)
+    comparisons = _comparisons(names, reference, test, oof, options) + against_best + left_out
     return TargetEvaluation(
         target=rows.target,
         label_shares=tuple(np.bincount(test.labels, minlength=3) / len(test.labels)),  # type: ignore[arg-type]
@@ -237,5 +259,5 @@ def score_target(rows: PooledRows, masks: Sequence[FoldMasks], oof: OutOfFold, f
         reference=reference,
         comparisons=comparisons,
         verdicts=_verdicts(comparisons, reference, families, options.confidence_level)
-        + tuple(_beats_best_member(c) for c in against_best),
+        + tuple(_beats_best_member(c) for c in against_best) + tuple(_member_earns(c) for c in left_out),
     )

@@ -23,7 +23,10 @@ stacking L2 strength from ``stacking_cs`` on ``inner_folds`` purged folds of
 open time over the out-of-fold rows (their times given as
 ``validation_open_time_ms``); stacking that loses to the weighted mixture
 there is dropped, and ``stacking`` then serves the weighted mixture
-(:mod:`bse_predict.ensembles.stacking_choice`).
+(:mod:`bse_predict.ensembles.stacking_choice`). ``member_ablation`` also fits,
+for each member, the weighted mixture refitted without it (the same penalty
+choice, its weight 0) as the strategy ``weighted_without_<member>``: scored on
+the same rows as the ensemble, the pair says what the member earns.
 
 ``strategy`` picks what :meth:`predict_proba` and :meth:`export_onnx` answer;
 every other fitted strategy is available by name (:meth:`predict_strategy`,
@@ -74,7 +77,7 @@ from bse_predict.labels.first_touch import UNKNOWN
 from bse_predict.scoring.probabilities import climatology_shares
 from bse_predict.serving.manifest import CombinerRecord
 
-__all__ = ["EnsemblePredictor"]
+__all__ = ["WITHOUT", "EnsemblePredictor"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,8 @@ _STACKING_CS = (0.001, 0.01, 0.1, 1.0)
 _PENALTIES = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)
 _HOUR_MS = 3_600_000
 """``purge_rows`` counts hours: the rows of one symbol are hourly candles."""
+WITHOUT = "weighted_without_"
+"""The prefix of the member-ablation strategies: ``weighted_without_<member>``."""
 
 
 @register
@@ -102,7 +107,8 @@ class EnsemblePredictor(BasePredictor):
                  stacking_c: float | None = None, regime_min_rows: int = 300, validation_fraction: float = 0.25,
                  purge_rows: int = 72, adaptive_rate: float = 0.02, climatology_member: bool = True,
                  weight_penalty: float | None = None, weight_penalties: Sequence[float] = _PENALTIES,
-                 stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3, seed: int = 7) -> None:
+                 stacking_cs: Sequence[float] = _STACKING_CS, inner_folds: int = 3, member_ablation: bool = False,
+                 seed: int = 7) -> None:
         self.members = members
         self.strategy = strategy
         self.member_params = member_params
@@ -113,6 +119,7 @@ class EnsemblePredictor(BasePredictor):
         self.weight_penalties = weight_penalties
         self.stacking_cs = stacking_cs
         self.inner_folds = inner_folds
+        self.member_ablation = member_ablation
         self.regime_min_rows = regime_min_rows
         self.validation_fraction = validation_fraction
         self.purge_rows = purge_rows
@@ -187,8 +194,9 @@ class EnsemblePredictor(BasePredictor):
         # Rounded so that members' float sums in another thread order fit the same combiners.
         oof = np.round(self._member_probabilities(x_oof), 10)
         mixture = with_climatology(oof, climatology_shares(y) if self.climatology_member else None)
-        self.weight_penalty_ = self._choose_penalty(mixture, y_oof, times)
+        self.weight_penalty_ = self._choose_penalty(mixture, y_oof, times, self._shrink_toward())
         self.weights_ = fit_weights(mixture, y_oof, self.weight_penalty_, self._shrink_toward())
+        self.weights_without_ = self._fit_without_each(mixture, y_oof, times) if self.member_ablation else {}
         self.power_ = min(_POWERS, key=lambda power: log_loss(
             weighted_average(mixture, dynamic_weights(mixture, self.weights_, power))[0], y_oof))
         self.stacking_ = self._fit_stacking(oof, mixture, y_oof, times)
@@ -205,7 +213,8 @@ class EnsemblePredictor(BasePredictor):
     def _too_few_for_inner_folds(self, rows: int) -> bool:
         return rows < 2 * self.inner_folds * (self.purge_rows + 1)
 
-    def _choose_penalty(self, mixture: np.ndarray, y_oof: np.ndarray, open_time_ms: np.ndarray) -> float:
+    def _choose_penalty(self, mixture: np.ndarray, y_oof: np.ndarray, open_time_ms: np.ndarray,
+                        toward: int | None) -> float:
         """``weight_penalty``, or the candidate of ``weight_penalties`` that predicts the inner folds best
         (the strongest when the rows are too few to cut them)."""
         if self.weight_penalty is not None:
@@ -213,7 +222,22 @@ class EnsemblePredictor(BasePredictor):
         if self._too_few_for_inner_folds(len(y_oof)):
             return float(max(self.weight_penalties))
         return choose_penalty(mixture, y_oof, open_time_ms, self.weight_penalties, self.inner_folds,
-                              self.purge_rows * _HOUR_MS, self._shrink_toward()).penalty
+                              self.purge_rows * _HOUR_MS, toward).penalty
+
+    def _fit_without_each(self, mixture: np.ndarray, y_oof: np.ndarray,
+                          open_time_ms: np.ndarray) -> dict[str, np.ndarray]:
+        """Per member, the weighted mixture's weights fitted as :meth:`train` fits them but without that
+        member, whose weight is then 0 (an ensemble of one member has nothing to leave out)."""
+        if len(self.members) < 2:
+            return {}
+        toward = self._shrink_toward()
+        without = {}
+        for i, name in enumerate(self.members):
+            rest = np.delete(mixture, i, axis=0)
+            rest_toward = None if toward is None else toward - 1  # climatology stays last
+            penalty = self._choose_penalty(rest, y_oof, open_time_ms, rest_toward)
+            without[name] = np.insert(fit_weights(rest, y_oof, penalty, rest_toward), i, 0.0)
+        return without
 
     def _shrink_toward(self) -> int | None:
         """The member the weight penalty pulls toward: the climatology member (last), if any."""
@@ -272,6 +296,7 @@ class EnsemblePredictor(BasePredictor):
         """The fitted strategies (all but ``strategy`` unless ``include_own``) and, with
         ``members``, each member alone as ``member_<family>`` (for side-by-side backtests)."""
         fitted = [s for s in STRATEGIES if s != "regime" or self.by_regime_ is not None]
+        fitted += [f"{WITHOUT}{m}" for m in getattr(self, "weights_without_", {})]  # absent in versions saved before it
         alone = [f"member_{m}" for m in self.members] if members else []
         return tuple(s for s in fitted if include_own or s != self.strategy) + tuple(alone)
 
@@ -307,9 +332,12 @@ class EnsemblePredictor(BasePredictor):
 
     def combiner_spec(self, strategy: str) -> CombinerSpec:
         """The fitted numbers ``strategy`` combines with; ``stacking`` dropped on its inner folds
-        combines as ``weighted``."""
+        combines as ``weighted``, and ``weighted_without_<member>`` as ``weighted`` with its own weights."""
         if strategy == "stacking" and self.stacking_ is None:
             strategy = "weighted"
+        if strategy.startswith(WITHOUT):
+            return CombinerSpec(strategy="weighted", weights=self.weights_without_[strategy.removeprefix(WITHOUT)],
+                                climatology=self.climatology_)
         return CombinerSpec(strategy=strategy, weights=self.weights_, power=self.power_,
                             by_regime=self.by_regime_ if strategy == "regime" else None,
                             stacking=self.stacking_ if strategy == "stacking" else None,

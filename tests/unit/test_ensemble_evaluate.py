@@ -1,5 +1,6 @@
 """``evaluate`` scores every ensemble strategy beside its members and the baselines, and compares
-each strategy with its best member by the paired bootstrap."""
+each strategy with its best member, and the ensemble with itself refitted without each member, by the
+paired bootstrap."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from bse_predict.families.ensemble import EnsemblePredictor
 def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_series: dict[str, CandleSeries],
                                                                     tmp_path: Path) -> None:
     settings = load_settings(market={"targets_pct": [2]}, models={"families": {"ensemble": {"params": {
-        "members": ["random_forest", "euclidean_knn"], "strategy": "weighted",
+        "members": ["random_forest", "euclidean_knn"], "strategy": "weighted", "member_ablation": True,
         "member_params": {"random_forest": {"n_estimators": 12, "max_depth": 4, "min_samples_leaf": 40},
                           "euclidean_knn": {"k": 16, "max_pool": 400}}}}}})
     options = EvaluationOptions(families=("ensemble",), folds=2, max_rows_per_symbol=1500, bootstrap_samples=200)
@@ -34,6 +35,15 @@ def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_seri
     assert strategies <= against
     claims = [v for v in result.verdicts if "better than its best member" in v]
     assert len(claims) == len(strategies) and all(best in v for v in claims)
+    ablations = {f"ensemble_weighted_without_{m.removeprefix('ensemble_member_')}" for m in members}
+    assert ablations <= set(result.models)
+    left_out = {c.reference: c for c in result.comparisons if c.model == "ensemble" and c.reference in ablations}
+    assert set(left_out) == ablations and all(c.rows == next(iter(rows)) for c in left_out.values())
+    for name, comparison in left_out.items():
+        without = result.models[name].pooled.log_loss
+        assert comparison.mean_difference.estimate == pytest.approx(result.models["ensemble"].pooled.log_loss - without)
+    earned = [v for v in result.verdicts if "(log loss with it against the weighted mixture refitted without it)" in v]
+    assert len(earned) == 2 and any("euclidean_knn" in v for v in earned)
     report_text = (tmp_path / "report.md").read_text()
     assert "ensemble_stacking" in report_text and "ensemble_member_euclidean_knn" in report_text
 

@@ -4,6 +4,8 @@ Generated outcomes with known class shares, so that each answer can be checked b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from bse_predict.ensembles.combiners import CombinerSpec, StackingCombiner, comb
 from bse_predict.ensembles.inner_folds import inner_folds
 from bse_predict.ensembles.stacking_choice import choose_stacking
 from bse_predict.ensembles.weight_fit import fit_weights, mixture_objective
+from bse_predict.families.base import BasePredictor
 from bse_predict.families.ensemble import EnsemblePredictor
 from bse_predict.scoring.probabilities import climatology_shares
 
@@ -144,3 +147,63 @@ def test_a_stacking_fit_stopped_before_converging_says_so_in_the_log_not_on_the_
         warnings.simplefilter("error")  # any warning fails the test
         StackingCombiner.fit(probs, y, 1.0, 0, max_iter=2)
     assert any("stopped at 2 iterations before converging" in r.getMessage() for r in caplog.records)
+
+
+class _Reads(BasePredictor):
+    """Not a registered family: it answers ``_informative`` of the outcome written in column 0."""
+
+    family = "reads_column_0"
+
+    def train(self, X: np.ndarray, y: np.ndarray, validation_data: object = None) -> dict[str, float]:
+        return {}
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return _informative(X[:, 0].astype(np.int64), 0.3)
+
+    def export_onnx(self, path: Path) -> None:
+        raise NotImplementedError("a test member is never exported")
+
+
+class _Noise(_Reads):
+    """Dirichlet noise seeded by column 1: no skill."""
+
+    family = "noise"
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.random.default_rng(int(X[0, 1])).dirichlet(np.ones(3), len(X))
+
+
+class _TwoMembers(EnsemblePredictor):
+    def _member_models(self) -> list[BasePredictor]:
+        return [_Reads(), _Noise()]
+
+
+def _rows(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    y = _outcomes(seed)
+    return np.column_stack([y, np.full(ROWS, seed)]).astype(np.float64), y
+
+
+@pytest.mark.parametrize("ablation", [True, False])
+def test_member_ablation_refits_the_weighted_mixture_without_each_member_on_the_same_rows(ablation: bool) -> None:
+    """Leaving out the member with skill costs log loss; leaving out the noise, which gets no weight
+    anyway, costs nothing. Without ``member_ablation`` no such strategy exists."""
+    model = _TwoMembers(members=("reads", "noise"), member_ablation=ablation, purge_rows=24)
+    x_fit, y_fit = _rows(5)
+    x_validation, y_validation = _rows(6)
+    model.train(x_fit, y_fit, validation_data=(x_validation, y_validation),
+                validation_open_time_ms=np.arange(ROWS, dtype=np.int64) * HOUR_MS)
+    ablations = {"weighted_without_reads", "weighted_without_noise"}
+    assert (ablations <= set(model.variants())) is ablation
+    if not ablation:
+        with pytest.raises(ValueError, match="not fitted"):
+            model.predict_strategy(x_validation, "weighted_without_reads")
+        return
+    x_test, y_test = _rows(7)
+    served = log_loss(model.predict_strategy(x_test, "weighted"), y_test)
+    without_skill = model.weights_without_["reads"]
+    assert without_skill[0] == 0.0 and without_skill.sum() == pytest.approx(1.0)
+    assert model.weights_without_["noise"][1] == 0.0
+    assert log_loss(model.predict_strategy(x_test, "weighted_without_reads"), y_test) > served + 0.05
+    assert log_loss(model.predict_strategy(x_test, "weighted_without_noise"), y_test) == pytest.approx(served, abs=2e-3)
+    record = model.combiner_record("weighted_without_reads", "ensemble")
+    assert record is not None and record.strategy == "weighted" and record.weights[0] == 0.0
