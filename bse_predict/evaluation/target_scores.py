@@ -199,13 +199,16 @@ def _against_each_member_left_out(test: _TestRows, oof: OutOfFold,
 
 
 def _member_earns(c: PairedComparison) -> str:
+    """The verdict in words, with the log loss difference in nats: members with weight 0 differ by far less
+    than 0.01%."""
     member = c.reference.removeprefix(f"{c.model}_{WITHOUT}")
-    ri = c.relative_improvement
+    ri, nats = c.relative_improvement, c.mean_difference
     outcome = {"better": f"{member} earns its place in {c.model}",
                "worse": f"{c.model} is better without {member}"}.get(
         comparison_verdict(ri), f"{member} makes no significant difference to {c.model}")
-    return (f"{outcome} (log loss with it against the weighted mixture refitted without it): relative improvement "
-            f"{ri.estimate:+.2%} [{ri.lower:+.2%}, {ri.upper:+.2%}]")
+    return (f"{outcome} (log loss with it against the weighted mixture refitted without it): "
+            f"{nats.estimate:+.6f} [{nats.lower:+.6f}, {nats.upper:+.6f}] nats, relative improvement "
+            f"{ri.estimate:+.3%} [{ri.lower:+.3%}, {ri.upper:+.3%}]")
 
 
 def _beats_best_member(c: PairedComparison, margin: float = 0.03) -> str:
