@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bse_predict.evaluation.bootstrap import claim_verdict, comparison_verdict, day_blocks, paired_bootstrap
+from bse_predict.evaluation.bootstrap import (NEGLIGIBLE, claim_verdict, comparison_verdict, day_blocks,
+                                             paired_bootstrap)
 from bse_predict.evaluation.schema import (
     EvaluationOptions,
     FoldBoundary,
@@ -204,7 +205,8 @@ def _member_earns(c: PairedComparison) -> str:
     member = c.reference.removeprefix(f"{c.model}_{WITHOUT}")
     ri, nats = c.relative_improvement, c.mean_difference
     outcome = {"better": f"{member} earns its place in {c.model}",
-               "worse": f"{c.model} is better without {member}"}.get(
+               "worse": f"{c.model} is better without {member}",
+               "negligible": f"{member} changes {c.model} negligibly (within ±{NEGLIGIBLE:.2%})"}.get(
         comparison_verdict(ri), f"{member} makes no significant difference to {c.model}")
     return (f"{outcome} (log loss with it against the weighted mixture refitted without it): "
             f"{nats.estimate:+.6f} [{nats.lower:+.6f}, {nats.upper:+.6f}] nats, relative improvement "
@@ -224,9 +226,11 @@ def _verdicts(comparisons: Sequence[PairedComparison], reference: str, families:
               level: float) -> tuple[str, ...]:
     lines = []
     for c in comparisons:
-        if c.metric == "log_loss" and (c.reference == reference or c.model in families):
+        left_out = WITHOUT in c.model or WITHOUT in c.reference  # worded once, by _member_earns
+        if c.metric == "log_loss" and (c.reference == reference or c.model in families) and not left_out:
             ri = c.relative_improvement
-            outcome = {"better": f"{c.model} beats {c.reference}", "worse": f"{c.model} loses to {c.reference}"}.get(
+            outcome = {"better": f"{c.model} beats {c.reference}", "worse": f"{c.model} loses to {c.reference}",
+                       "negligible": f"{c.model} and {c.reference} differ negligibly (within ±{NEGLIGIBLE:.2%})"}.get(
                 comparison_verdict(ri), f"no significant difference between {c.model} and {c.reference}")
             lines.append(f"{outcome} on log loss at {level:.0%}: relative improvement of {c.model} "
                          f"{ri.estimate:+.2%} [{ri.lower:+.2%}, {ri.upper:+.2%}]")

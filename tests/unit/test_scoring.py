@@ -112,8 +112,9 @@ def test_paired_bootstrap_is_deterministic_and_finds_a_real_difference() -> None
     assert claim_verdict(improvement).startswith("supported")
     noisy = paired_bootstrap(reference + rng.normal(0, 0.5, 3000), reference, blocks, 300, 0.95, seed=1)[1]
     assert comparison_verdict(noisy) == "no significant difference"
-    rounding = paired_bootstrap(reference * (1 - 1e-13), reference, blocks, 300, 0.95, seed=1)[1]
-    assert 0 < rounding.lower <= rounding.upper < 1e-12
-    assert comparison_verdict(rounding) == "no significant difference"
-    assert comparison_verdict(Interval(estimate=3e-6, lower=1e-6, upper=5e-6)) == "better"
+    tiny = paired_bootstrap(reference * (1 - 1e-8), reference, blocks, 300, 0.95, seed=1)[1]
+    assert 0 < tiny.lower <= tiny.upper < 1e-7  # consistent in sign, and nil
+    assert comparison_verdict(tiny) == "negligible"
+    assert comparison_verdict(Interval(estimate=3e-4, lower=1e-4 + 1e-9, upper=5e-4)) == "better"
+    assert comparison_verdict(Interval(estimate=-3e-4, lower=-5e-4, upper=-1e-4 - 1e-9)) == "worse"
     assert claim_verdict(Interval(estimate=0.01, lower=-0.01, upper=0.03)).startswith("rejected")
