@@ -44,6 +44,7 @@ def test_every_strategy_is_scored_and_compared_with_the_best_member(futures_seri
         assert comparison.mean_difference.estimate == pytest.approx(result.models["ensemble"].pooled.log_loss - without)
     earned = [v for v in result.verdicts if "(log loss with it against the weighted mixture refitted without it)" in v]
     assert len(earned) == 2 and any("euclidean_knn" in v for v in earned)
+    assert not [v for v in result.verdicts if "weighted_without_" in v]  # worded once, by member, not by variant
     report_text = (tmp_path / "report.md").read_text()
     assert "ensemble_stacking" in report_text and "ensemble_member_euclidean_knn" in report_text
 
