@@ -46,7 +46,7 @@ def test_too_few_rows_to_cut_inner_folds_take_the_strongest_candidate() -> None:
     mixture, y = _members_and_outcomes(200, 0.3, seed=2)
     model = EnsemblePredictor(members=("random_forest", "xgboost"), weight_penalties=PENALTIES, purge_rows=72)
     model.climatology_ = climatology_shares(y)
-    assert model._choose_penalty(mixture, y, np.arange(len(y)) * HOUR_MS) == 1.0  # 200 < 2 folds x 3 x 73
+    assert model._choose_penalty(mixture, y, np.arange(len(y)) * HOUR_MS, toward=2) == 1.0  # 200 < 2 folds x 3 x 73
 
 
 def test_a_fixed_penalty_is_used_as_given_and_a_free_one_is_chosen() -> None:
@@ -56,6 +56,6 @@ def test_a_fixed_penalty_is_used_as_given_and_a_free_one_is_chosen() -> None:
     free = EnsemblePredictor(members=("random_forest", "xgboost"), weight_penalties=PENALTIES, purge_rows=24)
     for model in (fixed, free):
         model.climatology_ = climatology_shares(y)
-    assert fixed._choose_penalty(mixture, y, times) == 0.3
+    assert fixed._choose_penalty(mixture, y, times, toward=2) == 0.3
     expected = choose_penalty(mixture, y, times, PENALTIES, 3, 24 * HOUR_MS, toward=2).penalty
-    assert free._choose_penalty(mixture, y, times) == expected < 1.0
+    assert free._choose_penalty(mixture, y, times, toward=2) == expected < 1.0
