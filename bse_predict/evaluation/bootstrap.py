@@ -56,7 +56,8 @@ def paired_bootstrap(model_loss: np.ndarray, reference_loss: np.ndarray, blocks:
 NEGLIGIBLE = 1e-4
 """A relative improvement whose whole interval lies within this of 0 (0.01% of the reference's log loss) is
 negligible, however consistent its sign: an ensemble refitted without a member it gave almost no weight
-differs from itself by 1e-8 with an interval that excludes 0. Intervals on real data are 100x wider."""
+differs from itself by 1e-8 with an interval that excludes 0. The smallest significant difference between
+two models on the whole futures history so far, a member of the served ensemble, is 0.36%."""
 
 
 def comparison_verdict(improvement: Interval) -> str:
