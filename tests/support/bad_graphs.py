@@ -1,7 +1,7 @@
 """ONNX graphs that misbehave on purpose, built with the onnx helpers: a model that answers NaN,
 one that takes at least a given time per call on the machine at hand, and a version that is
-near-certain of a class picked from its input's digits, whatever happens. Real onnxruntime runs them; the control plane, ensemble and challenger
-tests serve them in place of trained files."""
+near-certain of a class picked from its input's digits, whatever happens. Real onnxruntime runs
+them; the control plane, ensemble and challenger tests serve them in place of trained files."""
 
 from __future__ import annotations
 
